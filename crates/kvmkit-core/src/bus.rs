@@ -1,0 +1,205 @@
+//! Address-range routing of port-I/O and MMIO accesses to devices.
+
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+
+/// A device implemented in Rust that answers accesses on the vCPU thread itself.
+pub trait BusDevice: Send {
+    /// Fills `data` for a read of `data.len()` bytes at `offset` into the device's range.
+    fn read(&mut self, offset: u64, data: &mut [u8]);
+    /// Accepts a write of `data` at `offset`. Returning a [`DeviceAction`] ends the run.
+    fn write(&mut self, offset: u64, data: &[u8]) -> Option<DeviceAction>;
+}
+
+/// Something a built-in device asks the machine to do after a write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceAction {
+    /// End the run with [`crate::exit::Outcome::DeviceRequest`].
+    Exit {
+        /// The device's name.
+        device: &'static str,
+        /// The status the guest wrote.
+        status: u32,
+    },
+}
+
+/// Where accesses to a range go.
+#[derive(Clone)]
+pub enum Route {
+    /// A Rust device, called on the vCPU thread.
+    BuiltIn(Arc<Mutex<dyn BusDevice>>),
+    /// A user (TypeScript) device, identified by the id it was registered with.
+    User {
+        /// The registration id.
+        device: u32,
+    },
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Route::BuiltIn(_) => f.write_str("BuiltIn"),
+            Route::User { device } => write!(f, "User({device})"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    start: u64,
+    end: u64,
+    name: String,
+    route: Route,
+}
+
+/// The address space of one kind (ports or MMIO): non-overlapping ranges, sorted.
+#[derive(Debug)]
+pub struct Bus {
+    space: &'static str,
+    limit: u64,
+    entries: Vec<Entry>,
+}
+
+/// A resolved access: the route and the offset into its range.
+#[derive(Debug)]
+pub struct Target<'a> {
+    /// Where the access goes.
+    pub route: &'a Route,
+    /// Offset from the start of the range.
+    pub offset: u64,
+}
+
+impl Bus {
+    /// The port-I/O space: 0 to 0xffff.
+    pub fn ports() -> Self {
+        Bus {
+            space: "port",
+            limit: 0x1_0000,
+            entries: Vec::new(),
+        }
+    }
+
+    /// The MMIO space: the whole 64-bit guest-physical range.
+    pub fn mmio() -> Self {
+        Bus {
+            space: "mmio",
+            limit: u64::MAX,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Registers `route` for `start..start+len` under `name`.
+    /// Fails on an empty range, one past the space's end, or one overlapping another device.
+    pub fn insert(&mut self, start: u64, len: u64, name: &str, route: Route) -> Result<()> {
+        let refuse = |end: u64, message: String| Error::BusRange {
+            space: self.space,
+            start,
+            end,
+            message,
+        };
+        if len == 0 {
+            return Err(refuse(start, "the range is empty".into()));
+        }
+        let end = match start.checked_add(len) {
+            Some(end) if end <= self.limit => end,
+            _ => {
+                return Err(refuse(
+                    start.saturating_add(len),
+                    format!("the range ends beyond the {} space (limit {:#x})", self.space, self.limit),
+                ));
+            }
+        };
+        let at = self.entries.partition_point(|e| e.start < start);
+        let clash = [at.checked_sub(1), Some(at)]
+            .into_iter()
+            .flatten()
+            .filter_map(|i| self.entries.get(i))
+            .find(|e| e.start < end && start < e.end);
+        if let Some(other) = clash {
+            return Err(refuse(
+                end,
+                format!(
+                    "it overlaps {} at {:#x}..{:#x}",
+                    other.name, other.start, other.end
+                ),
+            ));
+        }
+        self.entries.insert(
+            at,
+            Entry {
+                start,
+                end,
+                name: name.into(),
+                route,
+            },
+        );
+        Ok(())
+    }
+
+    /// Removes the range starting at `start`; returns whether one was there.
+    pub fn remove(&mut self, start: u64) -> bool {
+        match self.entries.binary_search_by_key(&start, |e| e.start) {
+            Ok(i) => {
+                self.entries.remove(i);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Finds the device for an access of `len` bytes at `addr`. An access that starts in a
+    /// range but runs past its end is not routed.
+    pub fn resolve(&self, addr: u64, len: u64) -> Option<Target<'_>> {
+        let i = self.entries.partition_point(|e| e.start <= addr).checked_sub(1)?;
+        let e = &self.entries[i];
+        (addr.checked_add(len)? <= e.end).then_some(Target {
+            route: &e.route,
+            offset: addr - e.start,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(device: u32) -> Route {
+        Route::User { device }
+    }
+
+    fn device_at(bus: &Bus, addr: u64, len: u64) -> Option<(u32, u64)> {
+        bus.resolve(addr, len).map(|t| match t.route {
+            Route::User { device } => (*device, t.offset),
+            Route::BuiltIn(_) => unreachable!(),
+        })
+    }
+
+    #[test]
+    fn routes_accesses_inside_ranges_only() {
+        let mut bus = Bus::ports();
+        bus.insert(0x3f8, 8, "com1", user(1)).unwrap();
+        bus.insert(0x400, 1, "dbg", user(2)).unwrap();
+        assert_eq!(device_at(&bus, 0x3f8, 1), Some((1, 0)));
+        assert_eq!(device_at(&bus, 0x3fc, 4), Some((1, 4)));
+        assert_eq!(device_at(&bus, 0x3fe, 4), None);
+        assert_eq!(device_at(&bus, 0x3f7, 1), None);
+        assert_eq!(device_at(&bus, 0x400, 1), Some((2, 0)));
+        assert!(bus.remove(0x3f8));
+        assert_eq!(device_at(&bus, 0x3f8, 1), None);
+    }
+
+    #[test]
+    fn refuses_overlaps_empty_and_out_of_space_ranges() {
+        let mut bus = Bus::ports();
+        bus.insert(0x60, 5, "a", user(1)).unwrap();
+        let err = bus.insert(0x64, 1, "b", user(2)).unwrap_err();
+        assert!(err.to_string().contains("overlaps a at 0x60..0x65"), "{err}");
+        assert!(bus.insert(0x5f, 2, "c", user(3)).is_err());
+        assert!(bus.insert(0x10, 0, "d", user(4)).is_err());
+        assert!(bus.insert(0xffff, 2, "e", user(5)).is_err());
+        bus.insert(0xffff, 1, "f", user(6)).unwrap();
+        let mut mmio = Bus::mmio();
+        assert!(mmio.insert(u64::MAX - 1, 4, "g", user(7)).is_err());
+    }
+}

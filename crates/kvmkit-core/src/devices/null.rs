@@ -1,0 +1,40 @@
+//! A device that ignores writes and reads as a fixed byte, for ports a guest probes.
+
+use crate::bus::{BusDevice, DeviceAction};
+
+/// Reads return `fill` in every byte; writes are discarded.
+#[derive(Debug, Clone, Copy)]
+pub struct NullDevice {
+    fill: u8,
+}
+
+impl NullDevice {
+    /// A null device whose reads return `fill` (0xff mimics an absent ISA device).
+    pub fn new(fill: u8) -> Self {
+        NullDevice { fill }
+    }
+}
+
+impl BusDevice for NullDevice {
+    fn read(&mut self, _offset: u64, data: &mut [u8]) {
+        data.fill(self.fill);
+    }
+
+    fn write(&mut self, _offset: u64, _data: &[u8]) -> Option<DeviceAction> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_fill_byte_and_swallows_writes() {
+        let mut dev = NullDevice::new(0xff);
+        let mut data = [0u8; 4];
+        dev.read(0, &mut data);
+        assert_eq!(data, [0xff; 4]);
+        assert_eq!(dev.write(0, &[1, 2]), None);
+    }
+}

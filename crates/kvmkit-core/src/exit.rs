@@ -1,0 +1,186 @@
+//! What a vCPU exit looks like once it leaves the Rust run loop, and how a run ends.
+
+/// The kinds of vCPU exit kvmkit distinguishes. Counters and handlers are indexed by these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum ExitKind {
+    /// Port-I/O read (`in`, `ins`).
+    IoIn = 0,
+    /// Port-I/O write (`out`, `outs`).
+    IoOut = 1,
+    /// MMIO read of unmapped guest-physical memory.
+    MmioRead = 2,
+    /// MMIO write to unmapped guest-physical memory.
+    MmioWrite = 3,
+    /// `hlt` with no in-kernel irqchip.
+    Hlt = 4,
+    /// Triple fault.
+    Shutdown = 5,
+    /// `KVM_EXIT_SYSTEM_EVENT`: shutdown, reset or crash requested through the platform.
+    SystemEvent = 6,
+    /// `KVM_EXIT_INTERNAL_ERROR`, such as an instruction the host's emulator cannot run.
+    InternalError = 7,
+    /// `KVM_EXIT_FAIL_ENTRY`: the hardware refused to enter the guest.
+    FailEntry = 8,
+    /// `KVM_EXIT_DEBUG`: a guest debug event.
+    Debug = 9,
+    /// `KVM_EXIT_IRQ_WINDOW_OPEN`: the guest can take an interrupt now.
+    IrqWindowOpen = 10,
+    /// `KVM_EXIT_UNKNOWN`.
+    Unknown = 11,
+    /// The run was interrupted by the host (a stop, pause or signal).
+    Interrupted = 12,
+    /// Any other exit reason.
+    Other = 13,
+}
+
+impl ExitKind {
+    /// Number of kinds, for per-kind arrays.
+    pub const COUNT: usize = 14;
+
+    /// Every kind, in index order.
+    pub const ALL: [ExitKind; Self::COUNT] = [
+        ExitKind::IoIn,
+        ExitKind::IoOut,
+        ExitKind::MmioRead,
+        ExitKind::MmioWrite,
+        ExitKind::Hlt,
+        ExitKind::Shutdown,
+        ExitKind::SystemEvent,
+        ExitKind::InternalError,
+        ExitKind::FailEntry,
+        ExitKind::Debug,
+        ExitKind::IrqWindowOpen,
+        ExitKind::Unknown,
+        ExitKind::Interrupted,
+        ExitKind::Other,
+    ];
+
+    /// The name used in statistics and error messages, such as `io-in`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExitKind::IoIn => "io-in",
+            ExitKind::IoOut => "io-out",
+            ExitKind::MmioRead => "mmio-read",
+            ExitKind::MmioWrite => "mmio-write",
+            ExitKind::Hlt => "hlt",
+            ExitKind::Shutdown => "shutdown",
+            ExitKind::SystemEvent => "system-event",
+            ExitKind::InternalError => "internal-error",
+            ExitKind::FailEntry => "fail-entry",
+            ExitKind::Debug => "debug",
+            ExitKind::IrqWindowOpen => "irq-window-open",
+            ExitKind::Unknown => "unknown",
+            ExitKind::Interrupted => "interrupted",
+            ExitKind::Other => "other",
+        }
+    }
+}
+
+/// A device access that a user (TypeScript) device must answer.
+///
+/// The run loop owns one of these per vCPU and refills it for every access, so delivering an
+/// exit allocates nothing.
+#[derive(Debug, Clone)]
+pub struct DeviceAccess {
+    /// [`ExitKind::IoIn`], [`ExitKind::IoOut`], [`ExitKind::MmioRead`] or [`ExitKind::MmioWrite`].
+    pub kind: ExitKind,
+    /// The id the device was registered with.
+    pub device: u32,
+    /// Offset of the access from the start of the device's range.
+    pub offset: u64,
+    /// Absolute port or guest-physical address.
+    pub addr: u64,
+    /// Access width in bytes (1, 2, 4; 8 for MMIO).
+    pub size: u32,
+    /// Repeat count of string I/O (`rep outsb` etc.), 1 otherwise.
+    pub count: u32,
+    /// For writes, the bytes written (`size * count` of them); empty for reads.
+    pub data: Vec<u8>,
+}
+
+impl DeviceAccess {
+    /// Whether the guest is reading (the handler must supply `size * count` bytes).
+    pub fn is_read(&self) -> bool {
+        matches!(self.kind, ExitKind::IoIn | ExitKind::MmioRead)
+    }
+}
+
+/// The system event types of `KVM_EXIT_SYSTEM_EVENT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SystemEvent {
+    /// The guest asked to power off.
+    Shutdown,
+    /// The guest asked to reset.
+    Reset,
+    /// The guest reported a crash.
+    Crash,
+    /// Another event type.
+    Other(u32),
+}
+
+/// The general registers and the state needed to explain a failure.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RegisterSnapshot {
+    /// Instruction pointer.
+    pub rip: u64,
+    /// Flags.
+    pub rflags: u64,
+    /// rax, rbx, rcx, rdx, rsi, rdi, rsp, rbp in that order.
+    pub gprs: [u64; 8],
+    /// Code segment selector.
+    pub cs: u16,
+    /// Code segment base.
+    pub cs_base: u64,
+    /// CR0.
+    pub cr0: u64,
+    /// EFER.
+    pub efer: u64,
+}
+
+/// Why a machine stopped with an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineError {
+    /// Stable code such as `UNHANDLED_EXIT`, `HANDLER_FAILED`, `EMULATION_FAILURE`.
+    pub code: &'static str,
+    /// A sentence saying what happened, with the exit, address and RIP.
+    pub message: String,
+    /// The vCPU the error happened on.
+    pub vcpu: u32,
+    /// The exit that caused it.
+    pub exit: ExitKind,
+    /// The registers at the time, when they could be read.
+    pub registers: Option<RegisterSnapshot>,
+    /// The instruction bytes at RIP, when they could be read (up to 15).
+    pub instruction: Vec<u8>,
+}
+
+/// How a machine's run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every vCPU executed `hlt`.
+    Halted,
+    /// The guest triple-faulted (`KVM_EXIT_SHUTDOWN`).
+    TripleFault {
+        /// The vCPU that faulted.
+        vcpu: u32,
+    },
+    /// The guest requested shutdown, reset or reported a crash.
+    SystemEvent {
+        /// Which event.
+        event: SystemEvent,
+        /// The vCPU that raised it.
+        vcpu: u32,
+    },
+    /// A device asked for a power-off or reset (for example the debug-exit port).
+    DeviceRequest {
+        /// The device's name.
+        device: String,
+        /// The status the guest wrote.
+        status: u32,
+    },
+    /// The host stopped the machine.
+    Stopped,
+    /// The machine stopped because of an error.
+    Error(MachineError),
+}

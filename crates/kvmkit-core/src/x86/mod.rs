@@ -1,0 +1,6 @@
+//! x86 platform setup done by the host before a vCPU first runs.
+
+pub mod cpuid;
+pub mod gdt;
+pub mod mode;
+pub mod paging;

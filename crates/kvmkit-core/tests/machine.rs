@@ -1,0 +1,237 @@
+//! Runs tiny guests on the host's real KVM.
+//!
+//! Each guest is a few hand-assembled instructions, spelled out beside their bytes.
+
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kvmkit_core::config::{MachineConfig, MemoryRegionConfig};
+use kvmkit_core::devices::DebugExit;
+use kvmkit_core::exit::{DeviceAccess, ExitKind, Outcome};
+use kvmkit_core::kvm::KvmHost;
+use kvmkit_core::machine::{ExitHandler, Machine, MachineOptions, UnhandledPolicy};
+use kvmkit_core::x86::mode::CpuMode;
+
+const ENTRY: u64 = 0x1000;
+
+enum Event {
+    Access(u32, DeviceAccess),
+    Paused,
+    End(Outcome),
+}
+
+struct Channel(Mutex<Sender<Event>>);
+
+impl ExitHandler for Channel {
+    fn on_access(&self, vcpu: u32, access: &DeviceAccess) {
+        let _ = self.0.lock().unwrap().send(Event::Access(vcpu, access.clone()));
+    }
+    fn on_paused(&self) {
+        let _ = self.0.lock().unwrap().send(Event::Paused);
+    }
+    fn on_end(&self, outcome: &Outcome) {
+        let _ = self.0.lock().unwrap().send(Event::End(outcome.clone()));
+    }
+}
+
+fn machine(code: &[u8], mode: CpuMode, options: MachineOptions) -> Machine {
+    let host = KvmHost::open().expect("these tests need /dev/kvm");
+    let config = MachineConfig {
+        memory: vec![MemoryRegionConfig { guest_addr: 0, size: 1 << 20 }],
+        vcpus: 1,
+    };
+    let m = Machine::new(host, &config, options).unwrap();
+    m.ram().write(ENTRY, code).unwrap();
+    m.with_vcpu(0, |v| v.setup(m.ram(), mode, ENTRY, 0x8000)).unwrap();
+    m
+}
+
+fn start(m: &Machine) -> Receiver<Event> {
+    let (tx, rx) = channel();
+    m.start(Arc::new(Channel(Mutex::new(tx)))).unwrap();
+    rx
+}
+
+fn next(rx: &Receiver<Event>) -> Event {
+    rx.recv_timeout(Duration::from_secs(20)).expect("the guest went quiet")
+}
+
+fn end(rx: &Receiver<Event>) -> Outcome {
+    loop {
+        if let Event::End(o) = next(rx) {
+            return o;
+        }
+    }
+}
+
+#[test]
+fn built_in_debug_console_collects_output_and_hlt_ends_the_run() {
+    // mov al,'H' ; out 0xe9,al ; mov al,'i' ; out 0xe9,al ; hlt
+    let code = [0xb0, b'H', 0xe6, 0xe9, 0xb0, b'i', 0xe6, 0xe9, 0xf4];
+    let m = machine(&code, CpuMode::Real, MachineOptions::default());
+    let console = m.add_debug_console(0xe9).unwrap();
+    let rx = start(&m);
+    assert_eq!(end(&rx), Outcome::Halted);
+    assert_eq!(console.lock().unwrap().take(), b"Hi");
+    let stats = m.stats(0).unwrap();
+    assert_eq!(stats.exits[ExitKind::IoOut as usize], 2);
+    assert_eq!(stats.exits[ExitKind::Hlt as usize], 1);
+}
+
+#[test]
+fn user_device_answers_port_reads_and_sees_writes() {
+    // mov dx,0x3f8 ; in al,dx ; add al,1 ; out dx,al ; hlt
+    let code = [0xba, 0xf8, 0x03, 0xec, 0x04, 0x01, 0xee, 0xf4];
+    let m = machine(&code, CpuMode::Real, MachineOptions::default());
+    m.add_user_port_range(0x3f8, 8, "uart", 7).unwrap();
+    let rx = start(&m);
+    let Event::Access(0, read) = next(&rx) else { panic!("expected a read") };
+    assert_eq!((read.kind, read.device, read.offset, read.size), (ExitKind::IoIn, 7, 0, 1));
+    // Registers are readable while the vCPU waits for the answer.
+    // KVM reports RIP at the `in` (0x1003) or past it, depending on the host.
+    let rip = m.with_vcpu(0, |v| v.get_regs()).unwrap().rip;
+    assert!(rip == ENTRY + 3 || rip == ENTRY + 4, "RIP {rip:#x}");
+    m.reply(0, &[0x41]).unwrap();
+    let Event::Access(0, write) = next(&rx) else { panic!("expected a write") };
+    assert_eq!((write.kind, write.data.as_slice()), (ExitKind::IoOut, &[0x42][..]));
+    m.reply(0, &[]).unwrap();
+    assert_eq!(end(&rx), Outcome::Halted);
+    assert_eq!(m.reply(0, &[]).unwrap_err().code(), "NOT_WAITING");
+}
+
+#[test]
+fn string_io_reaches_devices_with_its_count() {
+    // mov si,0x1100 ; mov cx,3 ; mov dx,0x500 ; rep outsb ; hlt
+    let mut code = vec![0xbe, 0x00, 0x11, 0xb9, 0x03, 0x00, 0xba, 0x00, 0x05, 0xf3, 0x6e, 0xf4];
+    code.resize(0x100, 0);
+    code.extend_from_slice(b"abc");
+    let m = machine(&code, CpuMode::Real, MachineOptions::default());
+    m.add_user_port_range(0x500, 1, "sink", 1).unwrap();
+    let rx = start(&m);
+    let mut seen = Vec::new();
+    loop {
+        match next(&rx) {
+            Event::Access(_, a) => {
+                assert_eq!(a.count as usize, a.data.len());
+                seen.extend_from_slice(&a.data);
+                m.reply(0, &[]).unwrap();
+            }
+            Event::End(o) => {
+                assert_eq!(o, Outcome::Halted);
+                break;
+            }
+            Event::Paused => unreachable!(),
+        }
+    }
+    assert_eq!(seen, b"abc");
+}
+
+#[test]
+fn unclaimed_port_stops_with_an_error_naming_port_and_rip() {
+    // mov al,0x55 ; out 0x80,al ; hlt
+    let code = [0xb0, 0x55, 0xe6, 0x80, 0xf4];
+    let m = machine(&code, CpuMode::Real, MachineOptions::default());
+    let rx = start(&m);
+    let Outcome::Error(e) = end(&rx) else { panic!("expected an error") };
+    assert_eq!(e.code, "UNHANDLED_EXIT");
+    assert_eq!(e.exit, ExitKind::IoOut);
+    assert!(e.message.contains("port 0x80"), "{}", e.message);
+    assert!(e.message.contains("write of 0x55"), "{}", e.message);
+    assert_eq!(e.registers.unwrap().rip, ENTRY + 4);
+    assert_eq!(e.instruction[0], 0xf4, "the bytes at RIP are the hlt");
+}
+
+#[test]
+fn ignore_policy_reads_all_ones() {
+    // in al,0x80 ; out 0xe9,al ; hlt
+    let code = [0xe4, 0x80, 0xe6, 0xe9, 0xf4];
+    let options = MachineOptions { unhandled: UnhandledPolicy::Ignore, ..Default::default() };
+    let m = machine(&code, CpuMode::Real, options);
+    let console = m.add_debug_console(0xe9).unwrap();
+    assert_eq!(end(&start(&m)), Outcome::Halted);
+    assert_eq!(console.lock().unwrap().take(), [0xff]);
+}
+
+#[test]
+fn long_mode_guest_reaches_an_mmio_device_above_ram() {
+    // mov rax,0xd0000000 ; mov dword [rax],0x12345678 ; mov ebx,[rax+4] ; mov [rax+8],ebx ; hlt
+    let code = [
+        0x48, 0xb8, 0x00, 0x00, 0x00, 0xd0, 0x00, 0x00, 0x00, 0x00, // mov rax, imm64
+        0xc7, 0x00, 0x78, 0x56, 0x34, 0x12, // mov dword [rax], imm32
+        0x8b, 0x58, 0x04, // mov ebx, [rax+4]
+        0x89, 0x58, 0x08, // mov [rax+8], ebx
+        0xf4,
+    ];
+    let m = machine(&code, CpuMode::Long, MachineOptions::default());
+    m.add_user_mmio_range(0xd000_0000, 0x1000, "regs", 3).unwrap();
+    let rx = start(&m);
+    let Event::Access(_, w) = next(&rx) else { panic!() };
+    assert_eq!((w.kind, w.offset, w.data.as_slice()), (ExitKind::MmioWrite, 0, &[0x78, 0x56, 0x34, 0x12][..]));
+    m.reply(0, &[]).unwrap();
+    let Event::Access(_, r) = next(&rx) else { panic!() };
+    assert_eq!((r.kind, r.offset, r.size), (ExitKind::MmioRead, 4, 4));
+    m.reply(0, &[0xef, 0xbe, 0xad, 0xde]).unwrap();
+    let Event::Access(_, w) = next(&rx) else { panic!() };
+    assert_eq!((w.offset, w.data.as_slice()), (8, &[0xef, 0xbe, 0xad, 0xde][..]));
+    m.reply(0, &[]).unwrap();
+    assert_eq!(end(&rx), Outcome::Halted);
+}
+
+#[test]
+fn mmio_devices_over_ram_are_refused() {
+    let m = machine(&[0xf4], CpuMode::Real, MachineOptions::default());
+    let err = m.add_user_mmio_range(0x1000, 0x1000, "x", 1).unwrap_err();
+    assert_eq!(err.code(), "BUS_RANGE");
+}
+
+#[test]
+fn a_spinning_guest_can_be_paused_inspected_resumed_and_stopped() {
+    // jmp $
+    let m = machine(&[0xeb, 0xfe], CpuMode::Protected, MachineOptions::default());
+    let rx = start(&m);
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(m.with_vcpu(0, |v| v.get_regs()).is_err(), "running vCPUs are not inspectable");
+    m.pause().unwrap();
+    assert!(matches!(next(&rx), Event::Paused));
+    assert_eq!(m.with_vcpu(0, |v| v.get_regs()).unwrap().rip, ENTRY);
+    m.resume().unwrap();
+    m.stop();
+    assert_eq!(end(&rx), Outcome::Stopped);
+    m.close();
+}
+
+#[test]
+fn debug_exit_port_ends_the_run_with_the_status() {
+    // mov al,0x2a ; out 0xf4,al ; jmp $
+    let code = [0xb0, 0x2a, 0xe6, 0xf4, 0xeb, 0xfe];
+    let m = machine(&code, CpuMode::Real, MachineOptions::default());
+    m.add_port_device(0xf4, 1, "debug-exit", Arc::new(Mutex::new(DebugExit))).unwrap();
+    assert_eq!(
+        end(&start(&m)),
+        Outcome::DeviceRequest { device: "debug-exit".into(), status: 0x2a }
+    );
+}
+
+#[test]
+fn a_failing_handler_stops_the_machine_with_its_message() {
+    // out 0x10,al ; hlt
+    let m = machine(&[0xe6, 0x10, 0xf4], CpuMode::Real, MachineOptions::default());
+    m.add_user_port_range(0x10, 1, "bad", 1).unwrap();
+    let rx = start(&m);
+    let Event::Access(..) = next(&rx) else { panic!() };
+    m.fail(0, "device exploded".into()).unwrap();
+    let Outcome::Error(e) = end(&rx) else { panic!() };
+    assert_eq!(e.code, "HANDLER_FAILED");
+    assert!(e.message.contains("device exploded"), "{}", e.message);
+}
+
+#[test]
+fn triple_fault_is_reported_as_such() {
+    // lidt [0x1100] (an empty IDT) ; ud2  -> #UD -> #GP -> #DF -> triple fault
+    let mut code = vec![0x0f, 0x01, 0x1d, 0x00, 0x11, 0x00, 0x00, 0x0f, 0x0b];
+    code.resize(0x100, 0);
+    code.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    let m = machine(&code, CpuMode::Protected, MachineOptions::default());
+    assert_eq!(end(&start(&m)), Outcome::TripleFault { vcpu: 0 });
+}
