@@ -1,1 +1,5 @@
-fn main(){napi_build::setup();}
+//! Sets up the linker flags a Node addon needs.
+
+fn main() {
+    napi_build::setup();
+}

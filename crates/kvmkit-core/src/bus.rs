@@ -106,7 +106,10 @@ impl Bus {
             _ => {
                 return Err(refuse(
                     start.saturating_add(len),
-                    format!("the range ends beyond the {} space (limit {:#x})", self.space, self.limit),
+                    format!(
+                        "the range ends beyond the {} space (limit {:#x})",
+                        self.space, self.limit
+                    ),
                 ));
             }
         };
@@ -151,7 +154,10 @@ impl Bus {
     /// Finds the device for an access of `len` bytes at `addr`. An access that starts in a
     /// range but runs past its end is not routed.
     pub fn resolve(&self, addr: u64, len: u64) -> Option<Target<'_>> {
-        let i = self.entries.partition_point(|e| e.start <= addr).checked_sub(1)?;
+        let i = self
+            .entries
+            .partition_point(|e| e.start <= addr)
+            .checked_sub(1)?;
         let e = &self.entries[i];
         (addr.checked_add(len)? <= e.end).then_some(Target {
             route: &e.route,
@@ -194,7 +200,10 @@ mod tests {
         let mut bus = Bus::ports();
         bus.insert(0x60, 5, "a", user(1)).unwrap();
         let err = bus.insert(0x64, 1, "b", user(2)).unwrap_err();
-        assert!(err.to_string().contains("overlaps a at 0x60..0x65"), "{err}");
+        assert!(
+            err.to_string().contains("overlaps a at 0x60..0x65"),
+            "{err}"
+        );
         assert!(bus.insert(0x5f, 2, "c", user(3)).is_err());
         assert!(bus.insert(0x10, 0, "d", user(4)).is_err());
         assert!(bus.insert(0xffff, 2, "e", user(5)).is_err());

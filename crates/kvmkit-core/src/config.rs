@@ -78,7 +78,10 @@ impl MachineConfig {
             if r.guest_addr % PAGE_SIZE != 0 {
                 return Err(Error::config(
                     field("guestAddr"),
-                    format!("{:#x} is not aligned to the page size (4 KiB)", r.guest_addr),
+                    format!(
+                        "{:#x} is not aligned to the page size (4 KiB)",
+                        r.guest_addr
+                    ),
                 ));
             }
             match r.guest_addr.checked_add(r.size) {
@@ -97,7 +100,10 @@ impl MachineConfig {
                 }
             }
             if usize::try_from(r.size).is_err() {
-                return Err(Error::config(field("size"), "larger than the host address space"));
+                return Err(Error::config(
+                    field("size"),
+                    "larger than the host address space",
+                ));
             }
         }
         let mut sorted = self.memory.clone();
@@ -165,8 +171,14 @@ mod tests {
     #[test]
     fn rejects_each_bad_field_by_name() {
         let h = host();
-        assert_eq!(field_of(config(&[(0, 4096)], 0).validate(&h).unwrap_err()), "vcpus");
-        assert_eq!(field_of(config(&[(0, 4096)], 9).validate(&h).unwrap_err()), "vcpus");
+        assert_eq!(
+            field_of(config(&[(0, 4096)], 0).validate(&h).unwrap_err()),
+            "vcpus"
+        );
+        assert_eq!(
+            field_of(config(&[(0, 4096)], 9).validate(&h).unwrap_err()),
+            "vcpus"
+        );
         assert_eq!(field_of(config(&[], 1).validate(&h).unwrap_err()), "memory");
         assert_eq!(
             field_of(config(&[(0, 0)], 1).validate(&h).unwrap_err()),
@@ -181,14 +193,31 @@ mod tests {
             "memory[0].guestAddr"
         );
         assert_eq!(
-            field_of(config(&[(0, 0x2000), (0x1000, 0x1000)], 1).validate(&h).unwrap_err()),
+            field_of(
+                config(&[(0, 0x2000), (0x1000, 0x1000)], 1)
+                    .validate(&h)
+                    .unwrap_err()
+            ),
             "memory[1].guestAddr"
         );
         assert_eq!(
-            field_of(config(&[(u64::MAX - 4095, 4096)], 1).validate(&h).unwrap_err()),
+            field_of(
+                config(&[(u64::MAX - 4095, 4096)], 1)
+                    .validate(&h)
+                    .unwrap_err()
+            ),
             "memory[0].size"
         );
-        let five = [(0, 4096), (0x1000, 4096), (0x2000, 4096), (0x3000, 4096), (0x4000, 4096)];
-        assert_eq!(field_of(config(&five, 1).validate(&h).unwrap_err()), "memory");
+        let five = [
+            (0, 4096),
+            (0x1000, 4096),
+            (0x2000, 4096),
+            (0x3000, 4096),
+            (0x4000, 4096),
+        ];
+        assert_eq!(
+            field_of(config(&five, 1).validate(&h).unwrap_err()),
+            "memory"
+        );
     }
 }

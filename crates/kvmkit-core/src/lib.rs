@@ -22,3 +22,4 @@ pub mod vcpu;
 pub mod x86;
 
 pub use error::{Error, Result};
+pub use kvm_bindings;

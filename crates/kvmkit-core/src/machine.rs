@@ -155,7 +155,10 @@ impl Machine {
     pub fn new(host: KvmHost, config: &MachineConfig, options: MachineOptions) -> Result<Self> {
         let info = host.info()?;
         let regions = config.validate(&info)?;
-        let vm = host.kvm().create_vm().map_err(Error::kvm("KVM_CREATE_VM"))?;
+        let vm = host
+            .kvm()
+            .create_vm()
+            .map_err(Error::kvm("KVM_CREATE_VM"))?;
         vm.set_tss_address(TSS_ADDR)
             .map_err(Error::kvm("KVM_SET_TSS_ADDR"))?;
         let ram = GuestRam::new(&regions)?;
@@ -413,12 +416,16 @@ impl Machine {
 
     /// Answers the access vCPU `vcpu` is waiting on (the bytes read; empty for writes).
     pub fn reply(&self, vcpu: u32, bytes: &[u8]) -> Result<()> {
-        self.mailbox(vcpu)?.reply(bytes).map_err(|e| reply_error(vcpu, e))
+        self.mailbox(vcpu)?
+            .reply(bytes)
+            .map_err(|e| reply_error(vcpu, e))
     }
 
     /// Fails the access vCPU `vcpu` is waiting on: the machine stops with `message`.
     pub fn fail(&self, vcpu: u32, message: String) -> Result<()> {
-        self.mailbox(vcpu)?.fail(message).map_err(|e| reply_error(vcpu, e))
+        self.mailbox(vcpu)?
+            .fail(message)
+            .map_err(|e| reply_error(vcpu, e))
     }
 
     fn mailbox(&self, vcpu: u32) -> Result<&Mailbox> {

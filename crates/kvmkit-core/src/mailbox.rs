@@ -157,7 +157,12 @@ impl Mailbox {
 
     /// Wakes the waiting thread if it parked (after a cancel, for example).
     pub fn wake(&self) {
-        if let Some(thread) = self.waiter.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        if let Some(thread) = self
+            .waiter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
             thread.unpark();
         }
     }
@@ -215,6 +220,9 @@ mod tests {
     fn oversized_replies_are_refused() {
         let mb = Mailbox::default();
         mb.post();
-        assert_eq!(mb.reply(&[0; MAX_REPLY + 1]), Err(ReplyError::TooLong(MAX_REPLY + 1)));
+        assert_eq!(
+            mb.reply(&[0; MAX_REPLY + 1]),
+            Err(ReplyError::TooLong(MAX_REPLY + 1))
+        );
     }
 }

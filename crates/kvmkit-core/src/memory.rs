@@ -113,7 +113,10 @@ impl GuestRam {
     fn check(&self, addr: u64, len: u64) -> Result<()> {
         let out_of_range = || Error::GuestMemoryRange { addr, len };
         let end = addr.checked_add(len).ok_or_else(out_of_range)?;
-        let region = self.mem.find_region(GuestAddress(addr)).ok_or_else(out_of_range)?;
+        let region = self
+            .mem
+            .find_region(GuestAddress(addr))
+            .ok_or_else(out_of_range)?;
         if end > region.start_addr().0 + region.len() {
             return Err(out_of_range());
         }
@@ -138,8 +141,14 @@ mod tests {
 
     fn ram() -> GuestRam {
         GuestRam::new(&[
-            MemoryRegionConfig { guest_addr: 0, size: 0x2000 },
-            MemoryRegionConfig { guest_addr: 0x10000, size: 0x1000 },
+            MemoryRegionConfig {
+                guest_addr: 0,
+                size: 0x2000,
+            },
+            MemoryRegionConfig {
+                guest_addr: 0x10000,
+                size: 0x1000,
+            },
         ])
         .unwrap()
     }

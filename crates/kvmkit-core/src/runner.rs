@@ -114,7 +114,11 @@ fn finish(ctx: &VcpuThread, handler: Option<&dyn ExitHandler>) {
     let stopped = shared.stop.load(Ordering::Acquire);
     let outcome = c
         .outcome
-        .get_or_insert(if stopped { Outcome::Stopped } else { Outcome::Halted })
+        .get_or_insert(if stopped {
+            Outcome::Stopped
+        } else {
+            Outcome::Halted
+        })
         .clone();
     if c.state != State::Closed {
         c.state = State::Ended;
@@ -209,9 +213,18 @@ impl Looper<'_> {
                         message: "KVM reported port-I/O data outside the kvm_run area".into(),
                     };
                 };
-                let kind = if write { ExitKind::IoOut } else { ExitKind::IoIn };
+                let kind = if write {
+                    ExitKind::IoOut
+                } else {
+                    ExitKind::IoIn
+                };
                 stats.count(kind);
-                let bus = self.ctx.shared.ports.read().unwrap_or_else(|e| e.into_inner());
+                let bus = self
+                    .ctx
+                    .shared
+                    .ports
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner());
                 self.route(&bus, kind, u64::from(port), size, data)
             }
             Raw::Mmio {
@@ -227,7 +240,12 @@ impl Looper<'_> {
                 };
                 stats.count(kind);
                 let step = {
-                    let bus = self.ctx.shared.mmio.read().unwrap_or_else(|e| e.into_inner());
+                    let bus = self
+                        .ctx
+                        .shared
+                        .mmio
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner());
                     self.route(&bus, kind, addr, len, &mut data[..len])
                 };
                 if !write && matches!(step, Step::Continue) {
@@ -265,8 +283,10 @@ impl Looper<'_> {
                 // active member of the union.
                 let internal = unsafe { run.__bindgen_anon_1.internal };
                 let n = (internal.ndata as usize).min(internal.data.len());
-                let data: Vec<String> =
-                    internal.data[..n].iter().map(|d| format!("{d:#x}")).collect();
+                let data: Vec<String> = internal.data[..n]
+                    .iter()
+                    .map(|d| format!("{d:#x}"))
+                    .collect();
                 let (code, what) = if internal.suberror == KVM_INTERNAL_ERROR_EMULATION {
                     (
                         "EMULATION_FAILURE",
@@ -321,7 +341,14 @@ impl Looper<'_> {
     }
 
     /// Sends an access to the device that owns it.
-    fn route(&mut self, bus: &Bus, kind: ExitKind, addr: u64, size: usize, data: &mut [u8]) -> Step {
+    fn route(
+        &mut self,
+        bus: &Bus,
+        kind: ExitKind,
+        addr: u64,
+        size: usize,
+        data: &mut [u8],
+    ) -> Step {
         let write = matches!(kind, ExitKind::IoOut | ExitKind::MmioWrite);
         let count = data.len() / size.max(1);
         match bus.resolve(addr, size as u64) {
@@ -441,7 +468,13 @@ impl Looper<'_> {
         }
     }
 
-    fn error(&self, vcpu: &Vcpu, code: &'static str, exit: ExitKind, message: String) -> MachineError {
+    fn error(
+        &self,
+        vcpu: &Vcpu,
+        code: &'static str,
+        exit: ExitKind,
+        message: String,
+    ) -> MachineError {
         let registers = vcpu.snapshot();
         let instruction = registers
             .as_ref()
@@ -521,7 +554,12 @@ fn io_exit(run: &mut kvm_run, mmap_size: usize) -> Option<(u16, usize, bool, &mu
     // inside it; the kernel does not touch it while the vCPU is outside KVM_RUN, and the
     // returned slice borrows `run` mutably, so nothing else aliases it.
     let data = unsafe { std::slice::from_raw_parts_mut(base.add(offset), len) };
-    Some((io.port, size, u32::from(io.direction) == KVM_EXIT_IO_OUT, data))
+    Some((
+        io.port,
+        size,
+        u32::from(io.direction) == KVM_EXIT_IO_OUT,
+        data,
+    ))
 }
 
 /// The data bytes of a `KVM_EXIT_MMIO` exit.

@@ -29,7 +29,8 @@ impl Vcpu {
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(Error::kvm("KVM_GET_SUPPORTED_CPUID"))?;
         cpuid::set_apic_id(&mut cpuid, index);
-        fd.set_cpuid2(&cpuid).map_err(Error::kvm("KVM_SET_CPUID2"))?;
+        fd.set_cpuid2(&cpuid)
+            .map_err(Error::kvm("KVM_SET_CPUID2"))?;
         Ok(Vcpu { fd, index })
     }
 
@@ -73,7 +74,9 @@ impl Vcpu {
 
     /// `KVM_SET_SREGS`.
     pub fn set_sregs(&self, sregs: &kvm_sregs) -> Result<()> {
-        self.fd.set_sregs(sregs).map_err(Error::kvm("KVM_SET_SREGS"))
+        self.fd
+            .set_sregs(sregs)
+            .map_err(Error::kvm("KVM_SET_SREGS"))
     }
 
     /// The registers that explain where the guest is, if they can be read.

@@ -25,7 +25,11 @@ struct Channel(Mutex<Sender<Event>>);
 
 impl ExitHandler for Channel {
     fn on_access(&self, vcpu: u32, access: &DeviceAccess) {
-        let _ = self.0.lock().unwrap().send(Event::Access(vcpu, access.clone()));
+        let _ = self
+            .0
+            .lock()
+            .unwrap()
+            .send(Event::Access(vcpu, access.clone()));
     }
     fn on_paused(&self) {
         let _ = self.0.lock().unwrap().send(Event::Paused);
@@ -38,12 +42,16 @@ impl ExitHandler for Channel {
 fn machine(code: &[u8], mode: CpuMode, options: MachineOptions) -> Machine {
     let host = KvmHost::open().expect("these tests need /dev/kvm");
     let config = MachineConfig {
-        memory: vec![MemoryRegionConfig { guest_addr: 0, size: 1 << 20 }],
+        memory: vec![MemoryRegionConfig {
+            guest_addr: 0,
+            size: 1 << 20,
+        }],
         vcpus: 1,
     };
     let m = Machine::new(host, &config, options).unwrap();
     m.ram().write(ENTRY, code).unwrap();
-    m.with_vcpu(0, |v| v.setup(m.ram(), mode, ENTRY, 0x8000)).unwrap();
+    m.with_vcpu(0, |v| v.setup(m.ram(), mode, ENTRY, 0x8000))
+        .unwrap();
     m
 }
 
@@ -54,7 +62,8 @@ fn start(m: &Machine) -> Receiver<Event> {
 }
 
 fn next(rx: &Receiver<Event>) -> Event {
-    rx.recv_timeout(Duration::from_secs(20)).expect("the guest went quiet")
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("the guest went quiet")
 }
 
 fn end(rx: &Receiver<Event>) -> Outcome {
@@ -86,15 +95,25 @@ fn user_device_answers_port_reads_and_sees_writes() {
     let m = machine(&code, CpuMode::Real, MachineOptions::default());
     m.add_user_port_range(0x3f8, 8, "uart", 7).unwrap();
     let rx = start(&m);
-    let Event::Access(0, read) = next(&rx) else { panic!("expected a read") };
-    assert_eq!((read.kind, read.device, read.offset, read.size), (ExitKind::IoIn, 7, 0, 1));
+    let Event::Access(0, read) = next(&rx) else {
+        panic!("expected a read")
+    };
+    assert_eq!(
+        (read.kind, read.device, read.offset, read.size),
+        (ExitKind::IoIn, 7, 0, 1)
+    );
     // Registers are readable while the vCPU waits for the answer.
     // KVM reports RIP at the `in` (0x1003) or past it, depending on the host.
     let rip = m.with_vcpu(0, |v| v.get_regs()).unwrap().rip;
     assert!(rip == ENTRY + 3 || rip == ENTRY + 4, "RIP {rip:#x}");
     m.reply(0, &[0x41]).unwrap();
-    let Event::Access(0, write) = next(&rx) else { panic!("expected a write") };
-    assert_eq!((write.kind, write.data.as_slice()), (ExitKind::IoOut, &[0x42][..]));
+    let Event::Access(0, write) = next(&rx) else {
+        panic!("expected a write")
+    };
+    assert_eq!(
+        (write.kind, write.data.as_slice()),
+        (ExitKind::IoOut, &[0x42][..])
+    );
     m.reply(0, &[]).unwrap();
     assert_eq!(end(&rx), Outcome::Halted);
     assert_eq!(m.reply(0, &[]).unwrap_err().code(), "NOT_WAITING");
@@ -103,7 +122,9 @@ fn user_device_answers_port_reads_and_sees_writes() {
 #[test]
 fn string_io_reaches_devices_with_its_count() {
     // mov si,0x1100 ; mov cx,3 ; mov dx,0x500 ; rep outsb ; hlt
-    let mut code = vec![0xbe, 0x00, 0x11, 0xb9, 0x03, 0x00, 0xba, 0x00, 0x05, 0xf3, 0x6e, 0xf4];
+    let mut code = vec![
+        0xbe, 0x00, 0x11, 0xb9, 0x03, 0x00, 0xba, 0x00, 0x05, 0xf3, 0x6e, 0xf4,
+    ];
     code.resize(0x100, 0);
     code.extend_from_slice(b"abc");
     let m = machine(&code, CpuMode::Real, MachineOptions::default());
@@ -133,7 +154,9 @@ fn unclaimed_port_stops_with_an_error_naming_port_and_rip() {
     let code = [0xb0, 0x55, 0xe6, 0x80, 0xf4];
     let m = machine(&code, CpuMode::Real, MachineOptions::default());
     let rx = start(&m);
-    let Outcome::Error(e) = end(&rx) else { panic!("expected an error") };
+    let Outcome::Error(e) = end(&rx) else {
+        panic!("expected an error")
+    };
     assert_eq!(e.code, "UNHANDLED_EXIT");
     assert_eq!(e.exit, ExitKind::IoOut);
     assert!(e.message.contains("port 0x80"), "{}", e.message);
@@ -146,7 +169,10 @@ fn unclaimed_port_stops_with_an_error_naming_port_and_rip() {
 fn ignore_policy_reads_all_ones() {
     // in al,0x80 ; out 0xe9,al ; hlt
     let code = [0xe4, 0x80, 0xe6, 0xe9, 0xf4];
-    let options = MachineOptions { unhandled: UnhandledPolicy::Ignore, ..Default::default() };
+    let options = MachineOptions {
+        unhandled: UnhandledPolicy::Ignore,
+        ..Default::default()
+    };
     let m = machine(&code, CpuMode::Real, options);
     let console = m.add_debug_console(0xe9).unwrap();
     assert_eq!(end(&start(&m)), Outcome::Halted);
@@ -164,16 +190,29 @@ fn long_mode_guest_reaches_an_mmio_device_above_ram() {
         0xf4,
     ];
     let m = machine(&code, CpuMode::Long, MachineOptions::default());
-    m.add_user_mmio_range(0xd000_0000, 0x1000, "regs", 3).unwrap();
+    m.add_user_mmio_range(0xd000_0000, 0x1000, "regs", 3)
+        .unwrap();
     let rx = start(&m);
-    let Event::Access(_, w) = next(&rx) else { panic!() };
-    assert_eq!((w.kind, w.offset, w.data.as_slice()), (ExitKind::MmioWrite, 0, &[0x78, 0x56, 0x34, 0x12][..]));
+    let Event::Access(_, w) = next(&rx) else {
+        panic!()
+    };
+    assert_eq!(
+        (w.kind, w.offset, w.data.as_slice()),
+        (ExitKind::MmioWrite, 0, &[0x78, 0x56, 0x34, 0x12][..])
+    );
     m.reply(0, &[]).unwrap();
-    let Event::Access(_, r) = next(&rx) else { panic!() };
+    let Event::Access(_, r) = next(&rx) else {
+        panic!()
+    };
     assert_eq!((r.kind, r.offset, r.size), (ExitKind::MmioRead, 4, 4));
     m.reply(0, &[0xef, 0xbe, 0xad, 0xde]).unwrap();
-    let Event::Access(_, w) = next(&rx) else { panic!() };
-    assert_eq!((w.offset, w.data.as_slice()), (8, &[0xef, 0xbe, 0xad, 0xde][..]));
+    let Event::Access(_, w) = next(&rx) else {
+        panic!()
+    };
+    assert_eq!(
+        (w.offset, w.data.as_slice()),
+        (8, &[0xef, 0xbe, 0xad, 0xde][..])
+    );
     m.reply(0, &[]).unwrap();
     assert_eq!(end(&rx), Outcome::Halted);
 }
@@ -191,7 +230,10 @@ fn a_spinning_guest_can_be_paused_inspected_resumed_and_stopped() {
     let m = machine(&[0xeb, 0xfe], CpuMode::Protected, MachineOptions::default());
     let rx = start(&m);
     std::thread::sleep(Duration::from_millis(50));
-    assert!(m.with_vcpu(0, |v| v.get_regs()).is_err(), "running vCPUs are not inspectable");
+    assert!(
+        m.with_vcpu(0, |v| v.get_regs()).is_err(),
+        "running vCPUs are not inspectable"
+    );
     m.pause().unwrap();
     assert!(matches!(next(&rx), Event::Paused));
     assert_eq!(m.with_vcpu(0, |v| v.get_regs()).unwrap().rip, ENTRY);
@@ -206,22 +248,34 @@ fn debug_exit_port_ends_the_run_with_the_status() {
     // mov al,0x2a ; out 0xf4,al ; jmp $
     let code = [0xb0, 0x2a, 0xe6, 0xf4, 0xeb, 0xfe];
     let m = machine(&code, CpuMode::Real, MachineOptions::default());
-    m.add_port_device(0xf4, 1, "debug-exit", Arc::new(Mutex::new(DebugExit))).unwrap();
+    m.add_port_device(0xf4, 1, "debug-exit", Arc::new(Mutex::new(DebugExit)))
+        .unwrap();
     assert_eq!(
         end(&start(&m)),
-        Outcome::DeviceRequest { device: "debug-exit".into(), status: 0x2a }
+        Outcome::DeviceRequest {
+            device: "debug-exit".into(),
+            status: 0x2a
+        }
     );
 }
 
 #[test]
 fn a_failing_handler_stops_the_machine_with_its_message() {
     // out 0x10,al ; hlt
-    let m = machine(&[0xe6, 0x10, 0xf4], CpuMode::Real, MachineOptions::default());
+    let m = machine(
+        &[0xe6, 0x10, 0xf4],
+        CpuMode::Real,
+        MachineOptions::default(),
+    );
     m.add_user_port_range(0x10, 1, "bad", 1).unwrap();
     let rx = start(&m);
-    let Event::Access(..) = next(&rx) else { panic!() };
+    let Event::Access(..) = next(&rx) else {
+        panic!()
+    };
     m.fail(0, "device exploded".into()).unwrap();
-    let Outcome::Error(e) = end(&rx) else { panic!() };
+    let Outcome::Error(e) = end(&rx) else {
+        panic!()
+    };
     assert_eq!(e.code, "HANDLER_FAILED");
     assert!(e.message.contains("device exploded"), "{}", e.message);
 }

@@ -1,1 +1,49 @@
+//! Node.js bindings for kvmkit-core, built with napi-rs.
+//!
+//! This crate converts types and errors and nothing more; all VMM logic lives in kvmkit-core.
+//! The TypeScript façade in `src/` is the public API; these exports are its private back end.
 
+// The documented API is the TypeScript façade; the fields of these private JS objects are
+// described there.
+#![allow(missing_docs)]
+
+mod convert;
+mod error;
+mod event;
+mod machine;
+
+pub use convert::Registers;
+pub use event::NativeEvent;
+pub use machine::NativeMachine;
+
+use napi_derive::napi;
+
+use crate::error::{Result, core};
+
+/// What the host's KVM reports about itself.
+#[napi(object)]
+pub struct KvmInfo {
+    pub path: String,
+    pub api_version: i32,
+    pub recommended_vcpus: u32,
+    pub max_vcpus: u32,
+    pub max_memslots: u32,
+    pub vcpu_mmap_size: u32,
+}
+
+/// Opens the KVM device (default `/dev/kvm`), checks it, and reports its limits.
+#[napi(catch_unwind)]
+pub fn kvm_info(path: Option<String>) -> Result<KvmInfo> {
+    let host =
+        kvmkit_core::kvm::KvmHost::open_path(path.as_deref().unwrap_or(kvmkit_core::kvm::KVM_PATH))
+            .map_err(core)?;
+    let info = host.info().map_err(core)?;
+    Ok(KvmInfo {
+        path: info.path,
+        api_version: info.api_version,
+        recommended_vcpus: info.recommended_vcpus,
+        max_vcpus: info.max_vcpus,
+        max_memslots: info.max_memslots,
+        vcpu_mmap_size: u32::try_from(info.vcpu_mmap_size).unwrap_or(u32::MAX),
+    })
+}

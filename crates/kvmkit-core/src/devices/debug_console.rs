@@ -59,7 +59,10 @@ impl BusDevice for DebugConsole {
     }
 
     fn write(&mut self, _offset: u64, data: &[u8]) -> Option<DeviceAction> {
-        self.output.lock().unwrap_or_else(|e| e.into_inner()).push(data);
+        self.output
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(data);
         None
     }
 }

@@ -21,8 +21,16 @@ mod tests {
     #[test]
     fn writes_the_apic_id_into_leaf_1_and_0xb() {
         let mut cpuid = CpuId::from_entries(&[
-            kvm_cpuid_entry2 { function: 1, ebx: 0x0102_0304, ..Default::default() },
-            kvm_cpuid_entry2 { function: 0xb, edx: 7, ..Default::default() },
+            kvm_cpuid_entry2 {
+                function: 1,
+                ebx: 0x0102_0304,
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: 0xb,
+                edx: 7,
+                ..Default::default()
+            },
         ])
         .unwrap();
         set_apic_id(&mut cpuid, 3);

@@ -47,7 +47,11 @@ mod tests {
 
     #[test]
     fn maps_addresses_to_themselves() {
-        let ram = GuestRam::new(&[MemoryRegionConfig { guest_addr: 0, size: 0x10_0000 }]).unwrap();
+        let ram = GuestRam::new(&[MemoryRegionConfig {
+            guest_addr: 0,
+            size: 0x10_0000,
+        }])
+        .unwrap();
         write_identity_map(&ram).unwrap();
         let read = |addr: u64| {
             let mut b = [0u8; 8];
