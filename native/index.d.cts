@@ -9,7 +9,10 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
-/** The native half of a `Machine`. */
+/**
+ * The native half of a `Machine`. `close()` drops the core machine, releasing its fds,
+ * mappings and threads at once rather than when JS garbage-collects this object.
+ */
 export declare class NativeMachine {
   /** Opens KVM and creates the VM, its RAM and vCPUs. */
   constructor(config: NativeConfig)
@@ -45,7 +48,7 @@ export declare class NativeMachine {
   resume(): void
   /** Stops the run; the end event follows. */
   stop(): void
-  /** Stops the run and joins the vCPU threads. */
+  /** Stops the run, joins the vCPU threads and releases the VM. Idempotent. */
   close(): void
   /** `created`, `running`, `paused`, `ended` or `closed`. */
   get state(): string

@@ -51,10 +51,11 @@ pub struct ExitCount {
     pub count: f64,
 }
 
-/// The native half of a `Machine`.
+/// The native half of a `Machine`. `close()` drops the core machine, releasing its fds,
+/// mappings and threads at once rather than when JS garbage-collects this object.
 #[napi]
 pub struct NativeMachine {
-    machine: Arc<Machine>,
+    machine: Mutex<Option<Arc<Machine>>>,
     console: Mutex<Option<Arc<Mutex<ConsoleOutput>>>>,
 }
 
@@ -67,6 +68,22 @@ fn mode(name: &str) -> Result<CpuMode> {
             "mode",
             format!("{other:?} is not one of \"real\", \"protected\", \"long\""),
         )),
+    }
+}
+
+impl NativeMachine {
+    /// The core machine, or an `INVALID_STATE` error once closed.
+    fn m(&self) -> Result<Arc<Machine>> {
+        self.machine
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| {
+                core(kvmkit_core::Error::InvalidState {
+                    op: "use the machine",
+                    state: "closed",
+                })
+            })
     }
 }
 
@@ -112,7 +129,7 @@ impl NativeMachine {
         )
         .map_err(core)?;
         Ok(NativeMachine {
-            machine: Arc::new(machine),
+            machine: Mutex::new(Some(Arc::new(machine))),
             console: Mutex::new(None),
         })
     }
@@ -121,7 +138,7 @@ impl NativeMachine {
     #[napi(catch_unwind)]
     pub fn write_memory(&self, addr: f64, data: Buffer) -> Result<()> {
         let addr = u64_from_js("addr", addr)?;
-        self.machine.ram().write(addr, &data).map_err(core)
+        self.m()?.ram().write(addr, &data).map_err(core)
     }
 
     /// Reads `len` bytes of guest RAM at `addr`.
@@ -129,7 +146,7 @@ impl NativeMachine {
     pub fn read_memory(&self, addr: f64, len: u32) -> Result<Buffer> {
         let addr = u64_from_js("addr", addr)?;
         let mut buf = vec![0u8; len as usize];
-        self.machine.ram().read(addr, &mut buf).map_err(core)?;
+        self.m()?.ram().read(addr, &mut buf).map_err(core)?;
         Ok(buf.into())
     }
 
@@ -139,16 +156,15 @@ impl NativeMachine {
         let mode = mode(&mode_name)?;
         let entry = u64_from_js("entry", entry)?;
         let stack = u64_from_js("stack", stack)?;
-        let ram = self.machine.ram();
-        self.machine
-            .with_vcpu(index, |v| v.setup(ram, mode, entry, stack))
+        let m = self.m()?;
+        m.with_vcpu(index, |v| v.setup(m.ram(), mode, entry, stack))
             .map_err(core)
     }
 
     /// The general registers of vCPU `index`.
     #[napi(catch_unwind)]
     pub fn get_registers(&self, index: u32) -> Result<Registers> {
-        self.machine
+        self.m()?
             .with_vcpu(index, |v| v.get_regs())
             .map(Registers::from)
             .map_err(core)
@@ -158,7 +174,7 @@ impl NativeMachine {
     #[napi(catch_unwind)]
     pub fn set_registers(&self, index: u32, registers: Registers) -> Result<()> {
         let regs = registers.to_kvm()?;
-        self.machine
+        self.m()?
             .with_vcpu(index, |v| v.set_regs(&regs))
             .map_err(core)
     }
@@ -176,8 +192,8 @@ impl NativeMachine {
         let base = u64_from_js("base", base)?;
         let len = u64_from_js("length", len)?;
         match space.as_str() {
-            "port" => self.machine.add_user_port_range(base, len, &name, id),
-            "mmio" => self.machine.add_user_mmio_range(base, len, &name, id),
+            "port" => self.m()?.add_user_port_range(base, len, &name, id),
+            "mmio" => self.m()?.add_user_mmio_range(base, len, &name, id),
             other => {
                 return Err(invalid_arg(
                     "space",
@@ -193,8 +209,8 @@ impl NativeMachine {
     pub fn remove_device(&self, space: String, base: f64) -> Result<bool> {
         let base = u64_from_js("base", base)?;
         Ok(match space.as_str() {
-            "port" => self.machine.remove_port_range(base),
-            _ => self.machine.remove_mmio_range(base),
+            "port" => self.m()?.remove_port_range(base),
+            _ => self.m()?.remove_mmio_range(base),
         })
     }
 
@@ -202,24 +218,24 @@ impl NativeMachine {
     #[napi(catch_unwind)]
     pub fn add_builtin(&self, kind: String, port: u32, len: u32, fill: u32) -> Result<()> {
         let port = u16::try_from(port).map_err(|_| invalid_arg("port", "must be 0 to 0xffff"))?;
-        let len = u16::try_from(len).map_err(|_| invalid_arg("length", "must be 1 to 0x10000"))?;
+        let len = u16::try_from(len).map_err(|_| invalid_arg("length", "must be 1 to 0xffff"))?;
+        let fill = u8::try_from(fill).map_err(|_| invalid_arg("fill", "must be 0 to 0xff"))?;
+        let m = self.m()?;
         match kind.as_str() {
             "debug-console" => {
-                let output = self.machine.add_debug_console(port).map_err(core)?;
+                let output = m.add_debug_console(port).map_err(core)?;
                 *self.console.lock().unwrap_or_else(|e| e.into_inner()) = Some(output);
                 Ok(())
             }
-            "debug-exit" => self
-                .machine
+            "debug-exit" => m
                 .add_port_device(port, 1, "debug-exit", Arc::new(Mutex::new(DebugExit)))
                 .map_err(core),
-            "null" => self
-                .machine
+            "null" => m
                 .add_port_device(
                     port,
                     len,
                     "null",
-                    Arc::new(Mutex::new(NullDevice::new(fill as u8))),
+                    Arc::new(Mutex::new(NullDevice::new(fill))),
                 )
                 .map_err(core),
             other => Err(invalid_arg(
@@ -249,7 +265,7 @@ impl NativeMachine {
             .callee_handled::<false>()
             .build()
             .map_err(napi)?;
-        self.machine
+        self.m()?
             .start(Arc::new(JsEvents::new(callback)))
             .map_err(core)
     }
@@ -258,61 +274,74 @@ impl NativeMachine {
     #[napi(catch_unwind)]
     pub fn reply(&self, vcpu: u32, value: u32, value_hi: u32) -> Result<()> {
         let v = (u64::from(value_hi) << 32) | u64::from(value);
-        self.machine.reply(vcpu, &v.to_le_bytes()).map_err(core)
+        self.m()?.reply(vcpu, &v.to_le_bytes()).map_err(core)
     }
 
     /// Answers a string-I/O read on vCPU `vcpu` with `data`.
     #[napi(catch_unwind)]
     pub fn reply_bytes(&self, vcpu: u32, data: Buffer) -> Result<()> {
-        self.machine.reply(vcpu, &data).map_err(core)
+        self.m()?.reply(vcpu, &data).map_err(core)
     }
 
     /// Fails the access vCPU `vcpu` waits on: the machine stops with `message`.
     #[napi(catch_unwind)]
     pub fn fail(&self, vcpu: u32, message: String) -> Result<()> {
-        self.machine.fail(vcpu, message).map_err(core)
+        self.m()?.fail(vcpu, message).map_err(core)
     }
 
     /// Asks every vCPU to pause; a paused event follows.
     #[napi(catch_unwind)]
     pub fn pause(&self) -> Result<()> {
-        self.machine.pause().map_err(core)
+        self.m()?.pause().map_err(core)
     }
 
     /// Resumes a paused machine.
     #[napi(catch_unwind)]
     pub fn resume(&self) -> Result<()> {
-        self.machine.resume().map_err(core)
+        self.m()?.resume().map_err(core)
     }
 
     /// Stops the run; the end event follows.
     #[napi(catch_unwind)]
     pub fn stop(&self) {
-        self.machine.stop();
+        if let Ok(m) = self.m() {
+            m.stop();
+        }
     }
 
-    /// Stops the run and joins the vCPU threads.
+    /// Stops the run, joins the vCPU threads and releases the VM. Idempotent.
     #[napi(catch_unwind)]
     pub fn close(&self) {
-        self.machine.close();
+        let machine = self
+            .machine
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(m) = machine {
+            m.close();
+        }
+        self.console
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
     }
 
     /// `created`, `running`, `paused`, `ended` or `closed`.
     #[napi(getter, catch_unwind)]
     pub fn state(&self) -> String {
-        self.machine.state().name().into()
+        self.m().map_or("closed", |m| m.state().name()).into()
     }
 
     /// The number of vCPUs.
     #[napi(getter, catch_unwind)]
     pub fn vcpu_count(&self) -> u32 {
-        self.machine.vcpu_count()
+        self.m().map_or(0, |m| m.vcpu_count())
     }
 
     /// Exit counters and latency histogram of vCPU `index`.
     #[napi(catch_unwind)]
     pub fn stats(&self, index: u32) -> Result<NativeStats> {
-        let s = self.machine.stats(index).map_err(core)?;
+        let s = self.m()?.stats(index).map_err(core)?;
         Ok(NativeStats {
             exits: ExitKind::ALL
                 .iter()

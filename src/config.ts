@@ -1,0 +1,111 @@
+/**
+ * Machine configuration: what users write, and its checked form.
+ *
+ * This layer checks types and parses sizes. Layout rules (page alignment, overlaps) and the
+ * host's limits (vCPUs, memory slots, address width) are checked by the Rust core against the
+ * running kernel, and reported as the same {@link ConfigError}.
+ * @module
+ */
+import { ConfigError } from './errors.js';
+import type { NativeConfig } from './native.js';
+import { parseSize, type Size } from './size.js';
+
+/** One region of guest RAM. */
+export interface MemoryRegion {
+  /** Guest-physical start address (a multiple of 4096). */
+  guestAddr: number;
+  /** Size: bytes or a string like `"512M"` (a multiple of 4096). */
+  size: Size;
+}
+
+/** What to do with a port or MMIO access that no device claims. */
+export type UnhandledPolicy = 'error' | 'ignore';
+
+/** The configuration of a {@link Machine}. */
+export interface MachineConfig {
+  /**
+   * Guest RAM: a size for one region at address 0, or a list of regions. Gaps between
+   * regions (such as the 32-bit PCI hole) are unmapped, so accesses there reach MMIO devices.
+   */
+  memory: Size | MemoryRegion[];
+  /** Number of vCPUs (default 1; at most what the host's KVM allows). */
+  vcpus?: number;
+  /**
+   * Accesses no device claims: `"error"` (default) stops the machine with a
+   * {@link MachineError} naming the exit, address and RIP; `"ignore"` reads all-ones and drops
+   * writes, like an empty bus.
+   */
+  unhandled?: UnhandledPolicy;
+  /**
+   * How long (µs) a vCPU spins waiting for a TypeScript device's answer before it sleeps
+   * (default 200). Spinning avoids a thread wake-up, which costs more than a KVM exit on
+   * virtualized hosts; it burns that much CPU per exit when the answer is slow.
+   */
+  handoffSpinMicros?: number;
+  /**
+   * How long (ms) a TypeScript device may take to answer before the machine stops with a
+   * `HANDLER_FAILED` error (default 10000; 0 waits forever).
+   */
+  handlerTimeoutMs?: number;
+  /** The KVM device node (default `/dev/kvm`). */
+  kvmPath?: string;
+}
+
+/** A configuration with every default filled in. */
+export interface ResolvedConfig {
+  native: NativeConfig;
+  handlerTimeoutMs: number;
+}
+
+function integer(value: unknown, field: string, min: number, max: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw new ConfigError(field, `expected a whole number from ${min} to ${max}, got ${String(value)}`);
+  }
+  return value;
+}
+
+function regions(memory: unknown): NativeConfig['memory'] {
+  if (typeof memory === 'number' || typeof memory === 'string') {
+    return [{ guestAddr: 0, size: parseSize(memory, 'memory') }];
+  }
+  if (!Array.isArray(memory)) {
+    throw new ConfigError('memory', 'expected a size (like "64M") or a list of { guestAddr, size }');
+  }
+  return memory.map((region: unknown, i) => {
+    if (typeof region !== 'object' || region === null) {
+      throw new ConfigError(`memory[${i}]`, 'expected { guestAddr, size }');
+    }
+    const r = region as Record<string, unknown>;
+    return {
+      guestAddr: integer(r.guestAddr, `memory[${i}].guestAddr`, 0, Number.MAX_SAFE_INTEGER),
+      size: parseSize(r.size, `memory[${i}].size`),
+    };
+  });
+}
+
+/** Checks types, parses sizes and fills in defaults. */
+export function resolveConfig(config: MachineConfig): ResolvedConfig {
+  if (typeof config !== 'object' || config === null) {
+    throw new ConfigError('config', 'expected an object');
+  }
+  const unhandled = config.unhandled ?? 'error';
+  if (unhandled !== 'error' && unhandled !== 'ignore') {
+    throw new ConfigError('unhandled', `expected "error" or "ignore", got ${JSON.stringify(unhandled)}`);
+  }
+  if (config.kvmPath !== undefined && typeof config.kvmPath !== 'string') {
+    throw new ConfigError('kvmPath', 'expected a path string');
+  }
+  const native: NativeConfig = {
+    memory: regions(config.memory),
+    vcpus: integer(config.vcpus ?? 1, 'vcpus', 1, 2 ** 32 - 1),
+    unhandled,
+    handoffSpinMicros: integer(config.handoffSpinMicros ?? 200, 'handoffSpinMicros', 0, 1_000_000),
+  };
+  if (config.kvmPath !== undefined) {
+    native.kvmPath = config.kvmPath;
+  }
+  return {
+    native,
+    handlerTimeoutMs: integer(config.handlerTimeoutMs ?? 10_000, 'handlerTimeoutMs', 0, 2 ** 31 - 1),
+  };
+}

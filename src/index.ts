@@ -1,0 +1,17 @@
+/**
+ * kvmkit: KVM virtual machines embedded in Node.js.
+ *
+ * Create a {@link Machine}, give it memory and vCPUs, load a guest, attach device models
+ * written in TypeScript (or Rust built-ins), and run it.
+ * @module kvmkit
+ */
+export type { MachineConfig, MemoryRegion, UnhandledPolicy } from './config.js';
+export type { Access, Device, DeviceHandle, ReadValue } from './devices.js';
+export { ConfigError, type ErrorCode, KvmkitError, MachineError, type MachineErrorCode } from './errors.js';
+export { type KvmAvailability, type KvmInfo, kvmAvailability, kvmInfo } from './kvm.js';
+export { type DebugConsole, Machine, type MachineEvents, type MachineState } from './machine.js';
+export { GuestMemory } from './memory.js';
+export type { Outcome } from './outcome.js';
+export { parseSize, type Size } from './size.js';
+export type { ExitKindName, LatencyStats, VcpuStats } from './stats.js';
+export { type CpuMode, type Registers, Vcpu, type VcpuSetup } from './vcpu.js';

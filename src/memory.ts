@@ -1,0 +1,81 @@
+/**
+ * Guest RAM as seen from TypeScript.
+ * @module
+ */
+import { callNative } from './errors.js';
+import type { NativeMachine } from './native.js';
+
+/**
+ * Reads and writes guest-physical memory. Every access must lie inside one RAM region;
+ * otherwise a `GUEST_MEMORY_RANGE` error is thrown and nothing is written.
+ */
+export class GuestMemory {
+  readonly #machine: NativeMachine;
+
+  /** @internal */
+  constructor(machine: NativeMachine) {
+    this.#machine = machine;
+  }
+
+  /** Copies `data` into guest memory at `address`. */
+  write(address: number, data: Uint8Array): void {
+    const buffer = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    callNative(() => this.#machine.writeMemory(address, buffer));
+  }
+
+  /** Reads `length` bytes of guest memory at `address`. */
+  read(address: number, length: number): Uint8Array {
+    return callNative(() => this.#machine.readMemory(address, length));
+  }
+
+  #view(address: number, length: number): DataView {
+    const bytes = this.read(address, length);
+    return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+
+  #put(address: number, length: number, fill: (view: DataView) => void): void {
+    const bytes = new Uint8Array(length);
+    fill(new DataView(bytes.buffer));
+    this.write(address, bytes);
+  }
+
+  /** Reads a byte. */
+  readU8(address: number): number {
+    return this.#view(address, 1).getUint8(0);
+  }
+
+  /** Reads a little-endian 16-bit value. */
+  readU16(address: number): number {
+    return this.#view(address, 2).getUint16(0, true);
+  }
+
+  /** Reads a little-endian 32-bit value. */
+  readU32(address: number): number {
+    return this.#view(address, 4).getUint32(0, true);
+  }
+
+  /** Reads a little-endian 64-bit value. */
+  readU64(address: number): bigint {
+    return this.#view(address, 8).getBigUint64(0, true);
+  }
+
+  /** Writes a byte. */
+  writeU8(address: number, value: number): void {
+    this.#put(address, 1, (v) => v.setUint8(0, value));
+  }
+
+  /** Writes a little-endian 16-bit value. */
+  writeU16(address: number, value: number): void {
+    this.#put(address, 2, (v) => v.setUint16(0, value, true));
+  }
+
+  /** Writes a little-endian 32-bit value. */
+  writeU32(address: number, value: number): void {
+    this.#put(address, 4, (v) => v.setUint32(0, value, true));
+  }
+
+  /** Writes a little-endian 64-bit value. */
+  writeU64(address: number, value: bigint): void {
+    this.#put(address, 8, (v) => v.setBigUint64(0, value, true));
+  }
+}

@@ -1,0 +1,116 @@
+import { afterEach, expect, it } from 'vitest';
+import { encodeReadValue } from '../src/bus.js';
+import type { Machine, Outcome } from '../src/index.js';
+import { machineWith } from './guests.js';
+import { describeKvm } from './kvm.js';
+
+const open: Machine[] = [];
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((vm) => vm.close()));
+});
+
+/** The io guest with `read` answering its first port read (port 0x60, 1 byte). */
+function ioMachine(read: () => unknown, config = {}): Machine {
+  const vm = machineWith('io', config);
+  open.push(vm);
+  vm.addPortDevice(0x60, 8, { name: 'dev', read: read as () => number });
+  vm.addNullDevice(0x70, 2);
+  return vm;
+}
+
+function failure(outcome: Outcome): { code: string; message: string; cause: unknown } {
+  if (outcome.reason !== 'error') {
+    throw new Error(`expected an error, got ${outcome.reason}`);
+  }
+  return { code: outcome.error.code, message: outcome.error.message, cause: outcome.error.cause };
+}
+
+it('checks read values against the access width', () => {
+  expect(encodeReadValue(0xff, 1)).toEqual([0xff, 0]);
+  expect(encodeReadValue(0x1_0000_0001n, 8)).toEqual([1, 1]);
+  expect(() => encodeReadValue(0x100, 1)).toThrow(/does not fit in 1 byte/);
+  expect(() => encodeReadValue(-1, 4)).toThrow(/does not fit/);
+  expect(() => encodeReadValue('7', 1)).toThrow(/returned "7"; expected an integer from 0 to 0xff/);
+  expect(() => encodeReadValue(1.5, 2)).toThrow(/1.5 \(number\)/);
+});
+
+describeKvm('TypeScript devices', () => {
+  it('may answer with a Promise', async () => {
+    const vm = machineWith('io');
+    open.push(vm);
+    const writes: (number | bigint)[] = [];
+    vm.addPortDevice(0x60, 8, {
+      name: 'slow',
+      read: async () => {
+        await new Promise((r) => setTimeout(r, 5));
+        return 1;
+      },
+      write: async (_a, v) => {
+        await new Promise((r) => setTimeout(r, 1));
+        writes.push(v);
+      },
+    });
+    vm.addPortDevice(0x70, 2, { name: 'string', read: () => Promise.resolve(9), write: () => Promise.resolve() });
+    expect(await vm.run()).toEqual({ reason: 'halted' });
+    expect(writes).toEqual([2, 2, 2]);
+  });
+
+  it('stop the machine, not the process, when a handler throws', async () => {
+    const boom = new Error('device exploded');
+    const vm = ioMachine(() => {
+      throw boom;
+    });
+    const f = failure(await vm.run());
+    expect(f.code).toBe('HANDLER_FAILED');
+    expect(f.message).toMatch(/device "dev" read handler failed: device exploded/);
+    expect(f.message).toMatch(/RIP 0x/);
+    expect(f.cause).toBe(boom);
+  });
+
+  it('stop the machine when a handler rejects', async () => {
+    const vm = ioMachine(() => Promise.reject(new Error('async trouble')));
+    expect(failure(await vm.run()).message).toMatch(/async trouble/);
+  });
+
+  it('stop the machine when a handler returns the wrong type', async () => {
+    const vm = ioMachine(() => 'hello');
+    expect(failure(await vm.run()).message).toMatch(/returned "hello"; expected an integer from 0 to 0xff/);
+  });
+
+  it('stop the machine when a handler never answers, after handlerTimeoutMs', async () => {
+    const vm = ioMachine(() => new Promise(() => {}), { handlerTimeoutMs: 100 });
+    expect(failure(await vm.run()).message).toMatch(/no answer within 100 ms/);
+  });
+
+  it('leave other machines running when one fails', async () => {
+    const bad = ioMachine(() => {
+      throw new Error('bad');
+    });
+    const good = machineWith('spin');
+    open.push(good);
+    good.start();
+    expect((await bad.run()).reason).toBe('error');
+    expect(good.state).toBe('running');
+    await good.pause();
+    good.stop();
+    expect(await good.wait()).toEqual({ reason: 'stopped' });
+  });
+
+  it('lets a waiting handler read the vCPU registers', async () => {
+    const vm = machineWith('io');
+    open.push(vm);
+    let rip = 0n;
+    vm.addPortDevice(0x60, 8, {
+      name: 'inspect',
+      read: (a) => {
+        if (a.offset === 0) {
+          rip = vm.vcpus[a.vcpu]?.registers().rip ?? 0n;
+        }
+        return 0;
+      },
+    });
+    vm.addNullDevice(0x70, 2);
+    await vm.run();
+    expect(rip >= 0x1003n && rip <= 0x1004n).toBe(true);
+  });
+});
