@@ -32,7 +32,7 @@ export declare class NativeMachine {
   removeDevice(space: string, base: number): boolean
   /** Adds a built-in device: `debug-console`, `debug-exit` or `null` (`fill` is its read value). */
   addBuiltin(kind: string, port: number, len: number, fill: number): void
-  /** Takes what the guest wrote to the built-in debug console so far. */
+  /** Takes what the guest wrote to the built-in debug console so far (also after close). */
   takeConsoleOutput(): Buffer
   /** Starts the vCPU threads; `on_event` receives accesses, pauses and the end. */
   start(onEvent: (arg: NativeEvent) => void): void

@@ -3,7 +3,7 @@
  * a vCPU is waiting on to its device's handler.
  * @module
  */
-import type { Access, Device, DeviceHandle, ReadValue } from './devices.js';
+import type { Access, Device, DeviceHandle } from './devices.js';
 import { callNative } from './errors.js';
 import type { NativeEvent, NativeMachine } from './native.js';
 

@@ -65,4 +65,3 @@ main(process.argv.slice(2)).then(
     process.exitCode = 1;
   },
 );
-

@@ -3,9 +3,23 @@
  * @module
  */
 import { callNative, KvmkitError } from './errors.js';
-import { type KvmInfo, native } from './native.js';
+import { native } from './native.js';
 
-export type { KvmInfo } from './native.js';
+/** What the host's KVM reports about itself. */
+export interface KvmInfo {
+  /** The device node that was opened. */
+  readonly path: string;
+  /** `KVM_GET_API_VERSION` (always 12 on a usable host). */
+  readonly apiVersion: number;
+  /** The recommended maximum of vCPUs per VM (`KVM_CAP_NR_VCPUS`). */
+  readonly recommendedVcpus: number;
+  /** The hard maximum of vCPUs per VM (`KVM_CAP_MAX_VCPUS`). */
+  readonly maxVcpus: number;
+  /** The maximum of memory regions per VM (`KVM_CAP_NR_MEMSLOTS`). */
+  readonly maxMemslots: number;
+  /** Bytes of the `kvm_run` area mapped per vCPU. */
+  readonly vcpuMmapSize: number;
+}
 
 /** Opens the KVM device (default `/dev/kvm`), checks its API version and capabilities, and reports its limits. */
 export function kvmInfo(path?: string): KvmInfo {
@@ -13,7 +27,19 @@ export function kvmInfo(path?: string): KvmInfo {
 }
 
 /** Whether KVM is usable here, and if not, why and what to do. */
-export type KvmAvailability = { readonly ok: true; readonly info: KvmInfo } | { readonly ok: false; readonly error: KvmkitError };
+export type KvmAvailability =
+  | {
+      /** KVM is usable. */
+      readonly ok: true;
+      /** Its limits. */
+      readonly info: KvmInfo;
+    }
+  | {
+      /** KVM is not usable. */
+      readonly ok: false;
+      /** Why, with what to do about it in the message. */
+      readonly error: KvmkitError;
+    };
 
 /** Checks KVM without throwing. */
 export function kvmAvailability(path?: string): KvmAvailability {

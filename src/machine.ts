@@ -36,7 +36,7 @@ export interface MachineEvents {
 export interface DebugConsole {
   /** The port it listens on. */
   readonly port: number;
-  /** Takes the bytes the guest wrote since the last call (at most 1 MiB are kept). */
+  /** Takes the bytes the guest wrote since the last call (at most 1 MiB are kept); works after close too. */
   take(): Uint8Array;
 }
 

@@ -7,6 +7,7 @@ import { createRequire } from 'node:module';
 import { KvmkitError } from './errors.js';
 
 export type * from '../native/index.cjs';
+
 type Binding = typeof import('../native/index.cjs');
 
 let binding: Binding | undefined;

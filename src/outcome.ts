@@ -5,22 +5,40 @@
 import { MachineError, type MachineErrorCode } from './errors.js';
 import type { NativeOutcome } from './native.js';
 
-/** Why a machine's run ended. */
+/** Why a machine's run ended: check `reason`, then the fields that reason carries. */
 export type Outcome =
-  /** Every vCPU executed `hlt`. */
-  | { readonly reason: 'halted' }
-  /** The host stopped the machine ({@link Machine.stop} or close). */
-  | { readonly reason: 'stopped' }
-  /** The guest triple-faulted on `vcpu`. */
-  | { readonly reason: 'triple-fault'; readonly vcpu: number }
-  /** The guest asked the platform to power off, reset, or reported a crash. */
-  | { readonly reason: 'shutdown' | 'reset' | 'crash'; readonly vcpu: number }
-  /** Another `KVM_EXIT_SYSTEM_EVENT` type. */
-  | { readonly reason: 'system-event'; readonly vcpu: number; readonly type: number }
-  /** A device asked to end the run, such as the debug-exit port, with the guest's status. */
-  | { readonly reason: 'device-request'; readonly device: string; readonly status: number }
-  /** The run stopped because of an error. */
-  | { readonly reason: 'error'; readonly error: MachineError };
+  | {
+      /** `halted`: every vCPU executed `hlt`; `stopped`: the host stopped the run ({@link Machine.stop}, close). */
+      readonly reason: 'halted' | 'stopped';
+    }
+  | {
+      /** `triple-fault`: the guest triple-faulted; `shutdown`, `reset`, `crash`: it asked the platform to. */
+      readonly reason: 'triple-fault' | 'shutdown' | 'reset' | 'crash';
+      /** The vCPU it happened on. */
+      readonly vcpu: number;
+    }
+  | {
+      /** Another `KVM_EXIT_SYSTEM_EVENT` type. */
+      readonly reason: 'system-event';
+      /** The vCPU it happened on. */
+      readonly vcpu: number;
+      /** The event type. */
+      readonly type: number;
+    }
+  | {
+      /** A device asked to end the run, such as the debug-exit port. */
+      readonly reason: 'device-request';
+      /** The device's name. */
+      readonly device: string;
+      /** The status the guest gave it. */
+      readonly status: number;
+    }
+  | {
+      /** The run stopped because of an error. */
+      readonly reason: 'error';
+      /** What went wrong, where. */
+      readonly error: MachineError;
+    };
 
 /** Converts the native outcome; `cause` is a handler's own exception, when one ended the run. */
 export function toOutcome(o: NativeOutcome, cause?: unknown): Outcome {

@@ -3,10 +3,48 @@
  * @module
  */
 import { callNative } from './errors.js';
-import type { NativeMachine, Registers } from './native.js';
+import type { NativeMachine } from './native.js';
 import { toVcpuStats, type VcpuStats } from './stats.js';
 
-export type { Registers } from './native.js';
+/** The general registers of a vCPU, as unsigned 64-bit bigints. */
+export interface Registers {
+  /** RAX. */
+  rax: bigint;
+  /** RBX. */
+  rbx: bigint;
+  /** RCX. */
+  rcx: bigint;
+  /** RDX. */
+  rdx: bigint;
+  /** RSI. */
+  rsi: bigint;
+  /** RDI. */
+  rdi: bigint;
+  /** RSP, the stack pointer. */
+  rsp: bigint;
+  /** RBP. */
+  rbp: bigint;
+  /** R8. */
+  r8: bigint;
+  /** R9. */
+  r9: bigint;
+  /** R10. */
+  r10: bigint;
+  /** R11. */
+  r11: bigint;
+  /** R12. */
+  r12: bigint;
+  /** R13. */
+  r13: bigint;
+  /** R14. */
+  r14: bigint;
+  /** R15. */
+  r15: bigint;
+  /** RIP, the instruction pointer. */
+  rip: bigint;
+  /** RFLAGS (bit 1 is reserved and always set). */
+  rflags: bigint;
+}
 
 /**
  * The processor mode a vCPU starts in:

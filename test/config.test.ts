@@ -45,7 +45,13 @@ describe('resolveConfig', () => {
   });
 
   it('keeps region lists with their addresses', () => {
-    const r = resolveConfig({ memory: [{ guestAddr: 0, size: '3G' }, { guestAddr: 2 ** 32, size: '1G' }], vcpus: 2 });
+    const r = resolveConfig({
+      memory: [
+        { guestAddr: 0, size: '3G' },
+        { guestAddr: 2 ** 32, size: '1G' },
+      ],
+      vcpus: 2,
+    });
     expect(r.native.memory).toEqual([
       { guestAddr: 0, size: 3 * 2 ** 30 },
       { guestAddr: 2 ** 32, size: 2 ** 30 },

@@ -64,7 +64,14 @@ describeKvm('Machine', () => {
   });
 
   it('reads and writes guest memory with typed accessors and refuses accesses outside RAM', () => {
-    const vm = track(Machine.create({ memory: [{ guestAddr: 0, size: '64K' }, { guestAddr: 0x10_0000, size: '64K' }] }));
+    const vm = track(
+      Machine.create({
+        memory: [
+          { guestAddr: 0, size: '64K' },
+          { guestAddr: 0x10_0000, size: '64K' },
+        ],
+      }),
+    );
     vm.memory.writeU8(0x10, 0xab);
     vm.memory.writeU16(0x20, 0xbeef);
     vm.memory.writeU32(0x30, 0xdeadbeef);
@@ -74,7 +81,9 @@ describeKvm('Machine', () => {
     expect(vm.memory.readU32(0x30)).toBe(0xdeadbeef);
     expect(vm.memory.readU64(0x10_0040)).toBe(0x0123456789abcdefn);
     expect([...vm.memory.read(0x20, 2)]).toEqual([0xef, 0xbe]);
-    expect(() => vm.memory.write(0xfffe, new Uint8Array(4))).toThrow(expect.objectContaining({ code: 'GUEST_MEMORY_RANGE' }));
+    expect(() => vm.memory.write(0xfffe, new Uint8Array(4))).toThrow(
+      expect.objectContaining({ code: 'GUEST_MEMORY_RANGE' }),
+    );
     expect(() => vm.memory.read(0x2_0000, 1)).toThrow(/outside guest RAM/);
     expect(() => vm.memory.read(-1, 1)).toThrow(ConfigError);
   });
@@ -82,7 +91,7 @@ describeKvm('Machine', () => {
   it('answers port reads of every width, sees the writes, and handles string I/O', async () => {
     const vm = track(machineWith('io'));
     const writes: [number, number, number | bigint][] = [];
-    const values: Record<number, number> = { 0x60: 0x7f, 0x62: 0x1234, 0x64: 0xfffffffe };
+    const values: Record<number, number> = { 96: 0x7f, 98: 0x1234, 100: 0xfffffffe };
     vm.addPortDevice(0x60, 8, {
       name: 'regs',
       read: (a) => values[a.address] ?? 0,
@@ -188,6 +197,15 @@ describeKvm('Machine', () => {
       [0, 0],
       [1, 1],
     ]);
+  });
+
+  it('keeps the Rust debug console output readable after close', async () => {
+    const vm = machineWith('unhandled');
+    const console = vm.addDebugConsole(0x80);
+    expect(await vm.run()).toEqual({ reason: 'halted' });
+    await vm.close();
+    expect([...console.take()]).toEqual([0x55]);
+    expect(() => vm.memory.read(0, 1)).toThrow(/the machine is closed/);
   });
 
   it('ends with the status written to the debug-exit port', async () => {

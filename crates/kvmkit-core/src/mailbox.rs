@@ -115,7 +115,7 @@ impl Mailbox {
                 return Answer::Cancelled;
             }
             spins = spins.wrapping_add(1);
-            if spins % 64 != 0 || start.elapsed() < spin {
+            if !spins.is_multiple_of(64) || start.elapsed() < spin {
                 std::hint::spin_loop();
             } else {
                 std::thread::park_timeout(Duration::from_millis(50));

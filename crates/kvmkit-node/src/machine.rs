@@ -245,7 +245,7 @@ impl NativeMachine {
         }
     }
 
-    /// Takes what the guest wrote to the built-in debug console so far.
+    /// Takes what the guest wrote to the built-in debug console so far (also after close).
     #[napi(catch_unwind)]
     pub fn take_console_output(&self) -> Buffer {
         self.console
@@ -320,10 +320,6 @@ impl NativeMachine {
         if let Some(m) = machine {
             m.close();
         }
-        self.console
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
     }
 
     /// `created`, `running`, `paused`, `ended` or `closed`.

@@ -32,7 +32,7 @@ pub const TABLE: [u64; 4] = [
 /// The KVM segment register for the descriptor at `selector` of [`TABLE`].
 pub fn segment(selector: u16) -> kvm_segment {
     let e = TABLE[usize::from(selector >> 3)];
-    let base = (((e >> 16) & 0x00ff_ffff) | ((e >> 32) & 0xff00_0000)) as u64;
+    let base = ((e >> 16) & 0x00ff_ffff) | ((e >> 32) & 0xff00_0000);
     let limit = ((e & 0xffff) | ((e >> 32) & 0xf_0000)) as u32;
     let g = ((e >> 55) & 1) as u8;
     kvm_segment {

@@ -1,0 +1,85 @@
+/**
+ * The consumer test: pack kvmkit and its platform package, install both tarballs into an
+ * empty directory with no Rust toolchain on PATH, and run a VM there — as `npm install kvmkit`
+ * users will.
+ */
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, cpSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, expect, it } from 'vitest';
+import { describeKvm } from './kvm.js';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const work = mkdtempSync(join(tmpdir(), 'kvmkit-pack-'));
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+/** PATH with nothing that provides cargo or rustc. */
+const pathWithoutRust = (process.env.PATH ?? '')
+  .split(':')
+  .filter((dir) => !existsSync(join(dir, 'cargo')) && !existsSync(join(dir, 'rustc')))
+  .join(':');
+
+function npm(args: string[], cwd: string): string {
+  return execFileSync('npm', [...args, '--no-audit', '--no-fund', '--loglevel=error'], {
+    cwd,
+    encoding: 'utf8',
+    env: { ...process.env, PATH: pathWithoutRust },
+  });
+}
+
+function pack(dir: string): string {
+  const out = JSON.parse(npm(['pack', '--json', '--pack-destination', work], dir)) as {
+    filename: string;
+    files: { path: string }[];
+  }[];
+  const [info] = out;
+  if (info === undefined) {
+    throw new Error(`npm pack produced nothing in ${dir}`);
+  }
+  return join(work, info.filename);
+}
+
+describeKvm('the published packages', () => {
+  it('install from tarballs and run a VM without Rust', { timeout: 180_000 }, () => {
+    const binary = join(root, 'native', 'kvmkit.linux-x64-gnu.node');
+    expect(existsSync(binary), 'run `npm run build` first').toBe(true);
+    // The platform package as `napi artifacts` lays it out: its package.json plus the addon.
+    const platformDir = join(work, 'platform');
+    cpSync(join(root, 'npm', 'linux-x64-gnu'), platformDir, { recursive: true });
+    copyFileSync(binary, join(platformDir, 'kvmkit.linux-x64-gnu.node'));
+    const platformTarball = pack(platformDir);
+    const mainTarball = pack(root);
+
+    const consumer = join(work, 'consumer');
+    execFileSync('mkdir', ['-p', consumer]);
+    writeFileSync(join(consumer, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module' }));
+    npm(['install', '--offline', mainTarball, platformTarball], consumer);
+    expect(existsSync(join(consumer, 'node_modules', 'kvmkit', 'native', 'kvmkit.linux-x64-gnu.node'))).toBe(false);
+
+    writeFileSync(
+      join(consumer, 'run.mjs'),
+      `import { Machine } from 'kvmkit';
+const vm = Machine.create({ memory: '1M' });
+// mov al,'k' ; out 0xe9,al ; hlt
+vm.memory.write(0x1000, Uint8Array.of(0xb0, 0x6b, 0xe6, 0xe9, 0xf4));
+vm.vcpus[0].setup({ mode: 'real', entry: 0x1000 });
+const console = vm.addDebugConsole();
+const outcome = await vm.run();
+await vm.close();
+process.stdout.write(JSON.stringify({ outcome, output: Buffer.from(console.take()).toString() }));
+`,
+    );
+    const env = { ...process.env, PATH: pathWithoutRust };
+    const result = JSON.parse(execFileSync('node', ['run.mjs'], { cwd: consumer, encoding: 'utf8', env })) as unknown;
+    expect(result).toEqual({ outcome: { reason: 'halted' }, output: 'k' });
+    const demo = execFileSync(join(consumer, 'node_modules', '.bin', 'kvmkit'), ['demo'], {
+      cwd: consumer,
+      encoding: 'utf8',
+      env,
+    });
+    expect(demo).toMatch(/guest> Hello from a kvmkit guest!/);
+    expect(demo).toMatch(/the guest halted/);
+  });
+});
