@@ -835,5 +835,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.NativeEventFd = nativeBinding.NativeEventFd
 module.exports.NativeMachine = nativeBinding.NativeMachine
 module.exports.kvmInfo = nativeBinding.kvmInfo
+module.exports.stopMachine = nativeBinding.stopMachine

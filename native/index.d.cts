@@ -9,6 +9,16 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/** An irqfd or ioeventfd of a machine. */
+export declare class NativeEventFd {
+  /** Signals the eventfd (for an irqfd: raises its interrupt). */
+  trigger(): void
+  /** How many times it was signalled since the last call. */
+  take(): number
+  /** Detaches it from the machine and closes it. Idempotent. */
+  close(): void
+}
+
 /**
  * The native half of a `Machine`. `close()` drops the core machine, releasing its fds,
  * mappings and threads at once rather than when JS garbage-collects this object.
@@ -27,7 +37,7 @@ export declare class NativeMachine {
   /** Sets the general registers of vCPU `index`. */
   setRegisters(index: number, registers: Registers): void
   /** Routes a port range (`space` "port") or MMIO range (`space` "mmio") to JS device `id`. */
-  addDevice(space: string, base: number, len: number, name: string, id: number): void
+  addDevice(space: string, base: number, len: number, name: string, id: number, posted: boolean): void
   /** Removes the device whose range starts at `base`; returns whether there was one. */
   removeDevice(space: string, base: number): boolean
   /** Adds a built-in device: `debug-console`, `debug-exit` or `null` (`fill` is its read value). */
@@ -56,6 +66,33 @@ export declare class NativeMachine {
   get vcpuCount(): number
   /** Exit counters and latency histogram of vCPU `index`. */
   stats(index: number): NativeStats
+  /** This machine's id, for `stopMachine` from another thread. */
+  get id(): number
+  /** How the run ended, once it has. */
+  get outcome(): NativeOutcome | null
+  /** Takes every queued posted write, oldest first. */
+  takePosted(): Array<NativePostedWrite>
+  /** Stops the machine because the handler of a posted write to `addr` failed. */
+  failPosted(vcpu: number, exit: number, addr: number, message: string): void
+  /** Starts the machine with its vCPUs driven by `inlineStep` calls instead of threads. */
+  startInline(onEvent: (arg: NativeEvent) => void): void
+  /**
+   * Answers vCPU `vcpu`'s pending access with a value of up to 8 bytes and runs it to its
+   * next access (`null` once its run ended).
+   */
+  inlineStep(vcpu: number, value: number, valueHi: number): NativeEvent | null
+  /** Answers a string-I/O read with `data` and runs the vCPU to its next access. */
+  inlineStepBytes(vcpu: number, data: Buffer): NativeEvent | null
+  /** Fails vCPU `vcpu`'s pending access: the machine stops with `message`. */
+  inlineFail(vcpu: number, message: string): NativeEvent | null
+  /** Raises (`level` true) or lowers interrupt line `irq`. */
+  setIrqLine(irq: number, level: boolean): void
+  /** Sends an MSI; returns whether it was delivered. */
+  signalMsi(address: number, data: number): boolean
+  /** An eventfd that raises `gsi` when triggered. */
+  createIrqfd(gsi: number): NativeEventFd
+  /** An eventfd KVM signals when the guest writes `addr` (`space` "port" or "mmio"). */
+  createIoeventfd(space: string, addr: number, len: number, datamatch?: bigint | undefined | null): NativeEventFd
 }
 
 /** The count of one exit kind. */
@@ -84,6 +121,8 @@ export interface NativeConfig {
   /** `error` or `ignore`. */
   unhandled: string
   handoffSpinMicros: number
+  /** In-kernel PIC, IOAPIC, LAPICs and PIT. */
+  irqchip: boolean
   kvmPath?: string
 }
 
@@ -125,6 +164,18 @@ export interface NativeOutcome {
   instruction?: Buffer
 }
 
+/** A write queued for a posted device. */
+export interface NativePostedWrite {
+  vcpu: number
+  device: number
+  exit: number
+  offset: number
+  addr: number
+  size: number
+  value: number
+  valueHi: number
+}
+
 /** One guest RAM region. */
 export interface NativeRegion {
   guestAddr: number
@@ -160,3 +211,6 @@ export interface Registers {
   rip: bigint
   rflags: bigint
 }
+
+/** Stops machine `id` from any thread; returns whether it was found. */
+export declare function stopMachine(id: number): boolean

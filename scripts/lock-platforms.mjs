@@ -10,7 +10,16 @@ const LOCK = new URL('../package-lock.json', import.meta.url);
 const lock = JSON.parse(readFileSync(LOCK, 'utf8'));
 
 const OS = ['android', 'darwin', 'freebsd', 'linux', 'win32', 'openharmony', 'netbsd', 'openbsd', 'sunos', 'aix'];
-const CPU = { x64: 'x64', arm64: 'arm64', arm: 'arm', ia32: 'ia32', riscv64: 'riscv64', s390x: 's390x', ppc64: 'ppc64', loong64: 'loong64' };
+const CPU = {
+  x64: 'x64',
+  arm64: 'arm64',
+  arm: 'arm',
+  ia32: 'ia32',
+  riscv64: 'riscv64',
+  s390x: 's390x',
+  ppc64: 'ppc64',
+  loong64: 'loong64',
+};
 
 /** The os/cpu/libc constraints a platform package's name encodes, or undefined. */
 function platformOf(name) {
@@ -19,7 +28,9 @@ function platformOf(name) {
   if (os === undefined) {
     return name.includes('wasm32') ? { cpu: ['wasm32'] } : undefined;
   }
-  const cpu = parts.map((p) => (p === 'eabi' ? undefined : CPU[p])).find(Boolean) ?? (parts.includes('universal') ? undefined : 'x64');
+  const cpu =
+    parts.map((p) => (p === 'eabi' ? undefined : CPU[p])).find(Boolean) ??
+    (parts.includes('universal') ? undefined : 'x64');
   const entry = { os: [os] };
   if (cpu !== undefined) entry.cpu = [cpu];
   if (parts.includes('musl')) entry.libc = ['musl'];
@@ -43,6 +54,8 @@ for (const [path, pkg] of Object.entries(lock.packages)) {
     added++;
   }
 }
-lock.packages = Object.fromEntries(Object.entries(lock.packages).sort(([a], [b]) => (a === '' ? -1 : b === '' ? 1 : a.localeCompare(b))));
+lock.packages = Object.fromEntries(
+  Object.entries(lock.packages).sort(([a], [b]) => (a === '' ? -1 : b === '' ? 1 : a.localeCompare(b))),
+);
 writeFileSync(LOCK, `${JSON.stringify(lock, null, 2)}\n`);
 console.log(`lock-platforms: added ${added} platform entries`);

@@ -1,11 +1,12 @@
 /**
- * The TypeScript side of the device bus: registered devices, and the dispatch of each access
- * a vCPU is waiting on to its device's handler.
+ * The TypeScript side of the device bus: registered devices, and the dispatch of each
+ * access to its device's handler — answered asynchronously (threaded vCPUs), synchronously
+ * (inline vCPUs), or not at all (posted writes).
  * @module
  */
 import type { Access, Device, DeviceHandle } from './devices.js';
 import { callNative } from './errors.js';
-import type { NativeEvent, NativeMachine } from './native.js';
+import type { NativeEvent, NativeMachine, NativePostedWrite } from './native.js';
 
 /** `ExitKind` indices of the Rust core. */
 const IO_IN = 0;
@@ -16,8 +17,18 @@ interface Registered {
   readonly handle: DeviceHandle;
 }
 
+/** A handler's answer, ready for the vCPU: a value of up to 8 bytes, or string-I/O bytes. */
+export type Answer = { readonly word: readonly [number, number] } | { readonly bytes: Buffer };
+
+const WRITTEN: Answer = { word: [0, 0] };
+
 function isThenable(value: unknown): value is PromiseLike<unknown> {
   return typeof (value as { then?: unknown } | null)?.then === 'function';
+}
+
+/** Applies `f` to `value`, or to what it resolves to if it is a Promise. */
+function then<T, U>(value: T | PromiseLike<T>, f: (v: T) => U | PromiseLike<U>): U | PromiseLike<U> {
+  return isThenable(value) ? Promise.resolve(value).then(f) : f(value);
 }
 
 /** What a read returns when the device has no read handler: all-ones, like an empty bus. */
@@ -27,6 +38,10 @@ function allOnes(size: number): bigint {
 
 function describe(value: unknown): string {
   return typeof value === 'string' ? JSON.stringify(value) : `${String(value)} (${typeof value})`;
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }
 
 /** Checks a read handler's value against the access width; returns its low and high words. */
@@ -47,6 +62,11 @@ export function encodeReadValue(value: unknown, size: number): [number, number] 
   return [Number(v & 0xffff_ffffn), Number(v >> 32n)];
 }
 
+/** The value of a single write: a bigint for 8 bytes. */
+function writtenValue(size: number, lo: number, hi: number): number | bigint {
+  return size === 8 ? (BigInt(hi) << 32n) | BigInt(lo) : lo;
+}
+
 /** Reads element `i` of a string-I/O write. */
 function element(data: Uint8Array, i: number, size: number): number {
   const view = new DataView(data.buffer, data.byteOffset + i * size, size);
@@ -60,6 +80,9 @@ export class DeviceBus {
   readonly #devices = new Map<number, Registered>();
   #nextId = 1;
   #failure: unknown;
+  readonly #posted: NativePostedWrite[] = [];
+  #pumping = false;
+  readonly #idle: (() => void)[] = [];
 
   constructor(machine: NativeMachine, timeoutMs: number) {
     this.#machine = machine;
@@ -69,7 +92,8 @@ export class DeviceBus {
   /** Registers `device` on `length` ports or MMIO bytes from `base`. */
   add(space: 'port' | 'mmio', base: number, length: number, device: Device): DeviceHandle {
     const id = this.#nextId++;
-    callNative(() => this.#machine.addDevice(space, base, length, device.name, id));
+    const posted = device.posted === true;
+    callNative(() => this.#machine.addDevice(space, base, length, device.name, id, posted));
     const handle: DeviceHandle = {
       name: device.name,
       space,
@@ -90,64 +114,87 @@ export class DeviceBus {
     return this.#failure;
   }
 
-  /** Hands one access to its device. Never throws: failures stop the machine instead. */
-  dispatch(e: NativeEvent): void {
-    const registered = this.#devices.get(e.device);
-    if (registered === undefined) {
-      this.#fail(e.vcpu, `device #${e.device} was removed while the guest was using it`, undefined);
-      return;
-    }
-    const { device } = registered;
+  /** Calls the device for one access (every element of string I/O); returns the answer or a Promise of it. */
+  #call(device: Device, e: NativeEvent): Answer | PromiseLike<Answer> {
     const access: Access = { vcpu: e.vcpu, offset: e.offset, address: e.addr, size: e.size };
     const isRead = e.exit === IO_IN || e.exit === MMIO_READ;
-    if (e.count > 1) {
-      this.#guard(registered, e.vcpu, isRead ? 'read' : 'write', () => this.#stringIo(device, access, e, isRead));
-    } else if (isRead) {
-      this.#guard(
-        registered,
-        e.vcpu,
-        'read',
-        () => (device.read ? device.read(access) : allOnes(e.size)),
-        (value) => {
-          const [lo, hi] = encodeReadValue(value, e.size);
-          this.#machine.reply(e.vcpu, lo, hi);
-        },
-      );
+    const read = () => (device.read ? device.read(access) : allOnes(e.size));
+    if (e.count === 1) {
+      return isRead
+        ? then(read(), (v) => ({ word: encodeReadValue(v, e.size) }))
+        : then(device.write?.(access, writtenValue(e.size, e.value, e.valueHi)), () => WRITTEN);
+    }
+    const data = e.data ?? Buffer.alloc(0);
+    const out = Buffer.alloc(e.size * e.count);
+    const step = (i: number): Answer | PromiseLike<Answer> => {
+      for (; i < e.count; i++) {
+        const at = i;
+        const r = isRead
+          ? then(read(), (v) => {
+              out.writeUIntLE(encodeReadValue(v, e.size)[0], at * e.size, e.size);
+            })
+          : device.write?.(access, element(data, at, e.size));
+        if (isThenable(r)) {
+          return Promise.resolve(r).then(() => step(at + 1));
+        }
+      }
+      return isRead ? { bytes: out } : WRITTEN;
+    };
+    return step(0);
+  }
+
+  #failMessage(e: { device: number }, what: string, error: unknown): string {
+    this.#failure ??= error;
+    const name = this.#devices.get(e.device)?.device.name ?? `#${e.device}`;
+    return `device "${name}" ${what} handler failed: ${messageOf(error)}`;
+  }
+
+  #what(e: NativeEvent): 'read' | 'write' {
+    return e.exit === IO_IN || e.exit === MMIO_READ ? 'read' : 'write';
+  }
+
+  /**
+   * Hands one access from a threaded vCPU to its device, after any posted writes still being
+   * handled. Never throws: failures stop the machine.
+   */
+  dispatch(e: NativeEvent): void {
+    if (this.#pumping) {
+      void this.settled().then(() => this.#dispatchNow(e));
     } else {
-      const value = e.size === 8 ? (BigInt(e.valueHi) << 32n) | BigInt(e.value) : e.value;
-      this.#guard(
-        registered,
-        e.vcpu,
-        'write',
-        () => device.write?.(access, value),
-        () => this.#machine.reply(e.vcpu, 0, 0),
-      );
+      this.#dispatchNow(e);
     }
   }
 
-  /** Calls `run`, then `answer` with its result (awaited if it is a Promise), failing the vCPU on any error. */
-  #guard(
-    registered: Registered,
-    vcpu: number,
-    what: 'read' | 'write',
-    run: () => unknown,
-    answer: (value: unknown) => void = () => {},
-  ): void {
-    const name = registered.device.name;
+  #dispatchNow(e: NativeEvent): void {
     const fail = (error: unknown) => {
-      const reason = error instanceof Error ? error.message : String(error);
-      this.#fail(vcpu, `device "${name}" ${what} handler failed: ${reason}`, error);
+      try {
+        this.#machine.fail(e.vcpu, this.#failMessage(e, this.#what(e), error));
+      } catch {
+        // The machine already stopped (a timeout raced the answer, or close() came first).
+      }
     };
-    let result: unknown;
+    const reply = (answer: Answer) => {
+      if ('word' in answer) {
+        this.#machine.reply(e.vcpu, answer.word[0], answer.word[1]);
+      } else {
+        this.#machine.replyBytes(e.vcpu, answer.bytes);
+      }
+    };
+    const registered = this.#devices.get(e.device);
+    if (registered === undefined) {
+      fail(new Error('the device was removed while the guest was using it'));
+      return;
+    }
+    let result: Answer | PromiseLike<Answer>;
     try {
-      result = run();
+      result = this.#call(registered.device, e);
     } catch (error) {
       fail(error);
       return;
     }
     if (!isThenable(result)) {
       try {
-        answer(result);
+        reply(result);
       } catch (error) {
         fail(error);
       }
@@ -162,12 +209,12 @@ export class DeviceBus {
           }, this.#timeoutMs)
         : undefined;
     result.then(
-      (value) => {
+      (answer) => {
         clearTimeout(timer);
         if (!settled) {
           settled = true;
           try {
-            answer(value);
+            reply(answer);
           } catch (error) {
             fail(error);
           }
@@ -183,45 +230,80 @@ export class DeviceBus {
     );
   }
 
-  /** String I/O: one handler call per element, in order; reads are answered all at once. */
-  #stringIo(device: Device, access: Access, e: NativeEvent, isRead: boolean): unknown {
-    const data = e.data ?? Buffer.alloc(0);
-    const out = Buffer.alloc(e.size * e.count);
-    const step = (i: number): unknown => {
-      for (; i < e.count; i++) {
-        const r = isRead
-          ? device.read
-            ? device.read(access)
-            : allOnes(e.size)
-          : device.write?.(access, element(data, i, e.size));
-        const store = (value: unknown) => {
-          if (isRead) {
-            const [lo] = encodeReadValue(value, e.size);
-            out.writeUIntLE(lo, i * e.size, e.size);
-          }
-        };
-        if (isThenable(r)) {
-          const next = i + 1;
-          return Promise.resolve(r).then((value) => {
-            store(value);
-            return step(next);
-          });
-        }
-        store(r);
+  /**
+   * Answers one access from an inline vCPU synchronously. Handlers must not return a Promise
+   * here: nothing could run while the vCPU holds this thread.
+   */
+  answerNow(e: NativeEvent): Answer | { readonly fail: string } {
+    const registered = this.#devices.get(e.device);
+    const what = this.#what(e);
+    if (registered === undefined) {
+      return { fail: this.#failMessage(e, what, new Error('the device was removed while the guest was using it')) };
+    }
+    try {
+      const result = this.#call(registered.device, e);
+      if (isThenable(result)) {
+        Promise.resolve(result).catch(() => {});
+        throw new TypeError('returned a Promise; inline runs need handlers that answer synchronously');
       }
-      return undefined;
-    };
-    const finish = () => (isRead ? this.#machine.replyBytes(e.vcpu, out) : this.#machine.reply(e.vcpu, 0, 0));
-    const result = step(0);
-    return isThenable(result) ? Promise.resolve(result).then(finish) : finish();
+      return result;
+    } catch (error) {
+      return { fail: this.#failMessage(e, what, error) };
+    }
   }
 
-  #fail(vcpu: number, message: string, cause: unknown): void {
-    this.#failure ??= cause;
+  /** Delivers posted writes in order; a handler that returns a Promise holds back the later ones. */
+  deliverPosted(writes: readonly NativePostedWrite[]): void {
+    this.#posted.push(...writes);
+    if (!this.#pumping) {
+      this.#pump();
+    }
+  }
+
+  /** Resolves once every posted write delivered so far has been handled. */
+  settled(): Promise<void> {
+    return this.#pumping ? new Promise((resolve) => this.#idle.push(resolve)) : Promise.resolve();
+  }
+
+  /** Handles queued posted writes until the queue is empty or a handler answers with a Promise. */
+  #pump(): void {
+    this.#pumping = true;
+    for (let w = this.#posted.shift(); w !== undefined; w = this.#posted.shift()) {
+      const write = w;
+      let r: unknown;
+      try {
+        const access: Access = { vcpu: write.vcpu, offset: write.offset, address: write.addr, size: write.size };
+        r = this.#devices
+          .get(write.device)
+          ?.device.write?.(access, writtenValue(write.size, write.value, write.valueHi));
+      } catch (error) {
+        this.#failPosted(write, error);
+        continue;
+      }
+      if (isThenable(r)) {
+        Promise.resolve(r).then(
+          () => this.#pump(),
+          (error: unknown) => {
+            this.#failPosted(write, error);
+            this.#pump();
+          },
+        );
+        return;
+      }
+    }
+    this.#pumping = false;
+    for (const resolve of this.#idle.splice(0)) {
+      resolve();
+    }
+  }
+
+  /** Stops the machine for a failed posted write; the writes queued after it are dropped. */
+  #failPosted(write: NativePostedWrite, error: unknown): void {
+    this.#posted.length = 0;
     try {
-      this.#machine.fail(vcpu, message);
+      this.#machine.failPosted(write.vcpu, write.exit, write.addr, this.#failMessage(write, 'write', error));
     } catch {
-      // The machine already stopped (a timeout raced the answer, or close() came first).
+      // The machine is already closed.
     }
   }
 }

@@ -47,6 +47,12 @@ export interface MachineConfig {
    * `HANDLER_FAILED` error (default 10000; 0 waits forever).
    */
   handlerTimeoutMs?: number;
+  /**
+   * Create KVM's in-kernel interrupt controllers (PIC, IOAPIC, local APICs) and PIT, so the
+   * host can raise interrupts ({@link Machine.setIrqLine}, MSIs, irqfds). With them, `hlt`
+   * waits for an interrupt inside KVM rather than ending the run. Default false.
+   */
+  irqchip?: boolean;
   /** The KVM device node (default `/dev/kvm`). */
   kvmPath?: string;
 }
@@ -92,6 +98,9 @@ export function resolveConfig(config: MachineConfig): ResolvedConfig {
   if (unhandled !== 'error' && unhandled !== 'ignore') {
     throw new ConfigError('unhandled', `expected "error" or "ignore", got ${JSON.stringify(unhandled)}`);
   }
+  if (config.irqchip !== undefined && typeof config.irqchip !== 'boolean') {
+    throw new ConfigError('irqchip', `expected true or false, got ${JSON.stringify(config.irqchip)}`);
+  }
   if (config.kvmPath !== undefined && typeof config.kvmPath !== 'string') {
     throw new ConfigError('kvmPath', 'expected a path string');
   }
@@ -100,6 +109,7 @@ export function resolveConfig(config: MachineConfig): ResolvedConfig {
     vcpus: integer(config.vcpus ?? 1, 'vcpus', 1, 2 ** 32 - 1),
     unhandled,
     handoffSpinMicros: integer(config.handoffSpinMicros ?? 200, 'handoffSpinMicros', 0, 1_000_000),
+    irqchip: config.irqchip ?? false,
   };
   if (config.kvmPath !== undefined) {
     native.kvmPath = config.kvmPath;

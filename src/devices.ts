@@ -33,6 +33,14 @@ export interface Device {
   read?(access: Access): ReadValue | Promise<ReadValue>;
   /** Accepts a write; `value` is a bigint for 8-byte accesses. Without it, writes are dropped. */
   write?(access: Access, value: number | bigint): void | Promise<void>;
+  /**
+   * Posted writes: the guest does not wait for `write`. The vCPU queues each write and
+   * resumes at once; writes reach `write` in order, in batches, and before any later read
+   * of the device. Use it for devices whose writes have no effect the guest must see
+   * before its next instruction (consoles, logs, doorbells answered later). Threaded runs
+   * only; inline runs call `write` directly.
+   */
+  readonly posted?: boolean;
 }
 
 /** A registered device; `remove()` takes it off the bus. */

@@ -9,7 +9,16 @@ export type { MachineConfig, MemoryRegion, UnhandledPolicy } from './config.js';
 export type { Access, Device, DeviceHandle, ReadValue } from './devices.js';
 export { ConfigError, type ErrorCode, KvmkitError, MachineError, type MachineErrorCode } from './errors.js';
 export { type KvmAvailability, type KvmInfo, kvmAvailability, kvmInfo } from './kvm.js';
-export { type DebugConsole, Machine, type MachineEvents, type MachineState } from './machine.js';
+export {
+  type DebugConsole,
+  type IoEventFd,
+  type IoEventFdOptions,
+  type IrqFd,
+  Machine,
+  type MachineEvents,
+  type MachineState,
+  stopMachine,
+} from './machine.js';
 export { GuestMemory } from './memory.js';
 export type { Outcome } from './outcome.js';
 export { parseSize, type Size } from './size.js';

@@ -8,7 +8,7 @@ import { type MachineConfig, resolveConfig } from './config.js';
 import type { Device, DeviceHandle } from './devices.js';
 import { callNative, KvmkitError } from './errors.js';
 import { GuestMemory } from './memory.js';
-import { type NativeEvent, type NativeMachine, native } from './native.js';
+import { type NativeEvent, type NativeEventFd, type NativeMachine, type NativeOutcome, native } from './native.js';
 import { type Outcome, toOutcome } from './outcome.js';
 import type { VcpuStats } from './stats.js';
 import { Vcpu } from './vcpu.js';
@@ -16,6 +16,8 @@ import { Vcpu } from './vcpu.js';
 /** `NativeEvent.type` values. */
 const EVENT_ACCESS = 0;
 const EVENT_PAUSED = 1;
+const EVENT_END = 2;
+const EVENT_POSTED = 3;
 
 /** The lifecycle state of a {@link Machine}. */
 export type MachineState = 'created' | 'running' | 'paused' | 'ended' | 'closed';
@@ -30,6 +32,34 @@ export interface MachineEvents {
   resumed: [];
   /** The run ended. */
   end: [outcome: Outcome];
+}
+
+/** An eventfd that raises a guest interrupt when triggered, without an ioctl per interrupt. */
+export interface IrqFd {
+  /** Raises the interrupt (edge-triggered). */
+  trigger(): void;
+  /** Detaches it from the machine. */
+  close(): void;
+}
+
+/** Where an {@link IoEventFd} listens. */
+export interface IoEventFdOptions {
+  /** `port` (default) or `mmio` (outside guest RAM). */
+  space?: 'port' | 'mmio';
+  /** The port or guest-physical address. */
+  address: number;
+  /** Access width in bytes (1, 2, 4 or 8); needed with `datamatch`. */
+  length?: number;
+  /** Only writes of this value count. */
+  datamatch?: bigint;
+}
+
+/** An eventfd KVM signals, inside the kernel and without a VM exit, when the guest writes an address. */
+export interface IoEventFd {
+  /** How many matching writes happened since the last call. */
+  take(): number;
+  /** Detaches it from the machine. */
+  close(): void;
 }
 
 /** The built-in debug console (Bochs/QEMU `-debugcon` style), answered in Rust. */
@@ -89,6 +119,11 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
     return new Machine(nativeMachine, resolved.handlerTimeoutMs);
   }
 
+  /** An id that {@link stopMachine} accepts from any thread (a worker running {@link runInline}, say). */
+  get id(): number {
+    return this.#native.id;
+  }
+
   /** The lifecycle state. */
   get state(): MachineState {
     return this.#native.state as MachineState;
@@ -123,6 +158,81 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
   /** Adds a Rust null device on `length` ports from `base`: reads return `fill` in every byte, writes are dropped. */
   addNullDevice(base: number, length: number, fill = 0xff): void {
     callNative(() => this.#native.addBuiltin('null', base, length, fill));
+  }
+
+  /**
+   * Runs the machine on the calling thread and returns how it ended. Each vCPU exit to a
+   * TypeScript device calls its handler directly, with no hand-off between threads — the
+   * lowest-latency way to answer exits. Handlers must answer synchronously. The thread is
+   * busy until the guest ends, so run it in a worker (`node:worker_threads`) to keep an event
+   * loop free; stop it from elsewhere with {@link stopMachine}, or from a handler with
+   * {@link stop}. Needs a machine with one vCPU; posted devices are called like the others.
+   */
+  runInline(): Outcome {
+    if (this.vcpus.length !== 1) {
+      throw new KvmkitError(
+        'INVALID_STATE',
+        `cannot run inline: the machine has ${this.vcpus.length} vCPUs and one thread can drive only one`,
+      );
+    }
+    callNative(() => this.#native.startInline((e) => this.#onEvent(e)));
+    this.emit('start');
+    let e = callNative(() => this.#native.inlineStep(0, 0, 0));
+    while (e !== null) {
+      const access = e;
+      const answer = this.#bus.answerNow(access);
+      e = callNative(() =>
+        'fail' in answer
+          ? this.#native.inlineFail(access.vcpu, answer.fail)
+          : 'word' in answer
+            ? this.#native.inlineStep(access.vcpu, answer.word[0], answer.word[1])
+            : this.#native.inlineStepBytes(access.vcpu, answer.bytes),
+      );
+    }
+    const outcome = this.#native.outcome;
+    if (outcome === null || outcome === undefined) {
+      throw new KvmkitError('INTERNAL_PANIC', 'the inline run ended without an outcome');
+    }
+    return this.#settle(outcome);
+  }
+
+  /** Raises (`true`) or lowers (`false`) interrupt line `irq` (needs `irqchip`). */
+  setIrqLine(irq: number, level: boolean): void {
+    callNative(() => this.#native.setIrqLine(irq, level));
+  }
+
+  /** Raises and lowers interrupt line `irq`: one edge-triggered interrupt (needs `irqchip`). */
+  pulseIrq(irq: number): void {
+    this.setIrqLine(irq, true);
+    this.setIrqLine(irq, false);
+  }
+
+  /**
+   * Sends a message-signalled interrupt (needs `irqchip`): `address` in the local APICs'
+   * window at 0xfee00000 (bits 12–19 pick the destination APIC), `data` holds the vector.
+   * Returns whether it was delivered.
+   */
+  signalMsi(address: number, data: number): boolean {
+    return callNative(() => this.#native.signalMsi(address, data));
+  }
+
+  /** An eventfd that raises interrupt `gsi` whenever triggered (needs `irqchip`). */
+  createIrqFd(gsi: number): IrqFd {
+    return this.#eventFd(callNative(() => this.#native.createIrqfd(gsi)));
+  }
+
+  /** An eventfd that counts the guest's writes to a port or address, answered in the kernel without a VM exit. */
+  createIoEventFd(options: IoEventFdOptions): IoEventFd {
+    const { space = 'port', address, length = 0, datamatch } = options;
+    return this.#eventFd(callNative(() => this.#native.createIoeventfd(space, address, length, datamatch)));
+  }
+
+  #eventFd(fd: NativeEventFd): IrqFd & IoEventFd {
+    return {
+      trigger: () => callNative(() => fd.trigger()),
+      take: () => callNative(() => fd.take()),
+      close: () => callNative(() => fd.close()),
+    };
   }
 
   /** Starts the vCPU threads. */
@@ -186,21 +296,55 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
   }
 
   #onEvent(e: NativeEvent): void {
-    if (e.type === EVENT_ACCESS) {
-      this.#bus.dispatch(e);
-    } else if (e.type === EVENT_PAUSED) {
-      for (const w of this.#pauseWaiters.splice(0)) {
-        w.resolve();
-      }
-      this.emit('paused');
-    } else if (e.outcome !== undefined) {
-      const outcome = toOutcome(e.outcome, this.#bus.failure);
-      this.#outcome = outcome;
-      for (const w of this.#pauseWaiters.splice(0)) {
-        w.reject(new KvmkitError('INVALID_STATE', `cannot pause: the run ended (${outcome.reason})`));
-      }
-      this.#resolveEnded(outcome);
-      this.emit('end', outcome);
+    switch (e.type) {
+      case EVENT_ACCESS:
+        this.#bus.dispatch(e);
+        break;
+      case EVENT_POSTED:
+        this.#deliverPosted();
+        break;
+      case EVENT_PAUSED:
+        for (const w of this.#pauseWaiters.splice(0)) {
+          w.resolve();
+        }
+        this.emit('paused');
+        break;
+      case EVENT_END:
+        if (e.outcome !== undefined && this.#outcome === undefined) {
+          const outcome = e.outcome;
+          // Writes posted before the end are handled before anyone learns of it.
+          this.#deliverPosted();
+          void this.#bus.settled().then(() => this.#settle(outcome));
+        }
+        break;
     }
   }
+
+  #deliverPosted(): void {
+    try {
+      this.#bus.deliverPosted(this.#native.takePosted());
+    } catch {
+      // Closed: nothing is queued any more.
+    }
+  }
+
+  /** Records the outcome (once) and tells everyone waiting for it. */
+  #settle(native: NativeOutcome): Outcome {
+    if (this.#outcome !== undefined) {
+      return this.#outcome;
+    }
+    const outcome = toOutcome(native, this.#bus.failure);
+    this.#outcome = outcome;
+    for (const w of this.#pauseWaiters.splice(0)) {
+      w.reject(new KvmkitError('INVALID_STATE', `cannot pause: the run ended (${outcome.reason})`));
+    }
+    this.#resolveEnded(outcome);
+    this.emit('end', outcome);
+    return outcome;
+  }
+}
+
+/** Stops machine `id` ({@link Machine.id}) from any thread; returns whether it exists. */
+export function stopMachine(id: number): boolean {
+  return native().stopMachine(id);
 }

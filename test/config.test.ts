@@ -40,6 +40,7 @@ describe('resolveConfig', () => {
       vcpus: 1,
       unhandled: 'error',
       handoffSpinMicros: 200,
+      irqchip: false,
     });
     expect(r.handlerTimeoutMs).toBe(10_000);
   });
@@ -68,6 +69,7 @@ describe('resolveConfig', () => {
     expect(fieldOf(() => resolveConfig({ memory: '1M', unhandled: 'panic' as never }))).toBe('unhandled');
     expect(fieldOf(() => resolveConfig({ memory: '1M', handoffSpinMicros: 2e6 }))).toBe('handoffSpinMicros');
     expect(fieldOf(() => resolveConfig({ memory: '1M', handlerTimeoutMs: -1 }))).toBe('handlerTimeoutMs');
+    expect(fieldOf(() => resolveConfig({ memory: '1M', irqchip: 'yes' as never }))).toBe('irqchip');
     expect(fieldOf(() => resolveConfig(null as never))).toBe('config');
   });
 });

@@ -96,6 +96,43 @@ describeKvm('TypeScript devices', () => {
     expect(await good.wait()).toEqual({ reason: 'stopped' });
   });
 
+  it('post writes: the guest runs on, the writes arrive in order and before later reads', async () => {
+    const vm = machineWith('io');
+    open.push(vm);
+    const log: string[] = [];
+    vm.addPortDevice(0x60, 8, {
+      name: 'regs',
+      posted: true,
+      read: (a) => {
+        log.push(`read ${a.address.toString(16)}`);
+        return 1;
+      },
+      write: async (a, v) => {
+        await new Promise((r) => setTimeout(r, 2));
+        log.push(`write ${a.address.toString(16)}=${v}`);
+      },
+    });
+    vm.addNullDevice(0x70, 2);
+    expect(await vm.run()).toEqual({ reason: 'halted' });
+    expect(log).toEqual(['read 60', 'write 60=2', 'read 62', 'write 62=2', 'read 64', 'write 64=2']);
+  });
+
+  it('stop the machine when a posted write handler fails', async () => {
+    const vm = machineWith('io');
+    open.push(vm);
+    vm.addPortDevice(0x60, 8, {
+      name: 'log',
+      posted: true,
+      read: () => 0,
+      write: () => {
+        throw new Error('disk full');
+      },
+    });
+    vm.addNullDevice(0x70, 2);
+    const f = failure(await vm.run());
+    expect(f.message).toMatch(/posted write to 0x60: device "log" write handler failed: disk full/);
+  });
+
   it('lets a waiting handler read the vCPU registers', async () => {
     const vm = machineWith('io');
     open.push(vm);

@@ -1,11 +1,13 @@
 /** Builds machines around the bundled test guests. */
 import { GUEST_LAYOUT, type GuestName, guestImage } from '../src/guests.js';
-import { Machine, type MachineConfig } from '../src/index.js';
+import { type Device, Machine, type MachineConfig } from '../src/index.js';
 
 const MODES: Record<GuestName, 'real' | 'long'> = {
   demo: 'long',
   io: 'real',
+  irq: 'real',
   mmio: 'long',
+  msi: 'long',
   smp: 'long',
   spin: 'real',
   unhandled: 'real',
@@ -21,4 +23,28 @@ export function machineWith(guest: GuestName, config: Partial<MachineConfig> = {
     vcpu.setup({ mode, entry: address, stack: 0x8_0000 });
   }
   return vm;
+}
+
+/** What the io guest reads from its registers at ports 0x60, 0x62 and 0x64. */
+const IO_GUEST_READS = new Map([
+  [0x60, 0x7f],
+  [0x62, 0x1234],
+  [0x64, 0xfffffffe],
+]);
+
+/** What the io guest writes back, as [port, value]: each read plus one. */
+export const IO_GUEST_WRITES: [number, number][] = [
+  [0x60, 0x80],
+  [0x62, 0x1235],
+  [0x64, 0xffffffff],
+];
+
+/** A device for the io guest's registers (ports 0x60–0x67) that records the writes as [port, value]. */
+export function ioRegisters(written: [number, number | bigint][] = [], options: { posted?: boolean } = {}): Device {
+  return {
+    name: 'regs',
+    ...options,
+    read: (a) => IO_GUEST_READS.get(a.address) ?? 0,
+    write: (a, v) => void written.push([a.address, v]),
+  };
 }

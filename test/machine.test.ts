@@ -2,7 +2,7 @@ import { readdirSync } from 'node:fs';
 import { afterEach, expect, it } from 'vitest';
 import { DEMO_ANSWER, runDemo } from '../src/demo.js';
 import { ConfigError, kvmInfo, Machine, MachineError, type Outcome } from '../src/index.js';
-import { machineWith } from './guests.js';
+import { IO_GUEST_WRITES, ioRegisters, machineWith } from './guests.js';
 import { describeKvm } from './kvm.js';
 
 const open: Machine[] = [];
@@ -90,25 +90,14 @@ describeKvm('Machine', () => {
 
   it('answers port reads of every width, sees the writes, and handles string I/O', async () => {
     const vm = track(machineWith('io'));
-    const writes: [number, number, number | bigint][] = [];
-    const values: Record<number, number> = { 96: 0x7f, 98: 0x1234, 100: 0xfffffffe };
-    vm.addPortDevice(0x60, 8, {
-      name: 'regs',
-      read: (a) => values[a.address] ?? 0,
-      write: (a, v) => {
-        writes.push([a.address, a.size, v]);
-      },
-    });
+    const writes: [number, number | bigint][] = [];
+    vm.addPortDevice(0x60, 8, ioRegisters(writes));
     let next = 0x61;
     const copied: number[] = [];
     vm.addPortDevice(0x70, 1, { name: 'source', read: () => next++ });
     vm.addPortDevice(0x71, 1, { name: 'sink', write: (_a, v) => void copied.push(Number(v)) });
     expect(await vm.run()).toEqual({ reason: 'halted' });
-    expect(writes).toEqual([
-      [0x60, 1, 0x80],
-      [0x62, 2, 0x1235],
-      [0x64, 4, 0xffffffff],
-    ]);
+    expect(writes).toEqual(IO_GUEST_WRITES);
     expect(copied).toEqual([0x61, 0x62, 0x63, 0x64]);
   });
 

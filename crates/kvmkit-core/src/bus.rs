@@ -33,6 +33,8 @@ pub enum Route {
     User {
         /// The registration id.
         device: u32,
+        /// Writes are queued and the vCPU resumes at once (see [`crate::posted`]).
+        posted: bool,
     },
 }
 
@@ -40,7 +42,7 @@ impl std::fmt::Debug for Route {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Route::BuiltIn(_) => f.write_str("BuiltIn"),
-            Route::User { device } => write!(f, "User({device})"),
+            Route::User { device, posted } => write!(f, "User({device}, posted: {posted})"),
         }
     }
 }
@@ -171,12 +173,15 @@ mod tests {
     use super::*;
 
     fn user(device: u32) -> Route {
-        Route::User { device }
+        Route::User {
+            device,
+            posted: false,
+        }
     }
 
     fn device_at(bus: &Bus, addr: u64, len: u64) -> Option<(u32, u64)> {
         bus.resolve(addr, len).map(|t| match t.route {
-            Route::User { device } => (*device, t.offset),
+            Route::User { device, .. } => (*device, t.offset),
             Route::BuiltIn(_) => unreachable!(),
         })
     }

@@ -134,6 +134,9 @@ pub enum Error {
         /// The answer's length.
         len: usize,
     },
+    /// Creating an eventfd failed.
+    #[error("cannot create an eventfd: {0}")]
+    EventFd(io::Error),
     /// Starting a vCPU thread failed.
     #[error("cannot start vCPU thread: {0}")]
     Thread(io::Error),
@@ -157,6 +160,7 @@ impl Error {
             Error::InvalidState { .. } => "INVALID_STATE",
             Error::NotWaiting { .. } => "NOT_WAITING",
             Error::ReplyTooLong { .. } => "REPLY_TOO_LONG",
+            Error::EventFd(_) => "EVENTFD_FAILED",
             Error::Thread(_) => "THREAD_FAILED",
         }
     }

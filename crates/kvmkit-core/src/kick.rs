@@ -8,8 +8,8 @@
 use std::cell::Cell;
 use std::sync::OnceLock;
 
-use libc::{c_int, c_void, siginfo_t};
-use vmm_sys_util::signal::{Killable, SIGRTMIN, register_signal_handler};
+use libc::{c_int, c_void, pthread_t, siginfo_t};
+use vmm_sys_util::signal::{SIGRTMIN, register_signal_handler};
 
 use crate::error::{Error, Result};
 
@@ -50,8 +50,16 @@ pub fn publish(flag: Option<*mut u8>) {
     IMMEDIATE_EXIT.with(|c| c.set(flag.unwrap_or(std::ptr::null_mut())));
 }
 
-/// Sends the kick signal to `thread`.
-pub fn kick<T>(thread: &std::thread::JoinHandle<T>) {
-    // A thread that already exited cannot be kicked and needs no kick.
-    let _ = thread.kill(kick_signal());
+/// The calling thread's handle, for [`kick`].
+pub fn current_thread() -> pthread_t {
+    // SAFETY: pthread_self has no preconditions and always succeeds.
+    unsafe { libc::pthread_self() }
+}
+
+/// Sends the kick signal to `thread`, which must be alive: callers keep a registry that
+/// threads leave before they exit, and kick under its lock.
+pub fn kick(thread: pthread_t) {
+    // SAFETY: per the contract above `thread` is a live thread of this process, and the
+    // signal has a handler installed (see `install`) that only touches thread-local state.
+    unsafe { libc::pthread_kill(thread, kick_signal()) };
 }

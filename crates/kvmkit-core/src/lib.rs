@@ -11,11 +11,13 @@ pub mod config;
 pub mod devices;
 pub mod error;
 pub mod exit;
+pub mod irq;
 pub mod kick;
 pub mod kvm;
 pub mod machine;
 pub mod mailbox;
 pub mod memory;
+pub mod posted;
 mod runner;
 pub mod stats;
 pub mod vcpu;
@@ -23,3 +25,4 @@ pub mod x86;
 
 pub use error::{Error, Result};
 pub use kvm_bindings;
+pub use vmm_sys_util;

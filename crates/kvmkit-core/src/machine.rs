@@ -6,17 +6,21 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use kvm_ioctls::VmFd;
+use vmm_sys_util::eventfd::EventFd;
 
 use crate::bus::{Bus, BusDevice, Route};
 use crate::config::MachineConfig;
 use crate::devices::debug_console::ConsoleOutput;
 use crate::error::{Error, Result};
 use crate::exit::{DeviceAccess, Outcome};
+use crate::irq::IoEventSpace;
 use crate::kick;
 use crate::kvm::KvmHost;
 use crate::mailbox::{Mailbox, ReplyError};
 use crate::memory::GuestRam;
+use crate::posted::{PostedQueue, PostedWrite};
 use crate::runner;
+pub use crate::runner::{InlineAnswer, InlineVcpu};
 use crate::stats::{StatsSnapshot, VcpuStats};
 use crate::vcpu::Vcpu;
 
@@ -32,6 +36,9 @@ pub trait ExitHandler: Send + Sync {
     /// A user device must answer `access`; answer with [`Machine::reply`] or
     /// [`Machine::fail`] for vCPU `vcpu`. The vCPU waits until then.
     fn on_access(&self, vcpu: u32, access: &DeviceAccess);
+    /// Posted writes are waiting: take them with [`Machine::take_posted`]. Called when the
+    /// queue goes from empty to non-empty, not for every write.
+    fn on_posted(&self);
     /// Every running vCPU has stopped at a pause point.
     fn on_paused(&self);
     /// The run ended; no further calls follow.
@@ -54,6 +61,9 @@ pub struct MachineOptions {
     pub handoff_spin: Duration,
     /// What to do with unclaimed port and MMIO accesses.
     pub unhandled: UnhandledPolicy,
+    /// Create the in-kernel interrupt controllers (PIC, IOAPIC, LAPICs) and PIT. With them,
+    /// `hlt` waits for an interrupt inside KVM instead of exiting.
+    pub irqchip: bool,
 }
 
 impl Default for MachineOptions {
@@ -61,6 +71,7 @@ impl Default for MachineOptions {
         MachineOptions {
             handoff_spin: Duration::from_micros(200),
             unhandled: UnhandledPolicy::Error,
+            irqchip: false,
         }
     }
 }
@@ -99,6 +110,9 @@ pub(crate) struct Shared {
     pub(crate) mmio: RwLock<Bus>,
     pub(crate) mailboxes: Vec<Mailbox>,
     pub(crate) stats: Vec<VcpuStats>,
+    pub(crate) posted: PostedQueue,
+    /// The thread running each vCPU's loop right now, for kicks.
+    pub(crate) threads: Mutex<Vec<Option<libc::pthread_t>>>,
     pub(crate) stop: AtomicBool,
     pub(crate) pause: AtomicBool,
     pub(crate) control: Mutex<Control>,
@@ -163,6 +177,9 @@ impl Machine {
             .map_err(Error::kvm("KVM_SET_TSS_ADDR"))?;
         let ram = GuestRam::new(&regions)?;
         ram.register(&vm)?;
+        if options.irqchip {
+            crate::irq::create_irqchip(&vm)?;
+        }
         let vcpus = (0..config.vcpus)
             .map(|i| Vcpu::new(host.kvm(), &vm, i).map(|v| Arc::new(Mutex::new(v))))
             .collect::<Result<Vec<_>>>()?;
@@ -173,6 +190,8 @@ impl Machine {
                 mmio: RwLock::new(Bus::mmio()),
                 mailboxes: (0..n).map(|_| Mailbox::default()).collect(),
                 stats: (0..n).map(|_| VcpuStats::default()).collect(),
+                posted: PostedQueue::default(),
+                threads: Mutex::new(vec![None; n]),
                 stop: AtomicBool::new(false),
                 pause: AtomicBool::new(false),
                 control: Mutex::new(Control {
@@ -263,17 +282,31 @@ impl Machine {
             .insert(base, len, name, Route::BuiltIn(device))
     }
 
-    /// Routes `len` ports from `base` to user device `id`.
-    pub fn add_user_port_range(&self, base: u64, len: u64, name: &str, id: u32) -> Result<()> {
-        self.bus(&self.shared.ports)
-            .insert(base, len, name, Route::User { device: id })
+    /// Routes `len` ports from `base` to user device `id`; `posted` queues its writes.
+    pub fn add_user_port_range(
+        &self,
+        base: u64,
+        len: u64,
+        name: &str,
+        id: u32,
+        posted: bool,
+    ) -> Result<()> {
+        let route = Route::User { device: id, posted };
+        self.bus(&self.shared.ports).insert(base, len, name, route)
     }
 
-    /// Routes the MMIO range `base..base+len` to user device `id`.
-    pub fn add_user_mmio_range(&self, base: u64, len: u64, name: &str, id: u32) -> Result<()> {
+    /// Routes the MMIO range `base..base+len` to user device `id`; `posted` queues its writes.
+    pub fn add_user_mmio_range(
+        &self,
+        base: u64,
+        len: u64,
+        name: &str,
+        id: u32,
+        posted: bool,
+    ) -> Result<()> {
         self.check_mmio(base, len)?;
-        self.bus(&self.shared.mmio)
-            .insert(base, len, name, Route::User { device: id })
+        let route = Route::User { device: id, posted };
+        self.bus(&self.shared.mmio).insert(base, len, name, route)
     }
 
     /// Removes the port device whose range starts at `base`.
@@ -313,8 +346,8 @@ impl Machine {
         }
     }
 
-    /// Starts one thread per vCPU. `handler` answers user-device accesses and learns the end.
-    pub fn start(&self, handler: Arc<dyn ExitHandler>) -> Result<()> {
+    /// Moves a created machine to running with `handler`; returns the loop contexts.
+    fn begin(&self, handler: Arc<dyn ExitHandler>) -> Result<Vec<runner::VcpuThread>> {
         kick::install()?;
         let mut c = self.shared.control();
         if c.state != State::Created {
@@ -325,32 +358,58 @@ impl Machine {
         }
         c.handler = Some(handler);
         c.state = State::Running;
-        let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
-        for (i, vcpu) in self.vcpus.iter().enumerate() {
-            let ctx = runner::VcpuThread {
+        c.live = self.vcpu_count();
+        Ok(self
+            .vcpus
+            .iter()
+            .enumerate()
+            .map(|(i, vcpu)| runner::VcpuThread {
                 index: i as u32,
                 vcpu: Arc::clone(vcpu),
                 shared: Arc::clone(&self.shared),
                 ram: Arc::clone(&self.ram),
                 vcpu_mmap_size: self.vcpu_mmap_size,
-            };
+            })
+            .collect())
+    }
+
+    /// Starts one thread per vCPU. `handler` answers user-device accesses and learns the end.
+    pub fn start(&self, handler: Arc<dyn ExitHandler>) -> Result<()> {
+        let contexts = self.begin(handler)?;
+        let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        for ctx in contexts {
+            let i = ctx.index;
             let spawned = std::thread::Builder::new()
                 .name(format!("kvmkit-vcpu{i}"))
-                .spawn(move || runner::run(ctx));
+                .spawn(move || runner::run_threaded(ctx));
             match spawned {
-                Ok(t) => {
-                    c.live += 1;
-                    threads.push(t);
-                }
+                Ok(t) => threads.push(t),
                 Err(e) => {
+                    // The contexts not yet moved into a thread were dropped: account for them.
+                    let mut c = self.shared.control();
+                    c.live = c
+                        .live
+                        .saturating_sub(self.vcpu_count() - threads.len() as u32);
                     drop(c);
+                    drop(threads);
                     self.shared.end_with(Outcome::Stopped);
-                    self.kick_all(&threads);
+                    self.stop();
                     return Err(Error::Thread(e));
                 }
             }
         }
         Ok(())
+    }
+
+    /// Starts the machine with every vCPU driven by the caller: each returned
+    /// [`InlineVcpu`] runs its guest on whatever thread calls its `step`, and returns the
+    /// accesses to user devices for that thread to answer directly.
+    pub fn start_inline(&self, handler: Arc<dyn ExitHandler>) -> Result<Vec<InlineVcpu>> {
+        Ok(self
+            .begin(handler)?
+            .into_iter()
+            .map(InlineVcpu::new)
+            .collect())
     }
 
     /// Asks every vCPU to pause; [`ExitHandler::on_paused`] follows once all have.
@@ -365,7 +424,7 @@ impl Machine {
         c.state = State::Paused;
         self.shared.pause.store(true, Ordering::Release);
         drop(c);
-        self.kick_all(&self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        self.kick_all();
         Ok(())
     }
 
@@ -393,7 +452,7 @@ impl Machine {
         for mb in &self.shared.mailboxes {
             mb.wake();
         }
-        self.kick_all(&self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        self.kick_all();
     }
 
     /// Stops the run and waits for every vCPU thread to finish. Idempotent.
@@ -408,10 +467,41 @@ impl Machine {
         c.handler = None;
     }
 
-    fn kick_all(&self, threads: &[JoinHandle<()>]) {
-        for t in threads {
-            kick::kick(t);
+    /// Interrupts every vCPU that is inside `KVM_RUN`.
+    fn kick_all(&self) {
+        // Threads leave the registry (under this lock) before they exit, so each one kicked
+        // here is alive.
+        let threads = self
+            .shared
+            .threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for t in threads.iter().flatten() {
+            kick::kick(*t);
         }
+    }
+
+    /// Moves every queued posted write into `out`, oldest first.
+    pub fn take_posted(&self, out: &mut Vec<PostedWrite>) {
+        self.shared.posted.drain_into(out);
+    }
+
+    /// Stops the machine with a `HANDLER_FAILED` error for a write that no vCPU waits on
+    /// (a posted write).
+    pub fn fail_posted(&self, write: &PostedWrite, message: String) {
+        self.shared
+            .end_with(Outcome::Error(crate::exit::MachineError {
+                code: "HANDLER_FAILED",
+                message: format!(
+                    "vCPU {}: posted write to {:#x}: {message}",
+                    write.vcpu, write.addr
+                ),
+                vcpu: write.vcpu,
+                exit: write.kind,
+                registers: None,
+                instruction: Vec::new(),
+            }));
+        self.stop();
     }
 
     /// Answers the access vCPU `vcpu` is waiting on (the bytes read; empty for writes).
@@ -448,6 +538,51 @@ impl Machine {
                 index,
                 count: self.vcpu_count(),
             })
+    }
+
+    /// Raises or lowers interrupt line `irq` (needs [`MachineOptions::irqchip`]).
+    pub fn set_irq_line(&self, irq: u32, level: bool) -> Result<()> {
+        crate::irq::set_irq_line(&self.vm, irq, level)
+    }
+
+    /// Sends an MSI (needs [`MachineOptions::irqchip`]); returns whether it was delivered.
+    pub fn signal_msi(&self, address: u64, data: u32) -> Result<bool> {
+        crate::irq::signal_msi(&self.vm, address, data)
+    }
+
+    /// An eventfd that raises `gsi` in the guest when written (needs
+    /// [`MachineOptions::irqchip`]).
+    pub fn register_irqfd(&self, gsi: u32) -> Result<EventFd> {
+        crate::irq::register_irqfd(&self.vm, gsi)
+    }
+
+    /// Detaches an irqfd from `gsi`.
+    pub fn unregister_irqfd(&self, fd: &EventFd, gsi: u32) -> Result<()> {
+        crate::irq::unregister_irqfd(&self.vm, fd, gsi)
+    }
+
+    /// An eventfd KVM signals, without exiting, when the guest writes `addr` (see
+    /// [`crate::irq::register_ioeventfd`]).
+    pub fn register_ioeventfd(
+        &self,
+        space: IoEventSpace,
+        addr: u64,
+        len: u32,
+        datamatch: Option<u64>,
+    ) -> Result<EventFd> {
+        crate::irq::register_ioeventfd(&self.vm, space, addr, len, datamatch)
+    }
+
+    /// Detaches an ioeventfd (same arguments as [`Machine::register_ioeventfd`]).
+    pub fn unregister_ioeventfd(
+        &self,
+        fd: &EventFd,
+        space: IoEventSpace,
+        addr: u64,
+        len: u32,
+        datamatch: Option<u64>,
+    ) -> Result<()> {
+        crate::irq::unregister_ioeventfd(&self.vm, fd, space, addr, len, datamatch)
     }
 
     /// Adds the built-in debug console at `port` and returns its output buffer.

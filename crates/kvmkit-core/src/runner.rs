@@ -21,9 +21,10 @@ use crate::kick;
 use crate::machine::{ExitHandler, Shared, State, UnhandledPolicy};
 use crate::mailbox::{Answer, MAX_REPLY};
 use crate::memory::GuestRam;
+use crate::posted::PostedWrite;
 use crate::vcpu::Vcpu;
 
-/// What a vCPU thread needs.
+/// What a vCPU loop needs.
 pub(crate) struct VcpuThread {
     pub(crate) index: u32,
     pub(crate) vcpu: Arc<Mutex<Vcpu>>,
@@ -55,6 +56,7 @@ enum Raw {
 enum Step {
     Continue,
     AskUser,
+    Post,
     Halt,
     End(Outcome),
     Fail {
@@ -64,38 +66,127 @@ enum Step {
     },
 }
 
-/// Runs vCPU `ctx.index` until the machine stops or the vCPU halts.
-pub(crate) fn run(ctx: VcpuThread) {
-    let handler = ctx.shared.control().handler.clone();
-    let Some(handler) = handler else {
-        return finish(&ctx, None);
+/// Runs vCPU `ctx.index` on a thread of its own until the machine stops or the vCPU halts,
+/// handing user-device accesses over through its mailbox.
+pub(crate) fn run_threaded(ctx: VcpuThread) {
+    let Some(mut looper) = Looper::new(ctx, false) else {
+        return;
     };
-    {
-        let mut vcpu = lock(&ctx.vcpu);
-        let flag = std::ptr::addr_of_mut!(vcpu.fd_mut().get_kvm_run().immediate_exit);
-        kick::publish(Some(flag));
+    let shared = Arc::clone(&looper.ctx.shared);
+    let index = looper.ctx.index;
+    let mailbox = &shared.mailboxes[index as usize];
+    let spin = shared.options.handoff_spin;
+    // A panic here must not leave the machine waiting for this vCPU forever.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        while looper.run_until_user() {
+            mailbox.post();
+            looper.handler.on_access(index, &looper.access);
+            let len = looper.reply_len();
+            let answer = mailbox.wait(&mut looper.reply[..len], spin, || {
+                shared.stop.load(Ordering::Acquire)
+            });
+            if !looper.complete(answer) {
+                break;
+            }
+        }
+    }));
+    if result.is_err() {
+        looper.panicked();
     }
-    let mut looper = Looper {
-        ctx: &ctx,
-        handler: handler.as_ref(),
-        access: DeviceAccess {
-            kind: ExitKind::IoIn,
-            device: 0,
-            offset: 0,
-            addr: 0,
-            size: 0,
-            count: 0,
-            data: Vec::with_capacity(MAX_REPLY),
-        },
-        reply: Box::new([0; MAX_REPLY]),
-    };
-    looper.run();
-    kick::publish(None);
-    finish(&ctx, Some(handler.as_ref()));
+    looper.finish();
 }
 
-fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+/// A vCPU driven by its caller's thread: each [`InlineVcpu::step`] runs the guest until the
+/// next access to a user device and returns it, so the caller answers it directly, with no
+/// hand-off to another thread.
+pub struct InlineVcpu {
+    looper: Option<Looper>,
+    pending: bool,
+}
+
+/// The answer to the access an [`InlineVcpu`] returned.
+#[derive(Debug)]
+pub enum InlineAnswer<'a> {
+    /// The bytes read (ignored for writes).
+    Reply(&'a [u8]),
+    /// The handler failed: the machine stops with this message.
+    Fail(String),
+}
+
+impl std::fmt::Debug for InlineVcpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InlineVcpu")
+            .field("index", &self.index())
+            .field("pending", &self.pending)
+            .finish()
+    }
+}
+
+impl InlineVcpu {
+    pub(crate) fn new(ctx: VcpuThread) -> Self {
+        InlineVcpu {
+            looper: Looper::new(ctx, true),
+            pending: false,
+        }
+    }
+
+    /// The vCPU's index, until its run has ended.
+    pub fn index(&self) -> Option<u32> {
+        self.looper.as_ref().map(|l| l.ctx.index)
+    }
+
+    /// Answers the pending access (if any) with `answer` and runs the guest until the next
+    /// user-device access, which it returns; `None` once this vCPU's run has ended.
+    pub fn step(&mut self, answer: Option<InlineAnswer<'_>>) -> Option<&DeviceAccess> {
+        let looper = self.looper.as_mut()?;
+        let go_on = {
+            let running = looper.enter();
+            let answered = match (std::mem::take(&mut self.pending), answer) {
+                (false, _) => true,
+                (true, Some(InlineAnswer::Fail(message))) => {
+                    looper.complete(Answer::Failed(message))
+                }
+                (true, reply) => {
+                    let len = looper.reply_len();
+                    let bytes = match reply {
+                        Some(InlineAnswer::Reply(bytes)) => bytes,
+                        _ => &[],
+                    };
+                    let n = len.min(bytes.len());
+                    looper.reply[..n].copy_from_slice(&bytes[..n]);
+                    looper.reply[n..len].fill(0);
+                    looper.complete(Answer::Replied)
+                }
+            };
+            let go_on = answered
+                && std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    looper.run_until_user()
+                }))
+                .unwrap_or_else(|_| {
+                    looper.panicked();
+                    false
+                });
+            drop(running);
+            go_on
+        };
+        if go_on {
+            self.pending = true;
+            return self.looper.as_ref().map(|l| &l.access);
+        }
+        if let Some(l) = self.looper.take() {
+            l.finish();
+        }
+        None
+    }
+}
+
+impl Drop for InlineVcpu {
+    fn drop(&mut self) {
+        if let Some(l) = self.looper.take() {
+            l.ctx.shared.stop.store(true, Ordering::Release);
+            l.finish();
+        }
+    }
 }
 
 /// Accounts for a vCPU thread leaving; the last one out settles the outcome.
@@ -130,46 +221,135 @@ fn finish(ctx: &VcpuThread, handler: Option<&dyn ExitHandler>) {
     }
 }
 
-struct Looper<'a> {
-    ctx: &'a VcpuThread,
-    handler: &'a dyn ExitHandler,
-    access: DeviceAccess,
-    reply: Box<[u8; MAX_REPLY]>,
+fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl Looper<'_> {
-    fn run(&mut self) {
+/// While alive, the vCPU's loop runs on the current thread, and kicks reach it.
+struct Running {
+    shared: Arc<Shared>,
+    index: usize,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        lock(&self.shared.threads)[self.index] = None;
+        kick::publish(None);
+    }
+}
+
+/// The per-vCPU loop state, reused for every exit.
+struct Looper {
+    ctx: VcpuThread,
+    handler: Arc<dyn ExitHandler>,
+    inline: bool,
+    access: DeviceAccess,
+    reply: Box<[u8; MAX_REPLY]>,
+    immediate_exit: *mut u8,
+    exited_at: Option<Instant>,
+}
+
+// SAFETY: `immediate_exit` points into the vCPU's kvm_run mapping, which `ctx.vcpu` keeps
+// alive; it is published only to the thread currently running the loop (see `enter`).
+unsafe impl Send for Looper {}
+
+impl Looper {
+    /// `None` if the machine was not started with a handler (the vCPU is then accounted as
+    /// finished).
+    fn new(ctx: VcpuThread, inline: bool) -> Option<Self> {
+        let Some(handler) = ctx.shared.control().handler.clone() else {
+            finish(&ctx, None);
+            return None;
+        };
+        let immediate_exit =
+            std::ptr::addr_of_mut!(lock(&ctx.vcpu).fd_mut().get_kvm_run().immediate_exit);
+        Some(Looper {
+            ctx,
+            handler,
+            inline,
+            access: DeviceAccess {
+                kind: ExitKind::IoIn,
+                device: 0,
+                offset: 0,
+                addr: 0,
+                size: 0,
+                count: 0,
+                data: Vec::with_capacity(MAX_REPLY),
+            },
+            reply: Box::new([0; MAX_REPLY]),
+            immediate_exit,
+            exited_at: None,
+        })
+    }
+
+    /// Registers the current thread as the one running this vCPU, so kicks reach it.
+    fn enter(&self) -> Running {
+        kick::publish(Some(self.immediate_exit));
+        lock(&self.ctx.shared.threads)[self.ctx.index as usize] = Some(kick::current_thread());
+        Running {
+            shared: Arc::clone(&self.ctx.shared),
+            index: self.ctx.index as usize,
+        }
+    }
+
+    fn reply_len(&self) -> usize {
+        if self.access.is_read() {
+            (self.access.size * self.access.count) as usize
+        } else {
+            0
+        }
+    }
+
+    fn panicked(&mut self) {
+        self.ctx.shared.end_with(Outcome::Error(MachineError {
+            code: "INTERNAL_PANIC",
+            message: format!("vCPU {}: kvmkit's run loop panicked", self.ctx.index),
+            vcpu: self.ctx.index,
+            exit: ExitKind::Other,
+            registers: None,
+            instruction: Vec::new(),
+        }));
+    }
+
+    fn finish(self) {
+        finish(&self.ctx, Some(self.handler.as_ref()));
+    }
+
+    /// Runs the guest until an access needs a user answer (true: it is in `self.access`)
+    /// or the loop ends (false).
+    fn run_until_user(&mut self) -> bool {
         let shared = Arc::clone(&self.ctx.shared);
+        let vcpu_lock = Arc::clone(&self.ctx.vcpu);
         let stats = &shared.stats[self.ctx.index as usize];
-        let mut exited_at: Option<Instant> = None;
-        loop {
+        let running = (!self.inline).then(|| self.enter());
+        let result = loop {
             if shared.stop.load(Ordering::Acquire) {
-                return;
+                break false;
             }
             if shared.pause.load(Ordering::Acquire) {
                 self.park();
-                exited_at = None;
+                self.exited_at = None;
                 continue;
             }
-            let mut vcpu = lock(&self.ctx.vcpu);
-            if let Some(t) = exited_at {
+            let mut vcpu = lock(&vcpu_lock);
+            if let Some(t) = self.exited_at {
                 stats.record_latency(t.elapsed());
             }
             let raw = decode(vcpu.fd_mut().run());
-            exited_at = Some(Instant::now());
-            let step = self.dispatch(&mut vcpu, raw, stats);
-            match step {
+            self.exited_at = Some(Instant::now());
+            match self.dispatch(&shared, &mut vcpu, raw, stats) {
                 Step::Continue => {}
-                Step::AskUser => {
+                Step::AskUser => break true,
+                Step::Post => {
                     drop(vcpu);
-                    if !self.ask_user() {
-                        return;
+                    if !self.post() {
+                        break false;
                     }
                 }
-                Step::Halt => return,
+                Step::Halt => break false,
                 Step::End(outcome) => {
                     shared.end_with(outcome);
-                    return;
+                    break false;
                 }
                 Step::Fail {
                     code,
@@ -178,10 +358,74 @@ impl Looper<'_> {
                 } => {
                     let error = self.error(&vcpu, code, exit, message);
                     shared.end_with(Outcome::Error(error));
-                    return;
+                    break false;
                 }
             }
+        };
+        drop(running);
+        result
+    }
+
+    /// Completes the access returned by `run_until_user` with `answer`. Returns false when
+    /// the loop must end.
+    fn complete(&mut self, answer: Answer) -> bool {
+        match answer {
+            Answer::Replied => {
+                let len = self.reply_len();
+                if len > 0 {
+                    let mut vcpu = lock(&self.ctx.vcpu);
+                    let run = vcpu.fd_mut().get_kvm_run();
+                    let target = if self.access.kind == ExitKind::IoIn {
+                        io_exit(run, self.ctx.vcpu_mmap_size).map(|(_, _, _, data)| data)
+                    } else {
+                        Some(mmio_data(run))
+                    };
+                    if let Some(target) = target {
+                        let n = len.min(target.len());
+                        target[..n].copy_from_slice(&self.reply[..n]);
+                    }
+                }
+                true
+            }
+            Answer::Failed(message) => {
+                let vcpu = lock(&self.ctx.vcpu);
+                let error = self.error(&vcpu, "HANDLER_FAILED", self.access.kind, message);
+                self.ctx.shared.end_with(Outcome::Error(error));
+                false
+            }
+            Answer::Cancelled => false,
         }
+    }
+
+    /// Queues the write in `self.access` for a posted device; false if the machine stopped
+    /// while the queue was full.
+    fn post(&mut self) -> bool {
+        let shared = &self.ctx.shared;
+        let a = &self.access;
+        let size = a.size as usize;
+        for element in a.data.chunks_exact(size.max(1)) {
+            let mut value = [0u8; 8];
+            let n = element.len().min(8);
+            value[..n].copy_from_slice(&element[..n]);
+            let write = PostedWrite {
+                vcpu: self.ctx.index,
+                device: a.device,
+                kind: a.kind,
+                offset: a.offset,
+                addr: a.addr,
+                size: a.size,
+                value: u64::from_le_bytes(value),
+            };
+            match shared
+                .posted
+                .push(write, || shared.stop.load(Ordering::Acquire))
+            {
+                Some(true) => self.handler.on_posted(),
+                Some(false) => {}
+                None => return false,
+            }
+        }
+        true
     }
 
     /// Waits at a pause point until resumed or stopped.
@@ -200,7 +444,13 @@ impl Looper<'_> {
         c.parked -= 1;
     }
 
-    fn dispatch(&mut self, vcpu: &mut Vcpu, raw: Raw, stats: &crate::stats::VcpuStats) -> Step {
+    fn dispatch(
+        &mut self,
+        shared: &Shared,
+        vcpu: &mut Vcpu,
+        raw: Raw,
+        stats: &crate::stats::VcpuStats,
+    ) -> Step {
         let mmap_size = self.ctx.vcpu_mmap_size;
         match raw {
             Raw::Io => {
@@ -219,12 +469,7 @@ impl Looper<'_> {
                     ExitKind::IoIn
                 };
                 stats.count(kind);
-                let bus = self
-                    .ctx
-                    .shared
-                    .ports
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner());
+                let bus = shared.ports.read().unwrap_or_else(|e| e.into_inner());
                 self.route(&bus, kind, u64::from(port), size, data)
             }
             Raw::Mmio {
@@ -240,12 +485,7 @@ impl Looper<'_> {
                 };
                 stats.count(kind);
                 let step = {
-                    let bus = self
-                        .ctx
-                        .shared
-                        .mmio
-                        .read()
-                        .unwrap_or_else(|e| e.into_inner());
+                    let bus = shared.mmio.read().unwrap_or_else(|e| e.into_inner());
                     self.route(&bus, kind, addr, len, &mut data[..len])
                 };
                 if !write && matches!(step, Step::Continue) {
@@ -371,7 +611,7 @@ impl Looper<'_> {
                     }
                     Step::Continue
                 }
-                Route::User { device } => {
+                Route::User { device, posted } => {
                     let a = &mut self.access;
                     a.kind = kind;
                     a.device = *device;
@@ -383,7 +623,11 @@ impl Looper<'_> {
                     if write {
                         a.data.extend_from_slice(data);
                     }
-                    Step::AskUser
+                    if write && *posted && !self.inline {
+                        Step::Post
+                    } else {
+                        Step::AskUser
+                    }
                 }
             },
             None => match self.ctx.shared.options.unhandled {
@@ -423,48 +667,6 @@ impl Looper<'_> {
                     }
                 }
             },
-        }
-    }
-
-    /// Hands the access to the user handler and completes it with the answer.
-    /// Returns false when the loop must end.
-    fn ask_user(&mut self) -> bool {
-        let shared = &self.ctx.shared;
-        let mailbox = &shared.mailboxes[self.ctx.index as usize];
-        mailbox.post();
-        self.handler.on_access(self.ctx.index, &self.access);
-        let len = if self.access.is_read() {
-            (self.access.size * self.access.count) as usize
-        } else {
-            0
-        };
-        let answer = mailbox.wait(&mut self.reply[..len], shared.options.handoff_spin, || {
-            shared.stop.load(Ordering::Acquire)
-        });
-        match answer {
-            Answer::Replied => {
-                if len > 0 {
-                    let mut vcpu = lock(&self.ctx.vcpu);
-                    let run = vcpu.fd_mut().get_kvm_run();
-                    let target = if self.access.kind == ExitKind::IoIn {
-                        io_exit(run, self.ctx.vcpu_mmap_size).map(|(_, _, _, data)| data)
-                    } else {
-                        Some(mmio_data(run))
-                    };
-                    if let Some(target) = target {
-                        let n = len.min(target.len());
-                        target[..n].copy_from_slice(&self.reply[..n]);
-                    }
-                }
-                true
-            }
-            Answer::Failed(message) => {
-                let vcpu = lock(&self.ctx.vcpu);
-                let error = self.error(&vcpu, "HANDLER_FAILED", self.access.kind, message);
-                shared.end_with(Outcome::Error(error));
-                false
-            }
-            Answer::Cancelled => false,
         }
     }
 

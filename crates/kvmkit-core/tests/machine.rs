@@ -11,14 +11,16 @@ use std::time::Duration;
 use kvmkit_core::config::{MachineConfig, MemoryRegionConfig};
 use kvmkit_core::devices::DebugExit;
 use kvmkit_core::exit::{DeviceAccess, ExitKind, Outcome};
+use kvmkit_core::irq::{self, IoEventSpace};
 use kvmkit_core::kvm::KvmHost;
-use kvmkit_core::machine::{ExitHandler, Machine, MachineOptions, UnhandledPolicy};
+use kvmkit_core::machine::{ExitHandler, InlineAnswer, Machine, MachineOptions, UnhandledPolicy};
 use kvmkit_core::x86::mode::CpuMode;
 
 const ENTRY: u64 = 0x1000;
 
 enum Event {
     Access(u32, DeviceAccess),
+    Posted,
     Paused,
     End(Outcome),
 }
@@ -32,6 +34,9 @@ impl ExitHandler for Channel {
             .lock()
             .unwrap()
             .send(Event::Access(vcpu, access.clone()));
+    }
+    fn on_posted(&self) {
+        let _ = self.0.lock().unwrap().send(Event::Posted);
     }
     fn on_paused(&self) {
         let _ = self.0.lock().unwrap().send(Event::Paused);
@@ -113,7 +118,7 @@ fn user_device_answers_port_reads_and_sees_writes() {
     let Some(m) = machine(&code, CpuMode::Real, MachineOptions::default()) else {
         return;
     };
-    m.add_user_port_range(0x3f8, 8, "uart", 7).unwrap();
+    m.add_user_port_range(0x3f8, 8, "uart", 7, false).unwrap();
     let rx = start(&m);
     let Event::Access(0, read) = next(&rx) else {
         panic!("expected a read")
@@ -150,7 +155,7 @@ fn string_io_reaches_devices_with_its_count() {
     let Some(m) = machine(&code, CpuMode::Real, MachineOptions::default()) else {
         return;
     };
-    m.add_user_port_range(0x500, 1, "sink", 1).unwrap();
+    m.add_user_port_range(0x500, 1, "sink", 1, false).unwrap();
     let rx = start(&m);
     let mut seen = Vec::new();
     loop {
@@ -164,7 +169,7 @@ fn string_io_reaches_devices_with_its_count() {
                 assert_eq!(o, Outcome::Halted);
                 break;
             }
-            Event::Paused => unreachable!(),
+            Event::Paused | Event::Posted => unreachable!(),
         }
     }
     assert_eq!(seen, b"abc");
@@ -218,7 +223,7 @@ fn long_mode_guest_reaches_an_mmio_device_above_ram() {
     let Some(m) = machine(&code, CpuMode::Long, MachineOptions::default()) else {
         return;
     };
-    m.add_user_mmio_range(0xd000_0000, 0x1000, "regs", 3)
+    m.add_user_mmio_range(0xd000_0000, 0x1000, "regs", 3, false)
         .unwrap();
     let rx = start(&m);
     let Event::Access(_, w) = next(&rx) else {
@@ -250,7 +255,9 @@ fn mmio_devices_over_ram_are_refused() {
     let Some(m) = machine(&[0xf4], CpuMode::Real, MachineOptions::default()) else {
         return;
     };
-    let err = m.add_user_mmio_range(0x1000, 0x1000, "x", 1).unwrap_err();
+    let err = m
+        .add_user_mmio_range(0x1000, 0x1000, "x", 1, false)
+        .unwrap_err();
     assert_eq!(err.code(), "BUS_RANGE");
 }
 
@@ -303,7 +310,7 @@ fn a_failing_handler_stops_the_machine_with_its_message() {
     ) else {
         return;
     };
-    m.add_user_port_range(0x10, 1, "bad", 1).unwrap();
+    m.add_user_port_range(0x10, 1, "bad", 1, false).unwrap();
     let rx = start(&m);
     let Event::Access(..) = next(&rx) else {
         panic!()
@@ -326,4 +333,97 @@ fn triple_fault_is_reported_as_such() {
         return;
     };
     assert_eq!(end(&start(&m)), Outcome::TripleFault { vcpu: 0 });
+}
+
+#[test]
+fn posted_writes_let_the_vcpu_run_on_and_arrive_in_order() {
+    // mov dx,0x500 ; mov al,1 ; out dx,al ; inc al ; out dx,al ; inc al ; out dx,al ; hlt
+    let code = [
+        0xba, 0x00, 0x05, 0xb0, 0x01, 0xee, 0xfe, 0xc0, 0xee, 0xfe, 0xc0, 0xee, 0xf4,
+    ];
+    let Some(m) = machine(&code, CpuMode::Real, MachineOptions::default()) else {
+        return;
+    };
+    m.add_user_port_range(0x500, 1, "log", 4, true).unwrap();
+    let rx = start(&m);
+    // Nobody answers: the guest still runs to its hlt.
+    let mut posted = Vec::new();
+    loop {
+        match next(&rx) {
+            Event::Posted => m.take_posted(&mut posted),
+            Event::End(o) => {
+                assert_eq!(o, Outcome::Halted);
+                break;
+            }
+            _ => panic!("posted writes wait for nobody"),
+        }
+    }
+    m.take_posted(&mut posted);
+    let values: Vec<u64> = posted.iter().map(|w| w.value).collect();
+    assert_eq!(values, [1, 2, 3]);
+    assert!(
+        posted
+            .iter()
+            .all(|w| w.device == 4 && w.addr == 0x500 && w.size == 1)
+    );
+}
+
+#[test]
+fn an_inline_vcpu_returns_accesses_to_its_caller() {
+    // mov dx,0x3f8 ; in al,dx ; add al,1 ; out dx,al ; hlt
+    let code = [0xba, 0xf8, 0x03, 0xec, 0x04, 0x01, 0xee, 0xf4];
+    let Some(m) = machine(&code, CpuMode::Real, MachineOptions::default()) else {
+        return;
+    };
+    m.add_user_port_range(0x3f8, 8, "uart", 7, false).unwrap();
+    let (tx, rx) = channel();
+    let mut vcpus = m.start_inline(Arc::new(Channel(Mutex::new(tx)))).unwrap();
+    let vcpu = &mut vcpus[0];
+    let read = vcpu.step(None).unwrap().clone();
+    assert_eq!((read.kind, read.device), (ExitKind::IoIn, 7));
+    let write = vcpu
+        .step(Some(InlineAnswer::Reply(&[0x41])))
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (write.kind, write.data.as_slice()),
+        (ExitKind::IoOut, &[0x42][..])
+    );
+    assert!(vcpu.step(Some(InlineAnswer::Reply(&[]))).is_none());
+    assert_eq!(end(&rx), Outcome::Halted);
+    assert_eq!(m.outcome(), Some(Outcome::Halted));
+}
+
+#[test]
+fn an_inline_vcpu_can_be_stopped_from_another_thread() {
+    let Some(m) = machine(&[0xeb, 0xfe], CpuMode::Real, MachineOptions::default()) else {
+        return;
+    };
+    let m = Arc::new(m);
+    let (tx, rx) = channel();
+    let mut vcpus = m.start_inline(Arc::new(Channel(Mutex::new(tx)))).unwrap();
+    let stopper = Arc::clone(&m);
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        stopper.stop();
+    });
+    assert!(
+        vcpus[0].step(None).is_none(),
+        "the spinning guest ends only by the stop"
+    );
+    t.join().unwrap();
+    assert_eq!(end(&rx), Outcome::Stopped);
+}
+
+#[test]
+fn ioeventfd_counts_guest_writes_without_exits() {
+    // mov al,7 ; out 0x90,al ; out 0x90,al ; out 0x90,al ; hlt
+    let code = [0xb0, 0x07, 0xe6, 0x90, 0xe6, 0x90, 0xe6, 0x90, 0xf4];
+    let Some(m) = machine(&code, CpuMode::Real, MachineOptions::default()) else {
+        return;
+    };
+    let fd = irq::register_ioeventfd(m.vm(), IoEventSpace::Port, 0x90, 1, Some(7)).unwrap();
+    assert_eq!(end(&start(&m)), Outcome::Halted);
+    assert_eq!(irq::take_count(&fd), 3);
+    assert_eq!(m.stats(0).unwrap().exits[ExitKind::IoOut as usize], 0);
 }

@@ -14,6 +14,8 @@ pub const EVENT_ACCESS: u32 = 0;
 pub const EVENT_PAUSED: u32 = 1;
 /// `NativeEvent.type` when the run ended.
 pub const EVENT_END: u32 = 2;
+/// `NativeEvent.type` when posted writes are waiting (take them with `takePosted`).
+pub const EVENT_POSTED: u32 = 3;
 
 /// One event, flattened so the common case (a single access of up to 8 bytes) needs no buffer.
 #[napi(object)]
@@ -87,27 +89,36 @@ fn event(r#type: u32) -> NativeEvent {
     }
 }
 
+/// The event for an access waiting for an answer.
+pub fn access_event(vcpu: u32, a: &DeviceAccess) -> NativeEvent {
+    let mut e = event(EVENT_ACCESS);
+    e.vcpu = vcpu;
+    e.exit = a.kind as u32;
+    e.device = a.device;
+    e.offset = a.offset as f64;
+    e.addr = a.addr as f64;
+    e.size = a.size;
+    e.count = a.count;
+    if a.count > 1 {
+        e.data = Some(a.data.clone().into());
+    } else if !a.data.is_empty() {
+        let mut v = [0u8; 8];
+        let n = a.data.len().min(8);
+        v[..n].copy_from_slice(&a.data[..n]);
+        let v = u64::from_le_bytes(v);
+        e.value = v as u32;
+        e.value_hi = (v >> 32) as u32;
+    }
+    e
+}
+
 impl ExitHandler for JsEvents {
     fn on_access(&self, vcpu: u32, a: &DeviceAccess) {
-        let mut e = event(EVENT_ACCESS);
-        e.vcpu = vcpu;
-        e.exit = a.kind as u32;
-        e.device = a.device;
-        e.offset = a.offset as f64;
-        e.addr = a.addr as f64;
-        e.size = a.size;
-        e.count = a.count;
-        if a.count > 1 {
-            e.data = Some(a.data.clone().into());
-        } else if !a.data.is_empty() {
-            let mut v = [0u8; 8];
-            let n = a.data.len().min(8);
-            v[..n].copy_from_slice(&a.data[..n]);
-            let v = u64::from_le_bytes(v);
-            e.value = v as u32;
-            e.value_hi = (v >> 32) as u32;
-        }
-        self.send(e);
+        self.send(access_event(vcpu, a));
+    }
+
+    fn on_posted(&self) {
+        self.send(event(EVENT_POSTED));
     }
 
     fn on_paused(&self) {
@@ -123,7 +134,8 @@ impl ExitHandler for JsEvents {
     }
 }
 
-fn to_js(outcome: &Outcome) -> NativeOutcome {
+/// Converts a core outcome.
+pub fn to_js(outcome: &Outcome) -> NativeOutcome {
     let mut o = NativeOutcome {
         reason: String::new(),
         vcpu: None,

@@ -14,7 +14,7 @@ mod machine;
 
 pub use convert::Registers;
 pub use event::NativeEvent;
-pub use machine::NativeMachine;
+pub use machine::{NativeEventFd, NativeMachine, stop_machine};
 
 use napi_derive::napi;
 

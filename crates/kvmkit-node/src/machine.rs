@@ -2,20 +2,25 @@
 
 use std::sync::{Arc, Mutex};
 
-use napi::bindgen_prelude::{Buffer, Function};
+use napi::bindgen_prelude::{BigInt, Buffer, Function};
 use napi_derive::napi;
+use std::sync::Weak;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use kvmkit_core::config::{MachineConfig, MemoryRegionConfig};
 use kvmkit_core::devices::debug_console::ConsoleOutput;
 use kvmkit_core::devices::{DebugExit, NullDevice};
 use kvmkit_core::exit::ExitKind;
+use kvmkit_core::irq::IoEventSpace;
 use kvmkit_core::kvm::{KVM_PATH, KvmHost};
-use kvmkit_core::machine::{Machine, MachineOptions, UnhandledPolicy};
+use kvmkit_core::machine::{InlineAnswer, InlineVcpu, Machine, MachineOptions, UnhandledPolicy};
+use kvmkit_core::posted::PostedWrite;
+use kvmkit_core::vmm_sys_util::eventfd::EventFd;
 use kvmkit_core::x86::mode::CpuMode;
 
-use crate::convert::{Registers, u64_from_js};
+use crate::convert::{Registers, u64_from_bigint, u64_from_js};
 use crate::error::{Result, core, invalid_arg, napi};
-use crate::event::{JsEvents, NativeEvent};
+use crate::event::{JsEvents, NativeEvent, NativeOutcome, access_event, to_js};
 
 /// One guest RAM region.
 #[napi(object)]
@@ -32,7 +37,22 @@ pub struct NativeConfig {
     /// `error` or `ignore`.
     pub unhandled: String,
     pub handoff_spin_micros: u32,
+    /// In-kernel PIC, IOAPIC, LAPICs and PIT.
+    pub irqchip: bool,
     pub kvm_path: Option<String>,
+}
+
+/// A write queued for a posted device.
+#[napi(object)]
+pub struct NativePostedWrite {
+    pub vcpu: u32,
+    pub device: u32,
+    pub exit: u32,
+    pub offset: f64,
+    pub addr: f64,
+    pub size: u32,
+    pub value: u32,
+    pub value_hi: u32,
 }
 
 /// Exit counters and latency histogram of one vCPU.
@@ -57,6 +77,25 @@ pub struct ExitCount {
 pub struct NativeMachine {
     machine: Mutex<Option<Arc<Machine>>>,
     console: Mutex<Option<Arc<Mutex<ConsoleOutput>>>>,
+    inline: Mutex<Vec<InlineVcpu>>,
+    posted: Mutex<Vec<PostedWrite>>,
+    id: u32,
+}
+
+/// Machines by id, so any thread (a worker driving an inline vCPU, say) can stop one.
+static REGISTRY: Mutex<Vec<(u32, Weak<Machine>)>> = Mutex::new(Vec::new());
+static NEXT_ID: AtomicU32 = AtomicU32::new(1);
+
+/// Stops machine `id` from any thread; returns whether it was found.
+#[napi(catch_unwind)]
+pub fn stop_machine(id: u32) -> bool {
+    let machine = REGISTRY
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .find(|(i, _)| *i == id)
+        .and_then(|(_, m)| m.upgrade());
+    machine.map(|m| m.stop()).is_some()
 }
 
 fn mode(name: &str) -> Result<CpuMode> {
@@ -118,6 +157,7 @@ impl NativeMachine {
         let options = MachineOptions {
             handoff_spin: std::time::Duration::from_micros(config.handoff_spin_micros.into()),
             unhandled,
+            irqchip: config.irqchip,
         };
         let machine = Machine::new(
             host,
@@ -128,9 +168,17 @@ impl NativeMachine {
             options,
         )
         .map_err(core)?;
+        let machine = Arc::new(machine);
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let mut registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+        registry.retain(|(_, m)| m.strong_count() > 0);
+        registry.push((id, Arc::downgrade(&machine)));
         Ok(NativeMachine {
-            machine: Mutex::new(Some(Arc::new(machine))),
+            machine: Mutex::new(Some(machine)),
             console: Mutex::new(None),
+            inline: Mutex::new(Vec::new()),
+            posted: Mutex::new(Vec::new()),
+            id,
         })
     }
 
@@ -188,12 +236,13 @@ impl NativeMachine {
         len: f64,
         name: String,
         id: u32,
+        posted: bool,
     ) -> Result<()> {
         let base = u64_from_js("base", base)?;
         let len = u64_from_js("length", len)?;
         match space.as_str() {
-            "port" => self.m()?.add_user_port_range(base, len, &name, id),
-            "mmio" => self.m()?.add_user_mmio_range(base, len, &name, id),
+            "port" => self.m()?.add_user_port_range(base, len, &name, id, posted),
+            "mmio" => self.m()?.add_user_mmio_range(base, len, &name, id, posted),
             other => {
                 return Err(invalid_arg(
                     "space",
@@ -312,6 +361,16 @@ impl NativeMachine {
     /// Stops the run, joins the vCPU threads and releases the VM. Idempotent.
     #[napi(catch_unwind)]
     pub fn close(&self) {
+        // Stop first: an inline vCPU running on another thread holds the inline lock until
+        // the kick brings it back. Inline vCPUs not driven to their end are accounted
+        // finished when dropped.
+        if let Ok(m) = self.m() {
+            m.stop();
+        }
+        self.inline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         let machine = self
             .machine
             .lock()
@@ -349,4 +408,247 @@ impl NativeMachine {
             latency_buckets: s.latency.iter().map(|&c| c as f64).collect(),
         })
     }
+
+    /// This machine's id, for `stopMachine` from another thread.
+    #[napi(getter)]
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// How the run ended, once it has.
+    #[napi(getter, catch_unwind)]
+    pub fn outcome(&self) -> Option<NativeOutcome> {
+        self.m().ok()?.outcome().as_ref().map(to_js)
+    }
+
+    /// Takes every queued posted write, oldest first.
+    #[napi(catch_unwind)]
+    pub fn take_posted(&self) -> Result<Vec<NativePostedWrite>> {
+        let m = self.m()?;
+        let mut posted = self.posted.lock().unwrap_or_else(|e| e.into_inner());
+        posted.clear();
+        m.take_posted(&mut posted);
+        Ok(posted
+            .iter()
+            .map(|w| NativePostedWrite {
+                vcpu: w.vcpu,
+                device: w.device,
+                exit: w.kind as u32,
+                offset: w.offset as f64,
+                addr: w.addr as f64,
+                size: w.size,
+                value: w.value as u32,
+                value_hi: (w.value >> 32) as u32,
+            })
+            .collect())
+    }
+
+    /// Stops the machine because the handler of a posted write to `addr` failed.
+    #[napi(catch_unwind)]
+    pub fn fail_posted(&self, vcpu: u32, exit: u32, addr: f64, message: String) -> Result<()> {
+        let write = PostedWrite {
+            vcpu,
+            device: 0,
+            kind: if exit == ExitKind::MmioWrite as u32 {
+                ExitKind::MmioWrite
+            } else {
+                ExitKind::IoOut
+            },
+            offset: 0,
+            addr: u64_from_js("addr", addr)?,
+            size: 0,
+            value: 0,
+        };
+        self.m()?.fail_posted(&write, message);
+        Ok(())
+    }
+
+    /// Starts the machine with its vCPUs driven by `inlineStep` calls instead of threads.
+    #[napi(catch_unwind)]
+    pub fn start_inline(&self, on_event: Function<NativeEvent, ()>) -> Result<()> {
+        let callback = on_event
+            .build_threadsafe_function()
+            .callee_handled::<false>()
+            .build()
+            .map_err(napi)?;
+        let vcpus = self
+            .m()?
+            .start_inline(Arc::new(JsEvents::new(callback)))
+            .map_err(core)?;
+        *self.inline.lock().unwrap_or_else(|e| e.into_inner()) = vcpus;
+        Ok(())
+    }
+
+    /// Answers vCPU `vcpu`'s pending access with a value of up to 8 bytes and runs it to its
+    /// next access (`null` once its run ended).
+    #[napi(catch_unwind)]
+    pub fn inline_step(&self, vcpu: u32, value: u32, value_hi: u32) -> Result<Option<NativeEvent>> {
+        let v = (u64::from(value_hi) << 32) | u64::from(value);
+        self.step(vcpu, Some(InlineAnswer::Reply(&v.to_le_bytes())))
+    }
+
+    /// Answers a string-I/O read with `data` and runs the vCPU to its next access.
+    #[napi(catch_unwind)]
+    pub fn inline_step_bytes(&self, vcpu: u32, data: Buffer) -> Result<Option<NativeEvent>> {
+        self.step(vcpu, Some(InlineAnswer::Reply(&data)))
+    }
+
+    /// Fails vCPU `vcpu`'s pending access: the machine stops with `message`.
+    #[napi(catch_unwind)]
+    pub fn inline_fail(&self, vcpu: u32, message: String) -> Result<Option<NativeEvent>> {
+        self.step(vcpu, Some(InlineAnswer::Fail(message)))
+    }
+
+    /// Raises (`level` true) or lowers interrupt line `irq`.
+    #[napi(catch_unwind)]
+    pub fn set_irq_line(&self, irq: u32, level: bool) -> Result<()> {
+        self.m()?.set_irq_line(irq, level).map_err(core)
+    }
+
+    /// Sends an MSI; returns whether it was delivered.
+    #[napi(catch_unwind)]
+    pub fn signal_msi(&self, address: f64, data: u32) -> Result<bool> {
+        let address = u64_from_js("address", address)?;
+        self.m()?.signal_msi(address, data).map_err(core)
+    }
+
+    /// An eventfd that raises `gsi` when triggered.
+    #[napi(catch_unwind)]
+    pub fn create_irqfd(&self, gsi: u32) -> Result<NativeEventFd> {
+        let m = self.m()?;
+        let fd = m.register_irqfd(gsi).map_err(core)?;
+        Ok(NativeEventFd::new(&m, fd, EventFdKind::Irq { gsi }))
+    }
+
+    /// An eventfd KVM signals when the guest writes `addr` (`space` "port" or "mmio").
+    #[napi(catch_unwind)]
+    pub fn create_ioeventfd(
+        &self,
+        space: String,
+        addr: f64,
+        len: u32,
+        datamatch: Option<BigInt>,
+    ) -> Result<NativeEventFd> {
+        let space = match space.as_str() {
+            "port" => IoEventSpace::Port,
+            "mmio" => IoEventSpace::Mmio,
+            other => {
+                return Err(invalid_arg(
+                    "space",
+                    format!("{other:?} is not \"port\" or \"mmio\""),
+                ));
+            }
+        };
+        let addr = u64_from_js("address", addr)?;
+        let datamatch = datamatch
+            .map(|d| u64_from_bigint("datamatch", &d))
+            .transpose()?;
+        let m = self.m()?;
+        let fd = m
+            .register_ioeventfd(space, addr, len, datamatch)
+            .map_err(core)?;
+        Ok(NativeEventFd::new(
+            &m,
+            fd,
+            EventFdKind::Io {
+                space,
+                addr,
+                len,
+                datamatch,
+            },
+        ))
+    }
+}
+
+impl NativeMachine {
+    fn step(&self, vcpu: u32, answer: Option<InlineAnswer<'_>>) -> Result<Option<NativeEvent>> {
+        let mut inline = self.inline.lock().unwrap_or_else(|e| e.into_inner());
+        let count = inline.len() as u32;
+        let v = inline
+            .get_mut(vcpu as usize)
+            .ok_or_else(|| core(kvmkit_core::Error::NoSuchVcpu { index: vcpu, count }))?;
+        Ok(v.step(answer).map(|a| access_event(vcpu, a)))
+    }
+}
+
+enum EventFdKind {
+    Irq {
+        gsi: u32,
+    },
+    Io {
+        space: IoEventSpace,
+        addr: u64,
+        len: u32,
+        datamatch: Option<u64>,
+    },
+}
+
+/// An irqfd or ioeventfd of a machine.
+#[napi]
+pub struct NativeEventFd {
+    fd: Mutex<Option<EventFd>>,
+    machine: Weak<Machine>,
+    kind: EventFdKind,
+}
+
+impl NativeEventFd {
+    fn new(machine: &Arc<Machine>, fd: EventFd, kind: EventFdKind) -> Self {
+        NativeEventFd {
+            fd: Mutex::new(Some(fd)),
+            machine: Arc::downgrade(machine),
+            kind,
+        }
+    }
+}
+
+#[napi]
+impl NativeEventFd {
+    /// Signals the eventfd (for an irqfd: raises its interrupt).
+    #[napi(catch_unwind)]
+    pub fn trigger(&self) -> Result<()> {
+        match self.fd.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            Some(fd) => fd
+                .write(1)
+                .map_err(|e| core(kvmkit_core::Error::EventFd(e))),
+            None => Err(closed()),
+        }
+    }
+
+    /// How many times it was signalled since the last call.
+    #[napi(catch_unwind)]
+    pub fn take(&self) -> Result<f64> {
+        match self.fd.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            Some(fd) => Ok(kvmkit_core::irq::take_count(fd) as f64),
+            None => Err(closed()),
+        }
+    }
+
+    /// Detaches it from the machine and closes it. Idempotent.
+    #[napi(catch_unwind)]
+    pub fn close(&self) -> Result<()> {
+        let Some(fd) = self.fd.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return Ok(());
+        };
+        // A closed machine took its registrations with it.
+        let Some(m) = self.machine.upgrade() else {
+            return Ok(());
+        };
+        match self.kind {
+            EventFdKind::Irq { gsi } => m.unregister_irqfd(&fd, gsi),
+            EventFdKind::Io {
+                space,
+                addr,
+                len,
+                datamatch,
+            } => m.unregister_ioeventfd(&fd, space, addr, len, datamatch),
+        }
+        .map_err(core)
+    }
+}
+
+fn closed() -> crate::error::JsError {
+    core(kvmkit_core::Error::InvalidState {
+        op: "use the eventfd",
+        state: "closed",
+    })
 }

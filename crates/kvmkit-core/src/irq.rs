@@ -1,0 +1,141 @@
+//! Interrupts: the in-kernel interrupt controllers and PIT, IRQ lines, MSIs, and the
+//! eventfds that let devices interrupt the guest (irqfd) and the guest notify devices
+//! (ioeventfd) without a trip through userspace.
+
+use kvm_bindings::{KVM_PIT_SPEAKER_DUMMY, kvm_msi, kvm_pit_config};
+use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
+use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
+
+use crate::error::{Error, Result};
+
+/// The first guest-physical address of the local APICs' MSI window.
+pub const MSI_ADDRESS_BASE: u64 = 0xfee0_0000;
+
+/// Creates the PIC, IOAPIC and local APICs, and the PIT. Must run before any vCPU exists.
+pub fn create_irqchip(vm: &VmFd) -> Result<()> {
+    vm.create_irq_chip()
+        .map_err(Error::kvm("KVM_CREATE_IRQCHIP"))?;
+    let pit = kvm_pit_config {
+        flags: KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    };
+    vm.create_pit2(pit).map_err(Error::kvm("KVM_CREATE_PIT2"))
+}
+
+/// Raises (`level` true) or lowers interrupt line `irq` (a GSI: 0–15 reach the PIC and
+/// IOAPIC, 16–23 the IOAPIC).
+pub fn set_irq_line(vm: &VmFd, irq: u32, level: bool) -> Result<()> {
+    vm.set_irq_line(irq, level)
+        .map_err(Error::kvm("KVM_IRQ_LINE"))
+}
+
+/// Sends a message-signalled interrupt: `address` in the APIC window, `data` carries the
+/// vector and delivery mode. Returns whether it was delivered.
+pub fn signal_msi(vm: &VmFd, address: u64, data: u32) -> Result<bool> {
+    let msi = kvm_msi {
+        address_lo: address as u32,
+        address_hi: (address >> 32) as u32,
+        data,
+        ..Default::default()
+    };
+    vm.signal_msi(msi)
+        .map(|delivered| delivered > 0)
+        .map_err(Error::kvm("KVM_SIGNAL_MSI"))
+}
+
+/// An eventfd that raises `gsi` in the guest whenever it is written.
+pub fn register_irqfd(vm: &VmFd, gsi: u32) -> Result<EventFd> {
+    let fd = EventFd::new(EFD_NONBLOCK).map_err(Error::EventFd)?;
+    vm.register_irqfd(&fd, gsi)
+        .map_err(Error::kvm("KVM_IRQFD"))?;
+    Ok(fd)
+}
+
+/// Detaches an irqfd registered with [`register_irqfd`].
+pub fn unregister_irqfd(vm: &VmFd, fd: &EventFd, gsi: u32) -> Result<()> {
+    vm.unregister_irqfd(fd, gsi)
+        .map_err(Error::kvm("KVM_IRQFD"))
+}
+
+/// Where an ioeventfd listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoEventSpace {
+    /// A port.
+    Port,
+    /// A guest-physical address outside RAM.
+    Mmio,
+}
+
+fn io_event_address(space: IoEventSpace, addr: u64) -> IoEventAddress {
+    match space {
+        IoEventSpace::Port => IoEventAddress::Pio(addr),
+        IoEventSpace::Mmio => IoEventAddress::Mmio(addr),
+    }
+}
+
+/// An eventfd that KVM signals, without exiting, whenever the guest writes to `addr`
+/// (`len` bytes wide, 0 for any width) — only writes of `datamatch` when given.
+pub fn register_ioeventfd(
+    vm: &VmFd,
+    space: IoEventSpace,
+    addr: u64,
+    len: u32,
+    datamatch: Option<u64>,
+) -> Result<EventFd> {
+    let fd = EventFd::new(EFD_NONBLOCK).map_err(Error::EventFd)?;
+    ioevent(vm, &fd, space, addr, len, datamatch, true)?;
+    Ok(fd)
+}
+
+/// Detaches an ioeventfd registered with [`register_ioeventfd`] (same arguments).
+pub fn unregister_ioeventfd(
+    vm: &VmFd,
+    fd: &EventFd,
+    space: IoEventSpace,
+    addr: u64,
+    len: u32,
+    datamatch: Option<u64>,
+) -> Result<()> {
+    ioevent(vm, fd, space, addr, len, datamatch, false)
+}
+
+fn ioevent(
+    vm: &VmFd,
+    fd: &EventFd,
+    space: IoEventSpace,
+    addr: u64,
+    len: u32,
+    datamatch: Option<u64>,
+    register: bool,
+) -> Result<()> {
+    let address = io_event_address(space, addr);
+    macro_rules! call {
+        ($m:expr) => {
+            if register {
+                vm.register_ioevent(fd, &address, $m)
+            } else {
+                vm.unregister_ioevent(fd, &address, $m)
+            }
+        };
+    }
+    let result = match (datamatch, len) {
+        (None, _) => call!(NoDatamatch),
+        (Some(v), 1) => call!(v as u8),
+        (Some(v), 2) => call!(v as u16),
+        (Some(v), 4) => call!(v as u32),
+        (Some(v), 8) => call!(v),
+        (Some(_), other) => {
+            return Err(Error::config(
+                "length",
+                format!("{other} is not 1, 2, 4 or 8: datamatch needs the access width"),
+            ));
+        }
+    };
+    result.map_err(Error::kvm("KVM_IOEVENTFD"))
+}
+
+/// Reads and resets an eventfd's counter: how many times it was signalled since the last
+/// read (0 if never).
+pub fn take_count(fd: &EventFd) -> u64 {
+    fd.read().unwrap_or(0)
+}

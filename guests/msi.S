@@ -1,0 +1,46 @@
+# Interrupt delivery through the local APIC: 64-bit long mode, loaded at 0x100000; needs
+# irqchip.
+#
+# Installs an interrupt gate for vector 0x40, software-enables the local APIC, writes 1 to
+# port 0x500 to say it is ready, and waits with interrupts on. The handler acknowledges
+# the APIC and writes its vector to the debug-exit port (0xf4), which ends the run.
+
+    .code64
+    .globl _start
+_start:
+    cli
+    lea     handler(%rip), %rax
+    lea     idt + 0x40 * 16(%rip), %rdi
+    mov     %ax, (%rdi)             # offset 15:0
+    movw    $0x08, 2(%rdi)          # kvmkit's 64-bit code segment
+    movw    $0x8e00, 4(%rdi)        # present, ring 0, interrupt gate
+    shr     $16, %rax
+    mov     %ax, 6(%rdi)            # offset 31:16
+    shr     $16, %rax
+    mov     %eax, 8(%rdi)           # offset 63:32
+    lidt    idtr(%rip)
+
+    mov     $0xfee000f0, %rdi       # spurious-interrupt vector register
+    movl    $0x1ff, (%rdi)          # APIC software enable
+
+    mov     $0x500, %dx
+    mov     $1, %al
+    outb    %al, %dx                # ready
+    sti
+1:  hlt
+    jmp     1b
+
+handler:
+    mov     $0xfee000b0, %rdi       # end of interrupt
+    movl    $0, (%rdi)
+    mov     $0x40, %al
+    outb    %al, $0xf4
+    iretq
+
+    .balign 16
+idtr:
+    .word   256 * 16 - 1
+    .quad   idt
+    .balign 16
+idt:
+    .fill   256 * 16, 1, 0

@@ -1,0 +1,98 @@
+import { on } from 'node:events';
+import { Worker } from 'node:worker_threads';
+import { afterEach, expect, it } from 'vitest';
+import { guestPath } from '../src/guests.js';
+import type { Machine, Outcome } from '../src/index.js';
+import { stopMachine } from '../src/index.js';
+import { IO_GUEST_WRITES, ioRegisters, machineWith } from './guests.js';
+import { describeKvm } from './kvm.js';
+
+const open: Machine[] = [];
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((vm) => vm.close()));
+});
+
+function tracked(vm: Machine): Machine {
+  open.push(vm);
+  return vm;
+}
+
+describeKvm('inline runs', () => {
+  it('call handlers directly on the running thread', () => {
+    const vm = tracked(machineWith('io'));
+    const writes: [number, number | bigint][] = [];
+    vm.addPortDevice(0x60, 8, ioRegisters(writes));
+    let next = 0x61;
+    const copied: number[] = [];
+    vm.addPortDevice(0x70, 1, { name: 'source', read: () => next++ });
+    vm.addPortDevice(0x71, 1, { name: 'sink', write: (_a, v) => void copied.push(Number(v)), posted: true });
+    expect(vm.runInline()).toEqual({ reason: 'halted' });
+    expect(vm.outcome).toEqual({ reason: 'halted' });
+    expect(writes).toEqual(IO_GUEST_WRITES);
+    expect(copied).toEqual([0x61, 0x62, 0x63, 0x64]);
+  });
+
+  it('end with an error when a handler throws or answers with a Promise', () => {
+    const throwing = tracked(machineWith('io'));
+    throwing.addPortDevice(0x60, 8, {
+      name: 'dev',
+      read: () => {
+        throw new Error('inline boom');
+      },
+    });
+    const outcome = throwing.runInline();
+    expect(outcome.reason === 'error' && outcome.error.message).toMatch(
+      /device "dev" read handler failed: inline boom/,
+    );
+
+    const promising = tracked(machineWith('io'));
+    promising.addPortDevice(0x60, 8, { name: 'dev', read: async () => 1 });
+    const second = promising.runInline();
+    expect(second.reason === 'error' && second.error.message).toMatch(/answer synchronously/);
+  });
+
+  it('stop when a handler calls stop()', () => {
+    const vm = tracked(machineWith('io'));
+    vm.addPortDevice(0x60, 8, {
+      name: 'dev',
+      read: () => {
+        vm.stop();
+        return 0;
+      },
+    });
+    expect(vm.runInline()).toEqual({ reason: 'stopped' });
+  });
+
+  it('need a machine with one vCPU', () => {
+    const vm = tracked(machineWith('smp', { vcpus: 2 }));
+    expect(() => vm.runInline()).toThrow(/one thread can drive only one/);
+  });
+
+  it('run in a worker thread and stop from the main thread', async () => {
+    const dist = new URL('../dist/index.js', import.meta.url).href;
+    const worker = new Worker(
+      `
+      const { parentPort } = require('node:worker_threads');
+      const { readFileSync } = require('node:fs');
+      import(${JSON.stringify(dist)}).then(async ({ Machine }) => {
+        const vm = Machine.create({ memory: '1M' });
+        vm.memory.write(0x1000, readFileSync(${JSON.stringify(guestPath('spin'))}));
+        vm.vcpus[0].setup({ mode: 'real', entry: 0x1000 });
+        parentPort.postMessage({ id: vm.id });
+        const outcome = vm.runInline();
+        await vm.close();
+        parentPort.postMessage({ outcome });
+      });
+      `,
+      { eval: true },
+    );
+    const messages = on(worker, 'message');
+    const first = (await messages.next()).value as [{ id: number }];
+    await new Promise((r) => setTimeout(r, 100));
+    expect(stopMachine(first[0].id)).toBe(true);
+    const second = (await messages.next()).value as [{ outcome: Outcome }];
+    expect(second[0].outcome).toEqual({ reason: 'stopped' });
+    await worker.terminate();
+    expect(stopMachine(first[0].id)).toBe(false);
+  });
+});
