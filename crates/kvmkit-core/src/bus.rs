@@ -24,6 +24,25 @@ pub enum DeviceAction {
     },
 }
 
+/// An address space devices live in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Space {
+    /// I/O ports, 0 to 0xffff.
+    Port,
+    /// Guest-physical addresses outside RAM.
+    Mmio,
+}
+
+impl Space {
+    /// `port` or `mmio`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Space::Port => "port",
+            Space::Mmio => "mmio",
+        }
+    }
+}
+
 /// Where accesses to a range go.
 #[derive(Clone)]
 pub enum Route {

@@ -6,6 +6,7 @@ use kvm_bindings::{KVM_PIT_SPEAKER_DUMMY, kvm_msi, kvm_pit_config};
 use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
+use crate::bus::Space;
 use crate::error::{Error, Result};
 
 /// The first guest-physical address of the local APICs' MSI window.
@@ -57,58 +58,37 @@ pub fn unregister_irqfd(vm: &VmFd, fd: &EventFd, gsi: u32) -> Result<()> {
         .map_err(Error::kvm("KVM_IRQFD"))
 }
 
-/// Where an ioeventfd listens.
+/// The guest writes an ioeventfd counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IoEventSpace {
-    /// A port.
-    Port,
-    /// A guest-physical address outside RAM.
-    Mmio,
+pub struct IoEvent {
+    /// Ports or MMIO.
+    pub space: Space,
+    /// The port or guest-physical address.
+    pub addr: u64,
+    /// Access width in bytes (1, 2, 4, 8); 0 for any width, which excludes `datamatch`.
+    pub len: u32,
+    /// Only writes of this value count.
+    pub datamatch: Option<u64>,
 }
 
-fn io_event_address(space: IoEventSpace, addr: u64) -> IoEventAddress {
-    match space {
-        IoEventSpace::Port => IoEventAddress::Pio(addr),
-        IoEventSpace::Mmio => IoEventAddress::Mmio(addr),
-    }
-}
-
-/// An eventfd that KVM signals, without exiting, whenever the guest writes to `addr`
-/// (`len` bytes wide, 0 for any width) — only writes of `datamatch` when given.
-pub fn register_ioeventfd(
-    vm: &VmFd,
-    space: IoEventSpace,
-    addr: u64,
-    len: u32,
-    datamatch: Option<u64>,
-) -> Result<EventFd> {
+/// An eventfd that KVM signals, without exiting, whenever the guest makes a write `event`
+/// describes.
+pub fn register_ioeventfd(vm: &VmFd, event: &IoEvent) -> Result<EventFd> {
     let fd = EventFd::new(EFD_NONBLOCK).map_err(Error::EventFd)?;
-    ioevent(vm, &fd, space, addr, len, datamatch, true)?;
+    ioevent(vm, &fd, event, true)?;
     Ok(fd)
 }
 
-/// Detaches an ioeventfd registered with [`register_ioeventfd`] (same arguments).
-pub fn unregister_ioeventfd(
-    vm: &VmFd,
-    fd: &EventFd,
-    space: IoEventSpace,
-    addr: u64,
-    len: u32,
-    datamatch: Option<u64>,
-) -> Result<()> {
-    ioevent(vm, fd, space, addr, len, datamatch, false)
+/// Detaches an ioeventfd registered with [`register_ioeventfd`] for the same `event`.
+pub fn unregister_ioeventfd(vm: &VmFd, fd: &EventFd, event: &IoEvent) -> Result<()> {
+    ioevent(vm, fd, event, false)
 }
 
-fn ioevent(
-    vm: &VmFd,
-    fd: &EventFd,
-    space: IoEventSpace,
-    addr: u64,
-    len: u32,
-    datamatch: Option<u64>,
-    register: bool,
-) -> Result<()> {
-    let address = io_event_address(space, addr);
+fn ioevent(vm: &VmFd, fd: &EventFd, event: &IoEvent, register: bool) -> Result<()> {
+    let address = match event.space {
+        Space::Port => IoEventAddress::Pio(event.addr),
+        Space::Mmio => IoEventAddress::Mmio(event.addr),
+    };
     macro_rules! call {
         ($m:expr) => {
             if register {
@@ -118,7 +98,7 @@ fn ioevent(
             }
         };
     }
-    let result = match (datamatch, len) {
+    let result = match (event.datamatch, event.len) {
         (None, _) => call!(NoDatamatch),
         (Some(v), 1) => call!(v as u8),
         (Some(v), 2) => call!(v as u16),

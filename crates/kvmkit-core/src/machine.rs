@@ -8,12 +8,12 @@ use std::time::Duration;
 use kvm_ioctls::VmFd;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::bus::{Bus, BusDevice, Route};
+use crate::bus::{Bus, Route, Space};
 use crate::config::MachineConfig;
 use crate::devices::debug_console::ConsoleOutput;
 use crate::error::{Error, Result};
 use crate::exit::{DeviceAccess, Outcome};
-use crate::irq::IoEventSpace;
+use crate::irq::IoEvent;
 use crate::kick;
 use crate::kvm::KvmHost;
 use crate::mailbox::{Mailbox, ReplyError};
@@ -257,70 +257,34 @@ impl Machine {
         f(&guard)
     }
 
-    /// Registers a Rust device on `len` ports from `base`.
-    pub fn add_port_device(
+    /// Routes `space` addresses `base..base+len` to `route` under `name`. MMIO ranges must
+    /// lie outside guest RAM; ranges may not overlap.
+    pub fn add_device(
         &self,
-        base: u16,
-        len: u16,
-        name: &str,
-        device: Arc<Mutex<dyn BusDevice>>,
-    ) -> Result<()> {
-        self.bus(&self.shared.ports)
-            .insert(base.into(), len.into(), name, Route::BuiltIn(device))
-    }
-
-    /// Registers a Rust device on the MMIO range `base..base+len`.
-    pub fn add_mmio_device(
-        &self,
+        space: Space,
         base: u64,
         len: u64,
         name: &str,
-        device: Arc<Mutex<dyn BusDevice>>,
+        route: Route,
     ) -> Result<()> {
-        self.check_mmio(base, len)?;
-        self.bus(&self.shared.mmio)
-            .insert(base, len, name, Route::BuiltIn(device))
+        if space == Space::Mmio {
+            self.check_mmio(base, len)?;
+        }
+        self.bus(space).insert(base, len, name, route)
     }
 
-    /// Routes `len` ports from `base` to user device `id`; `posted` queues its writes.
-    pub fn add_user_port_range(
-        &self,
-        base: u64,
-        len: u64,
-        name: &str,
-        id: u32,
-        posted: bool,
-    ) -> Result<()> {
-        let route = Route::User { device: id, posted };
-        self.bus(&self.shared.ports).insert(base, len, name, route)
+    /// Removes the device whose `space` range starts at `base`; returns whether there was one.
+    pub fn remove_device(&self, space: Space, base: u64) -> bool {
+        self.bus(space).remove(base)
     }
 
-    /// Routes the MMIO range `base..base+len` to user device `id`; `posted` queues its writes.
-    pub fn add_user_mmio_range(
-        &self,
-        base: u64,
-        len: u64,
-        name: &str,
-        id: u32,
-        posted: bool,
-    ) -> Result<()> {
-        self.check_mmio(base, len)?;
-        let route = Route::User { device: id, posted };
-        self.bus(&self.shared.mmio).insert(base, len, name, route)
-    }
-
-    /// Removes the port device whose range starts at `base`.
-    pub fn remove_port_range(&self, base: u64) -> bool {
-        self.bus(&self.shared.ports).remove(base)
-    }
-
-    /// Removes the MMIO device whose range starts at `base`.
-    pub fn remove_mmio_range(&self, base: u64) -> bool {
-        self.bus(&self.shared.mmio).remove(base)
-    }
-
-    fn bus<'a>(&self, bus: &'a RwLock<Bus>) -> std::sync::RwLockWriteGuard<'a, Bus> {
-        bus.write().unwrap_or_else(|e| e.into_inner())
+    fn bus(&self, space: Space) -> std::sync::RwLockWriteGuard<'_, Bus> {
+        match space {
+            Space::Port => &self.shared.ports,
+            Space::Mmio => &self.shared.mmio,
+        }
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
     }
 
     /// MMIO exits only happen outside guest RAM: a device over RAM would never be reached.
@@ -412,34 +376,32 @@ impl Machine {
             .collect())
     }
 
-    /// Asks every vCPU to pause; [`ExitHandler::on_paused`] follows once all have.
-    pub fn pause(&self) -> Result<()> {
+    /// Moves from state `from` to `to` for `op`, or fails naming the current state.
+    fn transition(&self, op: &'static str, from: State, to: State) -> Result<()> {
         let mut c = self.shared.control();
-        if c.state != State::Running {
+        if c.state != from {
             return Err(Error::InvalidState {
-                op: "pause",
+                op,
                 state: c.state.name(),
             });
         }
-        c.state = State::Paused;
-        self.shared.pause.store(true, Ordering::Release);
-        drop(c);
+        c.state = to;
+        self.shared
+            .pause
+            .store(to == State::Paused, Ordering::Release);
+        Ok(())
+    }
+
+    /// Asks every vCPU to pause; [`ExitHandler::on_paused`] follows once all have.
+    pub fn pause(&self) -> Result<()> {
+        self.transition("pause", State::Running, State::Paused)?;
         self.kick_all();
         Ok(())
     }
 
     /// Lets paused vCPUs run again.
     pub fn resume(&self) -> Result<()> {
-        let mut c = self.shared.control();
-        if c.state != State::Paused {
-            return Err(Error::InvalidState {
-                op: "resume",
-                state: c.state.name(),
-            });
-        }
-        c.state = State::Running;
-        self.shared.pause.store(false, Ordering::Release);
-        drop(c);
+        self.transition("resume", State::Paused, State::Running)?;
         self.shared.changed.notify_all();
         Ok(())
     }
@@ -561,35 +523,22 @@ impl Machine {
         crate::irq::unregister_irqfd(&self.vm, fd, gsi)
     }
 
-    /// An eventfd KVM signals, without exiting, when the guest writes `addr` (see
-    /// [`crate::irq::register_ioeventfd`]).
-    pub fn register_ioeventfd(
-        &self,
-        space: IoEventSpace,
-        addr: u64,
-        len: u32,
-        datamatch: Option<u64>,
-    ) -> Result<EventFd> {
-        crate::irq::register_ioeventfd(&self.vm, space, addr, len, datamatch)
+    /// An eventfd KVM signals, without exiting, on the guest writes `event` describes.
+    pub fn register_ioeventfd(&self, event: &IoEvent) -> Result<EventFd> {
+        crate::irq::register_ioeventfd(&self.vm, event)
     }
 
-    /// Detaches an ioeventfd (same arguments as [`Machine::register_ioeventfd`]).
-    pub fn unregister_ioeventfd(
-        &self,
-        fd: &EventFd,
-        space: IoEventSpace,
-        addr: u64,
-        len: u32,
-        datamatch: Option<u64>,
-    ) -> Result<()> {
-        crate::irq::unregister_ioeventfd(&self.vm, fd, space, addr, len, datamatch)
+    /// Detaches an ioeventfd registered for `event`.
+    pub fn unregister_ioeventfd(&self, fd: &EventFd, event: &IoEvent) -> Result<()> {
+        crate::irq::unregister_ioeventfd(&self.vm, fd, event)
     }
 
     /// Adds the built-in debug console at `port` and returns its output buffer.
     pub fn add_debug_console(&self, port: u16) -> Result<Arc<Mutex<ConsoleOutput>>> {
         let console = crate::devices::DebugConsole::default();
         let output = console.output();
-        self.add_port_device(port, 1, "debug-console", Arc::new(Mutex::new(console)))?;
+        let route = Route::BuiltIn(Arc::new(Mutex::new(console)));
+        self.add_device(Space::Port, port.into(), 1, "debug-console", route)?;
         Ok(output)
     }
 }

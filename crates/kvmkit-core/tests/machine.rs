@@ -8,10 +8,11 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use kvmkit_core::bus::{Route, Space};
 use kvmkit_core::config::{MachineConfig, MemoryRegionConfig};
 use kvmkit_core::devices::DebugExit;
 use kvmkit_core::exit::{DeviceAccess, ExitKind, Outcome};
-use kvmkit_core::irq::{self, IoEventSpace};
+use kvmkit_core::irq::{self, IoEvent};
 use kvmkit_core::kvm::KvmHost;
 use kvmkit_core::machine::{ExitHandler, InlineAnswer, Machine, MachineOptions, UnhandledPolicy};
 use kvmkit_core::x86::mode::CpuMode;
@@ -76,6 +77,10 @@ fn machine(code: &[u8], mode: CpuMode, options: MachineOptions) -> Option<Machin
     Some(m)
 }
 
+fn user(device: u32, posted: bool) -> Route {
+    Route::User { device, posted }
+}
+
 fn start(m: &Machine) -> Receiver<Event> {
     let (tx, rx) = channel();
     m.start(Arc::new(Channel(Mutex::new(tx)))).unwrap();
@@ -118,7 +123,8 @@ fn user_device_answers_port_reads_and_sees_writes() {
     let Some(m) = machine(&code, CpuMode::Real, MachineOptions::default()) else {
         return;
     };
-    m.add_user_port_range(0x3f8, 8, "uart", 7, false).unwrap();
+    m.add_device(Space::Port, 0x3f8, 8, "uart", user(7, false))
+        .unwrap();
     let rx = start(&m);
     let Event::Access(0, read) = next(&rx) else {
         panic!("expected a read")
@@ -155,7 +161,8 @@ fn string_io_reaches_devices_with_its_count() {
     let Some(m) = machine(&code, CpuMode::Real, MachineOptions::default()) else {
         return;
     };
-    m.add_user_port_range(0x500, 1, "sink", 1, false).unwrap();
+    m.add_device(Space::Port, 0x500, 1, "sink", user(1, false))
+        .unwrap();
     let rx = start(&m);
     let mut seen = Vec::new();
     loop {
@@ -223,7 +230,7 @@ fn long_mode_guest_reaches_an_mmio_device_above_ram() {
     let Some(m) = machine(&code, CpuMode::Long, MachineOptions::default()) else {
         return;
     };
-    m.add_user_mmio_range(0xd000_0000, 0x1000, "regs", 3, false)
+    m.add_device(Space::Mmio, 0xd000_0000, 0x1000, "regs", user(3, false))
         .unwrap();
     let rx = start(&m);
     let Event::Access(_, w) = next(&rx) else {
@@ -256,7 +263,7 @@ fn mmio_devices_over_ram_are_refused() {
         return;
     };
     let err = m
-        .add_user_mmio_range(0x1000, 0x1000, "x", 1, false)
+        .add_device(Space::Mmio, 0x1000, 0x1000, "x", user(1, false))
         .unwrap_err();
     assert_eq!(err.code(), "BUS_RANGE");
 }
@@ -289,8 +296,14 @@ fn debug_exit_port_ends_the_run_with_the_status() {
     let Some(m) = machine(&code, CpuMode::Real, MachineOptions::default()) else {
         return;
     };
-    m.add_port_device(0xf4, 1, "debug-exit", Arc::new(Mutex::new(DebugExit)))
-        .unwrap();
+    m.add_device(
+        Space::Port,
+        0xf4,
+        1,
+        "debug-exit",
+        Route::BuiltIn(Arc::new(Mutex::new(DebugExit))),
+    )
+    .unwrap();
     assert_eq!(
         end(&start(&m)),
         Outcome::DeviceRequest {
@@ -310,7 +323,8 @@ fn a_failing_handler_stops_the_machine_with_its_message() {
     ) else {
         return;
     };
-    m.add_user_port_range(0x10, 1, "bad", 1, false).unwrap();
+    m.add_device(Space::Port, 0x10, 1, "bad", user(1, false))
+        .unwrap();
     let rx = start(&m);
     let Event::Access(..) = next(&rx) else {
         panic!()
@@ -344,7 +358,8 @@ fn posted_writes_let_the_vcpu_run_on_and_arrive_in_order() {
     let Some(m) = machine(&code, CpuMode::Real, MachineOptions::default()) else {
         return;
     };
-    m.add_user_port_range(0x500, 1, "log", 4, true).unwrap();
+    m.add_device(Space::Port, 0x500, 1, "log", user(4, true))
+        .unwrap();
     let rx = start(&m);
     // Nobody answers: the guest still runs to its hlt.
     let mut posted = Vec::new();
@@ -375,7 +390,8 @@ fn an_inline_vcpu_returns_accesses_to_its_caller() {
     let Some(m) = machine(&code, CpuMode::Real, MachineOptions::default()) else {
         return;
     };
-    m.add_user_port_range(0x3f8, 8, "uart", 7, false).unwrap();
+    m.add_device(Space::Port, 0x3f8, 8, "uart", user(7, false))
+        .unwrap();
     let (tx, rx) = channel();
     let mut vcpus = m.start_inline(Arc::new(Channel(Mutex::new(tx)))).unwrap();
     let vcpu = &mut vcpus[0];
@@ -422,7 +438,13 @@ fn ioeventfd_counts_guest_writes_without_exits() {
     let Some(m) = machine(&code, CpuMode::Real, MachineOptions::default()) else {
         return;
     };
-    let fd = irq::register_ioeventfd(m.vm(), IoEventSpace::Port, 0x90, 1, Some(7)).unwrap();
+    let event = IoEvent {
+        space: Space::Port,
+        addr: 0x90,
+        len: 1,
+        datamatch: Some(7),
+    };
+    let fd = irq::register_ioeventfd(m.vm(), &event).unwrap();
     assert_eq!(end(&start(&m)), Outcome::Halted);
     assert_eq!(irq::take_count(&fd), 3);
     assert_eq!(m.stats(0).unwrap().exits[ExitKind::IoOut as usize], 0);

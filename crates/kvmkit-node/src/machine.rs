@@ -7,11 +7,12 @@ use napi_derive::napi;
 use std::sync::Weak;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use kvmkit_core::bus::{Route, Space};
 use kvmkit_core::config::{MachineConfig, MemoryRegionConfig};
 use kvmkit_core::devices::debug_console::ConsoleOutput;
 use kvmkit_core::devices::{DebugExit, NullDevice};
 use kvmkit_core::exit::ExitKind;
-use kvmkit_core::irq::IoEventSpace;
+use kvmkit_core::irq::IoEvent;
 use kvmkit_core::kvm::{KVM_PATH, KvmHost};
 use kvmkit_core::machine::{InlineAnswer, InlineVcpu, Machine, MachineOptions, UnhandledPolicy};
 use kvmkit_core::posted::PostedWrite;
@@ -96,6 +97,17 @@ pub fn stop_machine(id: u32) -> bool {
         .find(|(i, _)| *i == id)
         .and_then(|(_, m)| m.upgrade());
     machine.map(|m| m.stop()).is_some()
+}
+
+fn space_of(name: &str) -> Result<Space> {
+    match name {
+        "port" => Ok(Space::Port),
+        "mmio" => Ok(Space::Mmio),
+        other => Err(invalid_arg(
+            "space",
+            format!("{other:?} is not \"port\" or \"mmio\""),
+        )),
+    }
 }
 
 fn mode(name: &str) -> Result<CpuMode> {
@@ -238,29 +250,21 @@ impl NativeMachine {
         id: u32,
         posted: bool,
     ) -> Result<()> {
+        let space = space_of(&space)?;
         let base = u64_from_js("base", base)?;
         let len = u64_from_js("length", len)?;
-        match space.as_str() {
-            "port" => self.m()?.add_user_port_range(base, len, &name, id, posted),
-            "mmio" => self.m()?.add_user_mmio_range(base, len, &name, id, posted),
-            other => {
-                return Err(invalid_arg(
-                    "space",
-                    format!("{other:?} is not \"port\" or \"mmio\""),
-                ));
-            }
-        }
-        .map_err(core)
+        let route = Route::User { device: id, posted };
+        self.m()?
+            .add_device(space, base, len, &name, route)
+            .map_err(core)
     }
 
     /// Removes the device whose range starts at `base`; returns whether there was one.
     #[napi(catch_unwind)]
     pub fn remove_device(&self, space: String, base: f64) -> Result<bool> {
+        let space = space_of(&space)?;
         let base = u64_from_js("base", base)?;
-        Ok(match space.as_str() {
-            "port" => self.m()?.remove_port_range(base),
-            _ => self.m()?.remove_mmio_range(base),
-        })
+        Ok(self.m()?.remove_device(space, base))
     }
 
     /// Adds a built-in device: `debug-console`, `debug-exit` or `null` (`fill` is its read value).
@@ -276,17 +280,16 @@ impl NativeMachine {
                 *self.console.lock().unwrap_or_else(|e| e.into_inner()) = Some(output);
                 Ok(())
             }
-            "debug-exit" => m
-                .add_port_device(port, 1, "debug-exit", Arc::new(Mutex::new(DebugExit)))
-                .map_err(core),
-            "null" => m
-                .add_port_device(
-                    port,
-                    len,
-                    "null",
-                    Arc::new(Mutex::new(NullDevice::new(fill))),
-                )
-                .map_err(core),
+            "debug-exit" => {
+                let route = Route::BuiltIn(Arc::new(Mutex::new(DebugExit)));
+                m.add_device(Space::Port, port.into(), 1, "debug-exit", route)
+                    .map_err(core)
+            }
+            "null" => {
+                let route = Route::BuiltIn(Arc::new(Mutex::new(NullDevice::new(fill))));
+                m.add_device(Space::Port, port.into(), len.into(), "null", route)
+                    .map_err(core)
+            }
             other => Err(invalid_arg(
                 "kind",
                 format!("{other:?} is not a built-in device"),
@@ -529,34 +532,17 @@ impl NativeMachine {
         len: u32,
         datamatch: Option<BigInt>,
     ) -> Result<NativeEventFd> {
-        let space = match space.as_str() {
-            "port" => IoEventSpace::Port,
-            "mmio" => IoEventSpace::Mmio,
-            other => {
-                return Err(invalid_arg(
-                    "space",
-                    format!("{other:?} is not \"port\" or \"mmio\""),
-                ));
-            }
+        let event = IoEvent {
+            space: space_of(&space)?,
+            addr: u64_from_js("address", addr)?,
+            len,
+            datamatch: datamatch
+                .map(|d| u64_from_bigint("datamatch", &d))
+                .transpose()?,
         };
-        let addr = u64_from_js("address", addr)?;
-        let datamatch = datamatch
-            .map(|d| u64_from_bigint("datamatch", &d))
-            .transpose()?;
         let m = self.m()?;
-        let fd = m
-            .register_ioeventfd(space, addr, len, datamatch)
-            .map_err(core)?;
-        Ok(NativeEventFd::new(
-            &m,
-            fd,
-            EventFdKind::Io {
-                space,
-                addr,
-                len,
-                datamatch,
-            },
-        ))
+        let fd = m.register_ioeventfd(&event).map_err(core)?;
+        Ok(NativeEventFd::new(&m, fd, EventFdKind::Io(event)))
     }
 }
 
@@ -572,15 +558,8 @@ impl NativeMachine {
 }
 
 enum EventFdKind {
-    Irq {
-        gsi: u32,
-    },
-    Io {
-        space: IoEventSpace,
-        addr: u64,
-        len: u32,
-        datamatch: Option<u64>,
-    },
+    Irq { gsi: u32 },
+    Io(IoEvent),
 }
 
 /// An irqfd or ioeventfd of a machine.
@@ -635,12 +614,7 @@ impl NativeEventFd {
         };
         match self.kind {
             EventFdKind::Irq { gsi } => m.unregister_irqfd(&fd, gsi),
-            EventFdKind::Io {
-                space,
-                addr,
-                len,
-                datamatch,
-            } => m.unregister_ioeventfd(&fd, space, addr, len, datamatch),
+            EventFdKind::Io(event) => m.unregister_ioeventfd(&fd, &event),
         }
         .map_err(core)
     }
