@@ -839,3 +839,4 @@ module.exports.NativeEventFd = nativeBinding.NativeEventFd
 module.exports.NativeMachine = nativeBinding.NativeMachine
 module.exports.kvmInfo = nativeBinding.kvmInfo
 module.exports.stopMachine = nativeBinding.stopMachine
+module.exports.supportedCpuid = nativeBinding.supportedCpuid

@@ -36,6 +36,34 @@ export declare class NativeMachine {
   getRegisters(index: number): Registers
   /** Sets the general registers of vCPU `index`. */
   setRegisters(index: number, registers: Registers): void
+  /** The special registers of vCPU `index`. */
+  getSpecialRegisters(index: number): SpecialRegisters
+  /** Sets the special registers of vCPU `index`. */
+  setSpecialRegisters(index: number, sregs: SpecialRegisters): void
+  /** The FPU and SSE state of vCPU `index`. */
+  getFpu(index: number): Fpu
+  /** Sets the FPU and SSE state of vCPU `index`. */
+  setFpu(index: number, fpu: Fpu): void
+  /** Reads MSRs of vCPU `index`; stops at the first one KVM cannot read. */
+  getMsrs(index: number, indices: Array<number>): Array<MsrEntry>
+  /** Writes MSRs of vCPU `index`; returns how many KVM accepted. */
+  setMsrs(index: number, msrs: Array<MsrEntry>): number
+  /** The CPUID vCPU `index` presents. */
+  getCpuid(index: number): Array<CpuidEntry>
+  /** Sets the CPUID vCPU `index` presents (before it first runs). */
+  setCpuid(index: number, entries: Array<CpuidEntry>): void
+  /** The local APIC register page (1024 bytes) of vCPU `index`. */
+  getLapic(index: number): Buffer
+  /** Sets the local APIC register page (1024 bytes) of vCPU `index`. */
+  setLapic(index: number, regs: Buffer): void
+  /** The multiprocessing state of vCPU `index` (`KVM_MP_STATE_*`). */
+  getMpState(index: number): number
+  /** Sets the multiprocessing state of vCPU `index`. */
+  setMpState(index: number, state: number): void
+  /** Pending and injected events of vCPU `index`. */
+  getEvents(index: number): VcpuEvents
+  /** Sets pending and injected events of vCPU `index`. */
+  setEvents(index: number, events: VcpuEvents): void
   /** Routes a port range (`space` "port") or MMIO range (`space` "mmio") to JS device `id`. */
   addDevice(space: string, base: number, len: number, name: string, id: number, posted: boolean): void
   /** Removes the device whose range starts at `base`; returns whether there was one. */
@@ -95,10 +123,84 @@ export declare class NativeMachine {
   createIoeventfd(space: string, addr: number, len: number, datamatch?: bigint | undefined | null): NativeEventFd
 }
 
+/** One CPUID leaf (and subleaf) as a vCPU presents it. */
+export interface CpuidEntry {
+  /** The leaf (EAX on input). */
+  function: number
+  /** The subleaf (ECX on input), where the leaf has subleaves. */
+  index: number
+  /** KVM's flags (1: the subleaf matters). */
+  flags: number
+  /** EAX. */
+  eax: number
+  /** EBX. */
+  ebx: number
+  /** ECX. */
+  ecx: number
+  /** EDX. */
+  edx: number
+}
+
+/** The GDT or IDT register. */
+export interface DescriptorTable {
+  /** Base address. */
+  base: bigint
+  /** Limit in bytes. */
+  limit: number
+}
+
+/** A pending or injected exception. */
+export interface ExceptionEvent {
+  /** Being delivered now. */
+  injected: boolean
+  /** The vector (0–31). */
+  nr: number
+  /** It pushes an error code. */
+  hasErrorCode: boolean
+  /** Pending delivery. */
+  pending: boolean
+  /** The error code. */
+  errorCode: number
+}
+
 /** The count of one exit kind. */
 export interface ExitCount {
   kind: string
   count: number
+}
+
+/** The x87 FPU and SSE state. */
+export interface Fpu {
+  /** The eight x87 registers, 16 bytes each (80 bits used). */
+  fpr: Buffer
+  /** x87 control word. */
+  fcw: number
+  /** x87 status word. */
+  fsw: number
+  /** Abridged x87 tag word. */
+  ftwx: number
+  /** Last x87 opcode. */
+  lastOpcode: number
+  /** Last x87 instruction pointer. */
+  lastIp: bigint
+  /** Last x87 data pointer. */
+  lastDp: bigint
+  /** XMM0–XMM15, 16 bytes each. */
+  xmm: Buffer
+  /** SSE control and status. */
+  mxcsr: number
+}
+
+/** An injected external or software interrupt. */
+export interface InterruptEvent {
+  /** Being delivered now. */
+  injected: boolean
+  /** The vector. */
+  nr: number
+  /** A software interrupt (`int n`). */
+  soft: boolean
+  /** Interrupt shadow (after `sti` or `mov ss`). */
+  shadow: number
 }
 
 /** Opens the KVM device (default `/dev/kvm`), checks it, and reports its limits. */
@@ -112,6 +214,14 @@ export interface KvmInfo {
   maxVcpus: number
   maxMemslots: number
   vcpuMmapSize: number
+}
+
+/** A model-specific register and its value. */
+export interface MsrEntry {
+  /** The MSR's index, such as 0xc0000080 (EFER). */
+  index: number
+  /** Its value. */
+  value: bigint
 }
 
 /** A validated machine configuration (sizes already parsed by the façade). */
@@ -190,6 +300,16 @@ export interface NativeStats {
   latencyBuckets: Array<number>
 }
 
+/** Non-maskable interrupt state. */
+export interface NmiEvent {
+  /** Being delivered now. */
+  injected: boolean
+  /** Pending. */
+  pending: boolean
+  /** Blocked. */
+  masked: boolean
+}
+
 /** The general registers, as bigints. */
 export interface Registers {
   rax: bigint
@@ -212,5 +332,88 @@ export interface Registers {
   rflags: bigint
 }
 
+/** A segment register. */
+export interface Segment {
+  /** Base address. */
+  base: bigint
+  /** Limit in bytes. */
+  limit: number
+  /** Selector. */
+  selector: number
+  /** Descriptor type (4 bits). */
+  type: number
+  /** Present. */
+  present: boolean
+  /** Privilege level (0–3). */
+  dpl: number
+  /** Default operand size is 32 bits. */
+  db: boolean
+  /** Code or data segment (not a system segment). */
+  s: boolean
+  /** 64-bit code segment. */
+  l: boolean
+  /** Limit counts 4 KiB pages. */
+  g: boolean
+  /** Available for software. */
+  avl: boolean
+  /** Unusable (a null selector was loaded). */
+  unusable: boolean
+}
+
+/** The special registers: segments, descriptor tables, control registers and EFER. */
+export interface SpecialRegisters {
+  /** Code segment. */
+  cs: Segment
+  /** Data segment. */
+  ds: Segment
+  /** Extra segment. */
+  es: Segment
+  /** FS. */
+  fs: Segment
+  /** GS. */
+  gs: Segment
+  /** Stack segment. */
+  ss: Segment
+  /** Task register. */
+  tr: Segment
+  /** Local descriptor table. */
+  ldt: Segment
+  /** Global descriptor table register. */
+  gdt: DescriptorTable
+  /** Interrupt descriptor table register. */
+  idt: DescriptorTable
+  /** CR0. */
+  cr0: bigint
+  /** CR2, the last page-fault address. */
+  cr2: bigint
+  /** CR3, the page-table root. */
+  cr3: bigint
+  /** CR4. */
+  cr4: bigint
+  /** CR8, the task priority. */
+  cr8: bigint
+  /** EFER. */
+  efer: bigint
+  /** The APIC base MSR. */
+  apicBase: bigint
+}
+
 /** Stops machine `id` from any thread; returns whether it was found. */
 export declare function stopMachine(id: number): boolean
+
+/** The CPUID features the host's KVM can present to guests. */
+export declare function supportedCpuid(path?: string | undefined | null): Array<CpuidEntry>
+
+/** Exceptions, interrupts and NMIs pending or being injected into a vCPU. */
+export interface VcpuEvents {
+  /** Exception state. */
+  exception: ExceptionEvent
+  /** Interrupt state. */
+  interrupt: InterruptEvent
+  /** NMI state. */
+  nmi: NmiEvent
+  /** The SIPI vector. */
+  sipiVector: number
+  /** KVM's `KVM_VCPUEVENT_VALID_*` flags. */
+  flags: number
+}

@@ -8,7 +8,7 @@
 export type { MachineConfig, MemoryRegion, UnhandledPolicy } from './config.js';
 export type { Access, Device, DeviceHandle, ReadValue } from './devices.js';
 export { ConfigError, type ErrorCode, KvmkitError, MachineError, type MachineErrorCode } from './errors.js';
-export { type KvmAvailability, type KvmInfo, kvmAvailability, kvmInfo } from './kvm.js';
+export { type KvmAvailability, type KvmInfo, kvmAvailability, kvmInfo, supportedCpuid } from './kvm.js';
 export {
   type DebugConsole,
   type IoEventFd,
@@ -23,4 +23,22 @@ export { GuestMemory } from './memory.js';
 export type { Outcome } from './outcome.js';
 export { parseSize, type Size } from './size.js';
 export type { ExitKindName, LatencyStats, VcpuStats } from './stats.js';
-export { type CpuMode, type Registers, Vcpu, type VcpuSetup } from './vcpu.js';
+export {
+  type CpuidEntry,
+  type CpuidMask,
+  type CpuMode,
+  type DescriptorTable,
+  type ExceptionEvent,
+  type Fpu,
+  type InterruptEvent,
+  type MpState,
+  type MsrEntry,
+  maskCpuid,
+  type NmiEvent,
+  type Registers,
+  type Segment,
+  type SpecialRegisters,
+  Vcpu,
+  type VcpuEvents,
+  type VcpuSetup,
+} from './vcpu.js';

@@ -3,7 +3,7 @@
  * @module
  */
 import { callNative, KvmkitError } from './errors.js';
-import { native } from './native.js';
+import { type CpuidEntry, native } from './native.js';
 
 /** What the host's KVM reports about itself. */
 export interface KvmInfo {
@@ -24,6 +24,11 @@ export interface KvmInfo {
 /** Opens the KVM device (default `/dev/kvm`), checks its API version and capabilities, and reports its limits. */
 export function kvmInfo(path?: string): KvmInfo {
   return callNative(() => native().kvmInfo(path));
+}
+
+/** The CPUID leaves the host's KVM can present to guests (`KVM_GET_SUPPORTED_CPUID`). */
+export function supportedCpuid(path?: string): CpuidEntry[] {
+  return callNative(() => native().supportedCpuid(path));
 }
 
 /** Whether KVM is usable here, and if not, why and what to do. */

@@ -3,7 +3,26 @@
  * @module
  */
 import { callNative } from './errors.js';
-import type { NativeMachine } from './native.js';
+import type { CpuidEntry, Fpu, MsrEntry, NativeMachine, SpecialRegisters, VcpuEvents } from './native.js';
+
+export type {
+  CpuidEntry,
+  DescriptorTable,
+  ExceptionEvent,
+  Fpu,
+  InterruptEvent,
+  MsrEntry,
+  NmiEvent,
+  Segment,
+  SpecialRegisters,
+  VcpuEvents,
+} from './native.js';
+
+/** The multiprocessing state of a vCPU (`KVM_MP_STATE_*`). */
+export type MpState = 'runnable' | 'uninitialized' | 'init-received' | 'halted' | 'sipi-received';
+
+const MP_STATES: readonly MpState[] = ['runnable', 'uninitialized', 'init-received', 'halted', 'sipi-received'];
+
 import { toVcpuStats, type VcpuStats } from './stats.js';
 
 /** The general registers of a vCPU, as unsigned 64-bit bigints. */
@@ -99,8 +118,132 @@ export class Vcpu {
     callNative(() => this.#machine.setRegisters(this.index, next));
   }
 
+  /** The special registers: segments, descriptor tables, control registers, EFER. */
+  specialRegisters(): SpecialRegisters {
+    return callNative(() => this.#machine.getSpecialRegisters(this.index));
+  }
+
+  /** Changes some special registers, leaving the others as they are. */
+  setSpecialRegisters(changes: Partial<SpecialRegisters>): void {
+    const next = { ...this.specialRegisters(), ...changes };
+    callNative(() => this.#machine.setSpecialRegisters(this.index, next));
+  }
+
+  /** The x87 FPU and SSE state. */
+  fpu(): Fpu {
+    return callNative(() => this.#machine.getFpu(this.index));
+  }
+
+  /** Changes some of the FPU and SSE state. */
+  setFpu(changes: Partial<Fpu>): void {
+    const next = { ...this.fpu(), ...changes };
+    callNative(() => this.#machine.setFpu(this.index, next));
+  }
+
+  /** Reads the MSRs `indices`, in order, up to the first one KVM cannot read. */
+  msrs(indices: readonly number[]): MsrEntry[] {
+    return callNative(() => this.#machine.getMsrs(this.index, [...indices]));
+  }
+
+  /** Writes MSRs; returns how many KVM accepted (in order, up to the first it refused). */
+  setMsrs(entries: readonly MsrEntry[]): number {
+    return callNative(() => this.#machine.setMsrs(this.index, [...entries]));
+  }
+
+  /** The CPUID leaves this vCPU presents to its guest. */
+  cpuid(): CpuidEntry[] {
+    return callNative(() => this.#machine.getCpuid(this.index));
+  }
+
+  /**
+   * Sets the CPUID leaves this vCPU presents; KVM accepts it only before the vCPU first runs.
+   * Start from {@link cpuid} or {@link supportedCpuid} and change it with {@link maskCpuid}.
+   */
+  setCpuid(entries: readonly CpuidEntry[]): void {
+    callNative(() => this.#machine.setCpuid(this.index, [...entries]));
+  }
+
+  /** The local APIC's 1 KiB register page (needs `irqchip`). */
+  lapic(): Uint8Array {
+    return new Uint8Array(callNative(() => this.#machine.getLapic(this.index)));
+  }
+
+  /** Replaces the local APIC's 1 KiB register page (needs `irqchip`). */
+  setLapic(registers: Uint8Array): void {
+    const bytes = Buffer.from(registers.buffer, registers.byteOffset, registers.byteLength);
+    callNative(() => this.#machine.setLapic(this.index, bytes));
+  }
+
+  /** The multiprocessing state. */
+  mpState(): MpState {
+    const state = callNative(() => this.#machine.getMpState(this.index));
+    return MP_STATES[state] ?? 'runnable';
+  }
+
+  /** Sets the multiprocessing state (for example `halted`, or `uninitialized` to wait for INIT/SIPI). */
+  setMpState(state: MpState): void {
+    callNative(() => this.#machine.setMpState(this.index, MP_STATES.indexOf(state)));
+  }
+
+  /** Exceptions, interrupts and NMIs pending or being injected. */
+  events(): VcpuEvents {
+    return callNative(() => this.#machine.getEvents(this.index));
+  }
+
+  /** Changes pending or injected events, leaving the rest as they are. */
+  setEvents(changes: Partial<VcpuEvents>): void {
+    const next = { ...this.events(), ...changes };
+    callNative(() => this.#machine.setEvents(this.index, next));
+  }
+
+  /**
+   * Injects exception `vector` (with `errorCode` for the exceptions that push one): the guest
+   * takes it through its IDT when the vCPU next runs.
+   */
+  injectException(vector: number, errorCode?: number): void {
+    this.setEvents({
+      exception: {
+        injected: true,
+        nr: vector,
+        hasErrorCode: errorCode !== undefined,
+        pending: false,
+        errorCode: errorCode ?? 0,
+      },
+    });
+  }
+
   /** Exit counters and handling latency. */
   stats(): VcpuStats {
     return toVcpuStats(callNative(() => this.#machine.stats(this.index)));
   }
+}
+
+/** A change to one CPUID register of one leaf: clear some bits, then set some. */
+export interface CpuidMask {
+  /** The leaf. */
+  function: number;
+  /** The subleaf (default: every subleaf of the leaf). */
+  index?: number;
+  /** The register to change. */
+  register: 'eax' | 'ebx' | 'ecx' | 'edx';
+  /** Bits to clear (to hide features). */
+  clear?: number;
+  /** Bits to set. */
+  set?: number;
+}
+
+/**
+ * Returns `entries` with `masks` applied, for example to hide CX16 (leaf 1, ECX bit 13) from
+ * a guest: `maskCpuid(entries, [{ function: 1, register: 'ecx', clear: 1 << 13 }])`.
+ */
+export function maskCpuid(entries: readonly CpuidEntry[], masks: readonly CpuidMask[]): CpuidEntry[] {
+  return entries.map((entry) => {
+    const next = { ...entry };
+    for (const m of masks) {
+      if (m.function === entry.function && (m.index === undefined || m.index === entry.index)) {
+        next[m.register] = ((next[m.register] & ~(m.clear ?? 0)) | (m.set ?? 0)) >>> 0;
+      }
+    }
+    return next;
+  });
 }

@@ -4,6 +4,7 @@ import { type Device, Machine, type MachineConfig } from '../src/index.js';
 
 const MODES: Record<GuestName, 'real' | 'long'> = {
   demo: 'long',
+  exception: 'long',
   io: 'real',
   irq: 'real',
   mmio: 'long',

@@ -110,6 +110,14 @@ impl KvmHost {
         &self.kvm
     }
 
+    /// The CPUID features KVM can present to guests (`KVM_GET_SUPPORTED_CPUID`): the usual
+    /// starting point for a vCPU's CPUID.
+    pub fn supported_cpuid(&self) -> Result<kvm_bindings::CpuId> {
+        self.kvm
+            .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+            .map_err(Error::kvm("KVM_GET_SUPPORTED_CPUID"))
+    }
+
     /// Reports the API version and limits of the host's KVM.
     pub fn info(&self) -> Result<KvmInfo> {
         Ok(KvmInfo {

@@ -1,10 +1,14 @@
 //! One virtual CPU: its KVM fd, its start-up state and what it can tell about itself.
 
-use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, kvm_regs, kvm_sregs};
-use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use kvm_bindings::{
+    CpuId, KVM_MAX_CPUID_ENTRIES, Msrs, kvm_fpu, kvm_lapic_state, kvm_mp_state, kvm_msr_entry,
+    kvm_regs, kvm_sregs, kvm_vcpu_events,
+};
+use kvm_ioctls::{VcpuFd, VmFd};
 
 use crate::error::{Error, Result};
 use crate::exit::RegisterSnapshot;
+use crate::kvm::KvmHost;
 use crate::memory::GuestRam;
 use crate::x86::cpuid;
 use crate::x86::mode::{self, CpuMode};
@@ -21,13 +25,11 @@ pub struct Vcpu {
 
 impl Vcpu {
     /// Creates vCPU `index` of `vm` with the host's supported CPUID, made per-vCPU.
-    pub fn new(kvm: &Kvm, vm: &VmFd, index: u32) -> Result<Self> {
+    pub fn new(host: &KvmHost, vm: &VmFd, index: u32) -> Result<Self> {
         let fd = vm
             .create_vcpu(u64::from(index))
             .map_err(Error::kvm("KVM_CREATE_VCPU"))?;
-        let mut cpuid = kvm
-            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-            .map_err(Error::kvm("KVM_GET_SUPPORTED_CPUID"))?;
+        let mut cpuid = host.supported_cpuid()?;
         cpuid::set_apic_id(&mut cpuid, index);
         fd.set_cpuid2(&cpuid)
             .map_err(Error::kvm("KVM_SET_CPUID2"))?;
@@ -79,6 +81,106 @@ impl Vcpu {
             .map_err(Error::kvm("KVM_SET_SREGS"))
     }
 
+    /// `KVM_GET_FPU`.
+    pub fn get_fpu(&self) -> Result<kvm_fpu> {
+        self.fd.get_fpu().map_err(Error::kvm("KVM_GET_FPU"))
+    }
+
+    /// `KVM_SET_FPU`.
+    pub fn set_fpu(&self, fpu: &kvm_fpu) -> Result<()> {
+        self.fd.set_fpu(fpu).map_err(Error::kvm("KVM_SET_FPU"))
+    }
+
+    /// Reads the MSRs `indices`; returns `(index, value)` for each one KVM could read, in
+    /// order, stopping at the first it could not.
+    pub fn get_msrs(&self, indices: &[u32]) -> Result<Vec<(u32, u64)>> {
+        let entries: Vec<kvm_msr_entry> = indices
+            .iter()
+            .map(|&index| kvm_msr_entry {
+                index,
+                ..Default::default()
+            })
+            .collect();
+        let mut msrs = Msrs::from_entries(&entries).map_err(|_| too_many_msrs(indices.len()))?;
+        let read = self
+            .fd
+            .get_msrs(&mut msrs)
+            .map_err(Error::kvm("KVM_GET_MSRS"))?;
+        Ok(msrs.as_slice()[..read]
+            .iter()
+            .map(|e| (e.index, e.data))
+            .collect())
+    }
+
+    /// Writes MSRs; returns how many KVM accepted (in order, up to the first it refused).
+    pub fn set_msrs(&self, values: &[(u32, u64)]) -> Result<usize> {
+        let entries: Vec<kvm_msr_entry> = values
+            .iter()
+            .map(|&(index, data)| kvm_msr_entry {
+                index,
+                data,
+                ..Default::default()
+            })
+            .collect();
+        let msrs = Msrs::from_entries(&entries).map_err(|_| too_many_msrs(values.len()))?;
+        self.fd.set_msrs(&msrs).map_err(Error::kvm("KVM_SET_MSRS"))
+    }
+
+    /// The CPUID this vCPU presents (`KVM_GET_CPUID2`).
+    pub fn get_cpuid(&self) -> Result<CpuId> {
+        self.fd
+            .get_cpuid2(KVM_MAX_CPUID_ENTRIES)
+            .map_err(Error::kvm("KVM_GET_CPUID2"))
+    }
+
+    /// Sets the CPUID this vCPU presents (`KVM_SET_CPUID2`); KVM allows it only before the
+    /// vCPU first runs.
+    pub fn set_cpuid(&self, cpuid: &CpuId) -> Result<()> {
+        self.fd
+            .set_cpuid2(cpuid)
+            .map_err(Error::kvm("KVM_SET_CPUID2"))
+    }
+
+    /// The local APIC's register page (`KVM_GET_LAPIC`; needs the in-kernel irqchip).
+    pub fn get_lapic(&self) -> Result<kvm_lapic_state> {
+        self.fd.get_lapic().map_err(Error::kvm("KVM_GET_LAPIC"))
+    }
+
+    /// Sets the local APIC's register page (`KVM_SET_LAPIC`).
+    pub fn set_lapic(&self, lapic: &kvm_lapic_state) -> Result<()> {
+        self.fd
+            .set_lapic(lapic)
+            .map_err(Error::kvm("KVM_SET_LAPIC"))
+    }
+
+    /// `KVM_GET_MP_STATE`: runnable, halted, waiting for INIT/SIPI…
+    pub fn get_mp_state(&self) -> Result<kvm_mp_state> {
+        self.fd
+            .get_mp_state()
+            .map_err(Error::kvm("KVM_GET_MP_STATE"))
+    }
+
+    /// `KVM_SET_MP_STATE`.
+    pub fn set_mp_state(&self, state: kvm_mp_state) -> Result<()> {
+        self.fd
+            .set_mp_state(state)
+            .map_err(Error::kvm("KVM_SET_MP_STATE"))
+    }
+
+    /// Pending and injected exceptions, interrupts and NMIs (`KVM_GET_VCPU_EVENTS`).
+    pub fn get_events(&self) -> Result<kvm_vcpu_events> {
+        self.fd
+            .get_vcpu_events()
+            .map_err(Error::kvm("KVM_GET_VCPU_EVENTS"))
+    }
+
+    /// Injects or clears exceptions, interrupts and NMIs (`KVM_SET_VCPU_EVENTS`).
+    pub fn set_events(&self, events: &kvm_vcpu_events) -> Result<()> {
+        self.fd
+            .set_vcpu_events(events)
+            .map_err(Error::kvm("KVM_SET_VCPU_EVENTS"))
+    }
+
     /// The registers that explain where the guest is, if they can be read.
     pub fn snapshot(&self) -> Option<RegisterSnapshot> {
         let r = self.fd.get_regs().ok()?;
@@ -114,4 +216,14 @@ impl Vcpu {
             .map(|n| buf[..n].to_vec())
             .unwrap_or_default()
     }
+}
+
+fn too_many_msrs(n: usize) -> Error {
+    Error::config(
+        "msrs",
+        format!(
+            "{n} MSRs are more than one call can carry (max {})",
+            kvm_bindings::KVM_MAX_MSR_ENTRIES
+        ),
+    )
 }

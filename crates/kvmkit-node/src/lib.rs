@@ -31,6 +31,17 @@ pub struct KvmInfo {
     pub vcpu_mmap_size: u32,
 }
 
+/// The CPUID features the host's KVM can present to guests.
+#[napi(catch_unwind)]
+pub fn supported_cpuid(path: Option<String>) -> Result<Vec<convert::CpuidEntry>> {
+    let host =
+        kvmkit_core::kvm::KvmHost::open_path(path.as_deref().unwrap_or(kvmkit_core::kvm::KVM_PATH))
+            .map_err(core)?;
+    host.supported_cpuid()
+        .map(|c| convert::cpuid_to_js(&c))
+        .map_err(core)
+}
+
 /// Opens the KVM device (default `/dev/kvm`), checks it, and reports its limits.
 #[napi(catch_unwind)]
 pub fn kvm_info(path: Option<String>) -> Result<KvmInfo> {

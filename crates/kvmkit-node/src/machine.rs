@@ -19,9 +19,13 @@ use kvmkit_core::posted::PostedWrite;
 use kvmkit_core::vmm_sys_util::eventfd::EventFd;
 use kvmkit_core::x86::mode::CpuMode;
 
-use crate::convert::{Registers, u64_from_bigint, u64_from_js};
+use crate::convert::{
+    CpuidEntry, Fpu, MsrEntry, Registers, SpecialRegisters, VcpuEvents, cpuid_from_js, cpuid_to_js,
+    u64_from_bigint, u64_from_js,
+};
 use crate::error::{Result, core, invalid_arg, napi};
 use crate::event::{JsEvents, NativeEvent, NativeOutcome, access_event, to_js};
+use kvmkit_core::kvm_bindings::{kvm_lapic_state, kvm_mp_state};
 
 /// One guest RAM region.
 #[napi(object)]
@@ -97,6 +101,16 @@ pub fn stop_machine(id: u32) -> bool {
         .find(|(i, _)| *i == id)
         .and_then(|(_, m)| m.upgrade());
     machine.map(|m| m.stop()).is_some()
+}
+
+/// The handler that forwards a machine's events to `on_event` on the JS thread.
+fn js_events(on_event: Function<NativeEvent, ()>) -> Result<Arc<JsEvents>> {
+    let callback = on_event
+        .build_threadsafe_function()
+        .callee_handled::<false>()
+        .build()
+        .map_err(napi)?;
+    Ok(Arc::new(JsEvents::new(callback)))
 }
 
 fn space_of(name: &str) -> Result<Space> {
@@ -239,6 +253,134 @@ impl NativeMachine {
             .map_err(core)
     }
 
+    /// The special registers of vCPU `index`.
+    #[napi(catch_unwind)]
+    pub fn get_special_registers(&self, index: u32) -> Result<SpecialRegisters> {
+        self.vcpu(index, |v| v.get_sregs()).map(Into::into)
+    }
+
+    /// Sets the special registers of vCPU `index`.
+    #[napi(catch_unwind)]
+    pub fn set_special_registers(&self, index: u32, sregs: SpecialRegisters) -> Result<()> {
+        let m = self.m()?;
+        m.with_vcpu(index, |v| {
+            let current = v.get_sregs()?;
+            let next = sregs
+                .to_kvm(&current)
+                .map_err(|e| kvmkit_core::Error::config("specialRegisters", e.reason.clone()))?;
+            v.set_sregs(&next)
+        })
+        .map_err(core)
+    }
+
+    /// The FPU and SSE state of vCPU `index`.
+    #[napi(catch_unwind)]
+    pub fn get_fpu(&self, index: u32) -> Result<Fpu> {
+        self.vcpu(index, |v| v.get_fpu()).map(Into::into)
+    }
+
+    /// Sets the FPU and SSE state of vCPU `index`.
+    #[napi(catch_unwind)]
+    pub fn set_fpu(&self, index: u32, fpu: Fpu) -> Result<()> {
+        let fpu = fpu.to_kvm()?;
+        self.vcpu(index, |v| v.set_fpu(&fpu))
+    }
+
+    /// Reads MSRs of vCPU `index`; stops at the first one KVM cannot read.
+    #[napi(catch_unwind)]
+    pub fn get_msrs(&self, index: u32, indices: Vec<u32>) -> Result<Vec<MsrEntry>> {
+        let values = self.vcpu(index, |v| v.get_msrs(&indices))?;
+        Ok(values
+            .into_iter()
+            .map(|(index, value)| MsrEntry {
+                index,
+                value: BigInt::from(value),
+            })
+            .collect())
+    }
+
+    /// Writes MSRs of vCPU `index`; returns how many KVM accepted.
+    #[napi(catch_unwind)]
+    pub fn set_msrs(&self, index: u32, msrs: Vec<MsrEntry>) -> Result<u32> {
+        let values = msrs
+            .iter()
+            .map(|e| Ok((e.index, u64_from_bigint("msrs.value", &e.value)?)))
+            .collect::<Result<Vec<_>>>()?;
+        self.vcpu(index, |v| v.set_msrs(&values)).map(|n| n as u32)
+    }
+
+    /// The CPUID vCPU `index` presents.
+    #[napi(catch_unwind)]
+    pub fn get_cpuid(&self, index: u32) -> Result<Vec<CpuidEntry>> {
+        self.vcpu(index, |v| v.get_cpuid()).map(|c| cpuid_to_js(&c))
+    }
+
+    /// Sets the CPUID vCPU `index` presents (before it first runs).
+    #[napi(catch_unwind)]
+    pub fn set_cpuid(&self, index: u32, entries: Vec<CpuidEntry>) -> Result<()> {
+        let cpuid = cpuid_from_js(&entries)?;
+        self.vcpu(index, |v| v.set_cpuid(&cpuid))
+    }
+
+    /// The local APIC register page (1024 bytes) of vCPU `index`.
+    #[napi(catch_unwind)]
+    pub fn get_lapic(&self, index: u32) -> Result<Buffer> {
+        let lapic = self.vcpu(index, |v| v.get_lapic())?;
+        Ok(lapic
+            .regs
+            .iter()
+            .map(|&b| b as u8)
+            .collect::<Vec<u8>>()
+            .into())
+    }
+
+    /// Sets the local APIC register page (1024 bytes) of vCPU `index`.
+    #[napi(catch_unwind)]
+    pub fn set_lapic(&self, index: u32, regs: Buffer) -> Result<()> {
+        let mut lapic = kvm_lapic_state::default();
+        if regs.len() != lapic.regs.len() {
+            return Err(invalid_arg(
+                "lapic",
+                format!("must be {} bytes, got {}", lapic.regs.len(), regs.len()),
+            ));
+        }
+        for (dst, &src) in lapic.regs.iter_mut().zip(regs.iter()) {
+            *dst = src as _;
+        }
+        self.vcpu(index, |v| v.set_lapic(&lapic))
+    }
+
+    /// The multiprocessing state of vCPU `index` (`KVM_MP_STATE_*`).
+    #[napi(catch_unwind)]
+    pub fn get_mp_state(&self, index: u32) -> Result<u32> {
+        self.vcpu(index, |v| v.get_mp_state()).map(|s| s.mp_state)
+    }
+
+    /// Sets the multiprocessing state of vCPU `index`.
+    #[napi(catch_unwind)]
+    pub fn set_mp_state(&self, index: u32, state: u32) -> Result<()> {
+        self.vcpu(index, |v| v.set_mp_state(kvm_mp_state { mp_state: state }))
+    }
+
+    /// Pending and injected events of vCPU `index`.
+    #[napi(catch_unwind)]
+    pub fn get_events(&self, index: u32) -> Result<VcpuEvents> {
+        self.vcpu(index, |v| v.get_events()).map(Into::into)
+    }
+
+    /// Sets pending and injected events of vCPU `index`.
+    #[napi(catch_unwind)]
+    pub fn set_events(&self, index: u32, events: VcpuEvents) -> Result<()> {
+        let m = self.m()?;
+        m.with_vcpu(index, |v| {
+            let next = events
+                .to_kvm(v.get_events()?)
+                .map_err(|e| kvmkit_core::Error::config("events", e.reason.clone()))?;
+            v.set_events(&next)
+        })
+        .map_err(core)
+    }
+
     /// Routes a port range (`space` "port") or MMIO range (`space` "mmio") to JS device `id`.
     #[napi(catch_unwind)]
     pub fn add_device(
@@ -312,14 +454,7 @@ impl NativeMachine {
     /// Starts the vCPU threads; `on_event` receives accesses, pauses and the end.
     #[napi(catch_unwind)]
     pub fn start(&self, on_event: Function<NativeEvent, ()>) -> Result<()> {
-        let callback = on_event
-            .build_threadsafe_function()
-            .callee_handled::<false>()
-            .build()
-            .map_err(napi)?;
-        self.m()?
-            .start(Arc::new(JsEvents::new(callback)))
-            .map_err(core)
+        self.m()?.start(js_events(on_event)?).map_err(core)
     }
 
     /// Answers the access vCPU `vcpu` waits on with a value of up to 8 bytes.
@@ -469,15 +604,7 @@ impl NativeMachine {
     /// Starts the machine with its vCPUs driven by `inlineStep` calls instead of threads.
     #[napi(catch_unwind)]
     pub fn start_inline(&self, on_event: Function<NativeEvent, ()>) -> Result<()> {
-        let callback = on_event
-            .build_threadsafe_function()
-            .callee_handled::<false>()
-            .build()
-            .map_err(napi)?;
-        let vcpus = self
-            .m()?
-            .start_inline(Arc::new(JsEvents::new(callback)))
-            .map_err(core)?;
+        let vcpus = self.m()?.start_inline(js_events(on_event)?).map_err(core)?;
         *self.inline.lock().unwrap_or_else(|e| e.into_inner()) = vcpus;
         Ok(())
     }
@@ -547,6 +674,15 @@ impl NativeMachine {
 }
 
 impl NativeMachine {
+    /// Runs `f` on vCPU `index` while it is not running guest code.
+    fn vcpu<T>(
+        &self,
+        index: u32,
+        f: impl FnOnce(&kvmkit_core::vcpu::Vcpu) -> kvmkit_core::Result<T>,
+    ) -> Result<T> {
+        self.m()?.with_vcpu(index, f).map_err(core)
+    }
+
     fn step(&self, vcpu: u32, answer: Option<InlineAnswer<'_>>) -> Result<Option<NativeEvent>> {
         let mut inline = self.inline.lock().unwrap_or_else(|e| e.into_inner());
         let count = inline.len() as u32;
