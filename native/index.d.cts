@@ -26,6 +26,19 @@ export declare class NativeEventFd {
 export declare class NativeMachine {
   /** Opens KVM and creates the VM, its RAM and vCPUs. */
   constructor(config: NativeConfig)
+  /**
+   * The fd of the memfd or file backing guest RAM, if any (regions lie in it one after
+   * another, in address order); valid until close.
+   */
+  get memoryFd(): number | null
+  /** The guest RAM regions as (guest address, size) pairs, in address order. */
+  memoryRegions(): Array<NativeRegion>
+  /**
+   * A zero-copy view of region `index`. Its finalizer keeps the mapping alive, so the view
+   * stays valid after close (it then no longer reaches any guest). Create one per region:
+   * V8 refuses two buffers over the same memory.
+   */
+  memoryView(index: number): Uint8Array
   /** Copies `data` into guest RAM at `addr`. */
   writeMemory(addr: number, data: Buffer): void
   /** Reads `len` bytes of guest RAM at `addr`. */
@@ -233,6 +246,12 @@ export interface NativeConfig {
   handoffSpinMicros: number
   /** In-kernel PIC, IOAPIC, LAPICs and PIT. */
   irqchip: boolean
+  /** `anonymous`, `memfd` or `file`. */
+  backing: string
+  /** The file, for `file` backing. */
+  backingPath?: string
+  /** Transparent huge pages. */
+  hugePages: boolean
   kvmPath?: string
 }
 

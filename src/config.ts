@@ -18,6 +18,19 @@ export interface MemoryRegion {
   size: Size;
 }
 
+/**
+ * What backs guest RAM: private anonymous memory (default), a memfd, or a file, both
+ * mapped shared so another process can map the same RAM ({@link GuestMemory.fd}; a file's
+ * regions lie in it one after another, in address order).
+ */
+export type MemoryBacking =
+  | 'anonymous'
+  | 'memfd'
+  | {
+      /** The backing file's path; it is created if missing and sized to the total RAM. */
+      readonly file: string;
+    };
+
 /** What to do with a port or MMIO access that no device claims. */
 export type UnhandledPolicy = 'error' | 'ignore';
 
@@ -28,6 +41,10 @@ export interface MachineConfig {
    * regions (such as the 32-bit PCI hole) are unmapped, so accesses there reach MMIO devices.
    */
   memory: Size | MemoryRegion[];
+  /** What backs guest RAM (default `anonymous`). */
+  backing?: MemoryBacking;
+  /** Ask for transparent huge pages for guest RAM; fails where the host has none (default false). */
+  hugePages?: boolean;
   /** Number of vCPUs (default 1; at most what the host's KVM allows). */
   vcpus?: number;
   /**
@@ -98,8 +115,17 @@ export function resolveConfig(config: MachineConfig): ResolvedConfig {
   if (unhandled !== 'error' && unhandled !== 'ignore') {
     throw new ConfigError('unhandled', `expected "error" or "ignore", got ${JSON.stringify(unhandled)}`);
   }
-  if (config.irqchip !== undefined && typeof config.irqchip !== 'boolean') {
-    throw new ConfigError('irqchip', `expected true or false, got ${JSON.stringify(config.irqchip)}`);
+  const flag = (name: 'irqchip' | 'hugePages') => {
+    const value = config[name] ?? false;
+    if (typeof value !== 'boolean') {
+      throw new ConfigError(name, `expected true or false, got ${JSON.stringify(value)}`);
+    }
+    return value;
+  };
+  const backing = config.backing ?? 'anonymous';
+  const file = typeof backing === 'object' && backing !== null ? backing.file : undefined;
+  if ((backing !== 'anonymous' && backing !== 'memfd' && typeof file !== 'string') || file === '') {
+    throw new ConfigError('backing', 'expected "anonymous", "memfd" or { file: "/path" }');
   }
   if (config.kvmPath !== undefined && typeof config.kvmPath !== 'string') {
     throw new ConfigError('kvmPath', 'expected a path string');
@@ -109,8 +135,13 @@ export function resolveConfig(config: MachineConfig): ResolvedConfig {
     vcpus: integer(config.vcpus ?? 1, 'vcpus', 1, 2 ** 32 - 1),
     unhandled,
     handoffSpinMicros: integer(config.handoffSpinMicros ?? 200, 'handoffSpinMicros', 0, 1_000_000),
-    irqchip: config.irqchip ?? false,
+    irqchip: flag('irqchip'),
+    backing: file === undefined ? (backing as string) : 'file',
+    hugePages: flag('hugePages'),
   };
+  if (file !== undefined) {
+    native.backingPath = file;
+  }
   if (config.kvmPath !== undefined) {
     native.kvmPath = config.kvmPath;
   }

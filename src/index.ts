@@ -5,7 +5,7 @@
  * written in TypeScript (or Rust built-ins), and run it.
  * @module kvmkit
  */
-export type { MachineConfig, MemoryRegion, UnhandledPolicy } from './config.js';
+export type { MachineConfig, MemoryBacking, MemoryRegion, UnhandledPolicy } from './config.js';
 export type { Access, Device, DeviceHandle, ReadValue } from './devices.js';
 export { ConfigError, type ErrorCode, KvmkitError, MachineError, type MachineErrorCode } from './errors.js';
 export { type KvmAvailability, type KvmInfo, kvmAvailability, kvmInfo, supportedCpuid } from './kvm.js';
@@ -19,7 +19,7 @@ export {
   type MachineState,
   stopMachine,
 } from './machine.js';
-export { GuestMemory } from './memory.js';
+export { GuestMemory, type RamRegion } from './memory.js';
 export type { Outcome } from './outcome.js';
 export { parseSize, type Size } from './size.js';
 export type { ExitKindName, LatencyStats, VcpuStats } from './stats.js';

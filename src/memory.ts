@@ -2,8 +2,16 @@
  * Guest RAM as seen from TypeScript.
  * @module
  */
-import { callNative } from './errors.js';
+import { callNative, KvmkitError } from './errors.js';
 import type { NativeMachine } from './native.js';
+
+/** One region of guest RAM. */
+export interface RamRegion {
+  /** Guest-physical start address. */
+  readonly guestAddr: number;
+  /** Size in bytes. */
+  readonly size: number;
+}
 
 /**
  * Reads and writes guest-physical memory. Every access must lie inside one RAM region;
@@ -11,10 +19,51 @@ import type { NativeMachine } from './native.js';
  */
 export class GuestMemory {
   readonly #machine: NativeMachine;
+  readonly #views = new Map<number, Uint8Array>();
+
+  /** The RAM regions, in address order. */
+  readonly regions: readonly RamRegion[];
 
   /** @internal */
   constructor(machine: NativeMachine) {
     this.#machine = machine;
+    this.regions = callNative(() => machine.memoryRegions());
+  }
+
+  /**
+   * The fd of the memfd or file backing guest RAM (`backing` option), for sharing it with
+   * another process; `undefined` for anonymous memory or after close. Regions lie in it one
+   * after another, in address order.
+   */
+  get fd(): number | undefined {
+    return this.#machine.memoryFd ?? undefined;
+  }
+
+  /**
+   * A zero-copy view of guest memory at `address`: reads see what the guest wrote, writes
+   * reach the guest at once, with no copy. The range must lie inside one region. Views stay
+   * valid for as long as they are referenced, even after the machine closes: they then
+   * show the guest's last memory and reach no guest (the mapping is released when the last
+   * view is garbage-collected). Views cannot be made after close.
+   */
+  view(address: number, length: number): Uint8Array {
+    if (this.#machine.state === 'closed') {
+      throw new KvmkitError('INVALID_STATE', 'cannot make a memory view: the machine is closed');
+    }
+    const index = this.regions.findIndex((r) => address >= r.guestAddr && address + length <= r.guestAddr + r.size);
+    const region = this.regions[index];
+    if (region === undefined || length < 0) {
+      throw new KvmkitError(
+        'GUEST_MEMORY_RANGE',
+        `guest memory view of ${length} bytes at 0x${address.toString(16)} is outside guest RAM (it must lie within one memory region)`,
+      );
+    }
+    let whole = this.#views.get(index);
+    if (whole === undefined) {
+      whole = callNative(() => this.#machine.memoryView(index));
+      this.#views.set(index, whole);
+    }
+    return whole.subarray(address - region.guestAddr, address - region.guestAddr + length);
   }
 
   /** Copies `data` into guest memory at `address`. */

@@ -41,6 +41,8 @@ describe('resolveConfig', () => {
       unhandled: 'error',
       handoffSpinMicros: 200,
       irqchip: false,
+      backing: 'anonymous',
+      hugePages: false,
     });
     expect(r.handlerTimeoutMs).toBe(10_000);
   });
@@ -70,6 +72,13 @@ describe('resolveConfig', () => {
     expect(fieldOf(() => resolveConfig({ memory: '1M', handoffSpinMicros: 2e6 }))).toBe('handoffSpinMicros');
     expect(fieldOf(() => resolveConfig({ memory: '1M', handlerTimeoutMs: -1 }))).toBe('handlerTimeoutMs');
     expect(fieldOf(() => resolveConfig({ memory: '1M', irqchip: 'yes' as never }))).toBe('irqchip');
+    expect(fieldOf(() => resolveConfig({ memory: '1M', hugePages: 1 as never }))).toBe('hugePages');
+    expect(fieldOf(() => resolveConfig({ memory: '1M', backing: 'disk' as never }))).toBe('backing');
+    expect(fieldOf(() => resolveConfig({ memory: '1M', backing: { file: '' } }))).toBe('backing');
+    expect(resolveConfig({ memory: '1M', backing: { file: '/tmp/ram' } }).native).toMatchObject({
+      backing: 'file',
+      backingPath: '/tmp/ram',
+    });
     expect(fieldOf(() => resolveConfig(null as never))).toBe('config');
   });
 });

@@ -17,7 +17,7 @@ use crate::irq::IoEvent;
 use crate::kick;
 use crate::kvm::KvmHost;
 use crate::mailbox::{Mailbox, ReplyError};
-use crate::memory::GuestRam;
+use crate::memory::{GuestRam, MemoryOptions};
 use crate::posted::{PostedQueue, PostedWrite};
 use crate::runner;
 pub use crate::runner::{InlineAnswer, InlineVcpu};
@@ -55,7 +55,7 @@ pub enum UnhandledPolicy {
 }
 
 /// Run-time behaviour of a machine.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct MachineOptions {
     /// How long a vCPU spins waiting for a user device's answer before it sleeps.
     pub handoff_spin: Duration,
@@ -64,6 +64,8 @@ pub struct MachineOptions {
     /// Create the in-kernel interrupt controllers (PIC, IOAPIC, LAPICs) and PIT. With them,
     /// `hlt` waits for an interrupt inside KVM instead of exiting.
     pub irqchip: bool,
+    /// How guest RAM is backed and mapped.
+    pub memory: MemoryOptions,
 }
 
 impl Default for MachineOptions {
@@ -72,6 +74,7 @@ impl Default for MachineOptions {
             handoff_spin: Duration::from_micros(200),
             unhandled: UnhandledPolicy::Error,
             irqchip: false,
+            memory: MemoryOptions::default(),
         }
     }
 }
@@ -175,7 +178,7 @@ impl Machine {
             .map_err(Error::kvm("KVM_CREATE_VM"))?;
         vm.set_tss_address(TSS_ADDR)
             .map_err(Error::kvm("KVM_SET_TSS_ADDR"))?;
-        let ram = GuestRam::new(&regions)?;
+        let ram = GuestRam::with_options(&regions, &options.memory)?;
         ram.register(&vm)?;
         if options.irqchip {
             crate::irq::create_irqchip(&vm)?;

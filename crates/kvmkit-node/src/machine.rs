@@ -2,8 +2,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use napi::bindgen_prelude::{BigInt, Buffer, Function};
+use napi::Env;
+use napi::bindgen_prelude::{BigInt, Buffer, Function, Uint8ArraySlice};
 use napi_derive::napi;
+use std::os::fd::AsRawFd;
 use std::sync::Weak;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -15,6 +17,7 @@ use kvmkit_core::exit::ExitKind;
 use kvmkit_core::irq::IoEvent;
 use kvmkit_core::kvm::{KVM_PATH, KvmHost};
 use kvmkit_core::machine::{InlineAnswer, InlineVcpu, Machine, MachineOptions, UnhandledPolicy};
+use kvmkit_core::memory::{Backing, MemoryOptions};
 use kvmkit_core::posted::PostedWrite;
 use kvmkit_core::vmm_sys_util::eventfd::EventFd;
 use kvmkit_core::x86::mode::CpuMode;
@@ -44,6 +47,12 @@ pub struct NativeConfig {
     pub handoff_spin_micros: u32,
     /// In-kernel PIC, IOAPIC, LAPICs and PIT.
     pub irqchip: bool,
+    /// `anonymous`, `memfd` or `file`.
+    pub backing: String,
+    /// The file, for `file` backing.
+    pub backing_path: Option<String>,
+    /// Transparent huge pages.
+    pub huge_pages: bool,
     pub kvm_path: Option<String>,
 }
 
@@ -180,10 +189,26 @@ impl NativeMachine {
         };
         let host =
             KvmHost::open_path(config.kvm_path.as_deref().unwrap_or(KVM_PATH)).map_err(core)?;
+        let backing = match (config.backing.as_str(), config.backing_path) {
+            ("anonymous", _) => Backing::Anonymous,
+            ("memfd", _) => Backing::Memfd,
+            ("file", Some(path)) => Backing::File(path.into()),
+            ("file", None) => return Err(invalid_arg("backing", "file backing needs a path")),
+            (other, _) => {
+                return Err(invalid_arg(
+                    "backing",
+                    format!("{other:?} is not \"anonymous\", \"memfd\" or \"file\""),
+                ));
+            }
+        };
         let options = MachineOptions {
             handoff_spin: std::time::Duration::from_micros(config.handoff_spin_micros.into()),
             unhandled,
             irqchip: config.irqchip,
+            memory: MemoryOptions {
+                backing,
+                huge_pages: config.huge_pages,
+            },
         };
         let machine = Machine::new(
             host,
@@ -206,6 +231,45 @@ impl NativeMachine {
             posted: Mutex::new(Vec::new()),
             id,
         })
+    }
+
+    /// The fd of the memfd or file backing guest RAM, if any (regions lie in it one after
+    /// another, in address order); valid until close.
+    #[napi(getter, catch_unwind)]
+    pub fn memory_fd(&self) -> Option<i32> {
+        let m = self.m().ok()?;
+        m.ram().backing_file().map(|f| f.as_raw_fd())
+    }
+
+    /// The guest RAM regions as (guest address, size) pairs, in address order.
+    #[napi(catch_unwind)]
+    pub fn memory_regions(&self) -> Result<Vec<NativeRegion>> {
+        Ok(self
+            .m()?
+            .ram()
+            .regions()
+            .iter()
+            .map(|r| NativeRegion {
+                guest_addr: r.guest_addr as f64,
+                size: r.size as f64,
+            })
+            .collect())
+    }
+
+    /// A zero-copy view of region `index`. Its finalizer keeps the mapping alive, so the view
+    /// stays valid after close (it then no longer reaches any guest). Create one per region:
+    /// V8 refuses two buffers over the same memory.
+    #[napi(catch_unwind)]
+    pub fn memory_view<'env>(&self, env: &'env Env, index: u32) -> Result<Uint8ArraySlice<'env>> {
+        let ram = Arc::clone(self.m()?.ram());
+        let (_, ptr, len) = ram
+            .host_region(index as usize)
+            .ok_or_else(|| invalid_arg("region", format!("there is no memory region {index}")))?;
+        // SAFETY: `ptr..ptr+len` is a live mapping owned by `ram`; the finalizer receives the
+        // `Arc<GuestRam>` and drops it only when V8 frees the view, so the mapping outlives
+        // every JS access through it.
+        unsafe { Uint8ArraySlice::from_external(env, ptr, len, ram, |_, ram| drop(ram)) }
+            .map_err(napi)
     }
 
     /// Copies `data` into guest RAM at `addr`.

@@ -1,0 +1,90 @@
+import { existsSync, readFileSync, readSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, expect, it } from 'vitest';
+import { type DebugConsole, Machine } from '../src/index.js';
+import { describeKvm } from './kvm.js';
+
+const open: Machine[] = [];
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((vm) => vm.close()));
+});
+
+// Real mode at 0x1000: mov byte [0x2000],0x5a ; mov al,[0x2001] ; out 0xe9,al ; hlt
+const CODE = Uint8Array.of(0xc6, 0x06, 0x00, 0x20, 0x5a, 0xa0, 0x01, 0x20, 0xe6, 0xe9, 0xf4);
+
+/** A machine ready to run CODE, with the debug console it prints to. */
+function machine(config: Partial<Parameters<typeof Machine.create>[0]> = {}): { vm: Machine; console: DebugConsole } {
+  const vm = Machine.create({ memory: '64K', ...config });
+  open.push(vm);
+  vm.vcpus[0]?.setup({ mode: 'real', entry: 0x1000 });
+  return { vm, console: vm.addDebugConsole() };
+}
+
+const THP = existsSync('/sys/kernel/mm/transparent_hugepage/enabled')
+  ? !readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8').includes('[never]')
+  : false;
+
+describeKvm('guest memory', () => {
+  it('gives zero-copy views the guest shares, which stay readable after close', async () => {
+    const { vm, console } = machine();
+    const code = vm.memory.view(0x1000, CODE.length);
+    code.set(CODE);
+    const data = vm.memory.view(0x2000, 2);
+    data[1] = 0x77;
+    expect(await vm.run()).toEqual({ reason: 'halted' });
+    expect([...console.take()]).toEqual([0x77]);
+    expect(data[0]).toBe(0x5a);
+    expect(vm.memory.readU8(0x2000)).toBe(0x5a);
+    await vm.close();
+    expect([...data]).toEqual([0x5a, 0x77]);
+    data[0] = 1; // harmless: the mapping lives until the view is collected, and no guest uses it
+    expect(() => vm.memory.view(0x3000, 1)).toThrow(/the machine is closed/);
+  });
+
+  it('refuses views outside one region', () => {
+    const { vm } = machine({
+      memory: [
+        { guestAddr: 0, size: '4K' },
+        { guestAddr: 0x2000, size: '4K' },
+      ],
+    });
+    expect(vm.memory.regions).toEqual([
+      { guestAddr: 0, size: 4096 },
+      { guestAddr: 0x2000, size: 4096 },
+    ]);
+    expect(() => vm.memory.view(0xff0, 0x20)).toThrow(expect.objectContaining({ code: 'GUEST_MEMORY_RANGE' }));
+    expect(vm.memory.view(0x2ff0, 0x10).length).toBe(0x10);
+  });
+
+  it('can be a memfd another reader shares through its fd', async () => {
+    const { vm } = machine({ backing: 'memfd' });
+    vm.memory.write(0x1000, CODE);
+    expect(await vm.run()).toEqual({ reason: 'halted' });
+    const fd = vm.memory.fd;
+    expect(typeof fd).toBe('number');
+    const byte = Buffer.alloc(1);
+    readSync(fd ?? -1, byte, 0, 1, 0x2000);
+    expect(byte[0]).toBe(0x5a);
+    await vm.close();
+    expect(vm.memory.fd).toBeUndefined();
+  });
+
+  it('can be a file that holds the guest RAM', async () => {
+    const path = join(tmpdir(), `kvmkit-ram-${process.pid}`);
+    const { vm } = machine({ backing: { file: path } });
+    vm.memory.write(0x1000, CODE);
+    expect(await vm.run()).toEqual({ reason: 'halted' });
+    await vm.close();
+    const file = readFileSync(path);
+    rmSync(path);
+    expect(file.length).toBe(64 * 1024);
+    expect(file[0x2000]).toBe(0x5a);
+  });
+
+  it.runIf(THP)('can ask for transparent huge pages', async () => {
+    const { vm } = machine({ memory: '4M', hugePages: true });
+    vm.memory.write(0x1000, CODE);
+    expect(await vm.run()).toEqual({ reason: 'halted' });
+  });
+});
