@@ -49,6 +49,8 @@ export declare class NativeMachine {
   getRegisters(index: number): Registers
   /** Sets the general registers of vCPU `index`. */
   setRegisters(index: number, registers: Registers): void
+  /** Turns single-stepping of vCPU `index` on or off. */
+  setSingleStep(index: number, enabled: boolean): void
   /** The special registers of vCPU `index`. */
   getSpecialRegisters(index: number): SpecialRegisters
   /** Sets the special registers of vCPU `index`. */

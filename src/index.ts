@@ -10,6 +10,7 @@ export type { Access, Device, DeviceHandle, ReadValue } from './devices.js';
 export { ConfigError, type ErrorCode, KvmkitError, MachineError, type MachineErrorCode } from './errors.js';
 export { type KvmAvailability, type KvmInfo, kvmAvailability, kvmInfo, supportedCpuid } from './kvm.js';
 export {
+  type AccessEvent,
   type DebugConsole,
   type IoEventFd,
   type IoEventFdOptions,

@@ -22,10 +22,36 @@ const EVENT_POSTED = 3;
 /** The lifecycle state of a {@link Machine}. */
 export type MachineState = 'created' | 'running' | 'paused' | 'ended' | 'closed';
 
+/** An access to a TypeScript device, as the `access` event reports it. */
+export interface AccessEvent {
+  /** The vCPU that made it. */
+  readonly vcpu: number;
+  /** `read` or `write`. */
+  readonly kind: 'read' | 'write';
+  /** `port` or `mmio`. */
+  readonly space: 'port' | 'mmio';
+  /** The port or guest-physical address. */
+  readonly address: number;
+  /** Width in bytes. */
+  readonly size: number;
+  /** Repeat count of string I/O, 1 otherwise. */
+  readonly count: number;
+}
+
+/** `ExitKind` indices of the Rust core, by name. */
+const ACCESS_KINDS: readonly Pick<AccessEvent, 'kind' | 'space'>[] = [
+  { kind: 'read', space: 'port' },
+  { kind: 'write', space: 'port' },
+  { kind: 'read', space: 'mmio' },
+  { kind: 'write', space: 'mmio' },
+];
+
 /** Events a {@link Machine} emits. Nobody listening costs nothing on the exit path. */
 export interface MachineEvents {
   /** The vCPU threads started. */
   start: [];
+  /** A TypeScript device is about to handle a guest access (emitted only while someone listens). */
+  access: [access: AccessEvent];
   /** Every vCPU stopped at a pause point. */
   paused: [];
   /** The vCPUs run again. */
@@ -180,6 +206,7 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
     let e = callNative(() => this.#native.inlineStep(0, 0, 0));
     while (e !== null) {
       const access = e;
+      this.#observe(access);
       const answer = this.#bus.answerNow(access);
       e = callNative(() =>
         'fail' in answer
@@ -298,6 +325,7 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
   #onEvent(e: NativeEvent): void {
     switch (e.type) {
       case EVENT_ACCESS:
+        this.#observe(e);
         this.#bus.dispatch(e);
         break;
       case EVENT_POSTED:
@@ -317,6 +345,14 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
           void this.#bus.settled().then(() => this.#settle(outcome));
         }
         break;
+    }
+  }
+
+  /** Emits `access` for an access a device is about to handle, if anyone listens. */
+  #observe(e: NativeEvent): void {
+    const kind = ACCESS_KINDS[e.exit];
+    if (kind !== undefined && this.listenerCount('access') > 0) {
+      this.emit('access', { vcpu: e.vcpu, ...kind, address: e.addr, size: e.size, count: e.count });
     }
   }
 

@@ -212,6 +212,14 @@ export class Vcpu {
     });
   }
 
+  /**
+   * Turns single-stepping on or off: with it on, the vCPU takes a `debug` exit after each
+   * instruction, which ends the run with an `UNHANDLED_EXIT` error naming it and RIP.
+   */
+  setSingleStep(enabled: boolean): void {
+    callNative(() => this.#machine.setSingleStep(this.index, enabled));
+  }
+
   /** Exit counters and handling latency. */
   stats(): VcpuStats {
     return toVcpuStats(callNative(() => this.#machine.stats(this.index)));

@@ -38,6 +38,14 @@ describeKvm('a hostile guest', () => {
     expect(error.message).toMatch(/RIP 0xd0000000/);
   });
 
+  it('that is single-stepped stops after one instruction with a debug exit', async () => {
+    // mov al,1 ; hlt
+    const vm = running([0xb0, 0x01, 0xf4], 'real');
+    vm.vcpus[0]?.setSingleStep(true);
+    const error = errorOf(await vm.run());
+    expect([error.code, error.exit, error.rip]).toEqual(['UNHANDLED_EXIT', 'debug', 0x1002n]);
+  });
+
   it('that triple-faults ends with a triple-fault outcome', async () => {
     // lidt [0x1100] (an empty IDT) ; ud2
     const code = [0x0f, 0x01, 0x1d, 0x00, 0x11, 0x00, 0x00, 0x0f, 0x0b];

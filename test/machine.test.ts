@@ -94,11 +94,19 @@ describeKvm('Machine', () => {
     vm.addPortDevice(0x60, 8, ioRegisters(writes));
     let next = 0x61;
     const copied: number[] = [];
+    const seen: string[] = [];
+    vm.on('access', (a) => seen.push(`${a.vcpu} ${a.kind} ${a.space} ${a.address.toString(16)}/${a.size}`));
     vm.addPortDevice(0x70, 1, { name: 'source', read: () => next++ });
     vm.addPortDevice(0x71, 1, { name: 'sink', write: (_a, v) => void copied.push(Number(v)) });
     expect(await vm.run()).toEqual({ reason: 'halted' });
     expect(writes).toEqual(IO_GUEST_WRITES);
     expect(copied).toEqual([0x61, 0x62, 0x63, 0x64]);
+    expect(seen.slice(0, 4)).toEqual([
+      '0 read port 60/1',
+      '0 write port 60/1',
+      '0 read port 62/2',
+      '0 write port 62/2',
+    ]);
   });
 
   it('answers MMIO reads of 1, 2, 4 and 8 bytes and sees the writes', async () => {

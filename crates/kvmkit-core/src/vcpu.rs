@@ -1,8 +1,9 @@
 //! One virtual CPU: its KVM fd, its start-up state and what it can tell about itself.
 
 use kvm_bindings::{
-    CpuId, KVM_MAX_CPUID_ENTRIES, Msrs, kvm_fpu, kvm_lapic_state, kvm_mp_state, kvm_msr_entry,
-    kvm_regs, kvm_sregs, kvm_vcpu_events,
+    CpuId, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_MAX_CPUID_ENTRIES, Msrs, kvm_fpu,
+    kvm_guest_debug, kvm_lapic_state, kvm_mp_state, kvm_msr_entry, kvm_regs, kvm_sregs,
+    kvm_vcpu_events,
 };
 use kvm_ioctls::{VcpuFd, VmFd};
 
@@ -179,6 +180,23 @@ impl Vcpu {
         self.fd
             .set_vcpu_events(events)
             .map_err(Error::kvm("KVM_SET_VCPU_EVENTS"))
+    }
+
+    /// Turns single-stepping on or off: with it on, the vCPU exits with
+    /// [`crate::exit::ExitKind::Debug`] after every instruction (`KVM_SET_GUEST_DEBUG`).
+    pub fn set_single_step(&self, enabled: bool) -> Result<()> {
+        let control = if enabled {
+            KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP
+        } else {
+            0
+        };
+        let debug = kvm_guest_debug {
+            control,
+            ..Default::default()
+        };
+        self.fd
+            .set_guest_debug(&debug)
+            .map_err(Error::kvm("KVM_SET_GUEST_DEBUG"))
     }
 
     /// The registers that explain where the guest is, if they can be read.

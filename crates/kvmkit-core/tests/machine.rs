@@ -449,3 +449,25 @@ fn ioeventfd_counts_guest_writes_without_exits() {
     assert_eq!(irq::take_count(&fd), 3);
     assert_eq!(m.stats(0).unwrap().exits[ExitKind::IoOut as usize], 0);
 }
+
+#[test]
+fn single_stepping_exits_with_debug_which_the_policy_reports() {
+    // mov al,1 ; hlt
+    let Some(m) = machine(
+        &[0xb0, 0x01, 0xf4],
+        CpuMode::Real,
+        MachineOptions::default(),
+    ) else {
+        return;
+    };
+    m.with_vcpu(0, |v| v.set_single_step(true)).unwrap();
+    let Outcome::Error(e) = end(&start(&m)) else {
+        panic!("a debug exit nobody claims ends the run")
+    };
+    assert_eq!((e.code, e.exit), ("UNHANDLED_EXIT", ExitKind::Debug));
+    assert_eq!(
+        e.registers.unwrap().rip,
+        ENTRY + 2,
+        "it stopped after one instruction"
+    );
+}

@@ -317,6 +317,12 @@ impl NativeMachine {
             .map_err(core)
     }
 
+    /// Turns single-stepping of vCPU `index` on or off.
+    #[napi(catch_unwind)]
+    pub fn set_single_step(&self, index: u32, enabled: bool) -> Result<()> {
+        self.vcpu(index, |v| v.set_single_step(enabled))
+    }
+
     /// The special registers of vCPU `index`.
     #[napi(catch_unwind)]
     pub fn get_special_registers(&self, index: u32) -> Result<SpecialRegisters> {
