@@ -231,6 +231,13 @@ export interface KvmInfo {
   vcpuMmapSize: number
 }
 
+/** Exits whose handling took from `lowNs` up to (not including) `highNs`. */
+export interface LatencyBucket {
+  lowNs: number
+  highNs: number
+  count: number
+}
+
 /** A model-specific register and its value. */
 export interface MsrEntry {
   /** The MSR's index, such as 0xc0000080 (EFER). */
@@ -317,8 +324,16 @@ export interface NativeRegion {
 export interface NativeStats {
   /** Counts by exit kind name. */
   exits: Array<ExitCount>
-  /** Exits whose handling took `[2^(i-1), 2^i)` ns, by bucket index `i`. */
-  latencyBuckets: Array<number>
+  /** Exits whose handling time was measured. */
+  measured: number
+  /** Median handling time (ns). */
+  p50Ns: number
+  /** 99th percentile (ns). */
+  p99Ns: number
+  /** 99.9th percentile (ns). */
+  p999Ns: number
+  /** The non-empty histogram buckets. */
+  buckets: Array<LatencyBucket>
 }
 
 /** Non-maskable interrupt state. */

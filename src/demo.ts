@@ -86,7 +86,7 @@ export async function runDemo(print: (line: string) => void = () => {}): Promise
   print(`exits: ${formatExits(stats)}`);
   print(
     `exit handling (host time from KVM_RUN return to re-entry, ${stats.latency.count} exits): ` +
-      `p50 ≤ ${formatNs(stats.latency.p50Ns)}, p99 ≤ ${formatNs(stats.latency.p99Ns)}`,
+      `p50 ≈ ${formatNs(stats.latency.p50Ns)}, p99 ≈ ${formatNs(stats.latency.p99Ns)}`,
   );
   return { console: consoleText, debugConsole, mmioValue, outcome, elapsedMs, stats };
 }

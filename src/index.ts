@@ -23,7 +23,7 @@ export {
 export { GuestMemory, type RamRegion } from './memory.js';
 export type { Outcome } from './outcome.js';
 export { parseSize, type Size } from './size.js';
-export type { ExitKindName, LatencyStats, VcpuStats } from './stats.js';
+export type { ExitKindName, LatencyBucket, LatencyStats, VcpuStats } from './stats.js';
 export {
   type CpuidEntry,
   type CpuidMask,

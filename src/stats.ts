@@ -22,19 +22,31 @@ export type ExitKindName =
   | 'other';
 
 /**
- * Host time spent handling exits, from `KVM_RUN` returning to re-entering it, in a
- * power-of-two histogram: `buckets[i]` counts handling times in [2^(i-1), 2^i) ns.
- * Percentiles are the upper bound of the bucket they fall in.
+ * Host time spent handling exits, from `KVM_RUN` returning to re-entering it: for a
+ * TypeScript device that includes the hand-off to JS and back. Measured into a log-linear
+ * histogram (8 buckets per power of two), so percentiles are within about 6%.
  */
 export interface LatencyStats {
   /** Exits measured. */
   readonly count: number;
-  /** Median handling time (ns, bucket upper bound). */
+  /** Median handling time (ns). */
   readonly p50Ns: number;
-  /** 99th percentile (ns, bucket upper bound). */
+  /** 99th percentile (ns). */
   readonly p99Ns: number;
-  /** The histogram. */
-  readonly buckets: readonly number[];
+  /** 99.9th percentile (ns). */
+  readonly p999Ns: number;
+  /** The histogram's non-empty buckets. */
+  readonly buckets: readonly LatencyBucket[];
+}
+
+/** One histogram bucket: `count` exits took from `lowNs` up to (not including) `highNs`. */
+export interface LatencyBucket {
+  /** Lower bound (ns). */
+  readonly lowNs: number;
+  /** Upper bound, exclusive (ns). */
+  readonly highNs: number;
+  /** Exits in the bucket. */
+  readonly count: number;
 }
 
 /** Counters of one vCPU. */
@@ -47,33 +59,12 @@ export interface VcpuStats {
   readonly latency: LatencyStats;
 }
 
-function percentile(buckets: readonly number[], count: number, p: number): number {
-  if (count === 0) {
-    return 0;
-  }
-  const rank = Math.ceil(count * p);
-  let seen = 0;
-  for (const [i, n] of buckets.entries()) {
-    seen += n;
-    if (seen >= rank) {
-      return 2 ** i;
-    }
-  }
-  return 2 ** (buckets.length - 1);
-}
-
 /** Summarizes the native counters. */
 export function toVcpuStats(s: NativeStats): VcpuStats {
   const exits = Object.fromEntries(s.exits.map((e) => [e.kind, e.count])) as Record<ExitKindName, number>;
-  const count = s.latencyBuckets.reduce((a, b) => a + b, 0);
   return {
     exits,
     totalExits: s.exits.reduce((a, e) => a + e.count, 0),
-    latency: {
-      count,
-      p50Ns: percentile(s.latencyBuckets, count, 0.5),
-      p99Ns: percentile(s.latencyBuckets, count, 0.99),
-      buckets: s.latencyBuckets,
-    },
+    latency: { count: s.measured, p50Ns: s.p50Ns, p99Ns: s.p99Ns, p999Ns: s.p999Ns, buckets: s.buckets },
   };
 }

@@ -1,12 +1,20 @@
 //! Per-vCPU exit counters and a latency histogram, written only by the vCPU's own thread.
+//!
+//! The histogram is log-linear: every power of two is split into eight buckets, so a
+//! percentile read from it is within about 6% of the true value, at a fixed 2.5 KiB per
+//! vCPU and one relaxed counter increment per exit.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::exit::ExitKind;
 
-/// Number of histogram buckets; bucket `i` counts handling times in `[2^(i-1), 2^i)` ns.
-pub const LATENCY_BUCKETS: usize = 40;
+/// Buckets per power of two, as a power of two.
+const SUB_BITS: u32 = 3;
+const SUB: usize = 1 << SUB_BITS;
+
+/// Number of histogram buckets: exact below 8 ns, then 8 per power of two up to ~2^41 ns.
+pub const LATENCY_BUCKETS: usize = SUB + 38 * SUB;
 
 /// Live counters of one vCPU.
 #[derive(Debug)]
@@ -20,8 +28,8 @@ pub struct VcpuStats {
 pub struct StatsSnapshot {
     /// Exits by [`ExitKind`] index.
     pub exits: [u64; ExitKind::COUNT],
-    /// Host handling time per exit (from `KVM_RUN` returning to re-entering it), by
-    /// power-of-two nanosecond bucket.
+    /// Host handling time per exit (from `KVM_RUN` returning to re-entering it), by bucket;
+    /// [`bucket_bounds`] gives each bucket's range.
     pub latency: [u64; LATENCY_BUCKETS],
 }
 
@@ -37,7 +45,22 @@ impl Default for VcpuStats {
 /// The histogram bucket for `d`.
 pub fn bucket(d: Duration) -> usize {
     let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-    ((u64::BITS - ns.leading_zeros()) as usize).min(LATENCY_BUCKETS - 1)
+    if ns < SUB as u64 {
+        return ns as usize;
+    }
+    let exp = u64::BITS - 1 - ns.leading_zeros();
+    let sub = ((ns >> (exp - SUB_BITS)) as usize) & (SUB - 1);
+    (SUB + (exp - SUB_BITS) as usize * SUB + sub).min(LATENCY_BUCKETS - 1)
+}
+
+/// The range `[low, high)` of nanoseconds bucket `i` counts.
+pub fn bucket_bounds(i: usize) -> (u64, u64) {
+    if i < SUB {
+        return (i as u64, i as u64 + 1);
+    }
+    let shift = ((i - SUB) / SUB) as u32;
+    let sub = ((i - SUB) % SUB) as u64;
+    ((SUB as u64 + sub) << shift, (SUB as u64 + sub + 1) << shift)
 }
 
 impl VcpuStats {
@@ -64,17 +87,68 @@ impl VcpuStats {
     }
 }
 
+impl StatsSnapshot {
+    /// Exits whose handling time was measured.
+    pub fn measured(&self) -> u64 {
+        self.latency.iter().sum()
+    }
+
+    /// The handling time below which a fraction `p` (0 to 1) of exits fall: the midpoint of
+    /// the bucket holding that rank, or `None` before any exit.
+    pub fn percentile(&self, p: f64) -> Option<u64> {
+        let total = self.measured();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((total as f64 * p.clamp(0.0, 1.0)).ceil() as u64).max(1);
+        let mut seen = 0;
+        self.latency.iter().enumerate().find_map(|(i, &n)| {
+            seen += n;
+            (seen >= rank).then(|| {
+                let (low, high) = bucket_bounds(i);
+                (low + high) / 2
+            })
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn buckets_are_powers_of_two() {
-        assert_eq!(bucket(Duration::ZERO), 0);
-        assert_eq!(bucket(Duration::from_nanos(1)), 1);
-        assert_eq!(bucket(Duration::from_nanos(1023)), 10);
-        assert_eq!(bucket(Duration::from_nanos(1024)), 11);
+    fn buckets_are_exact_then_log_linear() {
+        for ns in 0..8u64 {
+            assert_eq!(
+                bucket_bounds(bucket(Duration::from_nanos(ns))),
+                (ns, ns + 1)
+            );
+        }
+        for ns in [8u64, 9, 15, 16, 1000, 1023, 1024, 12_345, 9_999_999] {
+            let (low, high) = bucket_bounds(bucket(Duration::from_nanos(ns)));
+            assert!(low <= ns && ns < high, "{ns} in [{low}, {high})");
+            assert!(
+                (high - low) * 8 <= low.max(8),
+                "bucket of {ns} is at most 1/8 wide"
+            );
+        }
         assert_eq!(bucket(Duration::from_secs(100_000)), LATENCY_BUCKETS - 1);
+    }
+
+    #[test]
+    fn percentiles_come_from_the_histogram() {
+        let s = VcpuStats::default();
+        assert_eq!(s.snapshot().percentile(0.5), None);
+        for _ in 0..99 {
+            s.record_latency(Duration::from_micros(10));
+        }
+        s.record_latency(Duration::from_millis(5));
+        let snap = s.snapshot();
+        let p50 = snap.percentile(0.5).unwrap();
+        assert!((9_400..=10_700).contains(&p50), "p50 {p50}");
+        let p999 = snap.percentile(0.999).unwrap();
+        assert!((4_700_000..=5_400_000).contains(&p999), "p99.9 {p999}");
+        assert_eq!(snap.measured(), 100);
     }
 
     #[test]
@@ -82,9 +156,6 @@ mod tests {
         let s = VcpuStats::default();
         s.count(ExitKind::IoOut);
         s.count(ExitKind::IoOut);
-        s.record_latency(Duration::from_micros(3));
-        let snap = s.snapshot();
-        assert_eq!(snap.exits[ExitKind::IoOut as usize], 2);
-        assert_eq!(snap.latency.iter().sum::<u64>(), 1);
+        assert_eq!(s.snapshot().exits[ExitKind::IoOut as usize], 2);
     }
 }

@@ -19,6 +19,7 @@ use kvmkit_core::kvm::{KVM_PATH, KvmHost};
 use kvmkit_core::machine::{InlineAnswer, InlineVcpu, Machine, MachineOptions, UnhandledPolicy};
 use kvmkit_core::memory::{Backing, MemoryOptions};
 use kvmkit_core::posted::PostedWrite;
+use kvmkit_core::stats::bucket_bounds;
 use kvmkit_core::vmm_sys_util::eventfd::EventFd;
 use kvmkit_core::x86::mode::CpuMode;
 
@@ -74,8 +75,24 @@ pub struct NativePostedWrite {
 pub struct NativeStats {
     /// Counts by exit kind name.
     pub exits: Vec<ExitCount>,
-    /// Exits whose handling took `[2^(i-1), 2^i)` ns, by bucket index `i`.
-    pub latency_buckets: Vec<f64>,
+    /// Exits whose handling time was measured.
+    pub measured: f64,
+    /// Median handling time (ns).
+    pub p50_ns: f64,
+    /// 99th percentile (ns).
+    pub p99_ns: f64,
+    /// 99.9th percentile (ns).
+    pub p999_ns: f64,
+    /// The non-empty histogram buckets.
+    pub buckets: Vec<LatencyBucket>,
+}
+
+/// Exits whose handling took from `lowNs` up to (not including) `highNs`.
+#[napi(object)]
+pub struct LatencyBucket {
+    pub low_ns: f64,
+    pub high_ns: f64,
+    pub count: f64,
 }
 
 /// The count of one exit kind.
@@ -613,7 +630,24 @@ impl NativeMachine {
                     count: s.exits[*k as usize] as f64,
                 })
                 .collect(),
-            latency_buckets: s.latency.iter().map(|&c| c as f64).collect(),
+            measured: s.measured() as f64,
+            p50_ns: s.percentile(0.5).unwrap_or(0) as f64,
+            p99_ns: s.percentile(0.99).unwrap_or(0) as f64,
+            p999_ns: s.percentile(0.999).unwrap_or(0) as f64,
+            buckets: s
+                .latency
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| **c > 0)
+                .map(|(i, &count)| {
+                    let (low, high) = bucket_bounds(i);
+                    LatencyBucket {
+                        low_ns: low as f64,
+                        high_ns: high as f64,
+                        count: count as f64,
+                    }
+                })
+                .collect(),
         })
     }
 
