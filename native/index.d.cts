@@ -83,8 +83,11 @@ export declare class NativeMachine {
   addDevice(space: string, base: number, len: number, name: string, id: number, posted: boolean): void
   /** Removes the device whose range starts at `base`; returns whether there was one. */
   removeDevice(space: string, base: number): boolean
-  /** Adds a built-in device: `debug-console`, `debug-exit` or `null` (`fill` is its read value). */
-  addBuiltin(kind: string, port: number, len: number, fill: number): void
+  /**
+   * Adds a built-in device: `debug-console` or `debug-exit` (on port `base`), or `null`
+   * (on `len` ports or MMIO bytes from `base`, reading `fill` in every byte).
+   */
+  addBuiltin(kind: string, space: string, base: number, len: number, fill: number): void
   /** Takes what the guest wrote to the built-in debug console so far (also after close). */
   takeConsoleOutput(): Buffer
   /** Starts the vCPU threads; `on_event` receives accesses, pauses and the end. */

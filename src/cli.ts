@@ -3,22 +3,35 @@
  * The `kvmkit` command.
  * @module
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { EXITS } from './bench/exits.js';
+import { formatTable, toHtml, toJson } from './bench/report.js';
+import { PATHS, runBench } from './bench/run.js';
 import { runDemo } from './demo.js';
-import { KvmkitError } from './errors.js';
+import { ConfigError, KvmkitError } from './errors.js';
 import { kvmInfo } from './kvm.js';
 
 const HELP = `Usage: kvmkit <command> [options]
 
 Commands:
   demo        Boot the bundled demo guest and show what it did
+  bench       Measure exit-handling latency: kvmkit's paths against a C KVM loop and QEMU
   info        Check /dev/kvm and print the host's KVM limits
   help        Show this help
 
 Options:
   -h, --help     Show this help
   -v, --version  Print the version
+
+bench options:
+  --count N          exits per run (default 20000)
+  --reps N           interleaved repetitions (default 5)
+  --paths LIST       comma-separated: c, builtin, inline, async, posted, qemu (default all)
+  --exits LIST       comma-separated: pio-out, pio-in, mmio-write, mmio-read, cpuid (default all)
+  --no-lifecycle     skip start-up time and idle-VM memory
+  --json FILE        also write the results as JSON
+  --html FILE        also write a page with the latency distributions
 `;
 
 function version(): string {
@@ -30,7 +43,17 @@ async function main(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'v' } },
+    options: {
+      help: { type: 'boolean', short: 'h' },
+      version: { type: 'boolean', short: 'v' },
+      count: { type: 'string' },
+      reps: { type: 'string' },
+      paths: { type: 'string' },
+      exits: { type: 'string' },
+      'no-lifecycle': { type: 'boolean' },
+      json: { type: 'string' },
+      html: { type: 'string' },
+    },
   });
   if (values.version) {
     console.log(version());
@@ -46,6 +69,24 @@ async function main(argv: string[]): Promise<number> {
       const report = await runDemo((line) => console.log(line));
       return report.outcome.reason === 'halted' ? 0 : 1;
     }
+    case 'bench': {
+      const report = await runBench({
+        count: wholeNumber(values.count, '--count', 20_000),
+        reps: wholeNumber(values.reps, '--reps', 5),
+        ...(values.paths === undefined ? {} : { paths: listOf(values.paths, '--paths', PATHS) }),
+        ...(values.exits === undefined ? {} : { exits: listOf(values.exits, '--exits', EXITS) }),
+        lifecycle: values['no-lifecycle'] !== true,
+        progress: progressIndicator(),
+      });
+      process.stdout.write(formatTable(report));
+      if (values.json !== undefined) {
+        writeFileSync(values.json, toJson(report));
+      }
+      if (values.html !== undefined) {
+        writeFileSync(values.html, toHtml(report));
+      }
+      return 0;
+    }
     case 'info':
       console.log(JSON.stringify(kvmInfo(), null, 2));
       return 0;
@@ -53,6 +94,40 @@ async function main(argv: string[]): Promise<number> {
       process.stderr.write(`kvmkit: unknown command "${command}"\n\n${HELP}`);
       return 2;
   }
+}
+
+function wholeNumber(value: string | undefined, flag: string, fallback: number): number {
+  if (value === undefined) {
+    return fallback;
+  }
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < 1) {
+    throw new ConfigError(flag, `expected a whole number of at least 1, got ${JSON.stringify(value)}`);
+  }
+  return n;
+}
+
+function listOf<T extends string>(value: string, flag: string, allowed: readonly T[]): T[] {
+  const items = value.split(',').map((v) => v.trim());
+  const unknown = items.filter((v) => !allowed.includes(v as T));
+  if (unknown.length > 0) {
+    throw new ConfigError(flag, `unknown ${unknown.join(', ')}; choose from ${allowed.join(', ')}`);
+  }
+  return items as T[];
+}
+
+/** Progress on stderr: one line rewritten in a terminal, a line per tenth otherwise. */
+function progressIndicator(): (done: number, total: number, label: string) => void {
+  let lastTenth = -1;
+  return (done, total, label) => {
+    if (process.stderr.isTTY) {
+      const line = `  [${String(done).padStart(String(total).length)}/${total}] ${label}`;
+      process.stderr.write(`\r${line.padEnd(60)}${done === total ? '\n' : ''}`);
+    } else if (Math.floor((done * 10) / total) !== lastTenth) {
+      lastTenth = Math.floor((done * 10) / total);
+      process.stderr.write(`  bench ${lastTenth * 10}%: ${label}\n`);
+    }
+  };
 }
 
 main(process.argv.slice(2)).then(

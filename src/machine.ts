@@ -172,18 +172,23 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
 
   /** Adds the Rust debug console on `port` (default 0xe9): writes are collected, reads return 0xe9. */
   addDebugConsole(port = 0xe9): DebugConsole {
-    callNative(() => this.#native.addBuiltin('debug-console', port, 1, 0));
+    callNative(() => this.#native.addBuiltin('debug-console', 'port', port, 1, 0));
     return { port, take: () => new Uint8Array(this.#native.takeConsoleOutput()) };
   }
 
   /** Adds the Rust debug-exit port (default 0xf4): a write ends the run with a `device-request` outcome carrying the value. */
   addDebugExit(port = 0xf4): void {
-    callNative(() => this.#native.addBuiltin('debug-exit', port, 1, 0));
+    callNative(() => this.#native.addBuiltin('debug-exit', 'port', port, 1, 0));
   }
 
-  /** Adds a Rust null device on `length` ports from `base`: reads return `fill` in every byte, writes are dropped. */
-  addNullDevice(base: number, length: number, fill = 0xff): void {
-    callNative(() => this.#native.addBuiltin('null', base, length, fill));
+  /**
+   * Adds a Rust null device on `length` ports (or, with `space: 'mmio'`, MMIO bytes) from
+   * `base`: reads return `fill` (default 0xff) in every byte, writes are dropped, and the
+   * exit never leaves the vCPU thread.
+   */
+  addNullDevice(base: number, length: number, options: { fill?: number; space?: 'port' | 'mmio' } = {}): void {
+    const { fill = 0xff, space = 'port' } = options;
+    callNative(() => this.#native.addBuiltin('null', space, base, length, fill));
   }
 
   /**

@@ -496,28 +496,42 @@ impl NativeMachine {
         Ok(self.m()?.remove_device(space, base))
     }
 
-    /// Adds a built-in device: `debug-console`, `debug-exit` or `null` (`fill` is its read value).
+    /// Adds a built-in device: `debug-console` or `debug-exit` (on port `base`), or `null`
+    /// (on `len` ports or MMIO bytes from `base`, reading `fill` in every byte).
     #[napi(catch_unwind)]
-    pub fn add_builtin(&self, kind: String, port: u32, len: u32, fill: u32) -> Result<()> {
-        let port = u16::try_from(port).map_err(|_| invalid_arg("port", "must be 0 to 0xffff"))?;
-        let len = u16::try_from(len).map_err(|_| invalid_arg("length", "must be 1 to 0xffff"))?;
+    pub fn add_builtin(
+        &self,
+        kind: String,
+        space: String,
+        base: f64,
+        len: f64,
+        fill: u32,
+    ) -> Result<()> {
+        let space = space_of(&space)?;
+        let base = u64_from_js("base", base)?;
+        let len = u64_from_js("length", len)?;
         let fill = u8::try_from(fill).map_err(|_| invalid_arg("fill", "must be 0 to 0xff"))?;
+        let port = || {
+            u16::try_from(base)
+                .ok()
+                .filter(|_| space == Space::Port)
+                .ok_or_else(|| invalid_arg("port", "must be a port from 0 to 0xffff"))
+        };
         let m = self.m()?;
         match kind.as_str() {
             "debug-console" => {
-                let output = m.add_debug_console(port).map_err(core)?;
+                let output = m.add_debug_console(port()?).map_err(core)?;
                 *self.console.lock().unwrap_or_else(|e| e.into_inner()) = Some(output);
                 Ok(())
             }
             "debug-exit" => {
                 let route = Route::BuiltIn(Arc::new(Mutex::new(DebugExit)));
-                m.add_device(Space::Port, port.into(), 1, "debug-exit", route)
+                m.add_device(Space::Port, port()?.into(), 1, "debug-exit", route)
                     .map_err(core)
             }
             "null" => {
                 let route = Route::BuiltIn(Arc::new(Mutex::new(NullDevice::new(fill))));
-                m.add_device(Space::Port, port.into(), len.into(), "null", route)
-                    .map_err(core)
+                m.add_device(space, base, len, "null", route).map_err(core)
             }
             other => Err(invalid_arg(
                 "kind",

@@ -1,0 +1,193 @@
+/*
+ * The C baseline of kvmkit's exit-latency benchmark: the minimal KVM userspace loop
+ * (KVM_RUN, switch on exit_reason, answer, repeat), running the same guest as kvmkit.
+ *
+ *   kvm_loop GUEST.bin KIND COUNT
+ *
+ * GUEST.bin is guests/bench.S as a flat binary, loaded at 0x100000 and started in 32-bit
+ * protected mode (flat segments, no paging) with EAX = KIND and ESI = COUNT. Guest RAM is
+ * 0-0x9ffff and 0x100000-0x1fffff, so its MMIO accesses at 0xa0000 exit. Port reads return
+ * 0xff and MMIO reads 0; the guest's write to port 0xf4 ends the run. Prints one JSON
+ * object: the run's wall time, the exits it answered, CPU time, and the per-exit handling
+ * time (KVM_RUN return to re-entry) as percentiles and a log-linear histogram (8 buckets
+ * per power of two).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#define LOW_RAM 0xa0000
+#define HIGH_RAM_BASE 0x100000
+#define HIGH_RAM 0x100000
+#define ENTRY 0x100000
+#define DONE_PORT 0xf4
+#define BUCKETS (8 + 38 * 8)
+
+static void die(const char *what) {
+    fprintf(stderr, "kvm_loop: %s: %s\n", what, strerror(errno));
+    exit(1);
+}
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Log-linear bucket of ns: exact below 8, then 8 per power of two. */
+static int bucket(uint64_t ns) {
+    if (ns < 8) return (int)ns;
+    int exp = 63 - __builtin_clzll(ns);
+    int sub = (int)(ns >> (exp - 3)) & 7;
+    int i = 8 + (exp - 3) * 8 + sub;
+    return i < BUCKETS ? i : BUCKETS - 1;
+}
+
+static void bounds(int i, uint64_t *low, uint64_t *high) {
+    if (i < 8) { *low = (uint64_t)i; *high = (uint64_t)i + 1; return; }
+    int shift = (i - 8) / 8, sub = (i - 8) % 8;
+    *low = (uint64_t)(8 + sub) << shift;
+    *high = (uint64_t)(9 + sub) << shift;
+}
+
+static int compare(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+static uint32_t percentile(const uint32_t *sorted, size_t n, double p) {
+    if (n == 0) return 0;
+    size_t rank = (size_t)(p * (double)n + 0.999999);
+    if (rank < 1) rank = 1;
+    if (rank > n) rank = n;
+    return sorted[rank - 1];
+}
+
+static double cpu_us(struct timeval tv) { return (double)tv.tv_sec * 1e6 + (double)tv.tv_usec; }
+
+int main(int argc, char **argv) {
+    if (argc != 4) {
+        fprintf(stderr, "usage: kvm_loop GUEST.bin KIND COUNT\n");
+        return 2;
+    }
+    unsigned kind = (unsigned)strtoul(argv[2], NULL, 0);
+    unsigned long count = strtoul(argv[3], NULL, 0);
+    if (count == 0) count = 1;
+
+    int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    if (kvm < 0) die("open /dev/kvm");
+    int vm = ioctl(kvm, KVM_CREATE_VM, 0);
+    if (vm < 0) die("KVM_CREATE_VM");
+    if (ioctl(vm, KVM_SET_TSS_ADDR, 0xfffbd000) < 0) die("KVM_SET_TSS_ADDR");
+
+    int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+    uint8_t *low = mmap(NULL, LOW_RAM, PROT_READ | PROT_WRITE, flags, -1, 0);
+    uint8_t *high = mmap(NULL, HIGH_RAM, PROT_READ | PROT_WRITE, flags, -1, 0);
+    if (low == MAP_FAILED || high == MAP_FAILED) die("mmap guest RAM");
+    FILE *guest = fopen(argv[1], "rb");
+    if (!guest) die(argv[1]);
+    if (fread(high + (ENTRY - HIGH_RAM_BASE), 1, HIGH_RAM - (ENTRY - HIGH_RAM_BASE), guest) == 0) die("read guest");
+    fclose(guest);
+    struct kvm_userspace_memory_region regions[2] = {
+        {.slot = 0, .guest_phys_addr = 0, .memory_size = LOW_RAM, .userspace_addr = (uint64_t)(uintptr_t)low},
+        {.slot = 1, .guest_phys_addr = HIGH_RAM_BASE, .memory_size = HIGH_RAM, .userspace_addr = (uint64_t)(uintptr_t)high},
+    };
+    for (int i = 0; i < 2; i++)
+        if (ioctl(vm, KVM_SET_USER_MEMORY_REGION, &regions[i]) < 0) die("KVM_SET_USER_MEMORY_REGION");
+
+    int vcpu = ioctl(vm, KVM_CREATE_VCPU, 0);
+    if (vcpu < 0) die("KVM_CREATE_VCPU");
+    int mmap_size = ioctl(kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
+    if (mmap_size < 0) die("KVM_GET_VCPU_MMAP_SIZE");
+    struct kvm_run *run = mmap(NULL, (size_t)mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu, 0);
+    if (run == MAP_FAILED) die("mmap kvm_run");
+
+    /* KVM needs a CPUID that at least exists; the host's supported set will do. */
+    struct {
+        struct kvm_cpuid2 header;
+        struct kvm_cpuid_entry2 entries[256];
+    } cpuid = {.header.nent = 256};
+    if (ioctl(kvm, KVM_GET_SUPPORTED_CPUID, &cpuid) < 0) die("KVM_GET_SUPPORTED_CPUID");
+    if (ioctl(vcpu, KVM_SET_CPUID2, &cpuid) < 0) die("KVM_SET_CPUID2");
+
+    /* Flat 32-bit protected mode: the segment caches are all the guest needs. */
+    struct kvm_sregs sregs;
+    if (ioctl(vcpu, KVM_GET_SREGS, &sregs) < 0) die("KVM_GET_SREGS");
+    struct kvm_segment code = {.base = 0, .limit = 0xffffffff, .selector = 0x18, .type = 0xb, .present = 1,
+                               .db = 1, .s = 1, .g = 1};
+    struct kvm_segment data = code;
+    data.selector = 0x10;
+    data.type = 0x3;
+    sregs.cs = code;
+    sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = data;
+    sregs.cr0 |= 1;
+    if (ioctl(vcpu, KVM_SET_SREGS, &sregs) < 0) die("KVM_SET_SREGS");
+    struct kvm_regs regs = {.rip = ENTRY, .rax = kind, .rsi = count, .rflags = 2};
+    if (ioctl(vcpu, KVM_SET_REGS, &regs) < 0) die("KVM_SET_REGS");
+
+    uint32_t *samples = malloc(count * sizeof *samples);
+    if (!samples) die("malloc");
+    size_t n = 0;
+    unsigned long exits = 0;
+    struct rusage before, after;
+    getrusage(RUSAGE_SELF, &before);
+    uint64_t start = now_ns(), exited = 0;
+    for (;;) {
+        if (exited) {
+            uint64_t handled = now_ns() - exited;
+            if (n < count) samples[n++] = handled > UINT32_MAX ? UINT32_MAX : (uint32_t)handled;
+        }
+        if (ioctl(vcpu, KVM_RUN, 0) < 0) {
+            if (errno == EINTR) continue;
+            die("KVM_RUN");
+        }
+        exited = now_ns();
+        switch (run->exit_reason) {
+        case KVM_EXIT_IO:
+            if (run->io.port == DONE_PORT) goto done;
+            if (run->io.direction == KVM_EXIT_IO_IN)
+                memset((uint8_t *)run + run->io.data_offset, 0xff, (size_t)run->io.size * run->io.count);
+            exits++;
+            break;
+        case KVM_EXIT_MMIO:
+            if (!run->mmio.is_write) memset(run->mmio.data, 0, sizeof run->mmio.data);
+            exits++;
+            break;
+        default:
+            fprintf(stderr, "kvm_loop: unexpected exit reason %u\n", run->exit_reason);
+            return 1;
+        }
+    }
+done:;
+    uint64_t wall = now_ns() - start;
+    getrusage(RUSAGE_SELF, &after);
+
+    uint64_t histogram[BUCKETS] = {0};
+    for (size_t i = 0; i < n; i++) histogram[bucket(samples[i])]++;
+    qsort(samples, n, sizeof *samples, compare);
+    printf("{\"wallNs\":%llu,\"exits\":%lu,\"userUs\":%.0f,\"sysUs\":%.0f,\"measured\":%zu,"
+           "\"p50Ns\":%u,\"p99Ns\":%u,\"p999Ns\":%u,\"buckets\":[",
+           (unsigned long long)wall, exits, cpu_us(after.ru_utime) - cpu_us(before.ru_utime),
+           cpu_us(after.ru_stime) - cpu_us(before.ru_stime), n, percentile(samples, n, 0.5),
+           percentile(samples, n, 0.99), percentile(samples, n, 0.999));
+    int first = 1;
+    for (int i = 0; i < BUCKETS; i++) {
+        if (!histogram[i]) continue;
+        uint64_t low, high;
+        bounds(i, &low, &high);
+        printf("%s{\"lowNs\":%llu,\"highNs\":%llu,\"count\":%llu}", first ? "" : ",", (unsigned long long)low,
+               (unsigned long long)high, (unsigned long long)histogram[i]);
+        first = 0;
+    }
+    printf("]}\n");
+    return 0;
+}

@@ -1,0 +1,140 @@
+/**
+ * The benchmark's anchors: a minimal C KVM loop (the floor for a userspace exit on this
+ * machine) and QEMU with KVM, running the same guest.
+ * @module
+ */
+import { execFile as execFileCb } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { delimiter, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { guestPath } from '../guests.js';
+import { type ExitName, exitCode, reachesUserspace } from './exits.js';
+import type { Sample } from './sample.js';
+
+const execFile = promisify(execFileCb);
+
+/** Finds `command` on PATH. */
+export function which(command: string): string | undefined {
+  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
+    const candidate = join(dir, command);
+    if (dir !== '' && existsSync(candidate)) {
+      return candidate;
+    }
+  }
+  return undefined;
+}
+
+/** The C baseline's source, shipped in the package. */
+export const C_SOURCE = fileURLToPath(new URL('../../benches/kvm_loop.c', import.meta.url));
+
+/**
+ * Builds the C baseline with the system C compiler (cached by source hash); returns the
+ * binary's path, or why it cannot be built.
+ */
+export async function buildCBaseline(): Promise<{ path: string } | { unavailable: string }> {
+  const cc = which('cc') ?? which('gcc') ?? which('clang');
+  if (cc === undefined) {
+    return { unavailable: 'no C compiler (cc, gcc or clang) on PATH' };
+  }
+  const source = readFileSync(C_SOURCE);
+  const hash = createHash('sha256').update(source).digest('hex').slice(0, 16);
+  const dir = join(tmpdir(), 'kvmkit-bench');
+  const path = join(dir, `kvm_loop-${hash}`);
+  if (!existsSync(path)) {
+    mkdirSync(dir, { recursive: true });
+    try {
+      await execFile(cc, ['-O2', '-Wall', '-o', path, C_SOURCE]);
+    } catch (error) {
+      return { unavailable: `${cc} could not build ${C_SOURCE}: ${(error as Error).message}` };
+    }
+  }
+  return { path };
+}
+
+/** Runs `count` exits of kind `exit` through the C baseline at `binary`. */
+export async function runC(binary: string, exit: ExitName, count: number): Promise<Sample> {
+  const { stdout } = await execFile(binary, [guestPath('bench'), String(exitCode(exit)), String(count)]);
+  const r = JSON.parse(stdout) as {
+    wallNs: number;
+    exits: number;
+    userUs: number;
+    sysUs: number;
+    p50Ns: number;
+    p99Ns: number;
+    p999Ns: number;
+    buckets: { lowNs: number; highNs: number; count: number }[];
+  };
+  return {
+    wallNs: r.wallNs,
+    exits: r.exits,
+    cpuUs: r.userUs + r.sysUs,
+    ...(r.exits > 0 ? { latency: { p50Ns: r.p50Ns, p99Ns: r.p99Ns, p999Ns: r.p999Ns, buckets: r.buckets } } : {}),
+  };
+}
+
+/** QEMU, if installed: its path, or why it is not used. */
+export function findQemu(): { path: string } | { unavailable: string } {
+  const path = which('qemu-system-x86_64');
+  return path === undefined
+    ? { unavailable: 'qemu-system-x86_64 is not installed (Debian: apt-get install qemu-system-x86)' }
+    : { path };
+}
+
+/** Wall time of one QEMU run of `count` exits (ns), start-up included. */
+async function qemuOnce(qemu: string, exit: ExitName, count: number): Promise<number> {
+  const dir = join(tmpdir(), 'kvmkit-bench');
+  mkdirSync(dir, { recursive: true });
+  const params = join(dir, `qemu-params-${process.pid}-${exit}-${count}`);
+  const words = Buffer.alloc(8);
+  words.writeUInt32LE(exitCode(exit), 0);
+  words.writeUInt32LE(count, 4);
+  writeFileSync(params, words);
+  const args = [
+    '-machine',
+    'microvm,x-option-roms=off,rtc=off',
+    '-accel',
+    'kvm',
+    '-cpu',
+    'host',
+    '-m',
+    '16',
+    '-nodefaults',
+    '-nographic',
+    '-no-reboot',
+    '-kernel',
+    guestPath('bench').replace(/\.bin$/, '.elf'),
+    '-initrd',
+    params,
+    '-device',
+    'isa-debug-exit,iobase=0xf4,iosize=1',
+  ];
+  const start = process.hrtime.bigint();
+  try {
+    await execFile(qemu, args);
+    throw new Error('QEMU exited without the guest writing to its debug-exit port');
+  } catch (error) {
+    // isa-debug-exit ends QEMU with status (value << 1) | 1: the guest writes 0, so 1.
+    if ((error as { code?: unknown }).code !== 1) {
+      throw error;
+    }
+  } finally {
+    rmSync(params, { force: true });
+  }
+  return Number(process.hrtime.bigint() - start);
+}
+
+/**
+ * Runs `count` exits of kind `exit` under QEMU. QEMU is timed from outside, so the run is
+ * timed twice, with `count` exits and with a tenth of them, and the difference divided by
+ * the difference in exits: start-up cancels out.
+ */
+export async function runQemu(qemu: string, exit: ExitName, count: number): Promise<Sample> {
+  const few = Math.max(1, Math.floor(count / 10));
+  const full = await qemuOnce(qemu, exit, count);
+  const short = await qemuOnce(qemu, exit, few);
+  const perExit = Math.max(0, full - short) / (count - few || 1);
+  return { wallNs: perExit * count, exits: reachesUserspace(exit) ? count : 0 };
+}

@@ -1,0 +1,342 @@
+/**
+ * The exit-latency benchmark: every path, every exit kind, interleaved repetitions,
+ * medians and ratios to the C baseline measured in the same run.
+ * @module
+ */
+import { ConfigError } from '../errors.js';
+import type { LatencyBucket } from '../stats.js';
+import { buildCBaseline, findQemu, runC, runQemu } from './anchors.js';
+import { EXITS, type ExitName, reachesUserspace } from './exits.js';
+import { type HostInfo, hostInfo } from './host.js';
+import { type KvmkitPath, kvmkitApplies, runKvmkit } from './kvmkit-paths.js';
+import { createToFirstExit, type IdleMemory, idleMemory } from './lifecycle.js';
+import type { Sample } from './sample.js';
+
+/** A way of answering exits: the C baseline, one of kvmkit's, or QEMU. */
+export type PathName = 'c' | KvmkitPath | 'qemu';
+
+/** Every path, in report order. */
+export const PATHS: readonly PathName[] = ['c', 'builtin', 'inline', 'async', 'posted', 'qemu'];
+
+/** What to run. */
+export interface BenchOptions {
+  /** Exits per run (default 20000). */
+  readonly count?: number;
+  /** Interleaved repetitions (default 5). */
+  readonly reps?: number;
+  /** Paths to run (default all that are available). */
+  readonly paths?: readonly PathName[];
+  /** Exit kinds to run (default all). */
+  readonly exits?: readonly ExitName[];
+  /** Also measure start-up time and idle-VM memory (default true). */
+  readonly lifecycle?: boolean;
+  /** VM counts for the idle-memory measurement (default 1, 10, 100). */
+  readonly idleCounts?: readonly number[];
+  /** Called before each run, for a progress indicator. */
+  readonly progress?: (done: number, total: number, label: string) => void;
+}
+
+/** The medians of one path on one exit kind. */
+export interface PathResult {
+  /** The path. */
+  readonly path: PathName;
+  /** The exit kind. */
+  readonly exit: ExitName;
+  /** Runs measured. */
+  readonly runs: number;
+  /** Median wall time per exit (ns), guest instructions included. */
+  readonly nsPerExit: number;
+  /** Median of the runs' median handling time per exit (ns), where the path reports it. */
+  readonly p50: number | undefined;
+  /** Median of the runs' 99th percentile (ns). */
+  readonly p99: number | undefined;
+  /** Median of the runs' 99.9th percentile (ns). */
+  readonly p999: number | undefined;
+  /** Median CPU time (user + system) per exit (ns), where known. */
+  readonly cpuNsPerExit: number | undefined;
+  /** `nsPerExit` over the C baseline's on the same exit kind, in the same run. */
+  readonly ratioToC: number | undefined;
+  /** The handling-time histogram of every run together. */
+  readonly buckets: readonly LatencyBucket[];
+}
+
+/** A target from the issue, and whether this run met it. */
+export interface TargetCheck {
+  /** What is aimed for. */
+  readonly target: string;
+  /** What was measured. */
+  readonly measured: string;
+  /** Whether the measurement meets the target. */
+  readonly met: boolean;
+}
+
+/** Where the time of one exit goes, from the port-out measurements. */
+export interface Breakdown {
+  /** A full userspace exit in the C loop (ns/exit). */
+  readonly cExit: number;
+  /** The in-kernel floor: a cpuid exit KVM answers itself (ns/exit). */
+  readonly kernelFloor: number | undefined;
+  /** What kvmkit's Rust dispatch adds over the C loop (ns/exit). */
+  readonly builtinOverhead: number | undefined;
+  /** What an inline TypeScript handler adds over the built-in (ns/exit). */
+  readonly inlineOverhead: number | undefined;
+  /** What the hand-off to the event loop and back adds over the built-in (ns/exit). */
+  readonly asyncHandoff: number | undefined;
+}
+
+/** A path the benchmark could not run. */
+export interface UnavailablePath {
+  /** The path. */
+  readonly path: PathName;
+  /** Why, and what would make it available. */
+  readonly reason: string;
+}
+
+/** Time from `Machine.create` to the guest's first exit reaching a device. */
+export interface StartupTime {
+  /** Median (ms). */
+  readonly median: number;
+  /** Slowest run (ms). */
+  readonly max: number;
+  /** Runs measured. */
+  readonly runs: number;
+}
+
+/** Everything a benchmark run measured. */
+export interface BenchReport {
+  /** When it ran (ISO 8601). */
+  readonly date: string;
+  /** Where it ran. */
+  readonly host: HostInfo;
+  /** Exits per run. */
+  readonly count: number;
+  /** Interleaved repetitions. */
+  readonly reps: number;
+  /** One record per (path, exit kind). */
+  readonly results: readonly PathResult[];
+  /** Paths that could not run, and why. */
+  readonly unavailable: readonly UnavailablePath[];
+  /** Where the time of a port-out exit goes. */
+  readonly breakdown: Breakdown | undefined;
+  /** Time from `Machine.create` to the first exit. */
+  readonly createToFirstExitMs: StartupTime | undefined;
+  /** Host memory per idle VM. */
+  readonly idleMemory: readonly IdleMemory[];
+  /** The targets, checked. */
+  readonly targets: readonly TargetCheck[];
+}
+
+/** The median of `values`. */
+export function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length === 0
+    ? Number.NaN
+    : sorted.length % 2
+      ? (sorted[mid] ?? 0)
+      : ((sorted[mid - 1] ?? 0) + (sorted[mid] ?? 0)) / 2;
+}
+
+function optionalMedian(values: readonly (number | undefined)[]): number | undefined {
+  const known = values.filter((v): v is number => v !== undefined);
+  return known.length === 0 ? undefined : median(known);
+}
+
+function mergeBuckets(samples: readonly Sample[]): LatencyBucket[] {
+  const merged = new Map<number, LatencyBucket>();
+  for (const b of samples.flatMap((s) => s.latency?.buckets ?? [])) {
+    const prev = merged.get(b.lowNs);
+    merged.set(b.lowNs, { ...b, count: (prev?.count ?? 0) + b.count });
+  }
+  return [...merged.values()].sort((a, b) => a.lowNs - b.lowNs);
+}
+
+/** Runs the benchmark. */
+export async function runBench(options: BenchOptions = {}): Promise<BenchReport> {
+  const count = options.count ?? 20_000;
+  const reps = options.reps ?? 5;
+  for (const [field, value] of [
+    ['count', count],
+    ['reps', reps],
+  ] as const) {
+    if (!Number.isSafeInteger(value) || value < 1 || value > 2 ** 31) {
+      throw new ConfigError(field, `expected a whole number from 1 to 2^31, got ${value}`);
+    }
+  }
+  const exits = options.exits ?? EXITS;
+  const unavailable: UnavailablePath[] = [];
+  const wanted = options.paths ?? PATHS;
+
+  const runners = new Map<PathName, (exit: ExitName, n: number) => Promise<Sample>>();
+  for (const path of wanted) {
+    if (path === 'c') {
+      const built = await buildCBaseline();
+      if ('path' in built) {
+        runners.set('c', (exit, n) => runC(built.path, exit, n));
+      } else {
+        unavailable.push({ path, reason: built.unavailable });
+      }
+    } else if (path === 'qemu') {
+      const qemu = findQemu();
+      if ('path' in qemu) {
+        runners.set('qemu', (exit, n) => runQemu(qemu.path, exit, n));
+      } else {
+        unavailable.push({ path, reason: qemu.unavailable });
+      }
+    } else {
+      const kvmkitPath = path;
+      runners.set(path, (exit, n) => runKvmkit(kvmkitPath, exit, n));
+    }
+  }
+  const applies = (path: PathName, exit: ExitName) =>
+    path === 'c' || path === 'qemu' ? true : kvmkitApplies(path, exit);
+  const plan = exits.flatMap((exit) =>
+    [...runners.keys()].filter((path) => applies(path, exit)).map((path) => ({ path, exit })),
+  );
+
+  const lifecycle = options.lifecycle ?? true;
+  const idleCounts = options.idleCounts ?? [1, 10, 100];
+  const startupRuns = 20;
+  const total = plan.length * (reps + 1) + (lifecycle ? startupRuns + idleCounts.length : 0);
+  let done = 0;
+  const step = (label: string) => options.progress?.(done++, total, label);
+
+  // Warm-up: one short run of each path and kind, not recorded.
+  for (const { path, exit } of plan) {
+    step(`warm-up ${path} ${exit}`);
+    await runners.get(path)?.(exit, Math.min(count, 200));
+  }
+  const samples = new Map<string, Sample[]>();
+  for (let rep = 0; rep < reps; rep++) {
+    for (const { path, exit } of plan) {
+      step(`${path} ${exit} (${rep + 1}/${reps})`);
+      const sample = await (runners.get(path) as (exit: ExitName, n: number) => Promise<Sample>)(exit, count);
+      const expected = reachesUserspace(exit) ? count : 0;
+      if (sample.exits !== expected) {
+        throw new Error(`${path} answered ${sample.exits} ${exit} exits, not the ${expected} the guest made`);
+      }
+      const key = `${path} ${exit}`;
+      samples.set(key, [...(samples.get(key) ?? []), sample]);
+    }
+  }
+
+  const results = plan.map(({ path, exit }): Omit<PathResult, 'ratioToC'> => {
+    const runs = samples.get(`${path} ${exit}`) ?? [];
+    return {
+      path,
+      exit,
+      runs: runs.length,
+      nsPerExit: median(runs.map((s) => s.wallNs / count)),
+      p50: optionalMedian(runs.map((s) => s.latency?.p50Ns)),
+      p99: optionalMedian(runs.map((s) => s.latency?.p99Ns)),
+      p999: optionalMedian(runs.map((s) => s.latency?.p999Ns)),
+      cpuNsPerExit: optionalMedian(runs.map((s) => (s.cpuUs === undefined ? undefined : (s.cpuUs * 1000) / count))),
+      buckets: mergeBuckets(runs),
+    };
+  });
+  const find = (path: PathName, exit: ExitName) => results.find((r) => r.path === path && r.exit === exit);
+  const withRatios: PathResult[] = results.map((r) => {
+    const c = find('c', r.exit);
+    return { ...r, ratioToC: c === undefined ? undefined : r.nsPerExit / c.nsPerExit };
+  });
+
+  let createToFirstExitMs: BenchReport['createToFirstExitMs'];
+  const idle: IdleMemory[] = [];
+  if (lifecycle) {
+    const times: number[] = [];
+    for (let i = 0; i < startupRuns; i++) {
+      step('create to first exit');
+      times.push((await createToFirstExit()) / 1e6);
+    }
+    createToFirstExitMs = { median: median(times), max: Math.max(...times), runs: times.length };
+    for (const n of idleCounts) {
+      step(`${n} idle VMs`);
+      idle.push(await idleMemory(n));
+    }
+  }
+  options.progress?.(total, total, 'done');
+
+  const breakdown = breakdownOf(withRatios);
+  return {
+    date: new Date().toISOString(),
+    host: hostInfo(),
+    count,
+    reps,
+    results: withRatios,
+    unavailable,
+    breakdown,
+    createToFirstExitMs,
+    idleMemory: idle,
+    targets: checkTargets(withRatios, createToFirstExitMs, idle),
+  };
+}
+
+function breakdownOf(results: readonly PathResult[]): Breakdown | undefined {
+  const ns = (path: PathName, exit: ExitName = 'pio-out') =>
+    results.find((r) => r.path === path && r.exit === exit)?.nsPerExit;
+  const c = ns('c');
+  const builtin = ns('builtin');
+  if (c === undefined) {
+    return undefined;
+  }
+  const over = (a: number | undefined, b: number | undefined) =>
+    a === undefined || b === undefined ? undefined : a - b;
+  return {
+    cExit: c,
+    kernelFloor: ns('c', 'cpuid'),
+    builtinOverhead: over(builtin, c),
+    inlineOverhead: over(ns('inline'), builtin),
+    asyncHandoff: over(ns('async'), builtin),
+  };
+}
+
+function checkTargets(
+  results: readonly PathResult[],
+  startup: BenchReport['createToFirstExitMs'],
+  idle: readonly IdleMemory[],
+): TargetCheck[] {
+  const checks: TargetCheck[] = [];
+  const worst = (path: PathName) =>
+    results
+      .filter((r) => r.path === path && reachesUserspace(r.exit) && r.ratioToC !== undefined)
+      .reduce<PathResult | undefined>((a, r) => ((r.ratioToC ?? 0) > (a?.ratioToC ?? -1) ? r : a), undefined);
+  const ratio = (path: PathName, limit: number) => {
+    const r = worst(path);
+    if (r?.ratioToC !== undefined) {
+      checks.push({
+        target: `${path} ≤ ${limit}× C on every exit kind`,
+        measured: `worst ${r.ratioToC.toFixed(2)}× (${r.exit})`,
+        met: r.ratioToC <= limit,
+      });
+    }
+  };
+  ratio('builtin', 1.05);
+  ratio('inline', 1.25);
+  ratio('async', 2);
+  const slower = results.filter((r) => {
+    const q = results.find((x) => x.path === 'qemu' && x.exit === r.exit);
+    return r.path === 'async' && q !== undefined && reachesUserspace(r.exit) && r.nsPerExit >= q.nsPerExit;
+  });
+  if (results.some((r) => r.path === 'async') && results.some((r) => r.path === 'qemu')) {
+    checks.push({
+      target: "async faster than QEMU's userspace exit",
+      measured: slower.length === 0 ? 'faster on every exit kind' : `slower on ${slower.map((r) => r.exit).join(', ')}`,
+      met: slower.length === 0,
+    });
+  }
+  if (startup !== undefined) {
+    checks.push({
+      target: 'create to first exit ≤ 5 ms (median)',
+      measured: `${startup.median.toFixed(2)} ms`,
+      met: startup.median <= 5,
+    });
+  }
+  for (const m of idle) {
+    checks.push({
+      target: `≤ 5 MiB per idle VM (${m.vms} VMs)`,
+      measured: `${(m.bytesPerVm / 2 ** 20).toFixed(2)} MiB`,
+      met: m.bytesPerVm <= 5 * 2 ** 20,
+    });
+  }
+  return checks;
+}
