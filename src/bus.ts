@@ -44,8 +44,16 @@ function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
+/** The largest number a read of 1, 2, 4 or 8 bytes can return (for 8, the largest exact one). */
+const NUMBER_LIMIT: Record<number, number> = { 1: 0xff, 2: 0xffff, 4: 0xffff_ffff, 8: Number.MAX_SAFE_INTEGER };
+const TWO_32 = 2 ** 32;
+
 /** Checks a read handler's value against the access width; returns its low and high words. */
 export function encodeReadValue(value: unknown, size: number): [number, number] {
+  // The common case, a plain number that fits, needs no BigInt arithmetic.
+  if (typeof value === 'number' && Number.isInteger(value) && value >= 0 && value <= (NUMBER_LIMIT[size] ?? -1)) {
+    return value < TWO_32 ? [value, 0] : [value % TWO_32, Math.floor(value / TWO_32)];
+  }
   const limit = allOnes(size);
   const range = `an integer from 0 to 0x${limit.toString(16)}`;
   let v: bigint;

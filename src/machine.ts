@@ -6,7 +6,7 @@ import { EventEmitter } from 'node:events';
 import { DeviceBus } from './bus.js';
 import { type MachineConfig, resolveConfig } from './config.js';
 import type { Device, DeviceHandle } from './devices.js';
-import { callNative, KvmkitError } from './errors.js';
+import { callNative, fromNative, KvmkitError } from './errors.js';
 import { GuestMemory } from './memory.js';
 import { type NativeEvent, type NativeEventFd, type NativeMachine, type NativeOutcome, native } from './native.js';
 import { type Outcome, toOutcome } from './outcome.js';
@@ -18,6 +18,9 @@ const EVENT_ACCESS = 0;
 const EVENT_PAUSED = 1;
 const EVENT_END = 2;
 const EVENT_POSTED = 3;
+/** Numbers per access in an inline step's array: vcpu, exit, device, offset, addr, size, count, value, valueHi. */
+const INLINE_ACCESS_FIELDS = 9;
+type AccessFields = [number, number, number, number, number, number, number, number, number];
 
 /** The lifecycle state of a {@link Machine}. */
 export type MachineState = 'created' | 'running' | 'paused' | 'ended' | 'closed';
@@ -206,20 +209,42 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
         `cannot run inline: the machine has ${this.vcpus.length} vCPUs and one thread can drive only one`,
       );
     }
-    callNative(() => this.#native.startInline((e) => this.#onEvent(e)));
+    const binding = native();
+    const run = callNative(() => this.#native.startInline((e) => this.#onEvent(e)));
     this.emit('start');
-    let e = callNative(() => this.#native.inlineStep(0, 0, 0));
-    while (e !== null) {
-      const access = e;
-      this.#observe(access);
-      const answer = this.#bus.answerNow(access);
-      e = callNative(() =>
-        'fail' in answer
-          ? this.#native.inlineFail(access.vcpu, answer.fail)
-          : 'word' in answer
-            ? this.#native.inlineStep(access.vcpu, answer.word[0], answer.word[1])
-            : this.#native.inlineStepBytes(access.vcpu, answer.bytes),
-      );
+    // One reused event and one reused array: an exit allocates nothing on this side.
+    const slot = new Float64Array(INLINE_ACCESS_FIELDS);
+    const e: NativeEvent = {
+      type: EVENT_ACCESS,
+      vcpu: 0,
+      exit: 0,
+      device: 0,
+      offset: 0,
+      addr: 0,
+      size: 0,
+      count: 0,
+      value: 0,
+      valueHi: 0,
+    };
+    try {
+      let more = binding.inlineStep(run, 0, 0, 0, slot);
+      while (more) {
+        [e.vcpu, e.exit, e.device, e.offset, e.addr, e.size, e.count, e.value, e.valueHi] =
+          slot as unknown as AccessFields;
+        if (e.count > 1) {
+          e.data = binding.inlineAccessData(run, e.vcpu);
+        }
+        this.#observe(e);
+        const answer = this.#bus.answerNow(e);
+        more =
+          'fail' in answer
+            ? binding.inlineFail(run, e.vcpu, answer.fail, slot)
+            : 'word' in answer
+              ? binding.inlineStep(run, e.vcpu, answer.word[0], answer.word[1], slot)
+              : binding.inlineStepBytes(run, e.vcpu, answer.bytes, slot);
+      }
+    } catch (error) {
+      throw fromNative(error);
     }
     const outcome = this.#native.outcome;
     if (outcome === null || outcome === undefined) {

@@ -135,6 +135,14 @@ impl InlineVcpu {
         self.looper.as_ref().map(|l| l.ctx.index)
     }
 
+    /// The access the last [`InlineVcpu::step`] returned, until it is answered.
+    pub fn pending(&self) -> Option<&DeviceAccess> {
+        self.looper
+            .as_ref()
+            .filter(|_| self.pending)
+            .map(|l| &l.access)
+    }
+
     /// Answers the pending access (if any) with `answer` and runs the guest until the next
     /// user-device access, which it returns; `None` once this vCPU's run has ended.
     pub fn step(&mut self, answer: Option<InlineAnswer<'_>>) -> Option<&DeviceAccess> {

@@ -10,10 +10,12 @@
 mod convert;
 mod error;
 mod event;
+mod inline;
 mod machine;
 
 pub use convert::Registers;
 pub use event::NativeEvent;
+pub use inline::{InlineRun, inline_access_data, inline_fail, inline_step, inline_step_bytes};
 pub use machine::{NativeEventFd, NativeMachine, stop_machine};
 
 use napi_derive::napi;

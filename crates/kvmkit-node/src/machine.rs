@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use napi::Env;
-use napi::bindgen_prelude::{BigInt, Buffer, Function, Uint8ArraySlice};
+use napi::bindgen_prelude::{BigInt, Buffer, External, Function, Uint8ArraySlice};
 use napi_derive::napi;
 use std::os::fd::AsRawFd;
 use std::sync::Weak;
@@ -16,7 +16,7 @@ use kvmkit_core::devices::{DebugExit, NullDevice};
 use kvmkit_core::exit::ExitKind;
 use kvmkit_core::irq::IoEvent;
 use kvmkit_core::kvm::{KVM_PATH, KvmHost};
-use kvmkit_core::machine::{InlineAnswer, InlineVcpu, Machine, MachineOptions, UnhandledPolicy};
+use kvmkit_core::machine::{InlineVcpu, Machine, MachineOptions, UnhandledPolicy};
 use kvmkit_core::memory::{Backing, MemoryOptions};
 use kvmkit_core::posted::PostedWrite;
 use kvmkit_core::stats::bucket_bounds;
@@ -28,7 +28,8 @@ use crate::convert::{
     u64_from_bigint, u64_from_js,
 };
 use crate::error::{Result, core, invalid_arg, napi};
-use crate::event::{JsEvents, NativeEvent, NativeOutcome, access_event, to_js};
+use crate::event::{JsEvents, NativeEvent, NativeOutcome, to_js};
+use crate::inline::InlineRun;
 use kvmkit_core::kvm_bindings::{kvm_lapic_state, kvm_mp_state};
 
 /// One guest RAM region.
@@ -108,7 +109,7 @@ pub struct ExitCount {
 pub struct NativeMachine {
     machine: Mutex<Option<Arc<Machine>>>,
     console: Mutex<Option<Arc<Mutex<ConsoleOutput>>>>,
-    inline: Mutex<Vec<InlineVcpu>>,
+    inline: Arc<Mutex<Vec<InlineVcpu>>>,
     posted: Mutex<Vec<PostedWrite>>,
     id: u32,
 }
@@ -175,6 +176,15 @@ impl NativeMachine {
                     state: "closed",
                 })
             })
+    }
+
+    /// Runs `f` on vCPU `index` while it is not running guest code.
+    fn vcpu<T>(
+        &self,
+        index: u32,
+        f: impl FnOnce(&kvmkit_core::vcpu::Vcpu) -> kvmkit_core::Result<T>,
+    ) -> Result<T> {
+        self.m()?.with_vcpu(index, f).map_err(core)
     }
 }
 
@@ -244,7 +254,7 @@ impl NativeMachine {
         Ok(NativeMachine {
             machine: Mutex::new(Some(machine)),
             console: Mutex::new(None),
-            inline: Mutex::new(Vec::new()),
+            inline: Arc::new(Mutex::new(Vec::new())),
             posted: Mutex::new(Vec::new()),
             id,
         })
@@ -719,32 +729,13 @@ impl NativeMachine {
         Ok(())
     }
 
-    /// Starts the machine with its vCPUs driven by `inlineStep` calls instead of threads.
+    /// Starts the machine with its vCPUs driven by `inlineStep` calls instead of threads;
+    /// returns the handle those calls take.
     #[napi(catch_unwind)]
-    pub fn start_inline(&self, on_event: Function<NativeEvent, ()>) -> Result<()> {
+    pub fn start_inline(&self, on_event: Function<NativeEvent, ()>) -> Result<External<InlineRun>> {
         let vcpus = self.m()?.start_inline(js_events(on_event)?).map_err(core)?;
         *self.inline.lock().unwrap_or_else(|e| e.into_inner()) = vcpus;
-        Ok(())
-    }
-
-    /// Answers vCPU `vcpu`'s pending access with a value of up to 8 bytes and runs it to its
-    /// next access (`null` once its run ended).
-    #[napi(catch_unwind)]
-    pub fn inline_step(&self, vcpu: u32, value: u32, value_hi: u32) -> Result<Option<NativeEvent>> {
-        let v = (u64::from(value_hi) << 32) | u64::from(value);
-        self.step(vcpu, Some(InlineAnswer::Reply(&v.to_le_bytes())))
-    }
-
-    /// Answers a string-I/O read with `data` and runs the vCPU to its next access.
-    #[napi(catch_unwind)]
-    pub fn inline_step_bytes(&self, vcpu: u32, data: Buffer) -> Result<Option<NativeEvent>> {
-        self.step(vcpu, Some(InlineAnswer::Reply(&data)))
-    }
-
-    /// Fails vCPU `vcpu`'s pending access: the machine stops with `message`.
-    #[napi(catch_unwind)]
-    pub fn inline_fail(&self, vcpu: u32, message: String) -> Result<Option<NativeEvent>> {
-        self.step(vcpu, Some(InlineAnswer::Fail(message)))
+        Ok(External::new(InlineRun(Arc::clone(&self.inline))))
     }
 
     /// Raises (`level` true) or lowers interrupt line `irq`.
@@ -788,26 +779,6 @@ impl NativeMachine {
         let m = self.m()?;
         let fd = m.register_ioeventfd(&event).map_err(core)?;
         Ok(NativeEventFd::new(&m, fd, EventFdKind::Io(event)))
-    }
-}
-
-impl NativeMachine {
-    /// Runs `f` on vCPU `index` while it is not running guest code.
-    fn vcpu<T>(
-        &self,
-        index: u32,
-        f: impl FnOnce(&kvmkit_core::vcpu::Vcpu) -> kvmkit_core::Result<T>,
-    ) -> Result<T> {
-        self.m()?.with_vcpu(index, f).map_err(core)
-    }
-
-    fn step(&self, vcpu: u32, answer: Option<InlineAnswer<'_>>) -> Result<Option<NativeEvent>> {
-        let mut inline = self.inline.lock().unwrap_or_else(|e| e.into_inner());
-        let count = inline.len() as u32;
-        let v = inline
-            .get_mut(vcpu as usize)
-            .ok_or_else(|| core(kvmkit_core::Error::NoSuchVcpu { index: vcpu, count }))?;
-        Ok(v.step(answer).map(|a| access_event(vcpu, a)))
     }
 }
 
