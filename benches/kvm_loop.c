@@ -6,7 +6,7 @@
  *
  * GUEST.bin is guests/bench.S as a flat binary, loaded at 0x100000 and started in 32-bit
  * protected mode (flat segments, no paging) with EAX = KIND and ESI = COUNT. Guest RAM is
- * 0-0x9ffff and 0x100000-0x1fffff, so its MMIO accesses at 0xa0000 exit. Port reads return
+ * 0-0x1fffff, so its MMIO accesses at 0xd0000000 exit. Port reads return
  * 0xff and MMIO reads 0; the guest's write to port 0xf4 ends the run. Prints one JSON
  * object: the run's wall time, the exits it answered, CPU time, and the per-exit handling
  * time (KVM_RUN return to re-entry) as percentiles and a log-linear histogram (8 buckets
@@ -25,9 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define LOW_RAM 0xa0000
-#define HIGH_RAM_BASE 0x100000
-#define HIGH_RAM 0x100000
+#define RAM_SIZE 0x200000
 #define ENTRY 0x100000
 #define DONE_PORT 0xf4
 #define BUCKETS (8 + 38 * 8)
@@ -89,20 +87,16 @@ int main(int argc, char **argv) {
     if (vm < 0) die("KVM_CREATE_VM");
     if (ioctl(vm, KVM_SET_TSS_ADDR, 0xfffbd000) < 0) die("KVM_SET_TSS_ADDR");
 
-    int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
-    uint8_t *low = mmap(NULL, LOW_RAM, PROT_READ | PROT_WRITE, flags, -1, 0);
-    uint8_t *high = mmap(NULL, HIGH_RAM, PROT_READ | PROT_WRITE, flags, -1, 0);
-    if (low == MAP_FAILED || high == MAP_FAILED) die("mmap guest RAM");
+    uint8_t *ram = mmap(NULL, RAM_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (ram == MAP_FAILED) die("mmap guest RAM");
     FILE *guest = fopen(argv[1], "rb");
     if (!guest) die(argv[1]);
-    if (fread(high + (ENTRY - HIGH_RAM_BASE), 1, HIGH_RAM - (ENTRY - HIGH_RAM_BASE), guest) == 0) die("read guest");
+    if (fread(ram + ENTRY, 1, RAM_SIZE - ENTRY, guest) == 0) die("read guest");
     fclose(guest);
-    struct kvm_userspace_memory_region regions[2] = {
-        {.slot = 0, .guest_phys_addr = 0, .memory_size = LOW_RAM, .userspace_addr = (uint64_t)(uintptr_t)low},
-        {.slot = 1, .guest_phys_addr = HIGH_RAM_BASE, .memory_size = HIGH_RAM, .userspace_addr = (uint64_t)(uintptr_t)high},
+    struct kvm_userspace_memory_region region = {
+        .slot = 0, .guest_phys_addr = 0, .memory_size = RAM_SIZE, .userspace_addr = (uint64_t)(uintptr_t)ram,
     };
-    for (int i = 0; i < 2; i++)
-        if (ioctl(vm, KVM_SET_USER_MEMORY_REGION, &regions[i]) < 0) die("KVM_SET_USER_MEMORY_REGION");
+    if (ioctl(vm, KVM_SET_USER_MEMORY_REGION, &region) < 0) die("KVM_SET_USER_MEMORY_REGION");
 
     int vcpu = ioctl(vm, KVM_CREATE_VCPU, 0);
     if (vcpu < 0) die("KVM_CREATE_VCPU");

@@ -9,10 +9,11 @@
 # Multiboot and PVH take the two parameters from the first boot module (`-initrd`): two
 # little-endian 32-bit words, kind then count. The kinds:
 #   0: out to port 0x5e0          1: in from port 0x5e0
-#   2: write to MMIO at 0xa0000   3: read from MMIO at 0xa0000
+#   2: write to MMIO at 0xd0000000   3: read from MMIO at 0xd0000000
 #   4: cpuid, answered inside KVM (no exit to userspace: the floor)
-# Guest RAM must leave 0xa0000-0xfffff unmapped so the MMIO accesses exit. When done it
-# writes 0 to port 0xf4 (QEMU's isa-debug-exit, which ends QEMU) and halts.
+# 0xd0000000 is outside guest RAM on every path (and unassigned in QEMU's microvm), so the
+# MMIO accesses exit. When done it writes 0 to port 0xf4 (QEMU's isa-debug-exit, which ends
+# QEMU) and halts.
 
     .set    MB_MAGIC, 0x1badb002
     .set    MB_FLAGS, 0
@@ -50,7 +51,7 @@ params:
     mov     4(%ecx), %esi           # count
 
 run:
-    mov     $0xa0000, %edi
+    mov     $0xd0000000, %edi
     mov     $0x5e0, %dx
     cmp     $1, %eax
     je      in_loop

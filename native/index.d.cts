@@ -119,6 +119,8 @@ export declare class NativeMachine {
   get vcpuCount(): number
   /** Exit counters and latency histogram of vCPU `index`. */
   stats(index: number): NativeStats
+  /** A handle for the hot-path calls (`pollAccess`, `replyAccess`, `claimAccess`). */
+  handle(): ExternalObject<MachineHandle>
   /** This machine's id, for `stopMachine` from another thread. */
   get id(): number
   /** How the run ended, once it has. */
@@ -141,6 +143,9 @@ export declare class NativeMachine {
   /** An eventfd KVM signals when the guest writes `addr` (`space` "port" or "mmio"). */
   createIoeventfd(space: string, addr: number, len: number, datamatch?: bigint | undefined | null): NativeEventFd
 }
+
+/** Claims the access vCPU `vcpu` announced with number `seq`; false if a poll took it. */
+export declare function claimAccess(handle: ExternalObject<MachineHandle>, vcpu: number, seq: number): boolean
 
 /** One CPUID leaf (and subleaf) as a vCPU presents it. */
 export interface CpuidEntry {
@@ -295,6 +300,8 @@ export interface NativeEvent {
   addr: number
   size: number
   count: number
+  /** The access's number on its vCPU, for `claimAccess`. */
+  seq: number
   /** Low 32 bits of a single write's value. */
   value: number
   /** High 32 bits of a single 8-byte write's value. */
@@ -365,6 +372,16 @@ export interface NmiEvent {
   masked: boolean
 }
 
+/**
+ * Spins up to `spin_micros` for a vCPU's access to a user device; writes it into `out`.
+ * Returns 0 if none came, 1 for an access, 2 for an access with posted writes waiting to
+ * be taken first.
+ */
+export declare function pollAccess(handle: ExternalObject<MachineHandle>, spinMicros: number, out: Float64Array): number
+
+/** The bytes of the string-I/O write vCPU `vcpu` waits on (from a poll). */
+export declare function polledAccessData(handle: ExternalObject<MachineHandle>, vcpu: number): Buffer
+
 /** The general registers, as bigints. */
 export interface Registers {
   rax: bigint
@@ -386,6 +403,9 @@ export interface Registers {
   rip: bigint
   rflags: bigint
 }
+
+/** Answers the access vCPU `vcpu` waits on with a value of up to 8 bytes. */
+export declare function replyAccess(handle: ExternalObject<MachineHandle>, vcpu: number, value: number, valueHi: number): void
 
 /** A segment register. */
 export interface Segment {

@@ -126,10 +126,14 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
   /** The vCPUs, by index. */
   readonly vcpus: readonly Vcpu[];
 
-  private constructor(nativeMachine: NativeMachine, handlerTimeoutMs: number) {
+  private constructor(nativeMachine: NativeMachine, handlerTimeoutMs: number, spinMicros: number) {
     super();
     this.#native = nativeMachine;
-    this.#bus = new DeviceBus(nativeMachine, handlerTimeoutMs);
+    this.#bus = new DeviceBus(nativeMachine, {
+      timeoutMs: handlerTimeoutMs,
+      spinMicros,
+      observe: (e) => this.#observe(e),
+    });
     this.memory = new GuestMemory(nativeMachine);
     this.vcpus = Array.from({ length: nativeMachine.vcpuCount }, (_, i) => new Vcpu(nativeMachine, i));
     this.#ended = new Promise((resolve) => {
@@ -145,7 +149,7 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
   static create(config: MachineConfig): Machine {
     const resolved = resolveConfig(config);
     const nativeMachine = callNative(() => new (native().NativeMachine)(resolved.native));
-    return new Machine(nativeMachine, resolved.handlerTimeoutMs);
+    return new Machine(nativeMachine, resolved.handlerTimeoutMs, resolved.eventLoopSpinMicros);
   }
 
   /** An id that {@link stopMachine} accepts from any thread (a worker running {@link runInline}, say). */
@@ -223,6 +227,7 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
       addr: 0,
       size: 0,
       count: 0,
+      seq: 0,
       value: 0,
       valueHi: 0,
     };
@@ -355,7 +360,6 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
   #onEvent(e: NativeEvent): void {
     switch (e.type) {
       case EVENT_ACCESS:
-        this.#observe(e);
         this.#bus.dispatch(e);
         break;
       case EVENT_POSTED:

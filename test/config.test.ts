@@ -45,6 +45,7 @@ describe('resolveConfig', () => {
       hugePages: false,
     });
     expect(r.handlerTimeoutMs).toBe(10_000);
+    expect(r.eventLoopSpinMicros).toBe(50);
   });
 
   it('keeps region lists with their addresses', () => {
@@ -71,6 +72,7 @@ describe('resolveConfig', () => {
     expect(fieldOf(() => resolveConfig({ memory: '1M', unhandled: 'panic' as never }))).toBe('unhandled');
     expect(fieldOf(() => resolveConfig({ memory: '1M', handoffSpinMicros: 2e6 }))).toBe('handoffSpinMicros');
     expect(fieldOf(() => resolveConfig({ memory: '1M', handlerTimeoutMs: -1 }))).toBe('handlerTimeoutMs');
+    expect(fieldOf(() => resolveConfig({ memory: '1M', eventLoopSpinMicros: 0.5 }))).toBe('eventLoopSpinMicros');
     expect(fieldOf(() => resolveConfig({ memory: '1M', irqchip: 'yes' as never }))).toBe('irqchip');
     expect(fieldOf(() => resolveConfig({ memory: '1M', hugePages: 1 as never }))).toBe('hugePages');
     expect(fieldOf(() => resolveConfig({ memory: '1M', backing: 'disk' as never }))).toBe('backing');

@@ -42,7 +42,7 @@ const COUNTER = {
 
 /** The bench machine, set up to make `count` exits of kind `exit`. */
 export function benchMachine(exit: ExitName, count: number): Machine {
-  const vm = Machine.create({ memory: [...BENCH_RAM] });
+  const vm = Machine.create({ memory: BENCH_RAM });
   vm.memory.write(BENCH_ENTRY, guestImage('bench'));
   const vcpu = vm.vcpus[0];
   vcpu?.setup({ mode: 'protected', entry: BENCH_ENTRY });

@@ -97,6 +97,8 @@ pub struct DeviceAccess {
     pub count: u32,
     /// For writes, the bytes written (`size * count` of them); empty for reads.
     pub data: Vec<u8>,
+    /// Numbers the accesses of one vCPU, so an answer can name the one it answers.
+    pub seq: u64,
 }
 
 impl DeviceAccess {

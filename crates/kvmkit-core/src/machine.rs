@@ -118,6 +118,8 @@ pub(crate) struct Shared {
     pub(crate) threads: Mutex<Vec<Option<libc::pthread_t>>>,
     pub(crate) stop: AtomicBool,
     pub(crate) pause: AtomicBool,
+    /// A thread is in [`Machine::poll_access`]: vCPUs leave their accesses to it.
+    pub(crate) js_polling: AtomicBool,
     pub(crate) control: Mutex<Control>,
     pub(crate) changed: Condvar,
     pub(crate) options: MachineOptions,
@@ -197,6 +199,7 @@ impl Machine {
                 threads: Mutex::new(vec![None; n]),
                 stop: AtomicBool::new(false),
                 pause: AtomicBool::new(false),
+                js_polling: AtomicBool::new(false),
                 control: Mutex::new(Control {
                     state: State::Created,
                     live: 0,
@@ -481,6 +484,53 @@ impl Machine {
         self.mailbox(vcpu)?
             .fail(message)
             .map_err(|e| reply_error(vcpu, e))
+    }
+
+    /// Claims the access vCPU `vcpu` posted with number `seq` (see [`DeviceAccess::seq`]);
+    /// false if [`Machine::poll_access`] took it already or it is gone.
+    pub fn claim(&self, vcpu: u32, seq: u64) -> Result<bool> {
+        Ok(self.mailbox(vcpu)?.claim(Some(seq)))
+    }
+
+    /// Waits up to `spin`, spinning, for any vCPU to post an access to a user device; claims
+    /// it and passes it to `take` with the vCPU's index. Returns false if none came.
+    ///
+    /// While a thread polls, vCPUs skip [`ExitHandler::on_access`]: the thread answering
+    /// exits stays awake while they stream in, instead of being woken for each one.
+    pub fn poll_access(&self, spin: Duration, take: impl FnOnce(u32, &DeviceAccess)) -> bool {
+        let shared = &self.shared;
+        let claim_any = || shared.mailboxes.iter().position(|m| m.claim(None));
+        shared.js_polling.store(true, Ordering::SeqCst);
+        let start = std::time::Instant::now();
+        let mut spins = 0u32;
+        let mut found = None;
+        while !shared.stop.load(Ordering::Relaxed) {
+            found = claim_any();
+            spins = spins.wrapping_add(1);
+            if found.is_some() || (spins.is_multiple_of(64) && start.elapsed() >= spin) {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        shared.js_polling.store(false, Ordering::SeqCst);
+        // A vCPU that saw the flag just before it dropped left its access here: take it.
+        match found.or_else(claim_any) {
+            Some(i) => {
+                shared.mailboxes[i].read(|a| take(i as u32, a));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The bytes of the write vCPU `vcpu` posted and waits on (for string I/O).
+    pub fn posted_access_data(&self, vcpu: u32) -> Result<Vec<u8>> {
+        Ok(self.mailbox(vcpu)?.read(|a| a.data.clone()))
+    }
+
+    /// Whether posted writes are waiting to be taken.
+    pub fn has_posted(&self) -> bool {
+        !self.shared.posted.is_empty()
     }
 
     fn mailbox(&self, vcpu: u32) -> Result<&Mailbox> {

@@ -69,6 +69,14 @@ impl PostedQueue {
         Some(was_empty)
     }
 
+    /// Whether no write is queued.
+    pub fn is_empty(&self) -> bool {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
     /// Moves every queued write into `out`, oldest first.
     pub fn drain_into(&self, out: &mut Vec<PostedWrite>) {
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());

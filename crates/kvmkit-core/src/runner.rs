@@ -79,8 +79,11 @@ pub(crate) fn run_threaded(ctx: VcpuThread) {
     // A panic here must not leave the machine waiting for this vCPU forever.
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         while looper.run_until_user() {
-            mailbox.post();
-            looper.handler.on_access(index, &looper.access);
+            mailbox.post(&mut looper.access);
+            // A JS thread polling for accesses takes this one itself; otherwise tell it.
+            if !shared.js_polling.load(Ordering::SeqCst) {
+                looper.handler.on_access(index, &looper.access);
+            }
             let len = looper.reply_len();
             let answer = mailbox.wait(&mut looper.reply[..len], spin, || {
                 shared.stop.load(Ordering::Acquire)
@@ -283,6 +286,7 @@ impl Looper {
                 size: 0,
                 count: 0,
                 data: Vec::with_capacity(MAX_REPLY),
+                seq: 0,
             },
             reply: Box::new([0; MAX_REPLY]),
             immediate_exit,

@@ -471,3 +471,55 @@ fn single_stepping_exits_with_debug_which_the_policy_reports() {
         "it stopped after one instruction"
     );
 }
+
+#[test]
+fn a_polling_thread_takes_accesses_without_notices() {
+    // mov dx,0x3f8 ; in al,dx ; add al,1 ; out dx,al ; hlt
+    let code = [0xba, 0xf8, 0x03, 0xec, 0x04, 0x01, 0xee, 0xf4];
+    let Some(m) = machine(&code, CpuMode::Real, MachineOptions::default()) else {
+        return;
+    };
+    m.add_device(Space::Port, 0x3f8, 8, "uart", user(7, false))
+        .unwrap();
+    let (tx, rx) = channel();
+    // Poll before the start, so the first access finds the poller waiting.
+    let m = Arc::new(m);
+    let poller = Arc::clone(&m);
+    let t = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let mut got = None;
+            while got.is_none() {
+                poller.poll_access(Duration::from_millis(100), |vcpu, a| {
+                    got = Some((vcpu, a.clone()))
+                });
+            }
+            let (vcpu, a) = got.unwrap();
+            poller.reply(vcpu, &[0x41]).unwrap();
+            seen.push((a.kind, a.seq));
+        }
+        seen
+    });
+    m.start(Arc::new(Channel(Mutex::new(tx)))).unwrap();
+    let seen = t.join().unwrap();
+    assert_eq!(
+        seen.iter().map(|s| s.0).collect::<Vec<_>>(),
+        [ExitKind::IoIn, ExitKind::IoOut]
+    );
+    // Notices that raced the poller cannot claim what it took.
+    let mut notices = 0;
+    loop {
+        match next(&rx) {
+            Event::Access(vcpu, a) => {
+                notices += 1;
+                assert!(!m.claim(vcpu, a.seq).unwrap());
+            }
+            Event::End(o) => {
+                assert_eq!(o, Outcome::Halted);
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(notices <= 2);
+}

@@ -30,6 +30,8 @@ pub struct NativeEvent {
     pub addr: f64,
     pub size: u32,
     pub count: u32,
+    /// The access's number on its vCPU, for `claimAccess`.
+    pub seq: f64,
     /// Low 32 bits of a single write's value.
     pub value: u32,
     /// High 32 bits of a single 8-byte write's value.
@@ -82,6 +84,7 @@ fn event(r#type: u32) -> NativeEvent {
         addr: 0.0,
         size: 0,
         count: 0,
+        seq: 0.0,
         value: 0,
         value_hi: 0,
         data: None,
@@ -99,6 +102,7 @@ pub fn access_event(vcpu: u32, a: &DeviceAccess) -> NativeEvent {
     e.addr = a.addr as f64;
     e.size = a.size;
     e.count = a.count;
+    e.seq = a.seq as f64;
     if a.count > 1 {
         e.data = Some(a.data.clone().into());
     } else if !a.data.is_empty() {

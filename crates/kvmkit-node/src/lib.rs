@@ -10,12 +10,15 @@
 mod convert;
 mod error;
 mod event;
-mod inline;
+mod hot;
 mod machine;
 
 pub use convert::Registers;
 pub use event::NativeEvent;
-pub use inline::{InlineRun, inline_access_data, inline_fail, inline_step, inline_step_bytes};
+pub use hot::{
+    InlineRun, MachineHandle, claim_access, inline_access_data, inline_fail, inline_step,
+    inline_step_bytes, poll_access, polled_access_data, reply_access,
+};
 pub use machine::{NativeEventFd, NativeMachine, stop_machine};
 
 use napi_derive::napi;

@@ -29,7 +29,7 @@ use crate::convert::{
 };
 use crate::error::{Result, core, invalid_arg, napi};
 use crate::event::{JsEvents, NativeEvent, NativeOutcome, to_js};
-use crate::inline::InlineRun;
+use crate::hot::{InlineRun, MachineHandle};
 use kvmkit_core::kvm_bindings::{kvm_lapic_state, kvm_mp_state};
 
 /// One guest RAM region.
@@ -673,6 +673,12 @@ impl NativeMachine {
                 })
                 .collect(),
         })
+    }
+
+    /// A handle for the hot-path calls (`pollAccess`, `replyAccess`, `claimAccess`).
+    #[napi(catch_unwind)]
+    pub fn handle(&self) -> Result<External<MachineHandle>> {
+        Ok(External::new(MachineHandle(Arc::downgrade(&self.m()?))))
     }
 
     /// This machine's id, for `stopMachine` from another thread.

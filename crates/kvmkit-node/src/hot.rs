@@ -1,11 +1,13 @@
-//! The inline run's hot path: free functions (cheaper to call than class methods) that step
-//! a vCPU and write its next access into a `Float64Array` the caller reuses, so an exit
-//! costs one napi call and no JS allocation.
+//! The exit hot paths: free functions (much cheaper to call than class methods) that hand
+//! JS its next access in a `Float64Array` the caller reuses, so an exit costs one napi call
+//! and no allocation. Inline runs step a vCPU on the calling thread; threaded runs let the
+//! event loop poll for accesses while they stream in, instead of being woken for each.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use kvmkit_core::exit::DeviceAccess;
-use kvmkit_core::machine::{InlineAnswer, InlineVcpu};
+use kvmkit_core::machine::{InlineAnswer, InlineVcpu, Machine};
 use napi::bindgen_prelude::{Buffer, External, Float64ArraySlice};
 use napi_derive::napi;
 
@@ -13,6 +15,20 @@ use crate::error::{Result, core, invalid_arg};
 
 /// The vCPUs of an inline run, shared with their machine so that close() releases them.
 pub struct InlineRun(pub Arc<Mutex<Vec<InlineVcpu>>>);
+
+/// A machine for the hot-path calls; weak, so it does not outlive close().
+pub struct MachineHandle(pub Weak<Machine>);
+
+impl MachineHandle {
+    fn get(&self) -> Result<Arc<Machine>> {
+        self.0.upgrade().ok_or_else(|| {
+            core(kvmkit_core::Error::InvalidState {
+                op: "use the machine",
+                state: "closed",
+            })
+        })
+    }
+}
 
 /// How many numbers one access takes in the caller's `Float64Array`:
 /// vcpu, exit, device, offset, addr, size, count, value, valueHi.
@@ -114,4 +130,57 @@ pub fn inline_access_data(run: &External<InlineRun>, vcpu: u32) -> Buffer {
         .map(|a| a.data.clone())
         .unwrap_or_default()
         .into()
+}
+
+/// Spins up to `spin_micros` for a vCPU's access to a user device; writes it into `out`.
+/// Returns 0 if none came, 1 for an access, 2 for an access with posted writes waiting to
+/// be taken first.
+#[napi(catch_unwind)]
+pub fn poll_access(
+    handle: &External<MachineHandle>,
+    spin_micros: u32,
+    mut out: Float64ArraySlice,
+) -> Result<u32> {
+    // SAFETY: as in `step`: the JS thread does not touch the array during this call.
+    let out = unsafe { out.as_mut() };
+    if out.len() < ACCESS_FIELDS {
+        return Err(invalid_arg(
+            "out",
+            format!("needs {ACCESS_FIELDS} elements"),
+        ));
+    }
+    let m = handle.get()?;
+    let got = m.poll_access(Duration::from_micros(spin_micros.into()), |vcpu, a| {
+        write_access(out, vcpu, a)
+    });
+    Ok(match (got, got && m.has_posted()) {
+        (false, _) => 0,
+        (true, false) => 1,
+        (true, true) => 2,
+    })
+}
+
+/// Claims the access vCPU `vcpu` announced with number `seq`; false if a poll took it.
+#[napi(catch_unwind)]
+pub fn claim_access(handle: &External<MachineHandle>, vcpu: u32, seq: f64) -> Result<bool> {
+    handle.get()?.claim(vcpu, seq as u64).map_err(core)
+}
+
+/// Answers the access vCPU `vcpu` waits on with a value of up to 8 bytes.
+#[napi(catch_unwind)]
+pub fn reply_access(
+    handle: &External<MachineHandle>,
+    vcpu: u32,
+    value: u32,
+    value_hi: u32,
+) -> Result<()> {
+    let v = (u64::from(value_hi) << 32) | u64::from(value);
+    handle.get()?.reply(vcpu, &v.to_le_bytes()).map_err(core)
+}
+
+/// The bytes of the string-I/O write vCPU `vcpu` waits on (from a poll).
+#[napi(catch_unwind)]
+pub fn polled_access_data(handle: &External<MachineHandle>, vcpu: u32) -> Result<Buffer> {
+    let m = handle.get()?;
+    m.posted_access_data(vcpu).map(Into::into).map_err(core)
 }
