@@ -4,19 +4,12 @@
 # 0x500 to say it is ready, and spins. Only an exception the host injects gets it out: the
 # handler writes the vector to the debug-exit port (0xf4), which ends the run.
 
+    .include "idt64.inc"
     .code64
     .globl _start
 _start:
-    lea     handler(%rip), %rax
-    lea     idt + 3 * 16(%rip), %rdi
-    mov     %ax, (%rdi)             # offset 15:0
-    movw    $0x08, 2(%rdi)          # kvmkit's 64-bit code segment
-    movw    $0x8e00, 4(%rdi)        # present, ring 0, interrupt gate
-    shr     $16, %rax
-    mov     %ax, 6(%rdi)            # offset 31:16
-    shr     $16, %rax
-    mov     %eax, 8(%rdi)           # offset 63:32
-    lidt    idtr(%rip)
+    set_gate idt, 3, handler
+    lidt    idt_ptr(%rip)
 
     mov     $0x500, %dx
     mov     $1, %al
@@ -28,10 +21,4 @@ handler:
     outb    %al, $0xf4
     iretq
 
-    .balign 16
-idtr:
-    .word   256 * 16 - 1
-    .quad   idt
-    .balign 16
-idt:
-    .fill   256 * 16, 1, 0
+    idt_table idt

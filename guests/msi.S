@@ -5,20 +5,13 @@
 # port 0x500 to say it is ready, and waits with interrupts on. The handler acknowledges
 # the APIC and writes its vector to the debug-exit port (0xf4), which ends the run.
 
+    .include "idt64.inc"
     .code64
     .globl _start
 _start:
     cli
-    lea     handler(%rip), %rax
-    lea     idt + 0x40 * 16(%rip), %rdi
-    mov     %ax, (%rdi)             # offset 15:0
-    movw    $0x08, 2(%rdi)          # kvmkit's 64-bit code segment
-    movw    $0x8e00, 4(%rdi)        # present, ring 0, interrupt gate
-    shr     $16, %rax
-    mov     %ax, 6(%rdi)            # offset 31:16
-    shr     $16, %rax
-    mov     %eax, 8(%rdi)           # offset 63:32
-    lidt    idtr(%rip)
+    set_gate idt, 0x40, handler
+    lidt    idt_ptr(%rip)
 
     mov     $0xfee000f0, %rdi       # spurious-interrupt vector register
     movl    $0x1ff, (%rdi)          # APIC software enable
@@ -37,10 +30,4 @@ handler:
     outb    %al, $0xf4
     iretq
 
-    .balign 16
-idtr:
-    .word   256 * 16 - 1
-    .quad   idt
-    .balign 16
-idt:
-    .fill   256 * 16, 1, 0
+    idt_table idt

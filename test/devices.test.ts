@@ -1,18 +1,15 @@
-import { afterEach, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { encodeReadValue } from '../src/bus.js';
 import type { Machine, Outcome } from '../src/index.js';
-import { machineWith } from './guests.js';
+import { closedAfterEach, machineWith } from './guests.js';
 import { describeKvm } from './kvm.js';
 
-const open: Machine[] = [];
-afterEach(async () => {
-  await Promise.all(open.splice(0).map((vm) => vm.close()));
-});
+const track = closedAfterEach();
 
 /** The io guest with `read` answering its first port read (port 0x60, 1 byte). */
 function ioMachine(read: () => unknown, config = {}): Machine {
   const vm = machineWith('io', config);
-  open.push(vm);
+  track(vm);
   vm.addPortDevice(0x60, 8, { name: 'dev', read: read as () => number });
   vm.addNullDevice(0x70, 2);
   return vm;
@@ -37,7 +34,7 @@ it('checks read values against the access width', () => {
 describeKvm('TypeScript devices', () => {
   it('may answer with a Promise', async () => {
     const vm = machineWith('io');
-    open.push(vm);
+    track(vm);
     const writes: (number | bigint)[] = [];
     vm.addPortDevice(0x60, 8, {
       name: 'slow',
@@ -87,7 +84,7 @@ describeKvm('TypeScript devices', () => {
       throw new Error('bad');
     });
     const good = machineWith('spin');
-    open.push(good);
+    track(good);
     good.start();
     expect((await bad.run()).reason).toBe('error');
     expect(good.state).toBe('running');
@@ -98,7 +95,7 @@ describeKvm('TypeScript devices', () => {
 
   it('post writes: the guest runs on, the writes arrive in order and before later reads', async () => {
     const vm = machineWith('io');
-    open.push(vm);
+    track(vm);
     const log: string[] = [];
     vm.addPortDevice(0x60, 8, {
       name: 'regs',
@@ -119,7 +116,7 @@ describeKvm('TypeScript devices', () => {
 
   it('stop the machine when a posted write handler fails', async () => {
     const vm = machineWith('io');
-    open.push(vm);
+    track(vm);
     vm.addPortDevice(0x60, 8, {
       name: 'log',
       posted: true,
@@ -135,7 +132,7 @@ describeKvm('TypeScript devices', () => {
 
   it('lets a waiting handler read the vCPU registers', async () => {
     const vm = machineWith('io');
-    open.push(vm);
+    track(vm);
     let rip = 0n;
     vm.addPortDevice(0x60, 8, {
       name: 'inspect',

@@ -1,4 +1,5 @@
 /** Builds machines around the bundled test guests. */
+import { afterEach } from 'vitest';
 import { GUEST_LAYOUT, type GuestName, guestImage } from '../src/guests.js';
 import { type Device, Machine, type MachineConfig } from '../src/index.js';
 
@@ -47,5 +48,20 @@ export function ioRegisters(written: [number, number | bigint][] = [], options: 
     ...options,
     read: (a) => IO_GUEST_READS.get(a.address) ?? 0,
     write: (a, v) => void written.push([a.address, v]),
+  };
+}
+
+/**
+ * Registers an `afterEach` that closes the machines a test made; returns the function that
+ * marks one for closing (and returns it).
+ */
+export function closedAfterEach(): (vm: Machine) => Machine {
+  const open: Machine[] = [];
+  afterEach(async () => {
+    await Promise.all(open.splice(0).map((vm) => vm.close()));
+  });
+  return (vm) => {
+    open.push(vm);
+    return vm;
   };
 }

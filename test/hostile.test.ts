@@ -1,19 +1,17 @@
 /** Guests that misbehave: the host reports what happened and stays in control. */
-import { afterEach, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { type CpuMode, Machine, type MachineConfig, type Outcome } from '../src/index.js';
+import { closedAfterEach } from './guests.js';
 import { describeKvm } from './kvm.js';
 
-const open: Machine[] = [];
-afterEach(async () => {
-  await Promise.all(open.splice(0).map((vm) => vm.close()));
-});
+const track = closedAfterEach();
 
 const ENTRY = { real: 0x1000, protected: 0x1000, long: 0x10_0000 } as const;
 
 /** A machine running `code` (hand-assembled, spelled out beside each use). */
 function running(code: number[], mode: CpuMode, config: Partial<MachineConfig> = {}): Machine {
   const vm = Machine.create({ memory: '2M', ...config });
-  open.push(vm);
+  track(vm);
   vm.memory.write(ENTRY[mode], Uint8Array.from(code));
   vm.vcpus[0]?.setup({ mode, entry: ENTRY[mode] });
   return vm;

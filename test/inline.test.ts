@@ -1,21 +1,13 @@
 import { on } from 'node:events';
 import { Worker } from 'node:worker_threads';
-import { afterEach, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { guestPath } from '../src/guests.js';
-import type { Machine, Outcome } from '../src/index.js';
+import type { Outcome } from '../src/index.js';
 import { stopMachine } from '../src/index.js';
-import { IO_GUEST_WRITES, ioRegisters, machineWith } from './guests.js';
+import { closedAfterEach, IO_GUEST_WRITES, ioRegisters, machineWith } from './guests.js';
 import { describeKvm } from './kvm.js';
 
-const open: Machine[] = [];
-afterEach(async () => {
-  await Promise.all(open.splice(0).map((vm) => vm.close()));
-});
-
-function tracked(vm: Machine): Machine {
-  open.push(vm);
-  return vm;
-}
+const tracked = closedAfterEach();
 
 describeKvm('inline runs', () => {
   it('call handlers directly on the running thread', () => {

@@ -1,17 +1,14 @@
-import { afterEach, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import type { Machine } from '../src/index.js';
-import { ioRegisters, machineWith } from './guests.js';
+import { closedAfterEach, ioRegisters, machineWith } from './guests.js';
 import { describeKvm } from './kvm.js';
 
-const open: Machine[] = [];
-afterEach(async () => {
-  await Promise.all(open.splice(0).map((vm) => vm.close()));
-});
+const track = closedAfterEach();
 
 /** A guest that says "ready" on port 0x500, then waits for an interrupt whose handler exits with its vector. */
 function waitingGuest(guest: 'irq' | 'msi', onReady: (vm: Machine) => void): Machine {
   const vm = machineWith(guest, { irqchip: true });
-  open.push(vm);
+  track(vm);
   vm.addDebugExit(0xf4);
   vm.addPortDevice(0x500, 1, { name: 'ready', write: () => onReady(vm) });
   return vm;
@@ -42,7 +39,7 @@ describeKvm('interrupts', () => {
 
   it('need the irqchip', () => {
     const vm = machineWith('irq');
-    open.push(vm);
+    track(vm);
     expect(() => vm.pulseIrq(5)).toThrow(expect.objectContaining({ code: 'KVM_IOCTL_FAILED' }));
   });
 });
@@ -51,7 +48,7 @@ describeKvm('ioeventfd', () => {
   it('counts matching guest writes inside the kernel, without exits', async () => {
     const run = async (withEventFd: boolean) => {
       const vm = machineWith('io');
-      open.push(vm);
+      track(vm);
       const writes: [number, number | bigint][] = [];
       vm.addPortDevice(0x60, 8, ioRegisters(writes));
       vm.addNullDevice(0x70, 2);
@@ -73,7 +70,7 @@ describeKvm('ioeventfd', () => {
 
   it('rejects a datamatch without an access width', () => {
     const vm = machineWith('io');
-    open.push(vm);
+    track(vm);
     expect(() => vm.createIoEventFd({ address: 0x60, datamatch: 1n })).toThrow(/datamatch needs the access width/);
   });
 });

@@ -1,18 +1,11 @@
 import { readdirSync } from 'node:fs';
-import { afterEach, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { DEMO_ANSWER, runDemo } from '../src/demo.js';
 import { ConfigError, kvmInfo, Machine, MachineError, type Outcome } from '../src/index.js';
-import { IO_GUEST_WRITES, ioRegisters, machineWith } from './guests.js';
+import { closedAfterEach, IO_GUEST_WRITES, ioRegisters, machineWith } from './guests.js';
 import { describeKvm } from './kvm.js';
 
-const open: Machine[] = [];
-function track(vm: Machine): Machine {
-  open.push(vm);
-  return vm;
-}
-afterEach(async () => {
-  await Promise.all(open.splice(0).map((vm) => vm.close()));
-});
+const track = closedAfterEach();
 
 function errorOf(outcome: Outcome): MachineError {
   if (outcome.reason !== 'error') {

@@ -1,14 +1,12 @@
 import { existsSync, readFileSync, readSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { type DebugConsole, Machine } from '../src/index.js';
+import { closedAfterEach } from './guests.js';
 import { describeKvm } from './kvm.js';
 
-const open: Machine[] = [];
-afterEach(async () => {
-  await Promise.all(open.splice(0).map((vm) => vm.close()));
-});
+const track = closedAfterEach();
 
 // Real mode at 0x1000: mov byte [0x2000],0x5a ; mov al,[0x2001] ; out 0xe9,al ; hlt
 const CODE = Uint8Array.of(0xc6, 0x06, 0x00, 0x20, 0x5a, 0xa0, 0x01, 0x20, 0xe6, 0xe9, 0xf4);
@@ -16,7 +14,7 @@ const CODE = Uint8Array.of(0xc6, 0x06, 0x00, 0x20, 0x5a, 0xa0, 0x01, 0x20, 0xe6,
 /** A machine ready to run CODE, with the debug console it prints to. */
 function machine(config: Partial<Parameters<typeof Machine.create>[0]> = {}): { vm: Machine; console: DebugConsole } {
   const vm = Machine.create({ memory: '64K', ...config });
-  open.push(vm);
+  track(vm);
   vm.vcpus[0]?.setup({ mode: 'real', entry: 0x1000 });
   return { vm, console: vm.addDebugConsole() };
 }

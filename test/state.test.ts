@@ -1,17 +1,9 @@
-import { afterEach, expect, it } from 'vitest';
-import { type Machine, maskCpuid, supportedCpuid } from '../src/index.js';
-import { machineWith } from './guests.js';
+import { expect, it } from 'vitest';
+import { maskCpuid, supportedCpuid } from '../src/index.js';
+import { closedAfterEach, machineWith } from './guests.js';
 import { describeKvm } from './kvm.js';
 
-const open: Machine[] = [];
-afterEach(async () => {
-  await Promise.all(open.splice(0).map((vm) => vm.close()));
-});
-
-function tracked(vm: Machine): Machine {
-  open.push(vm);
-  return vm;
-}
+const tracked = closedAfterEach();
 
 const EFER = 0xc000_0080;
 const SYSENTER_CS = 0x174;

@@ -70,7 +70,8 @@ export async function runC(binary: string, exit: ExitName, count: number): Promi
   return {
     wallNs: r.wallNs,
     exits: r.exits,
-    cpuUs: r.userUs + r.sysUs,
+    cpuUserUs: r.userUs,
+    cpuSysUs: r.sysUs,
     ...(r.exits > 0 ? { latency: { p50Ns: r.p50Ns, p99Ns: r.p99Ns, p999Ns: r.p999Ns, buckets: r.buckets } } : {}),
   };
 }

@@ -88,7 +88,8 @@ export async function runKvmkit(path: KvmkitPath, exit: ExitName, count: number)
     return {
       wallNs,
       exits,
-      cpuUs: used.user + used.system,
+      cpuUserUs: used.user,
+      cpuSysUs: used.system,
       ...(reachesUserspace(exit) ? { latency: { p50Ns, p99Ns, p999Ns, buckets } } : {}),
     };
   } finally {

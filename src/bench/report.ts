@@ -39,7 +39,7 @@ export function formatTable(report: BenchReport): string {
   lines.push(`KVM: ${h.kvm}`);
   lines.push(`${report.count} exits per run, ${report.reps} interleaved repetitions; medians`);
   lines.push('');
-  const header = ['exit', 'path', 'ns/exit', '×C', 'p50', 'p99', 'p99.9', 'CPU/exit'];
+  const header = ['exit', 'path', 'ns/exit', '×C', 'p50', 'p99', 'p99.9', 'usr/exit', 'sys/exit'];
   const rows = report.results.map((r) => [
     r.exit,
     r.path,
@@ -48,7 +48,8 @@ export function formatTable(report: BenchReport): string {
     formatNs(r.p50),
     formatNs(r.p99),
     formatNs(r.p999),
-    formatNs(r.cpuNsPerExit),
+    formatNs(r.cpuUserNsPerExit),
+    formatNs(r.cpuSysNsPerExit),
   ]);
   const widths = header.map((title, i) => Math.max(title.length, ...rows.map((r) => (r[i] ?? '').length)));
   const format = (cells: string[]) =>
@@ -62,6 +63,7 @@ export function formatTable(report: BenchReport): string {
   lines.push('');
   lines.push('p50/p99/p99.9: host handling time per exit, from KVM_RUN returning to re-entering it.');
   lines.push('ns/exit: wall time per exit, guest instructions included. ×C: against the C loop, same run.');
+  lines.push("usr/sys: the process's CPU time per exit (for kvmkit, every thread of the Node process).");
   for (const path of new Set(report.results.map((r) => r.path))) {
     lines.push(`  ${path.padEnd(8)} ${PATH_NOTES[path]}`);
   }
@@ -98,8 +100,8 @@ export function formatTable(report: BenchReport): string {
 
 /**
  * The report as JSON: one record per (path, exit kind) with `path`, `exit`, `nsPerExit`,
- * `p50`, `p99`, `p999`, `cpuNsPerExit` and `ratioToC` (null where a path does not report
- * it), plus the run's context.
+ * `p50`, `p99`, `p999`, `cpuUserNsPerExit`, `cpuSysNsPerExit` and `ratioToC` (null where a
+ * path does not report it), plus the run's context.
  */
 export function toJson(report: BenchReport): string {
   const results = report.results.map((r) => ({
@@ -110,7 +112,8 @@ export function toJson(report: BenchReport): string {
     p50: r.p50 ?? null,
     p99: r.p99 ?? null,
     p999: r.p999 ?? null,
-    cpuNsPerExit: r.cpuNsPerExit ?? null,
+    cpuUserNsPerExit: r.cpuUserNsPerExit ?? null,
+    cpuSysNsPerExit: r.cpuSysNsPerExit ?? null,
     ratioToC: r.ratioToC ?? null,
     buckets: r.buckets,
   }));
@@ -178,10 +181,10 @@ export function toHtml(report: BenchReport): string {
     const results = report.results.filter((r) => r.exit === exit);
     const rows = results.map(
       (r) =>
-        `<tr><td>${escapeHtml(r.path)}</td><td>${formatNs(r.nsPerExit)}</td><td>${r.ratioToC === undefined ? '—' : `${r.ratioToC.toFixed(2)}×`}</td><td>${formatNs(r.p50)}</td><td>${formatNs(r.p99)}</td><td>${formatNs(r.p999)}</td><td>${formatNs(r.cpuNsPerExit)}</td></tr>`,
+        `<tr><td>${escapeHtml(r.path)}</td><td>${formatNs(r.nsPerExit)}</td><td>${r.ratioToC === undefined ? '—' : `${r.ratioToC.toFixed(2)}×`}</td><td>${formatNs(r.p50)}</td><td>${formatNs(r.p99)}</td><td>${formatNs(r.p999)}</td><td>${formatNs(r.cpuUserNsPerExit)}</td><td>${formatNs(r.cpuSysNsPerExit)}</td></tr>`,
     );
     return `<section><h2>${escapeHtml(exit)}</h2>
-<table><tr><th>path</th><th>ns/exit</th><th>×C</th><th>p50</th><th>p99</th><th>p99.9</th><th>CPU/exit</th></tr>
+<table><tr><th>path</th><th>ns/exit</th><th>×C</th><th>p50</th><th>p99</th><th>p99.9</th><th>usr/exit</th><th>sys/exit</th></tr>
 ${rows.join('\n')}</table>
 <p>Distribution of host handling time per exit (share of exits per histogram bucket):</p>
 ${chart(results)}</section>`;

@@ -52,8 +52,10 @@ export interface PathResult {
   readonly p99: number | undefined;
   /** Median of the runs' 99.9th percentile (ns). */
   readonly p999: number | undefined;
-  /** Median CPU time (user + system) per exit (ns), where known. */
-  readonly cpuNsPerExit: number | undefined;
+  /** Median user CPU time per exit (ns), where known. */
+  readonly cpuUserNsPerExit: number | undefined;
+  /** Median system CPU time per exit (ns), where known. */
+  readonly cpuSysNsPerExit: number | undefined;
   /** `nsPerExit` over the C baseline's on the same exit kind, in the same run. */
   readonly ratioToC: number | undefined;
   /** The handling-time histogram of every run together. */
@@ -140,6 +142,11 @@ export function median(values: readonly number[]): number {
 function optionalMedian(values: readonly (number | undefined)[]): number | undefined {
   const known = values.filter((v): v is number => v !== undefined);
   return known.length === 0 ? undefined : median(known);
+}
+
+/** Microseconds over `count` exits, as nanoseconds per exit. */
+function perExit(us: number | undefined, count: number): number | undefined {
+  return us === undefined ? undefined : (us * 1000) / count;
 }
 
 function mergeBuckets(samples: readonly Sample[]): LatencyBucket[] {
@@ -230,7 +237,8 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchReport>
       p50: optionalMedian(runs.map((s) => s.latency?.p50Ns)),
       p99: optionalMedian(runs.map((s) => s.latency?.p99Ns)),
       p999: optionalMedian(runs.map((s) => s.latency?.p999Ns)),
-      cpuNsPerExit: optionalMedian(runs.map((s) => (s.cpuUs === undefined ? undefined : (s.cpuUs * 1000) / count))),
+      cpuUserNsPerExit: optionalMedian(runs.map((s) => perExit(s.cpuUserUs, count))),
+      cpuSysNsPerExit: optionalMedian(runs.map((s) => perExit(s.cpuSysUs, count))),
       buckets: mergeBuckets(runs),
     };
   });

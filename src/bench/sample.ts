@@ -10,8 +10,10 @@ export interface Sample {
   readonly wallNs: number;
   /** Exits the host answered (0 for exits KVM answers itself). */
   readonly exits: number;
-  /** CPU time (user + system) of the process during the run (µs), where known. */
-  readonly cpuUs?: number;
+  /** User CPU time of the process during the run (µs), where known. */
+  readonly cpuUserUs?: number;
+  /** System CPU time of the process during the run (µs), where known. */
+  readonly cpuSysUs?: number;
   /** Host handling time per exit (KVM_RUN return to re-entry), where the path reports it. */
   readonly latency?: {
     readonly p50Ns: number;

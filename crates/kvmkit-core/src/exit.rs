@@ -102,6 +102,20 @@ pub struct DeviceAccess {
 }
 
 impl DeviceAccess {
+    /// A blank record whose data buffer can take any access without growing.
+    pub fn with_capacity(capacity: usize) -> Self {
+        DeviceAccess {
+            kind: ExitKind::IoIn,
+            device: 0,
+            offset: 0,
+            addr: 0,
+            size: 0,
+            count: 0,
+            data: Vec::with_capacity(capacity),
+            seq: 0,
+        }
+    }
+
     /// Whether the guest is reading (the handler must supply `size * count` bytes).
     pub fn is_read(&self) -> bool {
         matches!(self.kind, ExitKind::IoIn | ExitKind::MmioRead)

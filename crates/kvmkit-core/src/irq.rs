@@ -52,6 +52,34 @@ pub fn register_irqfd(vm: &VmFd, gsi: u32) -> Result<EventFd> {
     Ok(fd)
 }
 
+/// An interrupt line a Rust device owns: raising it injects an edge-triggered interrupt on
+/// its GSI through an irqfd, from any thread, without an ioctl per interrupt.
+#[derive(Debug)]
+pub struct IrqLine {
+    fd: EventFd,
+    gsi: u32,
+}
+
+impl IrqLine {
+    /// Connects a new line to `gsi` of `vm` (which needs the in-kernel irqchip).
+    pub fn new(vm: &VmFd, gsi: u32) -> Result<Self> {
+        Ok(IrqLine {
+            fd: register_irqfd(vm, gsi)?,
+            gsi,
+        })
+    }
+
+    /// Injects one interrupt.
+    pub fn trigger(&self) -> Result<()> {
+        self.fd.write(1).map_err(Error::EventFd)
+    }
+
+    /// The GSI it raises.
+    pub fn gsi(&self) -> u32 {
+        self.gsi
+    }
+}
+
 /// Detaches an irqfd registered with [`register_irqfd`].
 pub fn unregister_irqfd(vm: &VmFd, fd: &EventFd, gsi: u32) -> Result<()> {
     vm.unregister_irqfd(fd, gsi)

@@ -571,6 +571,12 @@ impl Machine {
         crate::irq::register_irqfd(&self.vm, gsi)
     }
 
+    /// An interrupt line for a Rust device to raise `gsi` with (needs
+    /// [`MachineOptions::irqchip`]).
+    pub fn irq_line(&self, gsi: u32) -> Result<crate::irq::IrqLine> {
+        crate::irq::IrqLine::new(&self.vm, gsi)
+    }
+
     /// Detaches an irqfd from `gsi`.
     pub fn unregister_irqfd(&self, fd: &EventFd, gsi: u32) -> Result<()> {
         crate::irq::unregister_irqfd(&self.vm, fd, gsi)

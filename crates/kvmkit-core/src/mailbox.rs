@@ -11,7 +11,7 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use crate::exit::{DeviceAccess, ExitKind};
+use crate::exit::DeviceAccess;
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
@@ -70,16 +70,7 @@ impl Default for Mailbox {
         Mailbox {
             state: AtomicU32::new(IDLE),
             seq: AtomicU64::new(0),
-            access: Mutex::new(DeviceAccess {
-                kind: ExitKind::IoIn,
-                device: 0,
-                offset: 0,
-                addr: 0,
-                size: 0,
-                count: 0,
-                data: Vec::with_capacity(MAX_REPLY),
-                seq: 0,
-            }),
+            access: Mutex::new(DeviceAccess::with_capacity(MAX_REPLY)),
             reply: Mutex::new(Reply {
                 len: 0,
                 bytes: Box::new([0; MAX_REPLY]),
@@ -225,6 +216,7 @@ impl Mailbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exit::ExitKind;
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
 

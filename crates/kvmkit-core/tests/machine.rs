@@ -523,3 +523,47 @@ fn a_polling_thread_takes_accesses_without_notices() {
     }
     assert!(notices <= 2);
 }
+
+/// A Rust device that raises its interrupt line when the guest writes to it.
+struct Doorbell(kvmkit_core::irq::IrqLine);
+
+impl kvmkit_core::bus::BusDevice for Doorbell {
+    fn read(&mut self, _offset: u64, data: &mut [u8]) {
+        data.fill(0);
+    }
+    fn write(&mut self, _offset: u64, _data: &[u8]) -> Option<kvmkit_core::bus::DeviceAction> {
+        self.0.trigger().unwrap();
+        None
+    }
+}
+
+#[test]
+fn a_rust_device_raises_an_interrupt_the_guest_takes() {
+    // The irq guest (guests/irq.S, real mode): program the PIC with only IRQ 5 open, write
+    // port 0x500, wait in hlt; its handler writes 0x25 to the debug-exit port 0xf4.
+    let Ok(code) = std::fs::read("../../guests/build/irq.bin") else {
+        panic!("build the guests first: make -C guests");
+    };
+    let options = MachineOptions {
+        irqchip: true,
+        ..Default::default()
+    };
+    let Some(m) = machine(&code, CpuMode::Real, options) else {
+        return;
+    };
+    let line = m.irq_line(5).unwrap();
+    assert_eq!(line.gsi(), 5);
+    let doorbell = Route::BuiltIn(Arc::new(Mutex::new(Doorbell(line))));
+    m.add_device(Space::Port, 0x500, 1, "doorbell", doorbell)
+        .unwrap();
+    let exit = Route::BuiltIn(Arc::new(Mutex::new(DebugExit)));
+    m.add_device(Space::Port, 0xf4, 1, "debug-exit", exit)
+        .unwrap();
+    assert_eq!(
+        end(&start(&m)),
+        Outcome::DeviceRequest {
+            device: "debug-exit".into(),
+            status: 0x25
+        }
+    );
+}
