@@ -95,6 +95,15 @@ export declare class NativeMachine {
    * (on `len` ports or MMIO bytes from `base`, reading `fill` in every byte).
    */
   addBuiltin(kind: string, space: string, base: number, len: number, fill: number): void
+  /**
+   * Adds a 16550A UART on 8 ports from `port`, raising `irq` if given; its output is
+   * reported under `id`.
+   */
+  addSerial(port: number, irq: number | undefined | null, id: number): void
+  /** Queues `data` for serial port `id`'s guest side; returns how many bytes fit. */
+  serialInput(id: number, data: Buffer): number
+  /** Takes serial port `id`'s output so far (also after close). */
+  takeSerialOutput(id: number): Buffer
   /** Takes what the guest wrote to the built-in debug console so far (also after close). */
   takeConsoleOutput(): Buffer
   /** Starts the vCPU threads; `on_event` receives accesses, pauses and the end. */

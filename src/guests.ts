@@ -6,7 +6,18 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 /** Names of the bundled guests. */
-export type GuestName = 'bench' | 'demo' | 'exception' | 'io' | 'irq' | 'mmio' | 'msi' | 'smp' | 'spin' | 'unhandled';
+export type GuestName =
+  | 'bench'
+  | 'demo'
+  | 'exception'
+  | 'io'
+  | 'irq'
+  | 'mmio'
+  | 'msi'
+  | 'serial'
+  | 'smp'
+  | 'spin'
+  | 'unhandled';
 
 /** Where each bundled guest is loaded, and the mode it starts in. */
 export const GUEST_LAYOUT = {

@@ -40,6 +40,7 @@ export {
 } from './machine.js';
 export { GuestMemory, type RamRegion } from './memory.js';
 export type { Outcome } from './outcome.js';
+export { type SerialOptions, SerialPort } from './serial.js';
 export { parseSize, type Size } from './size.js';
 export type { ExitKindName, LatencyBucket, LatencyStats, VcpuStats } from './stats.js';
 export {

@@ -10,6 +10,7 @@ import { callNative, fromNative, KvmkitError } from './errors.js';
 import { GuestMemory } from './memory.js';
 import { type NativeEvent, type NativeEventFd, type NativeMachine, type NativeOutcome, native } from './native.js';
 import { type Outcome, toOutcome } from './outcome.js';
+import { type SerialOptions, SerialPort } from './serial.js';
 import type { VcpuStats } from './stats.js';
 import { Vcpu } from './vcpu.js';
 
@@ -18,6 +19,7 @@ const EVENT_ACCESS = 0;
 const EVENT_PAUSED = 1;
 const EVENT_END = 2;
 const EVENT_POSTED = 3;
+const EVENT_OUTPUT = 4;
 /** Numbers per access in an inline step's array: vcpu, exit, device, offset, addr, size, count, value, valueHi. */
 const INLINE_ACCESS_FIELDS = 9;
 type AccessFields = [number, number, number, number, number, number, number, number, number];
@@ -116,6 +118,8 @@ export interface DebugConsole {
 export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposable {
   readonly #native: NativeMachine;
   readonly #bus: DeviceBus;
+  readonly #irqchip: boolean;
+  readonly #serials = new Map<number, SerialPort>();
   #outcome: Outcome | undefined;
   readonly #ended: Promise<Outcome>;
   #resolveEnded!: (outcome: Outcome) => void;
@@ -126,9 +130,10 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
   /** The vCPUs, by index. */
   readonly vcpus: readonly Vcpu[];
 
-  private constructor(nativeMachine: NativeMachine, handlerTimeoutMs: number, spinMicros: number) {
+  private constructor(nativeMachine: NativeMachine, handlerTimeoutMs: number, spinMicros: number, irqchip: boolean) {
     super();
     this.#native = nativeMachine;
+    this.#irqchip = irqchip;
     this.#bus = new DeviceBus(nativeMachine, {
       timeoutMs: handlerTimeoutMs,
       spinMicros,
@@ -149,7 +154,7 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
   static create(config: MachineConfig): Machine {
     const resolved = resolveConfig(config);
     const nativeMachine = callNative(() => new (native().NativeMachine)(resolved.native));
-    return new Machine(nativeMachine, resolved.handlerTimeoutMs, resolved.eventLoopSpinMicros);
+    return new Machine(nativeMachine, resolved.handlerTimeoutMs, resolved.eventLoopSpinMicros, resolved.native.irqchip);
   }
 
   /** An id that {@link stopMachine} accepts from any thread (a worker running {@link runInline}, say). */
@@ -175,6 +180,16 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
   /** Registers a TypeScript device on the MMIO range `base..base+length` (outside guest RAM). */
   addMmioDevice(base: number, length: number, device: Device): DeviceHandle {
     return this.#bus.add('mmio', base, length, device);
+  }
+
+  /** Adds a 16550A UART, answered in Rust, whose byte streams are Node streams. */
+  addSerial(options: SerialOptions = {}): SerialPort {
+    const { port = 0x3f8, irq = this.#irqchip ? 4 : null } = options;
+    const id = this.#serials.size + 1;
+    callNative(() => this.#native.addSerial(port, irq ?? undefined, id));
+    const serial = new SerialPort(this.#native, id);
+    this.#serials.set(id, serial);
+    return serial;
   }
 
   /** Adds the Rust debug console on `port` (default 0xe9): writes are collected, reads return 0xe9. */
@@ -365,6 +380,9 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
       case EVENT_POSTED:
         this.#deliverPosted();
         break;
+      case EVENT_OUTPUT:
+        this.#serials.get(e.device)?.drain();
+        break;
       case EVENT_PAUSED:
         for (const w of this.#pauseWaiters.splice(0)) {
           w.resolve();
@@ -405,6 +423,9 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
     }
     const outcome = toOutcome(native, this.#bus.failure);
     this.#outcome = outcome;
+    for (const serial of this.#serials.values()) {
+      serial.end();
+    }
     for (const w of this.#pauseWaiters.splice(0)) {
       w.reject(new KvmkitError('INVALID_STATE', `cannot pause: the run ended (${outcome.reason})`));
     }

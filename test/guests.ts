@@ -10,6 +10,7 @@ const MODES: Record<Exclude<GuestName, 'bench'>, 'real' | 'long'> = {
   irq: 'real',
   mmio: 'long',
   msi: 'long',
+  serial: 'real',
   smp: 'long',
   spin: 'real',
   unhandled: 'real',

@@ -134,6 +134,14 @@ pub enum Error {
         /// The answer's length.
         len: usize,
     },
+    /// A device refused an operation.
+    #[error("{device}: {message}")]
+    Device {
+        /// The device.
+        device: &'static str,
+        /// What went wrong.
+        message: String,
+    },
     /// Creating an eventfd failed.
     #[error("cannot create an eventfd: {0}")]
     EventFd(io::Error),
@@ -160,6 +168,7 @@ impl Error {
             Error::InvalidState { .. } => "INVALID_STATE",
             Error::NotWaiting { .. } => "NOT_WAITING",
             Error::ReplyTooLong { .. } => "REPLY_TOO_LONG",
+            Error::Device { .. } => "DEVICE_FAILED",
             Error::EventFd(_) => "EVENTFD_FAILED",
             Error::Thread(_) => "THREAD_FAILED",
         }

@@ -10,7 +10,9 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::bus::{Bus, Route, Space};
 use crate::config::MachineConfig;
+use crate::devices::SerialDevice;
 use crate::devices::debug_console::ConsoleOutput;
+use crate::devices::serial::SERIAL_PORTS;
 use crate::error::{Error, Result};
 use crate::exit::{DeviceAccess, Outcome};
 use crate::irq::IoEvent;
@@ -39,6 +41,9 @@ pub trait ExitHandler: Send + Sync {
     /// Posted writes are waiting: take them with [`Machine::take_posted`]. Called when the
     /// queue goes from empty to non-empty, not for every write.
     fn on_posted(&self);
+    /// A serial port's output buffer stopped being empty: take it with
+    /// [`SerialHandle::take_output`]. Called when the buffer goes from empty to non-empty.
+    fn on_output(&self, device: u32);
     /// Every running vCPU has stopped at a pause point.
     fn on_paused(&self);
     /// The run ended; no further calls follow.
@@ -592,6 +597,35 @@ impl Machine {
         crate::irq::unregister_ioeventfd(&self.vm, fd, event)
     }
 
+    /// Adds a 16550A UART (the Rust [`SerialDevice`]) on 8 ports from `port`, raising `irq`
+    /// if given (needs [`MachineOptions::irqchip`]). [`ExitHandler::on_output`] reports its
+    /// output under `id`.
+    pub fn add_serial(&self, port: u16, irq: Option<u32>, id: u32) -> Result<SerialHandle> {
+        let line = irq.map(|gsi| self.irq_line(gsi)).transpose()?;
+        let output = Arc::new(Mutex::new(ConsoleOutput::default()));
+        let shared = Arc::downgrade(&self.shared);
+        let notify = Box::new(move || {
+            let handler = shared.upgrade().and_then(|s| s.control().handler.clone());
+            if let Some(h) = handler {
+                h.on_output(id);
+            }
+        });
+        let device = Arc::new(Mutex::new(SerialDevice::new(
+            line,
+            Arc::clone(&output),
+            notify,
+        )));
+        let route = Route::BuiltIn(Arc::clone(&device) as Arc<Mutex<dyn crate::bus::BusDevice>>);
+        self.add_device(
+            Space::Port,
+            port.into(),
+            SERIAL_PORTS.into(),
+            "serial",
+            route,
+        )?;
+        Ok(SerialHandle { device, output })
+    }
+
     /// Adds the built-in debug console at `port` and returns its output buffer.
     pub fn add_debug_console(&self, port: u16) -> Result<Arc<Mutex<ConsoleOutput>>> {
         let console = crate::devices::DebugConsole::default();
@@ -599,6 +633,29 @@ impl Machine {
         let route = Route::BuiltIn(Arc::new(Mutex::new(console)));
         self.add_device(Space::Port, port.into(), 1, "debug-console", route)?;
         Ok(output)
+    }
+}
+
+/// The host's side of a serial port.
+#[derive(Debug, Clone)]
+pub struct SerialHandle {
+    device: Arc<Mutex<SerialDevice>>,
+    output: Arc<Mutex<ConsoleOutput>>,
+}
+
+impl SerialHandle {
+    /// Queues `input` for the guest; returns how many bytes fit in the receive FIFO (the
+    /// rest must be offered again once the guest has read some).
+    pub fn input(&self, input: &[u8]) -> Result<usize> {
+        self.device
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .enqueue(input)
+    }
+
+    /// Takes what the guest transmitted so far.
+    pub fn take_output(&self) -> Vec<u8> {
+        self.output.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
 

@@ -39,6 +39,7 @@ impl ExitHandler for Channel {
     fn on_posted(&self) {
         let _ = self.0.lock().unwrap().send(Event::Posted);
     }
+    fn on_output(&self, _device: u32) {}
     fn on_paused(&self) {
         let _ = self.0.lock().unwrap().send(Event::Paused);
     }

@@ -16,6 +16,8 @@ pub const EVENT_PAUSED: u32 = 1;
 pub const EVENT_END: u32 = 2;
 /// `NativeEvent.type` when posted writes are waiting (take them with `takePosted`).
 pub const EVENT_POSTED: u32 = 3;
+/// `NativeEvent.type` when serial port `device` has output (take it with `takeSerialOutput`).
+pub const EVENT_OUTPUT: u32 = 4;
 
 /// One event, flattened so the common case (a single access of up to 8 bytes) needs no buffer.
 #[napi(object)]
@@ -123,6 +125,12 @@ impl ExitHandler for JsEvents {
 
     fn on_posted(&self) {
         self.send(event(EVENT_POSTED));
+    }
+
+    fn on_output(&self, device: u32) {
+        let mut e = event(EVENT_OUTPUT);
+        e.device = device;
+        self.send(e);
     }
 
     fn on_paused(&self) {

@@ -16,7 +16,7 @@ use kvmkit_core::devices::{DebugExit, NullDevice};
 use kvmkit_core::exit::ExitKind;
 use kvmkit_core::irq::IoEvent;
 use kvmkit_core::kvm::{KVM_PATH, KvmHost};
-use kvmkit_core::machine::{InlineVcpu, Machine, MachineOptions, UnhandledPolicy};
+use kvmkit_core::machine::{InlineVcpu, Machine, MachineOptions, SerialHandle, UnhandledPolicy};
 use kvmkit_core::memory::{Backing, MemoryOptions};
 use kvmkit_core::posted::PostedWrite;
 use kvmkit_core::stats::bucket_bounds;
@@ -111,6 +111,7 @@ pub struct NativeMachine {
     console: Mutex<Option<Arc<Mutex<ConsoleOutput>>>>,
     inline: Arc<Mutex<Vec<InlineVcpu>>>,
     posted: Mutex<Vec<PostedWrite>>,
+    serials: Mutex<Vec<(u32, SerialHandle)>>,
     id: u32,
 }
 
@@ -176,6 +177,17 @@ impl NativeMachine {
                     state: "closed",
                 })
             })
+    }
+
+    /// Serial port `id`.
+    fn serial(&self, id: u32) -> Result<SerialHandle> {
+        self.serials
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, h)| h.clone())
+            .ok_or_else(|| invalid_arg("serial", format!("there is no serial port {id}")))
     }
 
     /// Runs `f` on vCPU `index` while it is not running guest code.
@@ -256,6 +268,7 @@ impl NativeMachine {
             console: Mutex::new(None),
             inline: Arc::new(Mutex::new(Vec::new())),
             posted: Mutex::new(Vec::new()),
+            serials: Mutex::new(Vec::new()),
             id,
         })
     }
@@ -548,6 +561,34 @@ impl NativeMachine {
                 format!("{other:?} is not a built-in device"),
             )),
         }
+    }
+
+    /// Adds a 16550A UART on 8 ports from `port`, raising `irq` if given; its output is
+    /// reported under `id`.
+    #[napi(catch_unwind)]
+    pub fn add_serial(&self, port: u32, irq: Option<u32>, id: u32) -> Result<()> {
+        let port = u16::try_from(port).map_err(|_| invalid_arg("port", "must be 0 to 0xffff"))?;
+        let handle = self.m()?.add_serial(port, irq, id).map_err(core)?;
+        self.serials
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((id, handle));
+        Ok(())
+    }
+
+    /// Queues `data` for serial port `id`'s guest side; returns how many bytes fit.
+    #[napi(catch_unwind)]
+    pub fn serial_input(&self, id: u32, data: Buffer) -> Result<u32> {
+        self.serial(id)?
+            .input(&data)
+            .map(|n| n as u32)
+            .map_err(core)
+    }
+
+    /// Takes serial port `id`'s output so far (also after close).
+    #[napi(catch_unwind)]
+    pub fn take_serial_output(&self, id: u32) -> Result<Buffer> {
+        Ok(self.serial(id)?.take_output().into())
     }
 
     /// Takes what the guest wrote to the built-in debug console so far (also after close).

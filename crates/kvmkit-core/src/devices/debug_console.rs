@@ -29,7 +29,13 @@ impl ConsoleOutput {
         self.dropped
     }
 
-    fn push(&mut self, data: &[u8]) {
+    /// Whether nothing is waiting to be taken.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Appends `data`, dropping the oldest bytes past [`ConsoleOutput::CAPACITY`].
+    pub fn push(&mut self, data: &[u8]) {
         for &b in data {
             if self.bytes.len() == Self::CAPACITY {
                 self.bytes.pop_front();

@@ -3,7 +3,9 @@
 pub mod debug_console;
 pub mod debug_exit;
 pub mod null;
+pub mod serial;
 
 pub use debug_console::DebugConsole;
 pub use debug_exit::DebugExit;
 pub use null::NullDevice;
+pub use serial::SerialDevice;

@@ -1,0 +1,75 @@
+/**
+ * A 16550A UART as Node streams.
+ * @module
+ */
+import { Readable, Writable } from 'node:stream';
+import { callNative } from './errors.js';
+import type { NativeMachine } from './native.js';
+
+/** Where a serial port sits. */
+export interface SerialOptions {
+  /** First of its 8 ports (default 0x3f8, COM1). */
+  port?: number;
+  /**
+   * The interrupt line it raises: default 4 (COM1's) on a machine with `irqchip`, none
+   * otherwise (the guest then polls its line-status register, as early boot code does).
+   */
+  irq?: number | null;
+}
+
+/**
+ * A 16550A UART answered in Rust on the vCPU thread. `output` streams what the guest
+ * transmits and ends when the run ends; what is written to `input` reaches the guest's
+ * receive FIFO (64 bytes: writes wait while the guest has not read what came before).
+ */
+export class SerialPort {
+  /** The guest's transmitted bytes. */
+  readonly output: Readable;
+  /** Bytes for the guest to receive. */
+  readonly input: Writable;
+  readonly #machine: NativeMachine;
+  readonly #id: number;
+
+  /** @internal */
+  constructor(machine: NativeMachine, id: number) {
+    this.#machine = machine;
+    this.#id = id;
+    this.output = new Readable({ read() {} });
+    this.input = new Writable({
+      write: (chunk: Buffer, _encoding, done) => this.#offer(chunk, done),
+    });
+  }
+
+  /** Feeds `chunk` to the guest as its FIFO makes room. */
+  #offer(chunk: Buffer, done: (error?: Error | null) => void): void {
+    let rest = chunk;
+    const step = () => {
+      try {
+        rest = rest.subarray(this.#machine.serialInput(this.#id, rest));
+      } catch (error) {
+        done(error as Error);
+        return;
+      }
+      if (rest.length === 0) {
+        done();
+      } else {
+        setTimeout(step, 1);
+      }
+    };
+    step();
+  }
+
+  /** @internal Moves the guest's output into the stream. */
+  drain(): void {
+    const bytes = callNative(() => this.#machine.takeSerialOutput(this.#id));
+    if (bytes.length > 0) {
+      this.output.push(bytes);
+    }
+  }
+
+  /** @internal Drains the output and ends the stream. */
+  end(): void {
+    this.drain();
+    this.output.push(null);
+  }
+}
