@@ -91,8 +91,8 @@ export declare class NativeMachine {
   /** Removes the device whose range starts at `base`; returns whether there was one. */
   removeDevice(space: string, base: number): boolean
   /**
-   * Adds a built-in device: `debug-console` or `debug-exit` (on port `base`), or `null`
-   * (on `len` ports or MMIO bytes from `base`, reading `fill` in every byte).
+   * Adds a built-in device: `debug-console`, `debug-exit`, `i8042` or `rtc` (on ports
+   * from `base`), or `null` (on `len` ports or MMIO bytes from `base`, reading `fill`).
    */
   addBuiltin(kind: string, space: string, base: number, len: number, fill: number): void
   /**

@@ -203,6 +203,16 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
     callNative(() => this.#native.addBuiltin('debug-exit', 'port', port, 1, 0));
   }
 
+  /** Adds the i8042 keyboard controller at 0x60–0x64 (Rust): its reset command ends the run with a `reset` outcome. */
+  addI8042(): void {
+    callNative(() => this.#native.addBuiltin('i8042', 'port', 0x60, 5, 0));
+  }
+
+  /** Adds the CMOS real-time clock at 0x70–0x71 (Rust), reading the host's time. */
+  addRtc(): void {
+    callNative(() => this.#native.addBuiltin('rtc', 'port', 0x70, 2, 0));
+  }
+
   /**
    * Adds a Rust null device on `length` ports (or, with `space: 'mmio'`, MMIO bytes) from
    * `base`: reads return `fill` (default 0xff) in every byte, writes are dropped, and the

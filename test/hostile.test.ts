@@ -44,6 +44,23 @@ describeKvm('a hostile guest', () => {
     expect([error.code, error.exit, error.rip]).toEqual(['UNHANDLED_EXIT', 'debug', 0x1002n]);
   });
 
+  it('that resets through the i8042 ends with a reset outcome', async () => {
+    // mov al,0xfe ; out 0x64,al ; hlt
+    const vm = running([0xb0, 0xfe, 0xe6, 0x64, 0xf4], 'real');
+    vm.addI8042();
+    expect(await vm.run()).toEqual({ reason: 'reset', vcpu: 0 });
+  });
+
+  it('that reads the CMOS clock gets the host year in BCD', async () => {
+    // mov al,9 ; out 0x70,al ; in al,0x71 ; out 0xe9,al ; hlt
+    const vm = running([0xb0, 0x09, 0xe6, 0x70, 0xe4, 0x71, 0xe6, 0xe9, 0xf4], 'real');
+    vm.addRtc();
+    const console = vm.addDebugConsole();
+    expect(await vm.run()).toEqual({ reason: 'halted' });
+    const year = new Date().getUTCFullYear() % 100;
+    expect(console.take()[0]).toBe(Math.floor(year / 10) * 16 + (year % 10));
+  });
+
   it('that triple-faults ends with a triple-fault outcome', async () => {
     // lidt [0x1100] (an empty IDT) ; ud2
     const code = [0x0f, 0x01, 0x1d, 0x00, 0x11, 0x00, 0x00, 0x0f, 0x0b];

@@ -22,6 +22,11 @@ pub enum DeviceAction {
         /// The status the guest wrote.
         status: u32,
     },
+    /// End the run as a guest reset request (the outcome is a reset system event).
+    Reset {
+        /// The device's name.
+        device: &'static str,
+    },
 }
 
 /// An address space devices live in.

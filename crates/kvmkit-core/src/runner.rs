@@ -600,13 +600,20 @@ impl Looper {
                     let mut device = lock(device.as_ref());
                     for element in data.chunks_exact_mut(size) {
                         if write {
-                            if let Some(DeviceAction::Exit { device, status }) =
-                                device.write(target.offset, element)
-                            {
-                                return Step::End(Outcome::DeviceRequest {
-                                    device: device.into(),
-                                    status,
-                                });
+                            match device.write(target.offset, element) {
+                                Some(DeviceAction::Exit { device, status }) => {
+                                    return Step::End(Outcome::DeviceRequest {
+                                        device: device.into(),
+                                        status,
+                                    });
+                                }
+                                Some(DeviceAction::Reset { .. }) => {
+                                    return Step::End(Outcome::SystemEvent {
+                                        event: SystemEvent::Reset,
+                                        vcpu: self.ctx.index,
+                                    });
+                                }
+                                None => {}
                             }
                         } else {
                             device.read(target.offset, element);

@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use kvmkit_core::bus::{Route, Space};
 use kvmkit_core::config::{MachineConfig, MemoryRegionConfig};
 use kvmkit_core::devices::debug_console::ConsoleOutput;
-use kvmkit_core::devices::{DebugExit, NullDevice};
+use kvmkit_core::devices::i8042::I8042_PORTS;
+use kvmkit_core::devices::rtc::RTC_PORTS;
+use kvmkit_core::devices::{DebugExit, I8042, NullDevice, Rtc};
 use kvmkit_core::exit::ExitKind;
 use kvmkit_core::irq::IoEvent;
 use kvmkit_core::kvm::{KVM_PATH, KvmHost};
@@ -519,8 +521,8 @@ impl NativeMachine {
         Ok(self.m()?.remove_device(space, base))
     }
 
-    /// Adds a built-in device: `debug-console` or `debug-exit` (on port `base`), or `null`
-    /// (on `len` ports or MMIO bytes from `base`, reading `fill` in every byte).
+    /// Adds a built-in device: `debug-console`, `debug-exit`, `i8042` or `rtc` (on ports
+    /// from `base`), or `null` (on `len` ports or MMIO bytes from `base`, reading `fill`).
     #[napi(catch_unwind)]
     pub fn add_builtin(
         &self,
@@ -555,6 +557,22 @@ impl NativeMachine {
             "null" => {
                 let route = Route::BuiltIn(Arc::new(Mutex::new(NullDevice::new(fill))));
                 m.add_device(space, base, len, "null", route).map_err(core)
+            }
+            "i8042" => {
+                let route = Route::BuiltIn(Arc::new(Mutex::new(I8042::default())));
+                m.add_device(
+                    Space::Port,
+                    port()?.into(),
+                    I8042_PORTS.into(),
+                    "i8042",
+                    route,
+                )
+                .map_err(core)
+            }
+            "rtc" => {
+                let route = Route::BuiltIn(Arc::new(Mutex::new(Rtc::default())));
+                m.add_device(Space::Port, port()?.into(), RTC_PORTS.into(), "rtc", route)
+                    .map_err(core)
             }
             other => Err(invalid_arg(
                 "kind",
