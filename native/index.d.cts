@@ -96,6 +96,11 @@ export declare class NativeMachine {
    */
   addBuiltin(kind: string, space: string, base: number, len: number, fill: number): void
   /**
+   * Loads an ELF Linux kernel, optional initrd and command line, and sets vCPU 0 up to
+   * enter it.
+   */
+  loadLinux(kernel: string, initrd: string | undefined | null, cmdline: string): NativeLoadedKernel
+  /**
    * Adds a 16550A UART on 8 ports from `port`, raising `irq` if given; its output is
    * reported under `id`.
    */
@@ -318,6 +323,16 @@ export interface NativeEvent {
   /** The bytes of a string-I/O write (count > 1). */
   data?: Buffer
   outcome?: NativeOutcome
+}
+
+/** Where a Linux kernel was loaded and how it is entered. */
+export interface NativeLoadedKernel {
+  /** `pvh` or `linux64`. */
+  protocol: string
+  entry: number
+  kernelEnd: number
+  initrdAddr?: number
+  initrdSize?: number
 }
 
 /** How a run ended. */

@@ -8,14 +8,16 @@ import { parseArgs } from 'node:util';
 import { EXITS } from './bench/exits.js';
 import { formatTable, toHtml, toJson } from './bench/report.js';
 import { PATHS, runBench } from './bench/run.js';
-import { runDemo } from './demo.js';
+import { describeOutcome, runDemo } from './demo.js';
 import { ConfigError, KvmkitError } from './errors.js';
 import { kvmInfo } from './kvm.js';
+import { cleanEnd, runCommand } from './run-command.js';
 
 const HELP = `Usage: kvmkit <command> [options]
 
 Commands:
   demo        Boot the bundled demo guest and show what it did
+  run         Boot a Linux kernel with its console on this terminal (Ctrl-A x quits)
   bench       Measure exit-handling latency: kvmkit's paths against a C KVM loop and QEMU
   info        Check /dev/kvm and print the host's KVM limits
   help        Show this help
@@ -23,6 +25,14 @@ Commands:
 Options:
   -h, --help     Show this help
   -v, --version  Print the version
+
+run options:
+  --kernel FILE      the kernel: an ELF vmlinux (required)
+  --initrd FILE      an initrd or initramfs
+  --append TEXT      the kernel command line (default: console on ttyS0)
+  --memory SIZE      guest RAM (default 512M)
+  --cpus N           vCPUs (default 1)
+  Exits 0 when the guest powers off, resets or is quit; 1 with the reason otherwise.
 
 bench options:
   --count N          exits per run (default 20000)
@@ -53,6 +63,11 @@ async function main(argv: string[]): Promise<number> {
       'no-lifecycle': { type: 'boolean' },
       json: { type: 'string' },
       html: { type: 'string' },
+      kernel: { type: 'string' },
+      initrd: { type: 'string' },
+      append: { type: 'string' },
+      memory: { type: 'string' },
+      cpus: { type: 'string' },
     },
   });
   if (values.version) {
@@ -86,6 +101,20 @@ async function main(argv: string[]): Promise<number> {
         writeFileSync(values.html, toHtml(report));
       }
       return 0;
+    }
+    case 'run': {
+      if (values.kernel === undefined) {
+        throw new ConfigError('--kernel', 'the kernel to boot is required (an ELF vmlinux)');
+      }
+      const outcome = await runCommand({
+        kernel: values.kernel,
+        ...(values.initrd === undefined ? {} : { initrd: values.initrd }),
+        ...(values.append === undefined ? {} : { append: values.append }),
+        ...(values.memory === undefined ? {} : { memory: values.memory }),
+        ...(values.cpus === undefined ? {} : { cpus: wholeNumber(values.cpus, '--cpus', 1) }),
+      });
+      process.stderr.write(`\nkvmkit: ${describeOutcome(outcome)}\n`);
+      return cleanEnd(outcome) ? 0 : 1;
     }
     case 'info':
       console.log(JSON.stringify(kvmInfo(), null, 2));

@@ -20,6 +20,9 @@ export type ErrorCode =
   | 'NOT_WAITING'
   | 'REPLY_TOO_LONG'
   | 'THREAD_FAILED'
+  | 'EVENTFD_FAILED'
+  | 'DEVICE_FAILED'
+  | 'BAD_IMAGE'
   | 'NATIVE_BINDING_MISSING'
   | 'INTERNAL_PANIC'
   | MachineErrorCode;

@@ -26,13 +26,23 @@ export {
 export type { MachineConfig, MemoryBacking, MemoryRegion, UnhandledPolicy } from './config.js';
 export type { Access, Device, DeviceHandle, ReadValue } from './devices.js';
 export { ConfigError, type ErrorCode, KvmkitError, MachineError, type MachineErrorCode } from './errors.js';
+export { hardwareVirtualization } from './hardware.js';
 export { type KvmAvailability, type KvmInfo, kvmAvailability, kvmInfo, supportedCpuid } from './kvm.js';
+export {
+  cpuidMasksForHost,
+  createLinuxMachine,
+  DEFAULT_CMDLINE,
+  type LinuxMachine,
+  type LinuxOptions,
+  SOFTWARE_KVM_CPUID_MASKS,
+} from './linux.js';
 export {
   type AccessEvent,
   type DebugConsole,
   type IoEventFd,
   type IoEventFdOptions,
   type IrqFd,
+  type LoadedKernel,
   Machine,
   type MachineEvents,
   type MachineState,

@@ -65,6 +65,14 @@ export interface MachineEvents {
   end: [outcome: Outcome];
 }
 
+/** Where a kernel was loaded, and how vCPU 0 enters it. */
+export interface LoadedKernel {
+  /** `pvh` (32-bit entry with a start-info page) or `linux64` (the 64-bit boot protocol). */
+  readonly protocol: string;
+  /** The entry point's guest-physical address. */
+  readonly entry: number;
+}
+
 /** An eventfd that raises a guest interrupt when triggered, without an ioctl per interrupt. */
 export interface IrqFd {
   /** Raises the interrupt (edge-triggered). */
@@ -180,6 +188,16 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
   /** Registers a TypeScript device on the MMIO range `base..base+length` (outside guest RAM). */
   addMmioDevice(base: number, length: number, device: Device): DeviceHandle {
     return this.#bus.add('mmio', base, length, device);
+  }
+
+  /**
+   * Loads an ELF Linux kernel, with an optional initrd and a command line, and sets vCPU 0
+   * up to enter it (through PVH where the kernel has the entry note, otherwise through the
+   * 64-bit boot protocol). The e820 map follows guest RAM. See also {@link createLinuxMachine}.
+   */
+  loadLinux(kernel: string, initrd: string | undefined, cmdline: string): LoadedKernel {
+    const loaded = callNative(() => this.#native.loadLinux(kernel, initrd, cmdline));
+    return { protocol: loaded.protocol, entry: loaded.entry };
   }
 
   /** Adds a 16550A UART, answered in Rust, whose byte streams are Node streams. */

@@ -1,7 +1,7 @@
 /** Guests that misbehave: the host reports what happened and stays in control. */
 import { expect, it } from 'vitest';
 import { type CpuMode, Machine, type MachineConfig, type Outcome } from '../src/index.js';
-import { closedAfterEach } from './guests.js';
+import { closedAfterEach, machineWith } from './guests.js';
 import { describeKvm } from './kvm.js';
 
 const track = closedAfterEach();
@@ -59,6 +59,12 @@ describeKvm('a hostile guest', () => {
     expect(await vm.run()).toEqual({ reason: 'halted' });
     const year = new Date().getUTCFullYear() % 100;
     expect(console.take()[0]).toBe(Math.floor(year / 10) * 16 + (year % 10));
+  });
+
+  it('that hits int3 takes its breakpoint handler, even where KVM cannot emulate int3', async () => {
+    const vm = track(machineWith('int3'));
+    vm.addDebugExit(0xf4);
+    expect(await vm.run()).toEqual({ reason: 'device-request', device: 'debug-exit', status: 3 });
   });
 
   it('that triple-faults ends with a triple-fault outcome', async () => {

@@ -2,8 +2,9 @@
  * What machine the benchmark ran on.
  * @module
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { cpus, release } from 'node:os';
+import { cpuFlags } from '../hardware.js';
 
 /** The benchmark's host. */
 export interface HostInfo {
@@ -21,8 +22,7 @@ export interface HostInfo {
 
 /** Describes this machine. */
 export function hostInfo(): HostInfo {
-  const cpuinfo = existsSync('/proc/cpuinfo') ? readFileSync('/proc/cpuinfo', 'utf8') : '';
-  const flags = /^flags\s*:(.*)$/m.exec(cpuinfo)?.[1]?.split(/\s+/) ?? [];
+  const flags = cpuFlags();
   const hardware = flags.includes('vmx') || flags.includes('svm');
   const modules = ['kvm_intel', 'kvm_amd', 'kvm_pvm'].filter((m) => existsSync(`/sys/module/${m}`));
   const kvm = hardware

@@ -134,6 +134,16 @@ pub enum Error {
         /// The answer's length.
         len: usize,
     },
+    /// A kernel or initrd image cannot be used.
+    #[error("{what} {file}: {message}")]
+    Image {
+        /// The file.
+        file: String,
+        /// `kernel` or `initrd`.
+        what: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
     /// A device refused an operation.
     #[error("{device}: {message}")]
     Device {
@@ -168,6 +178,7 @@ impl Error {
             Error::InvalidState { .. } => "INVALID_STATE",
             Error::NotWaiting { .. } => "NOT_WAITING",
             Error::ReplyTooLong { .. } => "REPLY_TOO_LONG",
+            Error::Image { .. } => "BAD_IMAGE",
             Error::Device { .. } => "DEVICE_FAILED",
             Error::EventFd(_) => "EVENTFD_FAILED",
             Error::Thread(_) => "THREAD_FAILED",

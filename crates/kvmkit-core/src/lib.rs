@@ -14,6 +14,7 @@ pub mod exit;
 pub mod irq;
 pub mod kick;
 pub mod kvm;
+pub mod loader;
 pub mod machine;
 pub mod mailbox;
 pub mod memory;

@@ -71,6 +71,10 @@ pub struct MachineOptions {
     pub irqchip: bool,
     /// How guest RAM is backed and mapped.
     pub memory: MemoryOptions,
+    /// Finish in kvmkit the instructions a software-assisted KVM's emulator gives up on,
+    /// where kvmkit can (today `int3`, by injecting #BP past it). Harmless on hardware
+    /// virtualization, where those instructions never exit.
+    pub emulation_fallbacks: bool,
 }
 
 impl Default for MachineOptions {
@@ -80,6 +84,7 @@ impl Default for MachineOptions {
             unhandled: UnhandledPolicy::Error,
             irqchip: false,
             memory: MemoryOptions::default(),
+            emulation_fallbacks: true,
         }
     }
 }
@@ -624,6 +629,14 @@ impl Machine {
             route,
         )?;
         Ok(SerialHandle { device, output })
+    }
+
+    /// Loads a Linux kernel (and initrd, command line) and sets vCPU 0 up to enter it.
+    pub fn load_linux(
+        &self,
+        boot: &crate::loader::linux::LinuxBoot<'_>,
+    ) -> Result<crate::loader::linux::LoadedKernel> {
+        self.with_vcpu(0, |v| crate::loader::linux::load(&self.ram, v, boot))
     }
 
     /// Adds the built-in debug console at `port` and returns its output buffer.

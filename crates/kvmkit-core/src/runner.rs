@@ -521,6 +521,9 @@ impl Looper {
             }
             Raw::InternalError => {
                 stats.count(ExitKind::InternalError);
+                if shared.options.emulation_fallbacks && finish_int3(&self.ctx.ram, vcpu) {
+                    return Step::Continue;
+                }
                 let run = vcpu.fd_mut().get_kvm_run();
                 // SAFETY: the exit reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is the
                 // active member of the union.
@@ -710,6 +713,33 @@ impl Looper {
             instruction,
         }
     }
+}
+
+/// Finishes an `int3` the host's instruction emulator gave up on (software-assisted KVM
+/// cannot deliver software interrupts outside real mode): moves RIP past it and injects the
+/// breakpoint exception, which the guest takes through its IDT as if the CPU had raised it.
+/// Returns false if the failed instruction is not an `int3`.
+fn finish_int3(ram: &GuestRam, vcpu: &Vcpu) -> bool {
+    const INT3: u8 = 0xcc;
+    const BREAKPOINT: u8 = 3;
+    let Some(snapshot) = vcpu.snapshot() else {
+        return false;
+    };
+    if vcpu.instruction_bytes(ram, &snapshot).first() != Some(&INT3) {
+        return false;
+    }
+    let injected = (|| -> crate::error::Result<()> {
+        let mut regs = vcpu.get_regs()?;
+        regs.rip += 1;
+        vcpu.set_regs(&regs)?;
+        let mut events = vcpu.get_events()?;
+        events.exception.injected = 1;
+        events.exception.nr = BREAKPOINT;
+        events.exception.has_error_code = 0;
+        events.exception.error_code = 0;
+        vcpu.set_events(&events)
+    })();
+    injected.is_ok()
 }
 
 fn decode(result: Result<VcpuExit<'_>, kvm_ioctls::Error>) -> Raw {

@@ -18,12 +18,14 @@ use kvmkit_core::devices::{DebugExit, I8042, NullDevice, Rtc};
 use kvmkit_core::exit::ExitKind;
 use kvmkit_core::irq::IoEvent;
 use kvmkit_core::kvm::{KVM_PATH, KvmHost};
+use kvmkit_core::loader::linux::{BootProtocol, LinuxBoot};
 use kvmkit_core::machine::{InlineVcpu, Machine, MachineOptions, SerialHandle, UnhandledPolicy};
 use kvmkit_core::memory::{Backing, MemoryOptions};
 use kvmkit_core::posted::PostedWrite;
 use kvmkit_core::stats::bucket_bounds;
 use kvmkit_core::vmm_sys_util::eventfd::EventFd;
 use kvmkit_core::x86::mode::CpuMode;
+use std::path::Path;
 
 use crate::convert::{
     CpuidEntry, Fpu, MsrEntry, Registers, SpecialRegisters, VcpuEvents, cpuid_from_js, cpuid_to_js,
@@ -58,6 +60,17 @@ pub struct NativeConfig {
     /// Transparent huge pages.
     pub huge_pages: bool,
     pub kvm_path: Option<String>,
+}
+
+/// Where a Linux kernel was loaded and how it is entered.
+#[napi(object)]
+pub struct NativeLoadedKernel {
+    /// `pvh` or `linux64`.
+    pub protocol: String,
+    pub entry: f64,
+    pub kernel_end: f64,
+    pub initrd_addr: Option<f64>,
+    pub initrd_size: Option<f64>,
 }
 
 /// A write queued for a posted device.
@@ -250,6 +263,7 @@ impl NativeMachine {
                 backing,
                 huge_pages: config.huge_pages,
             },
+            emulation_fallbacks: true,
         };
         let machine = Machine::new(
             host,
@@ -579,6 +593,34 @@ impl NativeMachine {
                 format!("{other:?} is not a built-in device"),
             )),
         }
+    }
+
+    /// Loads an ELF Linux kernel, optional initrd and command line, and sets vCPU 0 up to
+    /// enter it.
+    #[napi(catch_unwind)]
+    pub fn load_linux(
+        &self,
+        kernel: String,
+        initrd: Option<String>,
+        cmdline: String,
+    ) -> Result<NativeLoadedKernel> {
+        let boot = LinuxBoot {
+            kernel: Path::new(&kernel),
+            initrd: initrd.as_deref().map(Path::new),
+            cmdline: &cmdline,
+        };
+        let loaded = self.m()?.load_linux(&boot).map_err(core)?;
+        Ok(NativeLoadedKernel {
+            protocol: match loaded.protocol {
+                BootProtocol::Pvh => "pvh",
+                BootProtocol::Linux64 => "linux64",
+            }
+            .into(),
+            entry: loaded.entry as f64,
+            kernel_end: loaded.kernel_end as f64,
+            initrd_addr: loaded.initrd.map(|(a, _)| a as f64),
+            initrd_size: loaded.initrd.map(|(_, s)| s as f64),
+        })
     }
 
     /// Adds a 16550A UART on 8 ports from `port`, raising `irq` if given; its output is

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Builds the Linux boot fixtures from Debian packages, cached in fixtures/cache/:
+#   vmlinuz    Debian's stock linux-image-amd64 kernel (bzImage)
+#   vmlinux    the same kernel's ELF image, extracted from vmlinuz's XZ payload
+#   initramfs  a busybox-static initramfs whose init prints a marker and powers off
+# Needs apt-get, dpkg-deb, xz and cpio; on a fresh machine, run as root so it can install
+# what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=$(pwd)/fixtures/cache
+mkdir -p "$out"
+if [ -s "$out/vmlinux" ] && [ -s "$out/vmlinuz" ] && [ -s "$out/initramfs" ]; then
+  echo "fixtures: cached in $out"
+  exit 0
+fi
+
+need=()
+command -v xz >/dev/null || need+=(xz-utils)
+command -v cpio >/dev/null || need+=(cpio)
+if ((${#need[@]})); then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+[ -n "$(apt-cache policy linux-image-amd64 | awk '/Candidate/{print $2}')" ] || apt-get update -qq
+image=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+apt-get download -qq "$image" busybox-static
+dpkg-deb -x linux-image-*.deb kernel
+dpkg-deb -x busybox-static_*.deb busybox
+vmlinuz=$(ls kernel/boot/vmlinuz-*)
+
+# The payload is XZ: decompress from its magic, as the kernel's extract-vmlinux does.
+offset=$(LC_ALL=C grep -obUaP '\xfd7zXZ\x00' "$vmlinuz" | head -1 | cut -d: -f1)
+tail -c +$((offset + 1)) "$vmlinuz" | xz -dc > vmlinux 2>/dev/null || true
+head -c 4 vmlinux | grep -q ELF || { echo "fixtures: no ELF in $vmlinuz's payload" >&2; exit 1; }
+
+mkdir -p root/bin root/proc root/sys root/dev
+cp busybox/bin/busybox root/bin/busybox
+cat > root/init <<'INIT'
+#!/bin/busybox sh
+/bin/busybox mount -t proc proc /proc
+echo "KVMKIT-INIT-OK $(/bin/busybox cat /proc/cmdline)"
+/bin/busybox poweroff -f
+INIT
+chmod +x root/init
+(cd root && find . | cpio -o -H newc --quiet | gzip -9) > initramfs
+
+cp "$vmlinuz" "$out/vmlinuz"
+cp vmlinux "$out/vmlinux"
+cp initramfs "$out/initramfs"
+echo "fixtures: $(basename "$vmlinuz") and its vmlinux, and a busybox initramfs, in $out"

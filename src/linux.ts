@@ -1,0 +1,107 @@
+/**
+ * A machine set up to boot Linux: the legacy PC devices a stock kernel expects, the kernel
+ * loaded with its command line and initrd, and a CPUID it can run on this host.
+ * @module
+ */
+import { KvmkitError } from './errors.js';
+import { hardwareVirtualization } from './hardware.js';
+import { Machine } from './machine.js';
+import type { SerialPort } from './serial.js';
+import type { Size } from './size.js';
+import { type CpuidMask, maskCpuid } from './vcpu.js';
+
+/** What to boot, and on what. */
+export interface LinuxOptions {
+  /** The kernel: an ELF `vmlinux` (PVH entry used where it has one). */
+  kernel: string;
+  /** An initrd or initramfs. */
+  initrd?: string;
+  /** The command line (default {@link DEFAULT_CMDLINE}). */
+  cmdline?: string;
+  /** Guest RAM (default 512M). */
+  memory?: Size;
+  /** vCPUs (default 1); the others start waiting for INIT/SIPI from the first. */
+  vcpus?: number;
+  /** CPUID changes applied to every vCPU (default {@link cpuidMasksForHost}). */
+  cpuidMasks?: readonly CpuidMask[];
+}
+
+/** The command line by default: the console and early messages on COM1, reboot via the i8042. */
+export const DEFAULT_CMDLINE = 'console=ttyS0 earlyprintk=serial,ttyS0,115200 reboot=k panic=-1';
+
+/**
+ * CPU features a software-assisted KVM (no VT-x/AMD-V, such as kvm_pvm) cannot run, because
+ * its instruction emulator gives up on them: CMPXCHG16B, XSAVE and the AVX family that
+ * needs it. Measured on such a host: Debian's kernel stops on `lock cmpxchg16b`, and once
+ * that is hidden, on XRSTOR.
+ */
+export const SOFTWARE_KVM_CPUID_MASKS: readonly CpuidMask[] = [
+  // Leaf 1 ECX: CX16 (13), XSAVE (26), OSXSAVE (27), AVX (28), F16C (29).
+  { function: 1, register: 'ecx', clear: (1 << 13) | (1 << 26) | (1 << 27) | (1 << 28) | (1 << 29) },
+  // Leaf 7 EBX: AVX2 (5), AVX-512 F/DQ/IFMA/CD/BW/VL (16, 17, 21, 28, 30, 31).
+  {
+    function: 7,
+    index: 0,
+    register: 'ebx',
+    clear: (1 << 5) | (1 << 16) | (1 << 17) | (1 << 21) | (1 << 28) | (1 << 30) | (1 << 31),
+  },
+];
+
+/** The CPUID changes this host needs: none on hardware virtualization. */
+export function cpuidMasksForHost(): readonly CpuidMask[] {
+  return hardwareVirtualization() ? [] : SOFTWARE_KVM_CPUID_MASKS;
+}
+
+/**
+ * The command line with what this host needs: on software-assisted KVM, `noxsave`. Such a
+ * host's KVM keeps XSAVE visible in the guest's CPUID whatever the CPUID template says (it
+ * re-sets the bit on KVM_SET_CPUID2), but its emulator cannot run XRSTOR.
+ */
+export function withHostWorkarounds(cmdline: string): string {
+  if (hardwareVirtualization() || /(^|\s)noxsave(\s|$)/.test(cmdline)) {
+    return cmdline;
+  }
+  return `${cmdline} noxsave`;
+}
+
+/** A machine with a Linux kernel loaded, and its console. */
+export interface LinuxMachine {
+  /** The machine, ready to `run()`. */
+  readonly vm: Machine;
+  /** COM1, where the kernel's console is. */
+  readonly console: SerialPort;
+  /** How the kernel is entered: `pvh` or `linux64` (the 64-bit boot protocol). */
+  readonly protocol: string;
+}
+
+/**
+ * Creates a machine for Linux: in-kernel interrupt controllers and PIT, COM1 (16550A, IRQ 4),
+ * the i8042 (its reset ends the run with `reset`), the CMOS clock, and the kernel loaded.
+ * Ports nothing claims read as all-ones, as on a PC's empty bus.
+ */
+export function createLinuxMachine(options: LinuxOptions): LinuxMachine {
+  const vm = Machine.create({
+    memory: options.memory ?? '512M',
+    vcpus: options.vcpus ?? 1,
+    irqchip: true,
+    unhandled: 'ignore',
+  });
+  try {
+    const console = vm.addSerial({ port: 0x3f8, irq: 4 });
+    vm.addI8042();
+    vm.addRtc();
+    const masks = options.cpuidMasks ?? cpuidMasksForHost();
+    for (const vcpu of vm.vcpus) {
+      vcpu.setCpuid(maskCpuid(vcpu.cpuid(), masks));
+    }
+    const loaded = vm.loadLinux(
+      options.kernel,
+      options.initrd,
+      withHostWorkarounds(options.cmdline ?? DEFAULT_CMDLINE),
+    );
+    return { vm, console, protocol: loaded.protocol };
+  } catch (error) {
+    void vm.close();
+    throw error instanceof KvmkitError ? error : new KvmkitError('BAD_IMAGE', String(error), { cause: error });
+  }
+}

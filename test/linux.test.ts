@@ -1,0 +1,33 @@
+import { writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { expect, it } from 'vitest';
+import { createLinuxMachine, maskCpuid, SOFTWARE_KVM_CPUID_MASKS } from '../src/index.js';
+import { describeKvm } from './kvm.js';
+
+function file(name: string, bytes: Uint8Array): string {
+  const path = join(tmpdir(), `kvmkit-${process.pid}-${name}`);
+  writeFileSync(path, bytes);
+  return path;
+}
+
+it('hides the features a software-assisted KVM cannot run', () => {
+  const leaf1 = { function: 1, index: 0, flags: 0, eax: 0, ebx: 0, ecx: 0xffff_ffff, edx: 0xffff_ffff };
+  const [masked] = maskCpuid([leaf1], SOFTWARE_KVM_CPUID_MASKS);
+  expect((masked?.ecx ?? 0) & (1 << 13)).toBe(0); // CMPXCHG16B
+  expect((masked?.ecx ?? 0) & (1 << 26)).toBe(0); // XSAVE
+  expect(masked?.edx).toBe(0xffff_ffff);
+});
+
+describeKvm('loading Linux', () => {
+  it('refuses a kernel that is not an x86-64 ELF, naming the file', () => {
+    const junk = file('junk', new Uint8Array(4096).fill(0x41));
+    expect(() => createLinuxMachine({ kernel: junk })).toThrow(
+      expect.objectContaining({ code: 'BAD_IMAGE', message: expect.stringContaining(`kernel ${junk}`) }),
+    );
+    // A truncated ELF header.
+    const truncated = file('truncated', Uint8Array.of(0x7f, 0x45, 0x4c, 0x46, 2, 1, 1));
+    expect(() => createLinuxMachine({ kernel: truncated })).toThrow(/not a loadable x86-64 ELF/);
+    expect(() => createLinuxMachine({ kernel: '/nonexistent/vmlinux' })).toThrow(/kernel \/nonexistent\/vmlinux: /);
+  });
+});
