@@ -35,6 +35,8 @@ export {
   type LinuxMachine,
   type LinuxOptions,
   SOFTWARE_KVM_CPUID_MASKS,
+  SOFTWARE_KVM_KERNEL_PARAMS,
+  withHostWorkarounds,
 } from './linux.js';
 export {
   type AccessEvent,

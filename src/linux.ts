@@ -53,15 +53,21 @@ export function cpuidMasksForHost(): readonly CpuidMask[] {
 }
 
 /**
- * The command line with what this host needs: on software-assisted KVM, `noxsave`. Such a
- * host's KVM keeps XSAVE visible in the guest's CPUID whatever the CPUID template says (it
- * re-sets the bit on KVM_SET_CPUID2), but its emulator cannot run XRSTOR.
+ * Kernel parameters a software-assisted KVM needs. Such a host's KVM keeps XSAVE and SMAP
+ * visible in the guest's CPUID whatever the CPUID template says (it re-sets those bits on
+ * KVM_SET_CPUID2), but its emulator cannot run XRSTOR, or the CLAC/STAC that SMAP brings:
+ * measured with Debian's 6.1 kernel, which stops on each in turn without these.
  */
+export const SOFTWARE_KVM_KERNEL_PARAMS: readonly string[] = ['noxsave', 'nosmap'];
+
+/** The command line with what this host needs: {@link SOFTWARE_KVM_KERNEL_PARAMS} where KVM is software-assisted. */
 export function withHostWorkarounds(cmdline: string): string {
-  if (hardwareVirtualization() || /(^|\s)noxsave(\s|$)/.test(cmdline)) {
+  if (hardwareVirtualization()) {
     return cmdline;
   }
-  return `${cmdline} noxsave`;
+  const words = cmdline.split(/\s+/);
+  const missing = SOFTWARE_KVM_KERNEL_PARAMS.filter((p) => !words.includes(p));
+  return [cmdline, ...missing].join(' ').trim();
 }
 
 /** A machine with a Linux kernel loaded, and its console. */

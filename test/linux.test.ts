@@ -2,7 +2,13 @@ import { writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
-import { createLinuxMachine, maskCpuid, SOFTWARE_KVM_CPUID_MASKS } from '../src/index.js';
+import {
+  createLinuxMachine,
+  hardwareVirtualization,
+  maskCpuid,
+  SOFTWARE_KVM_CPUID_MASKS,
+  withHostWorkarounds,
+} from '../src/index.js';
 import { describeKvm } from './kvm.js';
 
 function file(name: string, bytes: Uint8Array): string {
@@ -17,6 +23,15 @@ it('hides the features a software-assisted KVM cannot run', () => {
   expect((masked?.ecx ?? 0) & (1 << 13)).toBe(0); // CMPXCHG16B
   expect((masked?.ecx ?? 0) & (1 << 26)).toBe(0); // XSAVE
   expect(masked?.edx).toBe(0xffff_ffff);
+});
+
+it('adds the kernel parameters a software-assisted KVM needs, once', () => {
+  const cmdline = withHostWorkarounds('console=ttyS0 nosmap');
+  if (hardwareVirtualization()) {
+    expect(cmdline).toBe('console=ttyS0 nosmap');
+  } else {
+    expect(cmdline).toBe('console=ttyS0 nosmap noxsave');
+  }
 });
 
 describeKvm('loading Linux', () => {
