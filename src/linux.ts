@@ -58,7 +58,7 @@ export function cpuidMasksForHost(): readonly CpuidMask[] {
  * KVM_SET_CPUID2), but its emulator cannot run XRSTOR, or the CLAC/STAC that SMAP brings:
  * measured with Debian's 6.1 kernel, which stops on each in turn without these.
  */
-export const SOFTWARE_KVM_KERNEL_PARAMS: readonly string[] = ['noxsave', 'nosmap'];
+export const SOFTWARE_KVM_KERNEL_PARAMS: readonly string[] = ['noxsave', 'clearcpuid=smap'];
 
 /** The command line with what this host needs: {@link SOFTWARE_KVM_KERNEL_PARAMS} where KVM is software-assisted. */
 export function withHostWorkarounds(cmdline: string): string {

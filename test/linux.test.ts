@@ -26,11 +26,11 @@ it('hides the features a software-assisted KVM cannot run', () => {
 });
 
 it('adds the kernel parameters a software-assisted KVM needs, once', () => {
-  const cmdline = withHostWorkarounds('console=ttyS0 nosmap');
+  const cmdline = withHostWorkarounds('console=ttyS0 clearcpuid=smap');
   if (hardwareVirtualization()) {
-    expect(cmdline).toBe('console=ttyS0 nosmap');
+    expect(cmdline).toBe('console=ttyS0 clearcpuid=smap');
   } else {
-    expect(cmdline).toBe('console=ttyS0 nosmap noxsave');
+    expect(cmdline).toBe('console=ttyS0 clearcpuid=smap noxsave');
   }
 });
 
