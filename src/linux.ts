@@ -53,12 +53,13 @@ export function cpuidMasksForHost(): readonly CpuidMask[] {
 }
 
 /**
- * Kernel parameters a software-assisted KVM needs. Such a host's KVM keeps XSAVE and SMAP
- * visible in the guest's CPUID whatever the CPUID template says (it re-sets those bits on
- * KVM_SET_CPUID2), but its emulator cannot run XRSTOR, or the CLAC/STAC that SMAP brings:
- * measured with Debian's 6.1 kernel, which stops on each in turn without these.
+ * Kernel parameters a software-assisted KVM needs. Such a host's KVM keeps XSAVE, SMAP and
+ * POPCNT visible in the guest's CPUID whatever the CPUID template says (it re-sets those
+ * bits on KVM_SET_CPUID2), but its emulator cannot run XRSTOR, the CLAC/STAC that SMAP
+ * brings, or POPCNT: measured with Debian's 6.1 kernel, which stops on each in turn
+ * without these.
  */
-export const SOFTWARE_KVM_KERNEL_PARAMS: readonly string[] = ['noxsave', 'clearcpuid=smap'];
+export const SOFTWARE_KVM_KERNEL_PARAMS: readonly string[] = ['noxsave', 'clearcpuid=smap,popcnt'];
 
 /** The command line with what this host needs: {@link SOFTWARE_KVM_KERNEL_PARAMS} where KVM is software-assisted. */
 export function withHostWorkarounds(cmdline: string): string {
