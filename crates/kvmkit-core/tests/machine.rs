@@ -82,6 +82,17 @@ fn user(device: u32, posted: bool) -> Route {
     Route::User { device, posted }
 }
 
+/// A machine whose guest reads port 0x3f8, adds 1, writes it back and halts; the port is
+/// user device 7.
+fn echo_machine() -> Option<Machine> {
+    // mov dx,0x3f8 ; in al,dx ; add al,1 ; out dx,al ; hlt
+    let code = [0xba, 0xf8, 0x03, 0xec, 0x04, 0x01, 0xee, 0xf4];
+    let m = machine(&code, CpuMode::Real, MachineOptions::default())?;
+    m.add_device(Space::Port, 0x3f8, 8, "uart", user(7, false))
+        .unwrap();
+    Some(m)
+}
+
 fn start(m: &Machine) -> Receiver<Event> {
     let (tx, rx) = channel();
     m.start(Arc::new(Channel(Mutex::new(tx)))).unwrap();
@@ -119,13 +130,9 @@ fn built_in_debug_console_collects_output_and_hlt_ends_the_run() {
 
 #[test]
 fn user_device_answers_port_reads_and_sees_writes() {
-    // mov dx,0x3f8 ; in al,dx ; add al,1 ; out dx,al ; hlt
-    let code = [0xba, 0xf8, 0x03, 0xec, 0x04, 0x01, 0xee, 0xf4];
-    let Some(m) = machine(&code, CpuMode::Real, MachineOptions::default()) else {
+    let Some(m) = echo_machine() else {
         return;
     };
-    m.add_device(Space::Port, 0x3f8, 8, "uart", user(7, false))
-        .unwrap();
     let rx = start(&m);
     let Event::Access(0, read) = next(&rx) else {
         panic!("expected a read")
@@ -386,13 +393,9 @@ fn posted_writes_let_the_vcpu_run_on_and_arrive_in_order() {
 
 #[test]
 fn an_inline_vcpu_returns_accesses_to_its_caller() {
-    // mov dx,0x3f8 ; in al,dx ; add al,1 ; out dx,al ; hlt
-    let code = [0xba, 0xf8, 0x03, 0xec, 0x04, 0x01, 0xee, 0xf4];
-    let Some(m) = machine(&code, CpuMode::Real, MachineOptions::default()) else {
+    let Some(m) = echo_machine() else {
         return;
     };
-    m.add_device(Space::Port, 0x3f8, 8, "uart", user(7, false))
-        .unwrap();
     let (tx, rx) = channel();
     let mut vcpus = m.start_inline(Arc::new(Channel(Mutex::new(tx)))).unwrap();
     let vcpu = &mut vcpus[0];
@@ -475,13 +478,9 @@ fn single_stepping_exits_with_debug_which_the_policy_reports() {
 
 #[test]
 fn a_polling_thread_takes_accesses_without_notices() {
-    // mov dx,0x3f8 ; in al,dx ; add al,1 ; out dx,al ; hlt
-    let code = [0xba, 0xf8, 0x03, 0xec, 0x04, 0x01, 0xee, 0xf4];
-    let Some(m) = machine(&code, CpuMode::Real, MachineOptions::default()) else {
+    let Some(m) = echo_machine() else {
         return;
     };
-    m.add_device(Space::Port, 0x3f8, 8, "uart", user(7, false))
-        .unwrap();
     let (tx, rx) = channel();
     // Poll before the start, so the first access finds the poller waiting.
     let m = Arc::new(m);
