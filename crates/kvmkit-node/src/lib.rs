@@ -25,6 +25,11 @@ use napi_derive::napi;
 
 use crate::error::{Result, core};
 
+/// Opens the KVM device at `path` (default `/dev/kvm`) and checks it.
+pub(crate) fn open_host(path: Option<&str>) -> Result<kvmkit_core::kvm::KvmHost> {
+    kvmkit_core::kvm::KvmHost::open_path(path.unwrap_or(kvmkit_core::kvm::KVM_PATH)).map_err(core)
+}
+
 /// What the host's KVM reports about itself.
 #[napi(object)]
 pub struct KvmInfo {
@@ -39,10 +44,8 @@ pub struct KvmInfo {
 /// The CPUID features the host's KVM can present to guests.
 #[napi(catch_unwind)]
 pub fn supported_cpuid(path: Option<String>) -> Result<Vec<convert::CpuidEntry>> {
-    let host =
-        kvmkit_core::kvm::KvmHost::open_path(path.as_deref().unwrap_or(kvmkit_core::kvm::KVM_PATH))
-            .map_err(core)?;
-    host.supported_cpuid()
+    open_host(path.as_deref())?
+        .supported_cpuid()
         .map(|c| convert::cpuid_to_js(&c))
         .map_err(core)
 }
@@ -50,9 +53,7 @@ pub fn supported_cpuid(path: Option<String>) -> Result<Vec<convert::CpuidEntry>>
 /// Opens the KVM device (default `/dev/kvm`), checks it, and reports its limits.
 #[napi(catch_unwind)]
 pub fn kvm_info(path: Option<String>) -> Result<KvmInfo> {
-    let host =
-        kvmkit_core::kvm::KvmHost::open_path(path.as_deref().unwrap_or(kvmkit_core::kvm::KVM_PATH))
-            .map_err(core)?;
+    let host = open_host(path.as_deref())?;
     let info = host.info().map_err(core)?;
     Ok(KvmInfo {
         path: info.path,

@@ -17,7 +17,6 @@ use kvmkit_core::devices::rtc::RTC_PORTS;
 use kvmkit_core::devices::{DebugExit, I8042, NullDevice, Rtc};
 use kvmkit_core::exit::ExitKind;
 use kvmkit_core::irq::IoEvent;
-use kvmkit_core::kvm::{KVM_PATH, KvmHost};
 use kvmkit_core::loader::linux::{BootProtocol, LinuxBoot};
 use kvmkit_core::machine::{InlineVcpu, Machine, MachineOptions, SerialHandle, UnhandledPolicy};
 use kvmkit_core::memory::{Backing, MemoryOptions};
@@ -241,8 +240,7 @@ impl NativeMachine {
                 ));
             }
         };
-        let host =
-            KvmHost::open_path(config.kvm_path.as_deref().unwrap_or(KVM_PATH)).map_err(core)?;
+        let host = crate::open_host(config.kvm_path.as_deref())?;
         let backing = match (config.backing.as_str(), config.backing_path) {
             ("anonymous", _) => Backing::Anonymous,
             ("memfd", _) => Backing::Memfd,
