@@ -61,7 +61,7 @@ describeKvm('a hostile guest', () => {
     expect(console.take()[0]).toBe(Math.floor(year / 10) * 16 + (year % 10));
   });
 
-  it('that hits int3 takes its breakpoint handler, even where KVM cannot emulate int3', async () => {
+  it('that runs fwait and int3 gets through both, even where KVM cannot emulate them', async () => {
     const vm = track(machineWith('int3'));
     vm.addDebugExit(0xf4);
     expect(await vm.run()).toEqual({ reason: 'device-request', device: 'debug-exit', status: 3 });

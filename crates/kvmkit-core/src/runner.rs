@@ -521,7 +521,7 @@ impl Looper {
             }
             Raw::InternalError => {
                 stats.count(ExitKind::InternalError);
-                if shared.options.emulation_fallbacks && finish_int3(&self.ctx.ram, vcpu) {
+                if shared.options.emulation_fallbacks && finish_unemulated(&self.ctx.ram, vcpu) {
                     return Step::Continue;
                 }
                 let run = vcpu.fd_mut().get_kvm_run();
@@ -715,31 +715,40 @@ impl Looper {
     }
 }
 
-/// Finishes an `int3` the host's instruction emulator gave up on (software-assisted KVM
-/// cannot deliver software interrupts outside real mode): moves RIP past it and injects the
-/// breakpoint exception, which the guest takes through its IDT as if the CPU had raised it.
-/// Returns false if the failed instruction is not an `int3`.
-fn finish_int3(ram: &GuestRam, vcpu: &Vcpu) -> bool {
+/// Finishes an instruction a software-assisted KVM's emulator gave up on, where its effect
+/// is simple enough to apply from here; returns false for any other instruction.
+///
+/// - `int3`: that emulator cannot deliver software interrupts outside real mode. RIP moves
+///   past it and the breakpoint exception is injected, which the guest takes through its IDT
+///   as if the CPU had raised it.
+/// - `fwait`: it only waits for pending unmasked x87 exceptions, which a guest kvmkit runs
+///   never leaves pending across an exit; RIP moves past it.
+fn finish_unemulated(ram: &GuestRam, vcpu: &Vcpu) -> bool {
     const INT3: u8 = 0xcc;
+    const FWAIT: u8 = 0x9b;
     const BREAKPOINT: u8 = 3;
     let Some(snapshot) = vcpu.snapshot() else {
         return false;
     };
-    if vcpu.instruction_bytes(ram, &snapshot).first() != Some(&INT3) {
+    let opcode = vcpu.instruction_bytes(ram, &snapshot).first().copied();
+    if opcode != Some(INT3) && opcode != Some(FWAIT) {
         return false;
     }
-    let injected = (|| -> crate::error::Result<()> {
+    let finished = (|| -> crate::error::Result<()> {
         let mut regs = vcpu.get_regs()?;
         regs.rip += 1;
         vcpu.set_regs(&regs)?;
-        let mut events = vcpu.get_events()?;
-        events.exception.injected = 1;
-        events.exception.nr = BREAKPOINT;
-        events.exception.has_error_code = 0;
-        events.exception.error_code = 0;
-        vcpu.set_events(&events)
+        if opcode == Some(INT3) {
+            let mut events = vcpu.get_events()?;
+            events.exception.injected = 1;
+            events.exception.nr = BREAKPOINT;
+            events.exception.has_error_code = 0;
+            events.exception.error_code = 0;
+            vcpu.set_events(&events)?;
+        }
+        Ok(())
     })();
-    injected.is_ok()
+    finished.is_ok()
 }
 
 fn decode(result: Result<VcpuExit<'_>, kvm_ioctls::Error>) -> Raw {
