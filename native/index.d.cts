@@ -113,8 +113,6 @@ export declare class NativeMachine {
   takeConsoleOutput(): Buffer
   /** Starts the vCPU threads; `on_event` receives accesses, pauses and the end. */
   start(onEvent: (arg: NativeEvent) => void): void
-  /** Answers the access vCPU `vcpu` waits on with a value of up to 8 bytes. */
-  reply(vcpu: number, value: number, valueHi: number): void
   /** Answers a string-I/O read on vCPU `vcpu` with `data`. */
   replyBytes(vcpu: number, data: Buffer): void
   /** Fails the access vCPU `vcpu` waits on: the machine stops with `message`. */

@@ -25,6 +25,11 @@ export type Answer = { readonly word: readonly [number, number] } | { readonly b
 
 const WRITTEN: Answer = { word: [0, 0] };
 
+/** Whether the guest is reading (port in or MMIO read). */
+function isRead(e: { exit: number }): boolean {
+  return e.exit === IO_IN || e.exit === MMIO_READ;
+}
+
 function isThenable(value: unknown): value is PromiseLike<unknown> {
   return typeof (value as { then?: unknown } | null)?.then === 'function';
 }
@@ -153,10 +158,10 @@ export class DeviceBus {
   /** Calls the device for one access (every element of string I/O); returns the answer or a Promise of it. */
   #call(device: Device, e: NativeEvent): Answer | PromiseLike<Answer> {
     const access: Access = { vcpu: e.vcpu, offset: e.offset, address: e.addr, size: e.size };
-    const isRead = e.exit === IO_IN || e.exit === MMIO_READ;
+    const reading = isRead(e);
     const read = () => (device.read ? device.read(access) : allOnes(e.size));
     if (e.count === 1) {
-      return isRead
+      return reading
         ? then(read(), (v) => ({ word: encodeReadValue(v, e.size) }))
         : then(device.write?.(access, writtenValue(e.size, e.value, e.valueHi)), () => WRITTEN);
     }
@@ -165,7 +170,7 @@ export class DeviceBus {
     const step = (i: number): Answer | PromiseLike<Answer> => {
       for (; i < e.count; i++) {
         const at = i;
-        const r = isRead
+        const r = reading
           ? then(read(), (v) => {
               out.writeUIntLE(encodeReadValue(v, e.size)[0], at * e.size, e.size);
             })
@@ -174,7 +179,7 @@ export class DeviceBus {
           return Promise.resolve(r).then(() => step(at + 1));
         }
       }
-      return isRead ? { bytes: out } : WRITTEN;
+      return reading ? { bytes: out } : WRITTEN;
     };
     return step(0);
   }
@@ -186,7 +191,7 @@ export class DeviceBus {
   }
 
   #what(e: NativeEvent): 'read' | 'write' {
-    return e.exit === IO_IN || e.exit === MMIO_READ ? 'read' : 'write';
+    return isRead(e) ? 'read' : 'write';
   }
 
   /**
@@ -236,7 +241,7 @@ export class DeviceBus {
         this.#observe(e);
         if (got === 2) {
           // Writes posted before this access are handled before it.
-          this.deliverPosted(this.#machine.takePosted());
+          this.drainPosted();
           if (this.#pumping) {
             void this.settled().then(() => this.#dispatchNow(e));
             return;
@@ -341,6 +346,17 @@ export class DeviceBus {
     } catch (error) {
       return { fail: this.#failMessage(e, what, error) };
     }
+  }
+
+  /** Takes the writes the vCPUs posted and delivers them (see {@link deliverPosted}). */
+  drainPosted(): void {
+    let writes: NativePostedWrite[];
+    try {
+      writes = this.#machine.takePosted();
+    } catch {
+      return; // Closed: nothing is queued any more.
+    }
+    this.deliverPosted(writes);
   }
 
   /** Delivers posted writes in order; a handler that returns a Promise holds back the later ones. */

@@ -406,7 +406,7 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
         this.#bus.dispatch(e);
         break;
       case EVENT_POSTED:
-        this.#deliverPosted();
+        this.#bus.drainPosted();
         break;
       case EVENT_OUTPUT:
         this.#serials.get(e.device)?.drain();
@@ -421,7 +421,7 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
         if (e.outcome !== undefined && this.#outcome === undefined) {
           const outcome = e.outcome;
           // Writes posted before the end are handled before anyone learns of it.
-          this.#deliverPosted();
+          this.#bus.drainPosted();
           void this.#bus.settled().then(() => this.#settle(outcome));
         }
         break;
@@ -433,14 +433,6 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
     const kind = ACCESS_KINDS[e.exit];
     if (kind !== undefined && this.listenerCount('access') > 0) {
       this.emit('access', { vcpu: e.vcpu, ...kind, address: e.addr, size: e.size, count: e.count });
-    }
-  }
-
-  #deliverPosted(): void {
-    try {
-      this.#bus.deliverPosted(this.#native.takePosted());
-    } catch {
-      // Closed: nothing is queued any more.
     }
   }
 

@@ -206,15 +206,6 @@ impl GuestRam {
             })
     }
 
-    /// Returns the host address and length of the guest range `addr..addr+len`, which must lie
-    /// inside one region. The pointer stays valid as long as this `GuestRam` lives.
-    pub fn host_range(&self, addr: u64, len: u64) -> Result<*mut u8> {
-        self.check(addr, len)?;
-        self.mem
-            .get_host_address(GuestAddress(addr))
-            .map_err(|_| Error::GuestMemoryRange { addr, len })
-    }
-
     /// Succeeds when `addr..addr+len` lies inside a single region.
     fn check(&self, addr: u64, len: u64) -> Result<()> {
         let out_of_range = || Error::GuestMemoryRange { addr, len };

@@ -667,13 +667,6 @@ impl NativeMachine {
         self.m()?.start(js_events(on_event)?).map_err(core)
     }
 
-    /// Answers the access vCPU `vcpu` waits on with a value of up to 8 bytes.
-    #[napi(catch_unwind)]
-    pub fn reply(&self, vcpu: u32, value: u32, value_hi: u32) -> Result<()> {
-        let v = (u64::from(value_hi) << 32) | u64::from(value);
-        self.m()?.reply(vcpu, &v.to_le_bytes()).map_err(core)
-    }
-
     /// Answers a string-I/O read on vCPU `vcpu` with `data`.
     #[napi(catch_unwind)]
     pub fn reply_bytes(&self, vcpu: u32, data: Buffer) -> Result<()> {
