@@ -64,6 +64,13 @@ describeKvm('vCPU state', () => {
     expect(vm.vcpus[1]?.mpState()).toBe('uninitialized'); // an AP waits for INIT/SIPI
     vm.vcpus[1]?.setMpState('runnable');
     expect(vm.vcpus[1]?.mpState()).toBe('runnable');
+    // Write the task-priority register (offset 0x80) through the whole register page.
+    const page = vm.vcpus[0]?.lapic() ?? new Uint8Array(1024);
+    new DataView(page.buffer, page.byteOffset).setUint32(0x80, 0x20, true);
+    vm.vcpus[0]?.setLapic(page);
+    const back = vm.vcpus[0]?.lapic() ?? new Uint8Array(1024);
+    expect(new DataView(back.buffer, back.byteOffset).getUint32(0x80, true)).toBe(0x20);
+    expect(() => vm.vcpus[0]?.setLapic(new Uint8Array(10))).toThrow(/must be 1024 bytes/);
   });
 
   it('injects an exception the guest takes through its IDT', async () => {
