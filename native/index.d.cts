@@ -96,10 +96,20 @@ export declare class NativeMachine {
    */
   addBuiltin(kind: string, space: string, base: number, len: number, fill: number): void
   /**
-   * Loads an ELF Linux kernel, optional initrd and command line, and sets vCPU 0 up to
-   * enter it.
+   * Loads a Linux kernel (ELF vmlinux or bzImage), optional initrd and command line, and
+   * sets vCPU 0 up to enter it.
    */
-  loadLinux(kernel: string, initrd: string | undefined | null, cmdline: string): NativeLoadedKernel
+  loadLinux(kernel: string, initrd: string | undefined | null, cmdline: string, options: NativeLinuxOptions): NativeLoadedKernel
+  /**
+   * Loads a Multiboot (v1) kernel with its command line and modules, and sets vCPU 0 up
+   * to enter it.
+   */
+  loadMultiboot(kernel: string, cmdline: string, modules: Array<NativeModule>): NativeLoadedMultiboot
+  /**
+   * Loads flat binary `path` at `address` and sets vCPU 0 up to enter it at `entry` in
+   * `mode_name`; returns where it ends.
+   */
+  loadFlat(path: string, address: number, entry: number, modeName: string, stack: number): number
   /**
    * Adds a 16550A UART on 8 ports from `port`, raising `irq` if given; its output is
    * reported under `id`.
@@ -323,14 +333,40 @@ export interface NativeEvent {
   outcome?: NativeOutcome
 }
 
+/** How to load a Linux kernel. */
+export interface NativeLinuxOptions {
+  /** Enter a bzImage through its own decompressor instead of decompressing it on the host. */
+  standardBzimage: boolean
+  /** Where decompressed bzImage payloads are cached. */
+  cacheDir?: string
+}
+
 /** Where a Linux kernel was loaded and how it is entered. */
 export interface NativeLoadedKernel {
-  /** `pvh` or `linux64`. */
+  /** `pvh`, `linux64` or `bzimage`. */
   protocol: string
   entry: number
   kernelEnd: number
   initrdAddr?: number
   initrdSize?: number
+  /** The bzImage payload's compression, when the host decompressed it. */
+  compression?: string
+  /** Whether that decompressed kernel came from the cache. */
+  fromCache?: boolean
+}
+
+/** Where a Multiboot kernel was loaded. */
+export interface NativeLoadedMultiboot {
+  entry: number
+  kernelEnd: number
+  /** Each module's start and end, in order. */
+  modules: Array<Array<number>>
+}
+
+/** A Multiboot module: a file and its string. */
+export interface NativeModule {
+  path: string
+  cmdline: string
 }
 
 /** How a run ended. */

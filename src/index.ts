@@ -27,6 +27,7 @@ export type { MachineConfig, MemoryBacking, MemoryRegion, UnhandledPolicy } from
 export type { Access, Device, DeviceHandle, ReadValue } from './devices.js';
 export { ConfigError, type ErrorCode, KvmkitError, MachineError, type MachineErrorCode } from './errors.js';
 export { hardwareVirtualization } from './hardware.js';
+export { defaultKernelCache } from './kernel-cache.js';
 export { type KvmAvailability, type KvmInfo, kvmAvailability, kvmInfo, supportedCpuid } from './kvm.js';
 export {
   cpuidMasksForHost,
@@ -41,13 +42,18 @@ export {
 export {
   type AccessEvent,
   type DebugConsole,
+  type FlatBinaryOptions,
   type IoEventFd,
   type IoEventFdOptions,
   type IrqFd,
   type LoadedKernel,
+  type LoadedMultiboot,
+  type LoadLinuxOptions,
   Machine,
   type MachineEvents,
   type MachineState,
+  type ModulePlacement,
+  type MultibootModule,
   stopMachine,
 } from './machine.js';
 export { GuestMemory, type RamRegion } from './memory.js';

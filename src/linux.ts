@@ -5,14 +5,17 @@
  */
 import { KvmkitError } from './errors.js';
 import { hardwareVirtualization } from './hardware.js';
-import { Machine } from './machine.js';
+import { type LoadedKernel, type LoadLinuxOptions, Machine } from './machine.js';
 import type { SerialPort } from './serial.js';
 import type { Size } from './size.js';
 import { type CpuidMask, maskCpuid } from './vcpu.js';
 
 /** What to boot, and on what. */
-export interface LinuxOptions {
-  /** The kernel: an ELF `vmlinux` (PVH entry used where it has one). */
+export interface LinuxOptions extends LoadLinuxOptions {
+  /**
+   * The kernel: an ELF `vmlinux` (PVH entry used where it has one) or a bzImage (by
+   * default decompressed on the host and cached: see {@link LoadLinuxOptions}).
+   */
   kernel: string;
   /** An initrd or initramfs. */
   initrd?: string;
@@ -77,13 +80,16 @@ export interface LinuxMachine {
   readonly vm: Machine;
   /** COM1, where the kernel's console is. */
   readonly console: SerialPort;
-  /** How the kernel is entered: `pvh` or `linux64` (the 64-bit boot protocol). */
-  readonly protocol: string;
+  /** How the kernel is entered: `pvh`, `linux64` or `bzimage`. */
+  readonly protocol: LoadedKernel['protocol'];
+  /** Where it was loaded and how. */
+  readonly loaded: LoadedKernel;
 }
 
 /**
  * Creates a machine for Linux: in-kernel interrupt controllers and PIT, COM1 (16550A, IRQ 4),
- * the i8042 (its reset ends the run with `reset`), the CMOS clock, and the kernel loaded.
+ * the i8042 (its reset ends the run with `reset`), the CMOS clock, ACPI tables (an ACPI
+ * power-off ends the run with `shutdown`) and an MP table, and the kernel loaded.
  * Ports nothing claims read as all-ones, as on a PC's empty bus.
  */
 export function createLinuxMachine(options: LinuxOptions): LinuxMachine {
@@ -101,12 +107,17 @@ export function createLinuxMachine(options: LinuxOptions): LinuxMachine {
     for (const vcpu of vm.vcpus) {
       vcpu.setCpuid(maskCpuid(vcpu.cpuid(), masks));
     }
+    const loadOptions: LoadLinuxOptions = {
+      ...(options.bzImage === undefined ? {} : { bzImage: options.bzImage }),
+      ...(options.kernelCache === undefined ? {} : { kernelCache: options.kernelCache }),
+    };
     const loaded = vm.loadLinux(
       options.kernel,
       options.initrd,
       withHostWorkarounds(options.cmdline ?? DEFAULT_CMDLINE),
+      loadOptions,
     );
-    return { vm, console, protocol: loaded.protocol };
+    return { vm, console, protocol: loaded.protocol, loaded };
   } catch (error) {
     void vm.close();
     throw error instanceof KvmkitError ? error : new KvmkitError('BAD_IMAGE', String(error), { cause: error });

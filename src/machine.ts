@@ -7,12 +7,13 @@ import { DeviceBus } from './bus.js';
 import { type MachineConfig, resolveConfig } from './config.js';
 import type { Device, DeviceHandle } from './devices.js';
 import { callNative, fromNative, KvmkitError } from './errors.js';
+import { defaultKernelCache } from './kernel-cache.js';
 import { GuestMemory } from './memory.js';
 import { type NativeEvent, type NativeEventFd, type NativeMachine, type NativeOutcome, native } from './native.js';
 import { type Outcome, toOutcome } from './outcome.js';
 import { type SerialOptions, SerialPort } from './serial.js';
 import type { VcpuStats } from './stats.js';
-import { Vcpu } from './vcpu.js';
+import { type CpuMode, Vcpu } from './vcpu.js';
 
 /** `NativeEvent.type` values. */
 const EVENT_ACCESS = 0;
@@ -67,10 +68,81 @@ export interface MachineEvents {
 
 /** Where a kernel was loaded, and how vCPU 0 enters it. */
 export interface LoadedKernel {
-  /** `pvh` (32-bit entry with a start-info page) or `linux64` (the 64-bit boot protocol). */
-  readonly protocol: string;
+  /**
+   * `pvh` (32-bit entry with a start-info page), `linux64` (the 64-bit boot protocol at the
+   * ELF entry) or `bzimage` (the 64-bit boot protocol at a bzImage's entry, whose own
+   * decompressor runs first).
+   */
+  readonly protocol: 'pvh' | 'linux64' | 'bzimage';
   /** The entry point's guest-physical address. */
   readonly entry: number;
+  /** Where the initrd was put, if there is one. */
+  readonly initrd?: {
+    /** Its guest-physical address. */
+    readonly address: number;
+    /** Its size in bytes. */
+    readonly size: number;
+  };
+  /** For a bzImage decompressed on the host: how. */
+  readonly decompressed?: {
+    /** The payload's compression: `gzip`, `xz`, `lzma`, `lz4` or `zstd`. */
+    readonly compression: string;
+    /** Whether the decompressed kernel came from the cache. */
+    readonly fromCache: boolean;
+  };
+}
+
+/** A Multiboot module: a file loaded page-aligned after the kernel, and its string. */
+export interface MultibootModule {
+  /** The file. */
+  readonly path: string;
+  /** The string the kernel sees for it (default: empty). */
+  readonly cmdline?: string;
+}
+
+/** Where a Multiboot kernel and its modules were loaded. */
+export interface LoadedMultiboot {
+  /** The entry point's guest-physical address. */
+  readonly entry: number;
+  /** Where the kernel's image ends. */
+  readonly kernelEnd: number;
+  /** Each module's place in guest RAM, in order. */
+  readonly modules: readonly ModulePlacement[];
+}
+
+/** Where a Multiboot module was put. */
+export interface ModulePlacement {
+  /** Its first byte's guest-physical address. */
+  readonly start: number;
+  /** The guest-physical address just past it. */
+  readonly end: number;
+}
+
+/** Where {@link Machine.loadFlat} puts a flat binary and how vCPU 0 enters it. */
+export interface FlatBinaryOptions {
+  /** The guest-physical address of its first byte. */
+  address: number;
+  /** The mode vCPU 0 starts in. */
+  mode: CpuMode;
+  /** Where it is entered (default `address`). */
+  entry?: number;
+  /** The initial stack pointer (default 0x8000). */
+  stack?: number;
+}
+
+/** How {@link Machine.loadLinux} treats a bzImage. */
+export interface LoadLinuxOptions {
+  /**
+   * `decompress` (default): decompress its payload on the host and enter the vmlinux
+   * inside, which saves the guest the kernel's own decompressor (falling back to `standard`
+   * for bzip2 and lzo). `standard`: load it as the boot protocol says.
+   */
+  bzImage?: 'decompress' | 'standard';
+  /**
+   * The directory where decompressed kernels are cached by the image's SHA-256, or `false`
+   * for none (default {@link defaultKernelCache}).
+   */
+  kernelCache?: string | false;
 }
 
 /** An eventfd that raises a guest interrupt when triggered, without an ioctl per interrupt. */
@@ -191,13 +263,56 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
   }
 
   /**
-   * Loads an ELF Linux kernel, with an optional initrd and a command line, and sets vCPU 0
-   * up to enter it (through PVH where the kernel has the entry note, otherwise through the
-   * 64-bit boot protocol). The e820 map follows guest RAM. See also {@link createLinuxMachine}.
+   * Loads a Linux kernel — an ELF vmlinux or a bzImage — with an optional initrd and a
+   * command line, and sets vCPU 0 up to enter it (through PVH where the kernel has the
+   * entry note, otherwise through the 64-bit boot protocol). The e820 map follows guest
+   * RAM; ACPI tables (CPUs, IOAPIC, the UARTs added so far, power-off) and an MP table
+   * describe the machine. A bad image or initrd throws `BAD_IMAGE` naming the file and
+   * what is wrong, before anything is loaded. See also {@link createLinuxMachine}.
    */
-  loadLinux(kernel: string, initrd: string | undefined, cmdline: string): LoadedKernel {
-    const loaded = callNative(() => this.#native.loadLinux(kernel, initrd, cmdline));
-    return { protocol: loaded.protocol, entry: loaded.entry };
+  loadLinux(kernel: string, initrd: string | undefined, cmdline: string, options: LoadLinuxOptions = {}): LoadedKernel {
+    const { bzImage = 'decompress', kernelCache = defaultKernelCache() } = options;
+    const native = {
+      standardBzimage: bzImage === 'standard',
+      ...(kernelCache === false ? {} : { cacheDir: kernelCache }),
+    };
+    const loaded = callNative(() => this.#native.loadLinux(kernel, initrd, cmdline, native));
+    return {
+      protocol: loaded.protocol as LoadedKernel['protocol'],
+      entry: loaded.entry,
+      ...(loaded.initrdAddr === undefined || loaded.initrdAddr === null
+        ? {}
+        : { initrd: { address: loaded.initrdAddr, size: loaded.initrdSize ?? 0 } }),
+      ...(loaded.compression === undefined || loaded.compression === null
+        ? {}
+        : { decompressed: { compression: loaded.compression, fromCache: loaded.fromCache ?? false } }),
+    };
+  }
+
+  /**
+   * Loads a Multiboot (v1) kernel — a 32-bit ELF, or an image whose header gives its load
+   * addresses, as QEMU's `-kernel` takes them — with its command line and modules, and
+   * sets vCPU 0 up to enter it in 32-bit protected mode (EAX = 0x2BADB002, EBX = the
+   * multiboot information with memory sizes, memory map, command line and modules).
+   */
+  loadMultiboot(kernel: string, cmdline = '', modules: readonly MultibootModule[] = []): LoadedMultiboot {
+    const native = modules.map((m) => ({ path: m.path, cmdline: m.cmdline ?? '' }));
+    const loaded = callNative(() => this.#native.loadMultiboot(kernel, cmdline, native));
+    return {
+      entry: loaded.entry,
+      kernelEnd: loaded.kernelEnd,
+      modules: loaded.modules.map(([start = 0, end = 0]) => ({ start, end })),
+    };
+  }
+
+  /**
+   * Loads a raw flat binary at `options.address` and sets vCPU 0 up to enter it; returns
+   * the address just past it. An empty file, or one that does not fit in guest RAM, throws
+   * `BAD_IMAGE`.
+   */
+  loadFlat(path: string, options: FlatBinaryOptions): number {
+    const { address, mode, entry = address, stack = 0x8000 } = options;
+    return callNative(() => this.#native.loadFlat(path, address, entry, mode, stack));
   }
 
   /** Adds a 16550A UART, answered in Rust, whose byte streams are Node streams. */
@@ -216,7 +331,10 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
     return { port, take: () => new Uint8Array(this.#native.takeConsoleOutput()) };
   }
 
-  /** Adds the Rust debug-exit port (default 0xf4): a write ends the run with a `device-request` outcome carrying the value. */
+  /**
+   * Adds the Rust debug-exit port (default 0xf4, 4 ports wide so 1-, 2- and 4-byte writes
+   * reach it): a write ends the run with a `device-request` outcome carrying the value.
+   */
   addDebugExit(port = 0xf4): void {
     callNative(() => this.#native.addBuiltin('debug-exit', 'port', port, 1, 0));
   }

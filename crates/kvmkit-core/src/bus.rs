@@ -27,6 +27,11 @@ pub enum DeviceAction {
         /// The device's name.
         device: &'static str,
     },
+    /// End the run as a guest power-off (the outcome is a shutdown system event).
+    PowerOff {
+        /// The device's name.
+        device: &'static str,
+    },
 }
 
 /// An address space devices live in.
@@ -113,6 +118,15 @@ impl Bus {
             limit: u64::MAX,
             entries: Vec::new(),
         }
+    }
+
+    /// The start of each range registered under `name`.
+    pub fn starts_named(&self, name: &str) -> Vec<u64> {
+        self.entries
+            .iter()
+            .filter(|e| e.name == name)
+            .map(|e| e.start)
+            .collect()
     }
 
     /// Registers `route` for `start..start+len` under `name`.

@@ -10,21 +10,28 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::bus::{Bus, Route, Space};
 use crate::config::MachineConfig;
-use crate::devices::SerialDevice;
+use crate::devices::acpi_sleep::ACPI_SLEEP_PORTS;
 use crate::devices::debug_console::ConsoleOutput;
+use crate::devices::i8042::I8042_PORT;
 use crate::devices::serial::SERIAL_PORTS;
+use crate::devices::{AcpiSleep, SerialDevice};
 use crate::error::{Error, Result};
 use crate::exit::{DeviceAccess, Outcome};
 use crate::irq::IoEvent;
 use crate::kick;
 use crate::kvm::KvmHost;
+use crate::loader::flat::{self, FlatBoot};
+use crate::loader::linux::{self, LinuxBoot, LoadedKernel};
+use crate::loader::multiboot::{self, LoadedMultiboot, MultibootBoot};
 use crate::mailbox::{Mailbox, ReplyError};
 use crate::memory::{GuestRam, MemoryOptions};
 use crate::posted::{PostedQueue, PostedWrite};
-use crate::runner;
+use crate::runner::{self, lock};
 pub use crate::runner::{InlineAnswer, InlineVcpu};
 use crate::stats::{StatsSnapshot, VcpuStats};
 use crate::vcpu::Vcpu;
+use crate::x86::acpi::{self, Platform, SerialPortInfo};
+use crate::x86::mptable;
 
 /// Where the identity-map page and TSS live for real-mode emulation on Intel hosts: just
 /// below the BIOS area at the top of the 32-bit space, as QEMU and Firecracker place them.
@@ -165,6 +172,8 @@ pub struct Machine {
     vcpus: Vec<Arc<Mutex<Vcpu>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     vcpu_mmap_size: usize,
+    /// The UARTs added with [`Machine::add_serial`], for the ACPI tables.
+    serial_ports: Mutex<Vec<SerialPortInfo>>,
     // Dropped last: the VM fd outlives the vCPUs and memory slots that refer to it.
     vm: VmFd,
     host: KvmHost,
@@ -224,6 +233,7 @@ impl Machine {
             vcpus,
             threads: Mutex::new(Vec::new()),
             vcpu_mmap_size: info.vcpu_mmap_size,
+            serial_ports: Mutex::new(Vec::new()),
             vm,
             host,
         })
@@ -628,15 +638,51 @@ impl Machine {
             "serial",
             route,
         )?;
+        lock(&self.serial_ports).push(SerialPortInfo { port, irq });
         Ok(SerialHandle { device, output })
     }
 
-    /// Loads a Linux kernel (and initrd, command line) and sets vCPU 0 up to enter it.
-    pub fn load_linux(
-        &self,
-        boot: &crate::loader::linux::LinuxBoot<'_>,
-    ) -> Result<crate::loader::linux::LoadedKernel> {
-        self.with_vcpu(0, |v| crate::loader::linux::load(&self.ram, v, boot))
+    /// Loads a Linux kernel (and initrd, command line) and sets vCPU 0 up to enter it, with
+    /// the platform described to it: ACPI tables (the vCPUs, the IOAPIC, the UARTs added so
+    /// far, the i8042 if there is one, and the sleep registers through which the kernel
+    /// powers off, served by [`AcpiSleep`]) and an MP table.
+    pub fn load_linux(&self, boot: &LinuxBoot<'_>) -> Result<LoadedKernel> {
+        let platform = Platform {
+            vcpus: self.vcpu_count(),
+            serial: lock(&self.serial_ports).clone(),
+            i8042: self
+                .shared
+                .ports
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .starts_named("i8042")
+                .contains(&I8042_PORT.into()),
+        };
+        // Checked before anything is written.
+        let tables = acpi::tables(&platform)?;
+        let mptable = mptable::table(platform.vcpus)?;
+        let loaded = self.with_vcpu(0, |v| linux::load(&self.ram, v, boot, acpi::RSDP_ADDR))?;
+        for (addr, data) in tables {
+            self.ram.write(addr, &data)?;
+        }
+        self.ram.write(mptable::MPTABLE_ADDR, &mptable)?;
+        let sleep = Route::BuiltIn(Arc::new(Mutex::new(AcpiSleep)));
+        let port = acpi::SLEEP_CONTROL_PORT.into();
+        if !self.bus(Space::Port).starts_named("acpi").contains(&port) {
+            self.add_device(Space::Port, port, ACPI_SLEEP_PORTS.into(), "acpi", sleep)?;
+        }
+        Ok(loaded)
+    }
+
+    /// Loads a Multiboot (v1) kernel with its command line and modules, and sets vCPU 0 up
+    /// to enter it.
+    pub fn load_multiboot(&self, boot: &MultibootBoot<'_>) -> Result<LoadedMultiboot> {
+        self.with_vcpu(0, |v| multiboot::load(&self.ram, v, boot))
+    }
+
+    /// Loads a flat binary and sets vCPU 0 up to enter it; returns where it ends.
+    pub fn load_flat(&self, boot: &FlatBoot<'_>) -> Result<u64> {
+        self.with_vcpu(0, |v| flat::load(&self.ram, v, boot))
     }
 
     /// Adds the built-in debug console at `port` and returns its output buffer.

@@ -206,6 +206,11 @@ impl GuestRam {
             })
     }
 
+    /// Whether `addr..addr+len` lies inside a single region.
+    pub fn contains(&self, addr: u64, len: u64) -> bool {
+        self.check(addr, len).is_ok()
+    }
+
     /// Succeeds when `addr..addr+len` lies inside a single region.
     fn check(&self, addr: u64, len: u64) -> Result<()> {
         let out_of_range = || Error::GuestMemoryRange { addr, len };

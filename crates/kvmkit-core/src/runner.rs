@@ -232,7 +232,8 @@ fn finish(ctx: &VcpuThread, handler: Option<&dyn ExitHandler>) {
     }
 }
 
-fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Locks `m`, recovering it if a thread panicked while holding it.
+pub(crate) fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -613,6 +614,12 @@ impl Looper {
                                 Some(DeviceAction::Reset { .. }) => {
                                     return Step::End(Outcome::SystemEvent {
                                         event: SystemEvent::Reset,
+                                        vcpu: self.ctx.index,
+                                    });
+                                }
+                                Some(DeviceAction::PowerOff { .. }) => {
+                                    return Step::End(Outcome::SystemEvent {
+                                        event: SystemEvent::Shutdown,
                                         vcpu: self.ctx.index,
                                     });
                                 }

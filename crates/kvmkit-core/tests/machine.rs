@@ -4,61 +4,23 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
-use std::sync::mpsc::{Receiver, Sender, channel};
+mod common;
+
+use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kvmkit_core::bus::{Route, Space};
 use kvmkit_core::config::{MachineConfig, MemoryRegionConfig};
 use kvmkit_core::devices::DebugExit;
-use kvmkit_core::exit::{DeviceAccess, ExitKind, Outcome};
+use kvmkit_core::exit::{ExitKind, Outcome};
 use kvmkit_core::irq::{self, IoEvent};
-use kvmkit_core::kvm::KvmHost;
-use kvmkit_core::machine::{ExitHandler, InlineAnswer, Machine, MachineOptions, UnhandledPolicy};
+use kvmkit_core::machine::{InlineAnswer, Machine, MachineOptions, UnhandledPolicy};
+
+use common::{Channel, Event, end, host, next, start};
 use kvmkit_core::x86::mode::CpuMode;
 
 const ENTRY: u64 = 0x1000;
-
-enum Event {
-    Access(u32, DeviceAccess),
-    Posted,
-    Paused,
-    End(Outcome),
-}
-
-struct Channel(Mutex<Sender<Event>>);
-
-impl ExitHandler for Channel {
-    fn on_access(&self, vcpu: u32, access: &DeviceAccess) {
-        let _ = self
-            .0
-            .lock()
-            .unwrap()
-            .send(Event::Access(vcpu, access.clone()));
-    }
-    fn on_posted(&self) {
-        let _ = self.0.lock().unwrap().send(Event::Posted);
-    }
-    fn on_output(&self, _device: u32) {}
-    fn on_paused(&self) {
-        let _ = self.0.lock().unwrap().send(Event::Paused);
-    }
-    fn on_end(&self, outcome: &Outcome) {
-        let _ = self.0.lock().unwrap().send(Event::End(outcome.clone()));
-    }
-}
-
-/// Opens KVM. Without it these tests fail in CI (`CI` set) and are skipped elsewhere, saying why.
-fn host() -> Option<KvmHost> {
-    match KvmHost::open() {
-        Ok(host) => Some(host),
-        Err(e) if std::env::var_os("CI").is_none() => {
-            eprintln!("skipping: this test needs KVM: {e}");
-            None
-        }
-        Err(e) => panic!("KVM is required in CI: {e}"),
-    }
-}
 
 /// A one-vCPU machine with 1 MiB of RAM running `code` from 0x1000 in `mode`, or `None`
 /// when KVM is unavailable outside CI.
@@ -91,25 +53,6 @@ fn echo_machine() -> Option<Machine> {
     m.add_device(Space::Port, 0x3f8, 8, "uart", user(7, false))
         .unwrap();
     Some(m)
-}
-
-fn start(m: &Machine) -> Receiver<Event> {
-    let (tx, rx) = channel();
-    m.start(Arc::new(Channel(Mutex::new(tx)))).unwrap();
-    rx
-}
-
-fn next(rx: &Receiver<Event>) -> Event {
-    rx.recv_timeout(Duration::from_secs(20))
-        .expect("the guest went quiet")
-}
-
-fn end(rx: &Receiver<Event>) -> Outcome {
-    loop {
-        if let Event::End(o) = next(rx) {
-            return o;
-        }
-    }
 }
 
 #[test]

@@ -12,12 +12,15 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use kvmkit_core::bus::{Route, Space};
 use kvmkit_core::config::{MachineConfig, MemoryRegionConfig};
 use kvmkit_core::devices::debug_console::ConsoleOutput;
+use kvmkit_core::devices::debug_exit::DEBUG_EXIT_PORTS;
 use kvmkit_core::devices::i8042::I8042_PORTS;
 use kvmkit_core::devices::rtc::RTC_PORTS;
 use kvmkit_core::devices::{DebugExit, I8042, NullDevice, Rtc};
 use kvmkit_core::exit::ExitKind;
 use kvmkit_core::irq::IoEvent;
-use kvmkit_core::loader::linux::{BootProtocol, LinuxBoot};
+use kvmkit_core::loader::flat::FlatBoot;
+use kvmkit_core::loader::linux::{BzImageMode, LinuxBoot};
+use kvmkit_core::loader::multiboot::{Module, MultibootBoot};
 use kvmkit_core::machine::{InlineVcpu, Machine, MachineOptions, SerialHandle, UnhandledPolicy};
 use kvmkit_core::memory::{Backing, MemoryOptions};
 use kvmkit_core::posted::PostedWrite;
@@ -61,15 +64,44 @@ pub struct NativeConfig {
     pub kvm_path: Option<String>,
 }
 
+/// How to load a Linux kernel.
+#[napi(object)]
+pub struct NativeLinuxOptions {
+    /// Enter a bzImage through its own decompressor instead of decompressing it on the host.
+    pub standard_bzimage: bool,
+    /// Where decompressed bzImage payloads are cached.
+    pub cache_dir: Option<String>,
+}
+
 /// Where a Linux kernel was loaded and how it is entered.
 #[napi(object)]
 pub struct NativeLoadedKernel {
-    /// `pvh` or `linux64`.
+    /// `pvh`, `linux64` or `bzimage`.
     pub protocol: String,
     pub entry: f64,
     pub kernel_end: f64,
     pub initrd_addr: Option<f64>,
     pub initrd_size: Option<f64>,
+    /// The bzImage payload's compression, when the host decompressed it.
+    pub compression: Option<String>,
+    /// Whether that decompressed kernel came from the cache.
+    pub from_cache: Option<bool>,
+}
+
+/// A Multiboot module: a file and its string.
+#[napi(object)]
+pub struct NativeModule {
+    pub path: String,
+    pub cmdline: String,
+}
+
+/// Where a Multiboot kernel was loaded.
+#[napi(object)]
+pub struct NativeLoadedMultiboot {
+    pub entry: f64,
+    pub kernel_end: f64,
+    /// Each module's start and end, in order.
+    pub modules: Vec<Vec<f64>>,
 }
 
 /// A write queued for a posted device.
@@ -563,7 +595,8 @@ impl NativeMachine {
             }
             "debug-exit" => {
                 let route = Route::BuiltIn(Arc::new(Mutex::new(DebugExit)));
-                m.add_device(Space::Port, port()?.into(), 1, "debug-exit", route)
+                let len = DEBUG_EXIT_PORTS.into();
+                m.add_device(Space::Port, port()?.into(), len, "debug-exit", route)
                     .map_err(core)
             }
             "null" => {
@@ -593,32 +626,92 @@ impl NativeMachine {
         }
     }
 
-    /// Loads an ELF Linux kernel, optional initrd and command line, and sets vCPU 0 up to
-    /// enter it.
+    /// Loads a Linux kernel (ELF vmlinux or bzImage), optional initrd and command line, and
+    /// sets vCPU 0 up to enter it.
     #[napi(catch_unwind)]
     pub fn load_linux(
         &self,
         kernel: String,
         initrd: Option<String>,
         cmdline: String,
+        options: NativeLinuxOptions,
     ) -> Result<NativeLoadedKernel> {
         let boot = LinuxBoot {
             kernel: Path::new(&kernel),
             initrd: initrd.as_deref().map(Path::new),
             cmdline: &cmdline,
+            bzimage: if options.standard_bzimage {
+                BzImageMode::Standard
+            } else {
+                BzImageMode::Decompress
+            },
+            cache: options.cache_dir.as_deref().map(Path::new),
         };
         let loaded = self.m()?.load_linux(&boot).map_err(core)?;
         Ok(NativeLoadedKernel {
-            protocol: match loaded.protocol {
-                BootProtocol::Pvh => "pvh",
-                BootProtocol::Linux64 => "linux64",
-            }
-            .into(),
+            protocol: loaded.protocol.name().into(),
             entry: loaded.entry as f64,
             kernel_end: loaded.kernel_end as f64,
             initrd_addr: loaded.initrd.map(|(a, _)| a as f64),
             initrd_size: loaded.initrd.map(|(_, s)| s as f64),
+            compression: loaded.decompressed.map(|d| d.compression.name().into()),
+            from_cache: loaded.decompressed.map(|d| d.from_cache),
         })
+    }
+
+    /// Loads a Multiboot (v1) kernel with its command line and modules, and sets vCPU 0 up
+    /// to enter it.
+    #[napi(catch_unwind)]
+    pub fn load_multiboot(
+        &self,
+        kernel: String,
+        cmdline: String,
+        modules: Vec<NativeModule>,
+    ) -> Result<NativeLoadedMultiboot> {
+        let modules: Vec<Module<'_>> = modules
+            .iter()
+            .map(|m| Module {
+                path: Path::new(&m.path),
+                cmdline: &m.cmdline,
+            })
+            .collect();
+        let boot = MultibootBoot {
+            kernel: Path::new(&kernel),
+            cmdline: &cmdline,
+            modules: &modules,
+        };
+        let loaded = self.m()?.load_multiboot(&boot).map_err(core)?;
+        Ok(NativeLoadedMultiboot {
+            entry: loaded.entry as f64,
+            kernel_end: loaded.kernel_end as f64,
+            modules: loaded
+                .modules
+                .iter()
+                .map(|&(start, end)| vec![start as f64, end as f64])
+                .collect(),
+        })
+    }
+
+    /// Loads flat binary `path` at `address` and sets vCPU 0 up to enter it at `entry` in
+    /// `mode_name`; returns where it ends.
+    #[napi(catch_unwind)]
+    pub fn load_flat(
+        &self,
+        path: String,
+        address: f64,
+        entry: f64,
+        mode_name: String,
+        stack: f64,
+    ) -> Result<f64> {
+        let boot = FlatBoot {
+            path: Path::new(&path),
+            address: u64_from_js("address", address)?,
+            entry: Some(u64_from_js("entry", entry)?),
+            mode: mode(&mode_name)?,
+            stack: u64_from_js("stack", stack)?,
+        };
+        let end = self.m()?.load_flat(&boot).map_err(core)?;
+        Ok(end as f64)
     }
 
     /// Adds a 16550A UART on 8 ports from `port`, raising `irq` if given; its output is

@@ -4,6 +4,8 @@ use crate::bus::{BusDevice, DeviceAction};
 
 /// The conventional debug-exit port.
 pub const DEBUG_EXIT_PORT: u16 = 0xf4;
+/// Ports it occupies: 1-, 2- and 4-byte writes all reach it (QEMU's `iosize=4`).
+pub const DEBUG_EXIT_PORTS: u16 = 4;
 
 /// Writing any value ends the run with [`crate::exit::Outcome::DeviceRequest`] carrying it.
 #[derive(Debug, Default)]

@@ -1,23 +1,26 @@
 //! Booting a Linux kernel: an ELF `vmlinux`, entered through PVH when it has the entry note
-//! (Debian's has), otherwise through the 64-bit boot protocol with a zero page. The command
+//! (Debian's has), otherwise through the 64-bit boot protocol with a zero page; or a
+//! bzImage, whose payload is decompressed on the host into that `vmlinux` (see
+//! [`bzimage`]) or which is entered through its own decompressor. The command
 //! line, an initrd and an e820 map matching guest RAM go where each protocol wants them.
 
-use std::fs::File;
+use std::io::Cursor;
 use std::path::Path;
 
 use linux_loader::configurator::linux::LinuxBootConfigurator;
 use linux_loader::configurator::pvh::PvhBootConfigurator;
 use linux_loader::configurator::{BootConfigurator, BootParams};
-use linux_loader::loader::bootparam::{boot_e820_entry, boot_params};
+use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, setup_header};
 use linux_loader::loader::elf::start_info::{
     hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info,
 };
 use linux_loader::loader::elf::{Elf, PvhBootCapability};
 use linux_loader::loader::{Cmdline, KernelLoader, load_cmdline};
-use vm_memory::{Address, GuestAddress};
+use vm_memory::GuestAddress;
 
 use crate::config::MemoryRegionConfig;
 use crate::error::{Error, Result};
+use crate::loader::bzimage::{self, Decompressed};
 use crate::memory::GuestRam;
 use crate::vcpu::Vcpu;
 use crate::x86::mode::CpuMode;
@@ -45,15 +48,30 @@ const E820_RAM: u32 = 1;
 const E820_RESERVED: u32 = 2;
 const XEN_HVM_START_MAGIC: u32 = 0x336e_c578;
 
+/// What to do with a bzImage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BzImageMode {
+    /// Decompress its payload on the host and enter the `vmlinux` inside (the fast path);
+    /// fall back to [`BzImageMode::Standard`] for compressions kvmkit does not decompress.
+    #[default]
+    Decompress,
+    /// Load it as the boot protocol says and let its own decompressor run in the guest.
+    Standard,
+}
+
 /// What to boot.
 #[derive(Debug, Clone)]
 pub struct LinuxBoot<'a> {
-    /// The kernel: an ELF `vmlinux`.
+    /// The kernel: an ELF `vmlinux` or a bzImage.
     pub kernel: &'a Path,
     /// An initrd (initramfs) to hand the kernel, if any.
     pub initrd: Option<&'a Path>,
     /// The kernel command line.
     pub cmdline: &'a str,
+    /// How a bzImage is entered.
+    pub bzimage: BzImageMode,
+    /// Where decompressed bzImage payloads are cached; `None` for no cache.
+    pub cache: Option<&'a Path>,
 }
 
 /// How the kernel was entered.
@@ -61,8 +79,21 @@ pub struct LinuxBoot<'a> {
 pub enum BootProtocol {
     /// PVH: 32-bit protected mode, EBX pointing to the start info.
     Pvh,
-    /// The 64-bit boot protocol: long mode, RSI pointing to the zero page.
+    /// The 64-bit boot protocol at the ELF entry: long mode, RSI pointing to the zero page.
     Linux64,
+    /// The 64-bit boot protocol at a bzImage's 64-bit entry, its decompressor running first.
+    BzImage,
+}
+
+impl BootProtocol {
+    /// `pvh`, `linux64` or `bzimage`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BootProtocol::Pvh => "pvh",
+            BootProtocol::Linux64 => "linux64",
+            BootProtocol::BzImage => "bzimage",
+        }
+    }
 }
 
 /// The loaded kernel.
@@ -72,10 +103,13 @@ pub struct LoadedKernel {
     pub protocol: BootProtocol,
     /// Its entry point.
     pub entry: u64,
-    /// Where the kernel's image ends in guest RAM.
+    /// Where the kernel's image ends in guest RAM (for a bzImage entered through its own
+    /// decompressor, the end of the room it needs).
     pub kernel_end: u64,
     /// Where the initrd was put, and its size.
     pub initrd: Option<(u64, u64)>,
+    /// For a bzImage whose payload was decompressed on the host: how.
+    pub decompressed: Option<Decompressed>,
 }
 
 fn kernel_error(path: &Path, message: impl std::fmt::Display) -> Error {
@@ -122,147 +156,266 @@ pub fn e820(regions: &[MemoryRegionConfig]) -> Vec<(u64, u64, u32)> {
     map
 }
 
-/// Puts the initrd high in RAM below 2 GiB, above the kernel, page-aligned.
-fn place_initrd(ram: &GuestRam, path: &Path, kernel_end: u64) -> Result<(u64, u64)> {
-    let data = std::fs::read(path).map_err(|e| initrd_error(path, e))?;
-    if data.is_empty() {
-        return Err(initrd_error(path, "the file is empty"));
-    }
+/// Puts the initrd high in RAM below `max`, above the kernel, page-aligned.
+fn place_initrd(
+    ram: &GuestRam,
+    path: &Path,
+    data: &[u8],
+    kernel_end: u64,
+    max: u64,
+) -> Result<(u64, u64)> {
     let size = data.len() as u64;
     let top = ram
         .regions()
         .iter()
-        .map(|r| (r.guest_addr + r.size).min(INITRD_ADDR_MAX + 1))
+        .map(|r| (r.guest_addr + r.size).min(max + 1))
         .filter(|&end| end > kernel_end + size)
         .max()
         .ok_or_else(|| {
             initrd_error(
                 path,
-                format!("{size} bytes do not fit in guest RAM above the kernel"),
+                format!("{size} bytes do not fit in guest RAM between the kernel and {max:#x}"),
             )
         })?;
     let addr = (top - size) & !0xfff;
     if addr < kernel_end {
         return Err(initrd_error(
             path,
-            format!("{size} bytes do not fit between the kernel and 2 GiB"),
+            format!("{size} bytes do not fit between the kernel and {max:#x}"),
         ));
     }
-    ram.write(addr, &data)
+    ram.write(addr, data)
         .map_err(|_| initrd_error(path, format!("{size} bytes do not fit at {addr:#x}")))?;
     Ok((addr, size))
 }
 
-/// Loads `boot` into `ram` and sets vCPU `vcpu` up to enter it.
-pub fn load(ram: &GuestRam, vcpu: &Vcpu, boot: &LinuxBoot<'_>) -> Result<LoadedKernel> {
-    let mut kernel = File::open(boot.kernel).map_err(|e| kernel_error(boot.kernel, e))?;
-    let loaded = Elf::load(
-        ram.memory(),
-        None,
-        &mut kernel,
-        Some(GuestAddress(HIGHMEM_START)),
-    )
-    .map_err(|e| {
-        kernel_error(
-            boot.kernel,
-            format!("not a loadable x86-64 ELF vmlinux: {e}"),
-        )
-    })?;
-    let kernel_end = loaded.kernel_end;
+/// The ELF machine number of x86-64.
+const EM_X86_64: u16 = 62;
 
-    let mut cmdline = Cmdline::new(CMDLINE_MAX).map_err(|e| kernel_error(boot.kernel, e))?;
+/// Checks an ELF's class and machine, so a wrong-architecture kernel is named as such.
+fn check_elf(data: &[u8]) -> std::result::Result<(), String> {
+    if data.len() < 20 {
+        return Err("an ELF file cut short before its header ends".into());
+    }
+    if data[4] != 2 {
+        return Err("wrong architecture: a 32-bit ELF (x86-64 kernels are ELF64)".into());
+    }
+    let machine = u16::from_le_bytes([data[18], data[19]]);
+    if machine != EM_X86_64 {
+        return Err(format!(
+            "wrong architecture: ELF machine {machine}, not x86-64 ({EM_X86_64})"
+        ));
+    }
+    Ok(())
+}
+
+/// Loads `boot` into `ram` and sets vCPU `vcpu` up to enter it; the kernel finds the ACPI
+/// tables at `rsdp`. Nothing is written to `ram` before the kernel image has been checked.
+pub fn load(ram: &GuestRam, vcpu: &Vcpu, boot: &LinuxBoot<'_>, rsdp: u64) -> Result<LoadedKernel> {
+    let path = boot.kernel;
+    let data = std::fs::read(path).map_err(|e| kernel_error(path, e))?;
+    let mut cmdline = Cmdline::new(CMDLINE_MAX).map_err(|e| kernel_error(path, e))?;
     cmdline
         .insert_str(boot.cmdline)
         .map_err(|e| Error::config("cmdline", format!("{e}")))?;
-    load_cmdline(ram.memory(), GuestAddress(CMDLINE_ADDR), &cmdline)
-        .map_err(|e| Error::config("cmdline", format!("{e}")))?;
-    let cmdline_len = boot.cmdline.len() as u32 + 1;
-
     let initrd = boot
         .initrd
-        .map(|path| place_initrd(ram, path, kernel_end))
+        .map(|p| {
+            let data = std::fs::read(p).map_err(|e| initrd_error(p, e))?;
+            if data.is_empty() {
+                return Err(initrd_error(p, "the file is empty"));
+            }
+            Ok((p, data))
+        })
+        .transpose()?;
+
+    let image = if data.starts_with(b"\x7fELF") {
+        check_elf(&data).map_err(|m| kernel_error(path, m))?;
+        Image::Elf(data, None)
+    } else if bzimage::is_bzimage(&data) {
+        let header = bzimage::Header::parse(&data).map_err(|m| kernel_error(path, m))?;
+        let host_decompresses = header.compression(&data).is_some_and(|c| c.supported());
+        if boot.bzimage == BzImageMode::Decompress && host_decompresses {
+            let cache = boot.cache.map(bzimage::KernelCache::new);
+            let (vmlinux, how) = bzimage::vmlinux(&header, &data, cache.as_ref())
+                .map_err(|e| kernel_error(path, e))?;
+            check_elf(&vmlinux).map_err(|m| kernel_error(path, format!("its payload: {m}")))?;
+            Image::Elf(vmlinux, Some(how))
+        } else {
+            Image::BzImage(data, header)
+        }
+    } else {
+        let start: Vec<u8> = data.iter().take(4).copied().collect();
+        return Err(kernel_error(
+            path,
+            format!("neither an ELF vmlinux nor a bzImage (it starts with {start:02x?})"),
+        ));
+    };
+
+    let (kernel, setup, initrd_max) = match &image {
+        Image::Elf(elf, how) => {
+            let loaded = Elf::load(
+                ram.memory(),
+                None,
+                &mut Cursor::new(elf),
+                Some(GuestAddress(HIGHMEM_START)),
+            )
+            .map_err(|e| kernel_error(path, format!("not a loadable x86-64 ELF vmlinux: {e}")))?;
+            let (protocol, entry) = match loaded.pvh_boot_cap {
+                PvhBootCapability::PvhEntryPresent(entry) => (BootProtocol::Pvh, entry.0),
+                _ => (BootProtocol::Linux64, loaded.kernel_load.0),
+            };
+            let kernel = LoadedKernel {
+                protocol,
+                entry,
+                kernel_end: loaded.kernel_end,
+                initrd: None,
+                decompressed: *how,
+            };
+            (kernel, None, INITRD_ADDR_MAX)
+        }
+        Image::BzImage(data, header) => {
+            let (setup, load, end) = bzimage::load_protected_mode(ram, data, header)
+                .map_err(|m| kernel_error(path, m))?;
+            let kernel = LoadedKernel {
+                protocol: BootProtocol::BzImage,
+                entry: bzimage::entry_64(load).0,
+                kernel_end: end,
+                initrd: None,
+                decompressed: None,
+            };
+            let max = u64::from(setup.initrd_addr_max).min(INITRD_ADDR_MAX);
+            (kernel, Some(setup), max)
+        }
+    };
+
+    load_cmdline(ram.memory(), GuestAddress(CMDLINE_ADDR), &cmdline)
+        .map_err(|e| Error::config("cmdline", format!("{e}")))?;
+    let initrd = initrd
+        .map(|(p, data)| place_initrd(ram, p, &data, kernel.kernel_end, initrd_max))
         .transpose()?;
     let map = e820(&ram.regions());
-
-    let (protocol, entry) = match loaded.pvh_boot_cap {
-        PvhBootCapability::PvhEntryPresent(entry) => {
-            let memmap: Vec<hvm_memmap_table_entry> = map
-                .iter()
-                .map(|&(addr, size, type_)| hvm_memmap_table_entry {
-                    addr,
-                    size,
-                    type_,
-                    reserved: 0,
-                })
-                .collect();
-            let mut info = hvm_start_info {
-                magic: XEN_HVM_START_MAGIC,
-                version: 1,
-                cmdline_paddr: CMDLINE_ADDR,
-                memmap_paddr: MEMMAP_ADDR,
-                memmap_entries: memmap.len() as u32,
-                ..Default::default()
-            };
-            let mut params = BootParams::new(&info, GuestAddress(START_INFO_ADDR));
-            if let Some((addr, size)) = initrd {
-                info.nr_modules = 1;
-                info.modlist_paddr = MODLIST_ADDR;
-                params = BootParams::new(&info, GuestAddress(START_INFO_ADDR));
-                let module = hvm_modlist_entry {
-                    paddr: addr,
-                    size,
-                    ..Default::default()
-                };
-                params.set_modules(&[module], GuestAddress(MODLIST_ADDR));
-            }
-            params.set_sections(&memmap, GuestAddress(MEMMAP_ADDR));
-            PvhBootConfigurator::write_bootparams(&params, ram.memory()).map_err(|e| {
-                kernel_error(boot.kernel, format!("cannot write the PVH start info: {e}"))
-            })?;
-            vcpu.setup(ram, CpuMode::Protected, entry.raw_value(), 0)?;
+    let params = BootInfo {
+        cmdline_len: boot.cmdline.len() as u32 + 1,
+        initrd,
+        map: &map,
+        rsdp,
+    };
+    match kernel.protocol {
+        BootProtocol::Pvh => {
+            write_start_info(ram, &params)
+                .map_err(|e| kernel_error(path, format!("cannot write the PVH start info: {e}")))?;
+            vcpu.setup(ram, CpuMode::Protected, kernel.entry, 0)?;
             let mut regs = vcpu.get_regs()?;
             regs.rbx = START_INFO_ADDR;
             vcpu.set_regs(&regs)?;
-            (BootProtocol::Pvh, entry.raw_value())
         }
-        _ => {
-            let mut params = boot_params::default();
-            params.hdr.type_of_loader = 0xff;
-            params.hdr.boot_flag = 0xaa55;
-            params.hdr.header = 0x5372_6448; // "HdrS"
-            params.hdr.kernel_alignment = 0x100_0000;
-            params.hdr.cmd_line_ptr = CMDLINE_ADDR as u32;
-            params.hdr.cmdline_size = cmdline_len;
-            if let Some((addr, size)) = initrd {
-                params.hdr.ramdisk_image = addr as u32;
-                params.hdr.ramdisk_size = size as u32;
-            }
-            for (slot, &(addr, size, type_)) in params.e820_table.iter_mut().zip(&map) {
-                *slot = boot_e820_entry {
-                    addr,
-                    size,
-                    r#type: type_,
-                };
-            }
-            params.e820_entries = map.len().min(params.e820_table.len()) as u8;
-            let bp = BootParams::new(&params, GuestAddress(ZERO_PAGE_ADDR));
-            LinuxBootConfigurator::write_bootparams(&bp, ram.memory()).map_err(|e| {
-                kernel_error(boot.kernel, format!("cannot write the zero page: {e}"))
-            })?;
-            let entry = loaded.kernel_load.raw_value();
-            vcpu.setup(ram, CpuMode::Long, entry, 0)?;
+        BootProtocol::Linux64 | BootProtocol::BzImage => {
+            write_zero_page(ram, setup, &params)
+                .map_err(|e| kernel_error(path, format!("cannot write the zero page: {e}")))?;
+            vcpu.setup(ram, CpuMode::Long, kernel.entry, 0)?;
             let mut regs = vcpu.get_regs()?;
             regs.rsi = ZERO_PAGE_ADDR;
             vcpu.set_regs(&regs)?;
-            (BootProtocol::Linux64, entry)
         }
+    }
+    Ok(LoadedKernel { initrd, ..kernel })
+}
+
+/// A checked kernel image, ready to load.
+enum Image {
+    /// An ELF vmlinux (possibly decompressed from a bzImage, and how).
+    Elf(Vec<u8>, Option<Decompressed>),
+    /// A bzImage to enter through its own decompressor.
+    BzImage(Vec<u8>, bzimage::Header),
+}
+
+/// What both boot protocols tell the kernel.
+struct BootInfo<'a> {
+    cmdline_len: u32,
+    initrd: Option<(u64, u64)>,
+    map: &'a [(u64, u64, u32)],
+    rsdp: u64,
+}
+
+fn write_start_info(
+    ram: &GuestRam,
+    boot: &BootInfo<'_>,
+) -> std::result::Result<(), linux_loader::configurator::Error> {
+    let memmap: Vec<hvm_memmap_table_entry> = boot
+        .map
+        .iter()
+        .map(|&(addr, size, type_)| hvm_memmap_table_entry {
+            addr,
+            size,
+            type_,
+            reserved: 0,
+        })
+        .collect();
+    let mut info = hvm_start_info {
+        magic: XEN_HVM_START_MAGIC,
+        version: 1,
+        cmdline_paddr: CMDLINE_ADDR,
+        memmap_paddr: MEMMAP_ADDR,
+        memmap_entries: memmap.len() as u32,
+        rsdp_paddr: boot.rsdp,
+        ..Default::default()
     };
-    Ok(LoadedKernel {
-        protocol,
-        entry,
-        kernel_end,
-        initrd,
-    })
+    if boot.initrd.is_some() {
+        info.nr_modules = 1;
+        info.modlist_paddr = MODLIST_ADDR;
+    }
+    let mut params = BootParams::new(&info, GuestAddress(START_INFO_ADDR));
+    if let Some((addr, size)) = boot.initrd {
+        let module = hvm_modlist_entry {
+            paddr: addr,
+            size,
+            ..Default::default()
+        };
+        params.set_modules(&[module], GuestAddress(MODLIST_ADDR));
+    }
+    params.set_sections(&memmap, GuestAddress(MEMMAP_ADDR));
+    PvhBootConfigurator::write_bootparams(&params, ram.memory())
+}
+
+/// The zero page: a bzImage's own setup header when there is one, else a minimal one.
+fn zero_page(setup: Option<setup_header>, boot: &BootInfo<'_>) -> boot_params {
+    let mut params = boot_params {
+        hdr: setup.unwrap_or(setup_header {
+            boot_flag: 0xaa55,
+            header: 0x5372_6448, // "HdrS"
+            kernel_alignment: 0x100_0000,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    params.hdr.type_of_loader = 0xff;
+    params.hdr.cmd_line_ptr = CMDLINE_ADDR as u32;
+    params.hdr.cmdline_size = boot.cmdline_len;
+    if let Some((addr, size)) = boot.initrd {
+        params.hdr.ramdisk_image = addr as u32;
+        params.hdr.ramdisk_size = size as u32;
+    }
+    params.acpi_rsdp_addr = boot.rsdp;
+    for (slot, &(addr, size, type_)) in params.e820_table.iter_mut().zip(boot.map) {
+        *slot = boot_e820_entry {
+            addr,
+            size,
+            r#type: type_,
+        };
+    }
+    params.e820_entries = boot.map.len().min(params.e820_table.len()) as u8;
+    params
+}
+
+fn write_zero_page(
+    ram: &GuestRam,
+    setup: Option<setup_header>,
+    boot: &BootInfo<'_>,
+) -> std::result::Result<(), linux_loader::configurator::Error> {
+    let params = zero_page(setup, boot);
+    let bp = BootParams::new(&params, GuestAddress(ZERO_PAGE_ADDR));
+    LinuxBootConfigurator::write_bootparams(&bp, ram.memory())
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! x86 platform setup done by the host before a vCPU first runs.
 
+pub mod acpi;
 pub mod cpuid;
 pub mod gdt;
 pub mod mode;
+pub mod mptable;
 pub mod paging;
