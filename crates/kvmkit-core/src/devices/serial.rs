@@ -116,7 +116,19 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     const THR: u64 = 0;
+    const IER: u64 = 1;
+    const IIR: u64 = 2;
+    const LCR: u64 = 3;
+    const MCR: u64 = 4;
     const LSR: u64 = 5;
+    const MSR: u64 = 6;
+    const SCR: u64 = 7;
+
+    fn read(dev: &mut SerialDevice, offset: u64) -> u8 {
+        let mut b = [0u8];
+        dev.read(offset, &mut b);
+        b[0]
+    }
 
     fn uart() -> (SerialDevice, Arc<Mutex<ConsoleOutput>>, Arc<AtomicUsize>) {
         let buffer = Arc::new(Mutex::new(ConsoleOutput::default()));
@@ -165,5 +177,58 @@ mod tests {
         assert_eq!(rbr[0], b'x');
         dev.read(LSR, &mut lsr);
         assert_eq!(lsr[0] & 1, 0);
+    }
+
+    #[test]
+    fn the_divisor_latch_shares_offsets_0_and_1_while_dlab_is_set() {
+        let (mut dev, buffer, _) = uart();
+        dev.write(IER, &[0x05]);
+        dev.write(LCR, &[0x80 | 0x03]); // DLAB, 8 data bits
+        assert_eq!(read(&mut dev, LCR), 0x83);
+        dev.write(THR, &[0x01]); // DLL: 115200 baud
+        dev.write(IER, &[0x00]); // DLM
+        assert_eq!((read(&mut dev, THR), read(&mut dev, IER)), (0x01, 0x00));
+        dev.write(LCR, &[0x03]);
+        assert_eq!(read(&mut dev, IER), 0x05, "IER is back once DLAB is clear");
+        assert!(
+            buffer.lock().unwrap().take().is_empty(),
+            "the divisor is not data"
+        );
+    }
+
+    #[test]
+    fn the_scratch_register_keeps_what_is_written() {
+        let (mut dev, _, _) = uart();
+        dev.write(SCR, &[0x5a]);
+        assert_eq!(read(&mut dev, SCR), 0x5a);
+    }
+
+    #[test]
+    fn the_interrupt_identification_names_the_highest_priority_source() {
+        let (mut dev, _, _) = uart();
+        assert_eq!(read(&mut dev, IIR) & 0x0f, 0x01, "no interrupt pending");
+        dev.write(IER, &[0x02]); // transmitter holding register empty
+        dev.write(THR, b"a");
+        assert_eq!(read(&mut dev, IIR) & 0x0f, 0x02, "THR empty");
+        dev.write(IER, &[0x01]); // received data available
+        dev.enqueue(b"b").unwrap();
+        assert_eq!(read(&mut dev, IIR) & 0x0f, 0x04, "received data");
+        assert_eq!(read(&mut dev, THR), b'b');
+        assert_eq!(read(&mut dev, IIR) & 0x0f, 0x01, "reading RBR clears it");
+    }
+
+    #[test]
+    fn loopback_mode_returns_what_is_sent_and_mirrors_the_modem_lines() {
+        let (mut dev, buffer, _) = uart();
+        dev.write(MCR, &[0x10 | 0x01 | 0x02]); // loop, DTR, RTS
+        // In loopback, DTR shows as DSR and RTS as CTS in the modem status.
+        assert_eq!(read(&mut dev, MSR) & 0x30, 0x30);
+        dev.write(THR, b"z");
+        assert_eq!(read(&mut dev, LSR) & 1, 1, "the byte came back");
+        assert_eq!(read(&mut dev, THR), b'z');
+        assert!(
+            buffer.lock().unwrap().take().is_empty(),
+            "nothing left the UART"
+        );
     }
 }

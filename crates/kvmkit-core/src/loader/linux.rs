@@ -444,4 +444,56 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn the_zero_page_carries_the_command_line_initrd_acpi_and_memory_map() {
+        let map = [(0, 0x9_fc00, E820_RAM), (0x10_0000, 0x100_0000, E820_RAM)];
+        let info = BootInfo {
+            cmdline_len: 12,
+            initrd: Some((0x80_0000, 0x1234)),
+            map: &map,
+            rsdp: 0xe_0000,
+        };
+        let p = zero_page(None, &info);
+        let hdr = p.hdr;
+        assert_eq!(
+            (hdr.boot_flag, hdr.header, hdr.type_of_loader),
+            (0xaa55, 0x5372_6448, 0xff)
+        );
+        assert_eq!(
+            (hdr.cmd_line_ptr, hdr.cmdline_size),
+            (CMDLINE_ADDR as u32, 12)
+        );
+        assert_eq!((hdr.ramdisk_image, hdr.ramdisk_size), (0x80_0000, 0x1234));
+        assert_eq!({ p.acpi_rsdp_addr }, 0xe_0000);
+        assert_eq!(p.e820_entries, 2);
+        let second = p.e820_table[1];
+        assert_eq!(
+            ({ second.addr }, { second.size }, { second.r#type }),
+            (0x10_0000, 0x100_0000, E820_RAM)
+        );
+    }
+
+    #[test]
+    fn a_bzimage_keeps_its_own_setup_header_in_the_zero_page() {
+        let setup = setup_header {
+            version: 0x020f,
+            init_size: 0x3f9_8000,
+            kernel_alignment: 0x20_0000,
+            xloadflags: 1,
+            ..Default::default()
+        };
+        let info = BootInfo {
+            cmdline_len: 1,
+            initrd: None,
+            map: &[],
+            rsdp: 0,
+        };
+        let hdr = zero_page(Some(setup), &info).hdr;
+        assert_eq!(
+            ({ hdr.version }, { hdr.init_size }, { hdr.kernel_alignment }),
+            (0x020f, 0x3f9_8000, 0x20_0000)
+        );
+        assert_eq!((hdr.type_of_loader, { hdr.ramdisk_image }), (0xff, 0));
+    }
 }
