@@ -9,6 +9,8 @@
 # sleep control register the FADT names (port 0x600). If the zero page is wrong it ends the
 # run through the debug-exit port (0xf4) with 0xbad instead.
 
+    .include "console.inc"
+
     .code64
     .globl _start
 _start:
@@ -21,12 +23,8 @@ _start:
     jne     fail
     mov     0x228(%rbx), %esi           # setup_header.cmd_line_ptr
     mov     $0xe9, %dx
-1:  lodsb
-    test    %al, %al
-    jz      2f
-    outb    %al, %dx
-    jmp     1b
-2:  mov     $' ', %al
+    PRINT_STRING
+    mov     $' ', %al
     outb    %al, %dx
     movzbl  0x1e8(%rbx), %eax           # boot_params.e820_entries
     add     $'0', %al

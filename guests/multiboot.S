@@ -13,6 +13,8 @@
     .set    CMDLINE, 1 << 2             # cmdline valid,
     .set    MODS, 1 << 3                # mods_count/mods_addr valid
 
+    .include "console.inc"
+
     .code32
     .section .text
     .align  4
@@ -31,12 +33,8 @@ _start:
     jne     fail
     mov     $0xe9, %dx
     mov     16(%ebx), %esi              # cmdline
-1:  lodsb
-    test    %al, %al
-    jz      2f
-    outb    %al, %dx
-    jmp     1b
-2:  mov     $' ', %al
+    PRINT_STRING
+    mov     $' ', %al
     outb    %al, %dx
     cmpl    $0, 20(%ebx)                # mods_count
     je      4f

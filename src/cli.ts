@@ -5,12 +5,14 @@
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { benchBoot, formatBootTable } from './bench/boot.js';
 import { EXITS } from './bench/exits.js';
 import { formatTable, toHtml, toJson } from './bench/report.js';
 import { PATHS, runBench } from './bench/run.js';
 import { describeOutcome, runDemo } from './demo.js';
 import { ConfigError, KvmkitError } from './errors.js';
 import { kvmInfo } from './kvm.js';
+import { DEFAULT_CMDLINE } from './linux.js';
 import { cleanEnd, runCommand } from './run-command.js';
 
 const HELP = `Usage: kvmkit <command> [options]
@@ -19,6 +21,7 @@ Commands:
   demo        Boot the bundled demo guest and show what it did
   run         Boot a Linux kernel with its console on this terminal (Ctrl-A x quits)
   bench       Measure exit-handling latency: kvmkit's paths against a C KVM loop and QEMU
+  bench boot  Measure a Linux kernel's boot time to a console milestone, kvmkit against QEMU
   info        Check /dev/kvm and print the host's KVM limits
   help        Show this help
 
@@ -27,11 +30,13 @@ Options:
   -v, --version  Print the version
 
 run options:
-  --kernel FILE      the kernel: an ELF vmlinux (required)
+  --kernel FILE      the kernel: an ELF vmlinux or a bzImage (required)
   --initrd FILE      an initrd or initramfs
   --append TEXT      the kernel command line (default: console on ttyS0)
   --memory SIZE      guest RAM (default 512M)
   --cpus N           vCPUs (default 1)
+  --standard-bzimage enter a bzImage through its own decompressor (default: decompress
+                     it on the host, cached in $KVMKIT_CACHE_DIR or ~/.cache/kvmkit)
   Exits 0 when the guest powers off, resets or is quit; 1 with the reason otherwise.
 
 bench options:
@@ -42,6 +47,15 @@ bench options:
   --no-lifecycle     skip start-up time and idle-VM memory
   --json FILE        also write the results as JSON
   --html FILE        also write a page with the latency distributions
+
+bench boot options:
+  --kernel FILE      the kernel, given to both (required); --initrd, --append, --memory
+                     (in MiB, default 512) and --cpus as for run
+  --milestone REGEX  the console line that ends a boot (default: "Memory: .* available")
+  --runs N           boots of each, alternating (default 3)
+  --timeout SECONDS  a boot that takes longer counts as not reaching it (default 600)
+  --no-qemu          boot with kvmkit only
+  --json FILE        also write the results as JSON
 `;
 
 function version(): string {
@@ -68,6 +82,11 @@ async function main(argv: string[]): Promise<number> {
       append: { type: 'string' },
       memory: { type: 'string' },
       cpus: { type: 'string' },
+      'standard-bzimage': { type: 'boolean' },
+      milestone: { type: 'string' },
+      runs: { type: 'string' },
+      timeout: { type: 'string' },
+      'no-qemu': { type: 'boolean' },
     },
   });
   if (values.version) {
@@ -85,6 +104,9 @@ async function main(argv: string[]): Promise<number> {
       return report.outcome.reason === 'halted' ? 0 : 1;
     }
     case 'bench': {
+      if (positionals[1] === 'boot') {
+        return benchBootCommand(values);
+      }
       const report = await runBench({
         count: wholeNumber(values.count, '--count', 20_000),
         reps: wholeNumber(values.reps, '--reps', 5),
@@ -104,7 +126,7 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'run': {
       if (values.kernel === undefined) {
-        throw new ConfigError('--kernel', 'the kernel to boot is required (an ELF vmlinux)');
+        throw new ConfigError('--kernel', 'the kernel to boot is required (an ELF vmlinux or a bzImage)');
       }
       const outcome = await runCommand({
         kernel: values.kernel,
@@ -112,6 +134,7 @@ async function main(argv: string[]): Promise<number> {
         ...(values.append === undefined ? {} : { append: values.append }),
         ...(values.memory === undefined ? {} : { memory: values.memory }),
         ...(values.cpus === undefined ? {} : { cpus: wholeNumber(values.cpus, '--cpus', 1) }),
+        ...(values['standard-bzimage'] === true ? { bzImage: 'standard' as const } : {}),
       });
       process.stderr.write(`\nkvmkit: ${describeOutcome(outcome)}\n`);
       return cleanEnd(outcome) ? 0 : 1;
@@ -123,6 +146,47 @@ async function main(argv: string[]): Promise<number> {
       process.stderr.write(`kvmkit: unknown command "${command}"\n\n${HELP}`);
       return 2;
   }
+}
+
+/** `kvmkit bench boot`. */
+async function benchBootCommand(values: {
+  kernel?: string;
+  initrd?: string;
+  append?: string;
+  memory?: string;
+  cpus?: string;
+  milestone?: string;
+  runs?: string;
+  timeout?: string;
+  'no-qemu'?: boolean;
+  json?: string;
+}): Promise<number> {
+  if (values.kernel === undefined) {
+    throw new ConfigError('--kernel', 'the kernel to boot is required (an ELF vmlinux or a bzImage)');
+  }
+  let milestone: RegExp;
+  try {
+    milestone = new RegExp(values.milestone ?? 'Memory: .* available');
+  } catch (error) {
+    throw new ConfigError('--milestone', `not a regular expression: ${String(error)}`);
+  }
+  const report = await benchBoot({
+    kernel: values.kernel,
+    cmdline: values.append ?? DEFAULT_CMDLINE,
+    milestone,
+    runs: wholeNumber(values.runs, '--runs', 3),
+    memoryMib: wholeNumber(values.memory, '--memory', 512),
+    vcpus: wholeNumber(values.cpus, '--cpus', 1),
+    timeoutSeconds: wholeNumber(values.timeout, '--timeout', 600),
+    skipQemu: values['no-qemu'] === true,
+    progress: progressIndicator(),
+    ...(values.initrd === undefined ? {} : { initrd: values.initrd }),
+  });
+  process.stdout.write(formatBootTable(report));
+  if (values.json !== undefined) {
+    writeFileSync(values.json, `${JSON.stringify(report, null, 2)}\n`);
+  }
+  return report.results.every((r) => r.unavailable !== undefined || r.median !== undefined) ? 0 : 1;
 }
 
 function wholeNumber(value: string | undefined, flag: string, fallback: number): number {

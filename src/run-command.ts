@@ -7,7 +7,7 @@ import type { Outcome } from './outcome.js';
 
 /** What `kvmkit run` boots. */
 export interface RunCommandOptions {
-  /** The ELF kernel. */
+  /** The kernel: an ELF vmlinux or a bzImage. */
   readonly kernel: string;
   /** An initrd. */
   readonly initrd?: string;
@@ -17,6 +17,8 @@ export interface RunCommandOptions {
   readonly memory?: string;
   /** vCPUs. */
   readonly cpus?: number;
+  /** How a bzImage is entered (default: decompressed on the host). */
+  readonly bzImage?: 'decompress' | 'standard';
 }
 
 const CTRL_A = 0x01;
@@ -37,6 +39,7 @@ export async function runCommand(options: RunCommandOptions): Promise<Outcome> {
     cmdline: options.append ?? DEFAULT_CMDLINE,
     ...(options.memory === undefined ? {} : { memory: options.memory }),
     ...(options.cpus === undefined ? {} : { vcpus: options.cpus }),
+    ...(options.bzImage === undefined ? {} : { bzImage: options.bzImage }),
   });
   console.output.pipe(process.stdout, { end: false });
   const stdin = process.stdin;

@@ -3,14 +3,17 @@
  * Rust 16550. On hardware virtualization it boots to the initramfs's init; on a
  * software-assisted host, which emulates every instruction, it gets through early boot.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
-import { createLinuxMachine, hardwareVirtualization, type Outcome } from '../../src/index.js';
+import { createLinuxMachine, hardwareVirtualization, type LoadedKernel, type Outcome } from '../../src/index.js';
 import { describeKvm } from '../kvm.js';
 
 const fixture = (name: string) => fileURLToPath(new URL(`../../fixtures/cache/${name}`, import.meta.url));
 const vmlinux = fixture('vmlinux');
+const vmlinuz = fixture('vmlinuz');
 const initramfs = fixture('initramfs');
 
 /** Runs until the console matches `until`, the run ends, or `seconds` pass; returns what it printed. */
@@ -18,8 +21,8 @@ async function bootUntil(
   options: Parameters<typeof createLinuxMachine>[0],
   until: RegExp,
   seconds: number,
-): Promise<{ log: string; outcome: Outcome | undefined; protocol: string }> {
-  const { vm, console, protocol } = createLinuxMachine(options);
+): Promise<{ log: string; outcome: Outcome | undefined; protocol: string; loaded: LoadedKernel }> {
+  const { vm, console, protocol, loaded } = createLinuxMachine(options);
   let log = '';
   let outcome: Outcome | undefined;
   try {
@@ -41,11 +44,11 @@ async function bootUntil(
   } finally {
     await vm.close();
   }
-  return { log, outcome, protocol };
+  return { log, outcome, protocol, loaded };
 }
 
 describeKvm("Debian's kernel", () => {
-  it('prints its boot log through the UART with our command line and memory map', async () => {
+  it('prints its boot log through the UART with our command line, memory map and ACPI tables', async () => {
     expect(existsSync(vmlinux), 'run scripts/fixtures.sh first').toBe(true);
     const { log, protocol } = await bootUntil(
       { kernel: vmlinux, cmdline: 'console=ttyS0 earlyprintk=serial,ttyS0,115200 kvmkit.marker=42' },
@@ -57,17 +60,82 @@ describeKvm("Debian's kernel", () => {
     expect(log).toMatch(/Command line: .*kvmkit\.marker=42/);
     expect(log).toContain('BIOS-e820: [mem 0x0000000000000000-0x000000000009fbff] usable');
     expect(log).toContain('BIOS-e820: [mem 0x0000000000100000-0x000000001fffffff] usable');
+    expect(log).toMatch(/ACPI: RSDP 0x00000000000E0000 000024 \(v02 KVMKIT\)/);
+    for (const table of ['XSDT', 'FACP', 'APIC', 'DSDT']) {
+      expect(log).toMatch(new RegExp(`ACPI: ${table} 0x00000000000E0[0-9A-F]{3} `));
+    }
     expect(log).toMatch(/Memory: \d+K\/5\d{5}K available/);
   });
 
-  it.runIf(hardwareVirtualization())('boots to the initramfs init on hardware virtualization', async () => {
-    const { log } = await bootUntil(
-      { kernel: vmlinux, initrd: initramfs, cmdline: 'console=ttyS0 kvmkit.marker=7' },
-      /KVMKIT-INIT-OK .*\n/,
+  it('boots its bzImage through host-side decompression, and finds both CPUs in the MADT', async () => {
+    const kernelCache = mkdtempSync(join(tmpdir(), 'kvmkit-cache-'));
+    try {
+      const { log, loaded } = await bootUntil(
+        { kernel: vmlinuz, vcpus: 2, kernelCache, cmdline: 'console=ttyS0 earlyprintk=serial,ttyS0,115200' },
+        /smpboot: Allowing \d+ CPUs.*\r?\n/,
+        300,
+      );
+      expect(loaded).toMatchObject({ protocol: 'pvh', decompressed: { compression: 'xz', fromCache: false } });
+      expect(log).toContain('ACPI: Using ACPI (MADT) for SMP configuration information');
+      expect(log).toContain('IOAPIC[0]: apic_id 2, version 17, address 0xfec00000, GSI 0-23');
+      expect(log).toContain('smpboot: Allowing 2 CPUs, 0 hotplug CPUs');
+      // The next boot of the same image reads the decompressed kernel from the cache.
+      const again = createLinuxMachine({ kernel: vmlinuz, kernelCache });
+      await again.vm.close();
+      expect(again.loaded.decompressed).toEqual({ compression: 'xz', fromCache: true });
+    } finally {
+      rmSync(kernelCache, { recursive: true, force: true });
+    }
+  });
+
+  it("enters its bzImage at the 64-bit entry, where the kernel's own decompressor reads our command line", async () => {
+    // The decompressor runs in the guest: on a software-assisted host it takes many minutes,
+    // but its first message shows it found the zero page and the command line in it.
+    const { log, loaded } = await bootUntil(
+      { kernel: vmlinuz, bzImage: 'standard', cmdline: 'console=ttyS0 earlyprintk=serial,ttyS0,115200 nokaslr' },
+      /KASLR disabled: 'nokaslr' on cmdline\./,
       120,
     );
-    expect(log).toMatch(/KVMKIT-INIT-OK .*kvmkit\.marker=7/);
+    expect(loaded).toEqual({ protocol: 'bzimage', entry: 0x10_0200 });
+    expect(log).toContain("KASLR disabled: 'nokaslr' on cmdline.");
   });
+
+  it('finds the CPUs and the IOAPIC in the MP table when ACPI is off', async () => {
+    const { log } = await bootUntil(
+      { kernel: vmlinux, vcpus: 2, cmdline: 'console=ttyS0 earlyprintk=serial,ttyS0,115200 acpi=off' },
+      /Processors: \d+.*\r?\n/,
+      300,
+    );
+    expect(log).toContain('found SMP MP-table at [mem 0x000f0000-0x000f000f]');
+    expect(log).toContain('Intel MultiProcessor Specification v1.4');
+    expect(log).toMatch(/Processor #0 \(Bootup-CPU\)[\s\S]*Processor #1\r?\n/);
+    expect(log).toContain('IOAPIC[0]: apic_id 2, version 17, address 0xfec00000, GSI 0-23');
+    expect(log).toContain('Processors: 2');
+  });
+
+  for (const [kernel, vcpus, bzImage] of [
+    [vmlinux, 1, undefined],
+    [vmlinuz, 2, undefined],
+    [vmlinuz, 1, 'standard'],
+  ] as const) {
+    const name = `${kernel === vmlinux ? 'vmlinux' : `vmlinuz (${bzImage ?? 'decompressed on the host'})`}, ${vcpus} vCPU`;
+    it.runIf(hardwareVirtualization())(`boots to the initramfs init and powers off: ${name}`, async () => {
+      const { log, outcome } = await bootUntil(
+        {
+          kernel,
+          vcpus,
+          initrd: initramfs,
+          cmdline: 'console=ttyS0 kvmkit.marker=7',
+          ...(bzImage === undefined ? {} : { bzImage }),
+        },
+        /will never match: the run ends with the power-off/,
+        120,
+      );
+      expect(log).toMatch(/KVMKIT-INIT-OK .*kvmkit\.marker=7/);
+      expect(log).toContain(`smp: Brought up 1 node, ${vcpus} CPU`);
+      expect(outcome).toEqual({ reason: 'shutdown', vcpu: expect.any(Number) });
+    });
+  }
 
   it.skipIf(hardwareVirtualization())(
     'boots to init only on hardware virtualization (this host is software-assisted: too slow to reach it)',
