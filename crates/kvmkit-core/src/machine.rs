@@ -205,7 +205,7 @@ impl Machine {
             crate::irq::create_irqchip(&vm)?;
         }
         let vcpus = (0..config.vcpus)
-            .map(|i| Vcpu::new(&host, &vm, i).map(|v| Arc::new(Mutex::new(v))))
+            .map(|i| Vcpu::new(&host, &vm, i, config.vcpus).map(|v| Arc::new(Mutex::new(v))))
             .collect::<Result<Vec<_>>>()?;
         let n = vcpus.len();
         Ok(Machine {

@@ -25,13 +25,14 @@ pub struct Vcpu {
 }
 
 impl Vcpu {
-    /// Creates vCPU `index` of `vm` with the host's supported CPUID, made per-vCPU.
-    pub fn new(host: &KvmHost, vm: &VmFd, index: u32) -> Result<Self> {
+    /// Creates vCPU `index` of `count` of `vm` with the host's supported CPUID, given its
+    /// APIC ID and the machine's topology.
+    pub fn new(host: &KvmHost, vm: &VmFd, index: u32, count: u32) -> Result<Self> {
         let fd = vm
             .create_vcpu(u64::from(index))
             .map_err(Error::kvm("KVM_CREATE_VCPU"))?;
         let mut cpuid = host.supported_cpuid()?;
-        cpuid::set_apic_id(&mut cpuid, index);
+        cpuid::normalize(&mut cpuid, index, count);
         fd.set_cpuid2(&cpuid)
             .map_err(Error::kvm("KVM_SET_CPUID2"))?;
         Ok(Vcpu { fd, index })

@@ -353,6 +353,45 @@ fn bad_images_are_named_and_leave_guest_ram_untouched() {
 }
 
 #[test]
+fn the_initrd_goes_high_and_page_aligned_past_the_kernel_or_is_refused() {
+    let dir = scratch("initrd");
+    let kernel = file(&dir, "vmlinux", &guest("linux64.elf"));
+    let initrd = file(&dir, "initrd", &[0x5a; 300_000]);
+    let huge = file(&dir, "huge", &vec![0u8; 40 << 20]);
+    let Some((m, _)) = machine(32) else {
+        return;
+    };
+    let boot = LinuxBoot {
+        initrd: Some(&initrd),
+        ..linux(&kernel, "", None)
+    };
+    let loaded = m.load_linux(&boot).unwrap();
+    let (addr, size) = loaded.initrd.unwrap();
+    assert_eq!(size, 300_000);
+    assert_eq!(addr % 4096, 0);
+    assert!(
+        addr >= loaded.kernel_end && addr + size <= 32 * MIB,
+        "{addr:#x}"
+    );
+    assert!(addr + size > 31 * MIB, "as high as it goes");
+    let mut first = [0u8; 4];
+    m.ram().read(addr, &mut first).unwrap();
+    assert_eq!(first, [0x5a; 4]);
+    let boot = LinuxBoot {
+        initrd: Some(&huge),
+        ..linux(&kernel, "", None)
+    };
+    let message = load_error(&m, &boot);
+    assert!(
+        message.starts_with(&format!(
+            "initrd {}: 41943040 bytes do not fit",
+            huge.display()
+        )),
+        "{message}"
+    );
+}
+
+#[test]
 fn each_format_refuses_corrupt_and_truncated_data() {
     let data: Vec<u8> = (0..100_000u32)
         .flat_map(|i| (i / 7).to_le_bytes())

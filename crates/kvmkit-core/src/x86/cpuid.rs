@@ -1,13 +1,60 @@
-//! The CPUID a vCPU sees: the host's supported set, made per-vCPU.
+//! The CPUID a vCPU sees: the host's supported set, made per-vCPU. The machine's topology
+//! is one package of N cores with one thread each; vCPU `i` has APIC ID `i`.
 
 use kvm_bindings::CpuId;
 
-/// Sets the initial APIC ID (leaf 1 EBX\[31:24\] and leaf 0xB EDX) of vCPU `index`.
-pub fn set_apic_id(cpuid: &mut CpuId, index: u32) {
+/// Leaf 1 EDX: more than one logical processor per package.
+const HTT: u32 = 1 << 28;
+/// Leaf 0xB/0x1F ECX[15:8] level types.
+const LEVEL_SMT: u32 = 1;
+const LEVEL_CORE: u32 = 2;
+
+/// Bits of the APIC ID that number `count` cores: ceil(log2(count)).
+fn core_bits(count: u32) -> u32 {
+    count.max(1).next_power_of_two().trailing_zeros()
+}
+
+/// Shapes `cpuid` for vCPU `index` of `count`: its APIC ID (leaves 1, 0xB, 0x1F), and the
+/// topology of one package of `count` single-thread cores (leaves 1, 4, 0xB, 0x1F,
+/// 0x8000_0008), whatever the host's own topology is.
+pub fn normalize(cpuid: &mut CpuId, index: u32, count: u32) {
+    let count = count.max(1);
+    let apic_id = index;
     for entry in cpuid.as_mut_slice() {
         match entry.function {
-            1 => entry.ebx = (entry.ebx & 0x00ff_ffff) | ((index & 0xff) << 24),
-            0xb | 0x1f => entry.edx = index,
+            1 => {
+                entry.ebx =
+                    (entry.ebx & 0x0000_ffff) | ((apic_id & 0xff) << 24) | ((count & 0xff) << 16);
+                if count > 1 {
+                    entry.edx |= HTT;
+                } else {
+                    entry.edx &= !HTT;
+                }
+            }
+            4 if entry.eax & 0x1f != 0 => {
+                // EAX[31:26]: cores per package - 1; EAX[25:14]: threads sharing this cache - 1
+                // (each core's caches are its own, the last level is shared by all).
+                let level = (entry.eax >> 5) & 0x7;
+                let sharing = if level >= 3 { count - 1 } else { 0 };
+                let cores = (1 << core_bits(count)) - 1;
+                entry.eax =
+                    (entry.eax & 0x3fff) | ((sharing & 0xfff) << 14) | ((cores & 0x3f) << 26);
+            }
+            0xb | 0x1f => {
+                let (shift, processors, level) = match entry.index {
+                    0 => (0, 1, LEVEL_SMT),
+                    1 => (core_bits(count), count, LEVEL_CORE),
+                    _ => (0, 0, 0),
+                };
+                entry.eax = shift;
+                entry.ebx = processors;
+                entry.ecx = (level << 8) | (entry.index & 0xff);
+                entry.edx = apic_id;
+            }
+            0x8000_0008 => {
+                // ECX[15:12]: APIC ID bits for cores; ECX[7:0]: cores - 1.
+                entry.ecx = (entry.ecx & !0xf0ff) | (core_bits(count) << 12) | ((count - 1) & 0xff);
+            }
             _ => {}
         }
     }
@@ -18,23 +65,70 @@ mod tests {
     use super::*;
     use kvm_bindings::kvm_cpuid_entry2;
 
-    #[test]
-    fn writes_the_apic_id_into_leaf_1_and_0xb() {
-        let mut cpuid = CpuId::from_entries(&[
-            kvm_cpuid_entry2 {
-                function: 1,
-                ebx: 0x0102_0304,
-                ..Default::default()
-            },
-            kvm_cpuid_entry2 {
-                function: 0xb,
-                edx: 7,
-                ..Default::default()
-            },
+    fn entry(
+        function: u32,
+        index: u32,
+        eax: u32,
+        ebx: u32,
+        ecx: u32,
+        edx: u32,
+    ) -> kvm_cpuid_entry2 {
+        kvm_cpuid_entry2 {
+            function,
+            index,
+            eax,
+            ebx,
+            ecx,
+            edx,
+            ..Default::default()
+        }
+    }
+
+    /// A host with 2 threads per core, 16 cores: what a guest must not be told.
+    fn host() -> CpuId {
+        CpuId::from_entries(&[
+            entry(1, 0, 0x806f8, 0x0420_0800, 0, HTT),
+            entry(4, 0, (1 << 5) | 1 | (1 << 14) | (15 << 26), 0, 0, 0),
+            entry(4, 3, (3 << 5) | 3 | (31 << 14) | (15 << 26), 0, 0, 0),
+            entry(4, 4, 0, 0, 0, 0),
+            entry(0xb, 0, 1, 2, 0x100, 7),
+            entry(0xb, 1, 5, 32, 0x201, 7),
+            entry(0xb, 2, 0, 0, 2, 7),
         ])
-        .unwrap();
-        set_apic_id(&mut cpuid, 3);
-        assert_eq!(cpuid.as_slice()[0].ebx, 0x0302_0304);
-        assert_eq!(cpuid.as_slice()[1].edx, 3);
+        .unwrap()
+    }
+
+    #[test]
+    fn gives_each_vcpu_its_apic_id_and_the_machine_its_core_count() {
+        let mut cpuid = host();
+        normalize(&mut cpuid, 2, 3);
+        let e = cpuid.as_slice();
+        assert_eq!(
+            e[0].ebx, 0x0203_0800,
+            "APIC ID 2, 3 logical processors, CLFLUSH kept"
+        );
+        assert_eq!(e[0].edx & HTT, HTT);
+        // L1: own cache, 4 cores' worth of APIC IDs; L3: shared by the 3 cores.
+        assert_eq!((e[1].eax >> 14) & 0xfff, 0);
+        assert_eq!(e[1].eax >> 26, 3);
+        assert_eq!((e[2].eax >> 14) & 0xfff, 2);
+        assert_eq!(e[2].eax & 0x3fff, (3 << 5) | 3, "cache type and level kept");
+        assert_eq!(e[3].eax, 0, "the end of the cache list stays the end");
+        // Leaf 0xB: SMT level of 1 thread, core level of 3 cores over 2 bits, then the end.
+        let leaf_b: Vec<_> = e[4..]
+            .iter()
+            .map(|l| (l.eax, l.ebx, l.ecx, l.edx))
+            .collect();
+        assert_eq!(leaf_b, [(0, 1, 0x100, 2), (2, 3, 0x201, 2), (0, 0, 2, 2)]);
+    }
+
+    #[test]
+    fn a_single_vcpu_is_not_a_multi_processor_package() {
+        let mut cpuid = host();
+        normalize(&mut cpuid, 0, 1);
+        let e = cpuid.as_slice();
+        assert_eq!(e[0].ebx, 0x0001_0800);
+        assert_eq!(e[0].edx & HTT, 0);
+        assert_eq!(e[5].eax, 0, "no APIC ID bits for cores");
     }
 }
