@@ -42,6 +42,7 @@ describeKvm('vCPU state', () => {
     const vm = tracked(machineWith('smp', { vcpus: 2 }));
     const leaf1 = (i: number) => vm.vcpus[i]?.cpuid().find((e) => e.function === 1);
     expect((leaf1(1)?.ebx ?? 0) >>> 24).toBe(1); // the initial APIC ID
+    expect(((leaf1(0)?.ebx ?? 0) >>> 16) & 0xff).toBe(2); // logical processors in the package
     expect(supportedCpuid().some((e) => e.function === 0)).toBe(true);
     // Make vCPU 1 report APIC ID 7 in CPUID leaf 1: the guest prints what it sees.
     const vcpu1 = vm.vcpus[1];
