@@ -270,6 +270,11 @@ fn a_decompressed_kernel_is_cached_by_image_and_a_damaged_entry_replaced() {
     std::fs::write(&entry, b"damaged").unwrap();
     from_cache(false);
     from_cache(true);
+    // A cut-short entry (an ELF, but not the size the image records) is replaced too.
+    let cached = std::fs::read(&entry).unwrap();
+    std::fs::write(&entry, &cached[..cached.len() / 2]).unwrap();
+    from_cache(false);
+    from_cache(true);
 }
 
 fn load_error(m: &Machine, boot: &LinuxBoot<'_>) -> String {

@@ -106,6 +106,13 @@ impl Header {
         &data[start..start + self.setup.payload_length as usize]
     }
 
+    /// The uncompressed size the kernel's build appended to the payload.
+    pub fn uncompressed_size(&self, data: &[u8]) -> u64 {
+        let payload = self.payload(data);
+        let tail = &payload[payload.len() - 4..];
+        u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]))
+    }
+
     /// The payload's compression, if recognised.
     pub fn compression(&self, data: &[u8]) -> Option<Compression> {
         Compression::detect(self.payload(data))
@@ -140,11 +147,11 @@ impl KernelCache {
         self.dir.join(format!("{name}.vmlinux"))
     }
 
-    /// The kernel cached for `image`, if there is a readable ELF there.
-    fn get(&self, image: &[u8]) -> Option<Vec<u8>> {
+    /// The kernel cached for `image`, if there is an ELF of the `size` the image records.
+    fn get(&self, image: &[u8], size: u64) -> Option<Vec<u8>> {
         std::fs::read(self.entry(image))
             .ok()
-            .filter(|data| data.starts_with(b"\x7fELF"))
+            .filter(|data| data.len() as u64 == size && data.starts_with(b"\x7fELF"))
     }
 
     /// Stores `vmlinux` for `image`, atomically (a rename), so concurrent boots never read
@@ -169,7 +176,8 @@ pub fn vmlinux(
     cache: Option<&KernelCache>,
 ) -> Result<(Vec<u8>, Decompressed), DecompressError> {
     let compression = header.compression(data);
-    if let (Some(compression), Some(hit)) = (compression, cache.and_then(|c| c.get(data))) {
+    let size = header.uncompressed_size(data);
+    if let (Some(compression), Some(hit)) = (compression, cache.and_then(|c| c.get(data, size))) {
         return Ok((
             hit,
             Decompressed {
