@@ -4,8 +4,8 @@
 # position-independent for that.
 #
 # It checks the zero page's "HdrS" magic and that its acpi_rsdp_addr points to an RSDP,
-# prints the command line and then the number of e820 entries through the debug console
-# (port 0xe9), and powers off as an ACPI kernel does: SLP_TYP 5 (S5) with SLP_EN to the
+# prints the command line and then the number of e820 entries on COM1 (port 0x3f8, as an
+# early console does), and powers off as an ACPI kernel does: SLP_TYP 5 (S5) with SLP_EN to the
 # sleep control register the FADT names (port 0x600). If the zero page is wrong it ends the
 # run through the debug-exit port (0xf4) with 0xbad instead.
 
@@ -22,7 +22,7 @@ _start:
     cmp     %rcx, (%rax)
     jne     fail
     mov     0x228(%rbx), %esi           # setup_header.cmd_line_ptr
-    mov     $0xe9, %dx
+    mov     $0x3f8, %dx
     PRINT_STRING
     mov     $' ', %al
     outb    %al, %dx

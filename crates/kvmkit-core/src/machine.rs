@@ -160,8 +160,33 @@ impl Shared {
         let mut c = self.control();
         c.outcome.get_or_insert(outcome);
         drop(c);
+        self.stop_all();
+    }
+
+    /// Asks every vCPU to leave its loop: the flag, the condition variable and mailboxes
+    /// for those waiting, a kick for those inside `KVM_RUN` (such as an application
+    /// processor still waiting for its SIPI when the first vCPU powers off).
+    pub(crate) fn stop_all(&self) {
         self.stop.store(true, Ordering::Release);
         self.changed.notify_all();
+        for mb in &self.mailboxes {
+            mb.wake();
+        }
+        self.kick_all();
+    }
+
+    /// Interrupts every vCPU that is inside `KVM_RUN`, but the calling one.
+    pub(crate) fn kick_all(&self) {
+        // Threads leave the registry (under this lock) before they exit, so each one kicked
+        // here is alive; a vCPU thread calling this is outside KVM_RUN.
+        let me = kick::current_thread();
+        let threads = lock(&self.threads);
+        for &t in threads.iter().flatten() {
+            // SAFETY: pthread_equal only compares two thread handles.
+            if unsafe { libc::pthread_equal(t, me) } == 0 {
+                kick::kick(t);
+            }
+        }
     }
 }
 
@@ -421,7 +446,7 @@ impl Machine {
     /// Asks every vCPU to pause; [`ExitHandler::on_paused`] follows once all have.
     pub fn pause(&self) -> Result<()> {
         self.transition("pause", State::Running, State::Paused)?;
-        self.kick_all();
+        self.shared.kick_all();
         Ok(())
     }
 
@@ -435,12 +460,7 @@ impl Machine {
     /// Stops the run: every vCPU leaves its loop and the outcome becomes
     /// [`Outcome::Stopped`] unless the guest ended first. Does not wait.
     pub fn stop(&self) {
-        self.shared.stop.store(true, Ordering::Release);
-        self.shared.changed.notify_all();
-        for mb in &self.shared.mailboxes {
-            mb.wake();
-        }
-        self.kick_all();
+        self.shared.stop_all();
     }
 
     /// Stops the run and waits for every vCPU thread to finish. Idempotent.
@@ -453,20 +473,6 @@ impl Machine {
         let mut c = self.shared.control();
         c.state = State::Closed;
         c.handler = None;
-    }
-
-    /// Interrupts every vCPU that is inside `KVM_RUN`.
-    fn kick_all(&self) {
-        // Threads leave the registry (under this lock) before they exit, so each one kicked
-        // here is alive.
-        let threads = self
-            .shared
-            .threads
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        for t in threads.iter().flatten() {
-            kick::kick(*t);
-        }
     }
 
     /// Moves every queued posted write into `out`, oldest first.

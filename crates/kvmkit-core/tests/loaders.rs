@@ -22,9 +22,9 @@ use kvmkit_core::loader::bzimage::{Header, KernelCache};
 use kvmkit_core::loader::decompress::{Compression, DecompressError, decompress};
 use kvmkit_core::loader::linux::{BootProtocol, BzImageMode, LinuxBoot};
 use kvmkit_core::loader::multiboot::{Module, MultibootBoot};
-use kvmkit_core::machine::{Machine, MachineOptions};
+use kvmkit_core::machine::{Machine, MachineOptions, SerialHandle};
 
-use common::{end, host, start};
+use common::{Event, end, host, next, start};
 
 const MIB: u64 = 1 << 20;
 
@@ -47,16 +47,21 @@ fn file(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
     path
 }
 
-/// A machine with `mib` MiB of RAM, the debug console and the debug-exit port.
-fn machine(mib: u64) -> Option<(Machine, Arc<Mutex<ConsoleOutput>>)> {
+/// A machine with `mib` MiB of RAM, the debug console, the debug-exit port and COM1; the
+/// output of the debug console (the Multiboot kernel's) or of COM1 (the stand-in Linux's).
+fn machine(mib: u64) -> Option<(Machine, Output)> {
+    machine_with(mib, 1, MachineOptions::default())
+}
+
+fn machine_with(mib: u64, vcpus: u32, options: MachineOptions) -> Option<(Machine, Output)> {
     let config = MachineConfig {
         memory: vec![MemoryRegionConfig {
             guest_addr: 0,
             size: mib * MIB,
         }],
-        vcpus: 1,
+        vcpus,
     };
-    let m = Machine::new(host()?, &config, MachineOptions::default()).unwrap();
+    let m = Machine::new(host()?, &config, options).unwrap();
     let console = m.add_debug_console(0xe9).unwrap();
     let exit = Route::BuiltIn(Arc::new(Mutex::new(DebugExit)));
     m.add_device(
@@ -67,13 +72,21 @@ fn machine(mib: u64) -> Option<(Machine, Arc<Mutex<ConsoleOutput>>)> {
         exit,
     )
     .unwrap();
-    Some((m, console))
+    let serial = m.add_serial(0x3f8, None, 1).unwrap();
+    Some((m, Output { console, serial }))
 }
 
-fn run(m: &Machine, console: &Mutex<ConsoleOutput>) -> (Outcome, String) {
+/// Where the guests print.
+struct Output {
+    console: Arc<Mutex<ConsoleOutput>>,
+    serial: SerialHandle,
+}
+
+fn run(m: &Machine, output: &Output) -> (Outcome, String) {
     let outcome = end(&start(m));
-    let text = String::from_utf8(console.lock().unwrap().take()).unwrap();
-    (outcome, text)
+    let mut text = output.console.lock().unwrap().take();
+    text.extend(output.serial.take_output());
+    (outcome, String::from_utf8(text).unwrap())
 }
 
 fn powered_off() -> Outcome {
@@ -200,6 +213,52 @@ fn an_elf_vmlinux_gets_the_zero_page_command_line_memory_map_and_acpi() {
         run(&m, &console),
         (powered_off(), "root=/dev/null quiet 3".into())
     );
+}
+
+#[test]
+fn a_power_off_ends_the_run_while_another_vcpu_waits_for_its_startup_ipi() {
+    let dir = scratch("smp-power-off");
+    let kernel = file(&dir, "vmlinux", &guest("linux64.elf"));
+    let config = MachineConfig {
+        memory: vec![MemoryRegionConfig {
+            guest_addr: 0,
+            size: 32 * MIB,
+        }],
+        vcpus: 2,
+    };
+    let options = MachineOptions {
+        irqchip: true,
+        ..Default::default()
+    };
+    let Some(host) = host() else {
+        return;
+    };
+    let m = Machine::new(host, &config, options).unwrap();
+    // COM1 goes to the test, so vCPU 0 waits at its first byte.
+    let com1 = Route::User {
+        device: 1,
+        posted: false,
+    };
+    m.add_device(Space::Port, 0x3f8, 8, "com1", com1).unwrap();
+    m.load_linux(&linux(&kernel, "smp", None)).unwrap();
+    let rx = start(&m);
+    let Event::Access(0, _) = next(&rx) else {
+        panic!("expected vCPU 0's first byte");
+    };
+    // vCPU 1 holds its state while inside its loop: once it does, it is in KVM_RUN, waiting
+    // for an INIT/SIPI that never comes.
+    while m.with_vcpu(1, |_| Ok(())).is_ok() {
+        std::thread::yield_now();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    m.reply(0, &[]).unwrap();
+    for _ in 1.."smp 3".len() {
+        let Event::Access(0, _) = next(&rx) else {
+            panic!("expected the rest of the command line");
+        };
+        m.reply(0, &[]).unwrap();
+    }
+    assert_eq!(end(&rx), powered_off());
 }
 
 #[test]
