@@ -80,9 +80,7 @@ export interface LinuxMachine {
   readonly vm: Machine;
   /** COM1, where the kernel's console is. */
   readonly console: SerialPort;
-  /** How the kernel is entered: `pvh`, `linux64` or `bzimage`. */
-  readonly protocol: LoadedKernel['protocol'];
-  /** Where it was loaded and how. */
+  /** Where the kernel was loaded and how it is entered. */
   readonly loaded: LoadedKernel;
 }
 
@@ -117,7 +115,7 @@ export function createLinuxMachine(options: LinuxOptions): LinuxMachine {
       withHostWorkarounds(options.cmdline ?? DEFAULT_CMDLINE),
       loadOptions,
     );
-    return { vm, console, protocol: loaded.protocol, loaded };
+    return { vm, console, loaded };
   } catch (error) {
     void vm.close();
     throw error instanceof KvmkitError ? error : new KvmkitError('BAD_IMAGE', String(error), { cause: error });

@@ -21,8 +21,8 @@ async function bootUntil(
   options: Parameters<typeof createLinuxMachine>[0],
   until: RegExp,
   seconds: number,
-): Promise<{ log: string; outcome: Outcome | undefined; protocol: string; loaded: LoadedKernel }> {
-  const { vm, console, protocol, loaded } = createLinuxMachine(options);
+): Promise<{ log: string; outcome: Outcome | undefined; loaded: LoadedKernel }> {
+  const { vm, console, loaded } = createLinuxMachine(options);
   let log = '';
   let outcome: Outcome | undefined;
   try {
@@ -44,18 +44,18 @@ async function bootUntil(
   } finally {
     await vm.close();
   }
-  return { log, outcome, protocol, loaded };
+  return { log, outcome, loaded };
 }
 
 describeKvm("Debian's kernel", () => {
   it('prints its boot log through the UART with our command line, memory map and ACPI tables', async () => {
     expect(existsSync(vmlinux), 'run scripts/fixtures.sh first').toBe(true);
-    const { log, protocol } = await bootUntil(
+    const { log, loaded } = await bootUntil(
       { kernel: vmlinux, cmdline: 'console=ttyS0 earlyprintk=serial,ttyS0,115200 kvmkit.marker=42' },
       /Memory: .* available/,
       300,
     );
-    expect(protocol).toBe('pvh');
+    expect(loaded.protocol).toBe('pvh');
     expect(log).toMatch(/Linux version 6\.\d+\.\d+-\d+-amd64/);
     expect(log).toMatch(/Command line: .*kvmkit\.marker=42/);
     expect(log).toContain('BIOS-e820: [mem 0x0000000000000000-0x000000000009fbff] usable');
