@@ -79,8 +79,8 @@ pub struct MachineOptions {
     /// How guest RAM is backed and mapped.
     pub memory: MemoryOptions,
     /// Finish in kvmkit the instructions a software-assisted KVM's emulator gives up on,
-    /// where kvmkit can (`int3`, by injecting #BP past it; `fwait`). Harmless on hardware
-    /// virtualization, where those instructions never exit.
+    /// where kvmkit can (`int3`, by injecting #BP past it; `fwait`; `ldmxcsr`/`stmxcsr`).
+    /// Harmless on hardware virtualization, where those instructions never exit.
     pub emulation_fallbacks: bool,
 }
 

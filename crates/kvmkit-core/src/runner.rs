@@ -17,6 +17,7 @@ use kvm_ioctls::VcpuExit;
 
 use crate::bus::{Bus, DeviceAction, Route};
 use crate::exit::{DeviceAccess, ExitKind, MachineError, Outcome, SystemEvent};
+use crate::fallback;
 use crate::kick;
 use crate::machine::{ExitHandler, Shared, State, UnhandledPolicy};
 use crate::mailbox::{Answer, MAX_REPLY};
@@ -522,7 +523,9 @@ impl Looper {
             }
             Raw::InternalError => {
                 stats.count(ExitKind::InternalError);
-                if shared.options.emulation_fallbacks && finish_unemulated(&self.ctx.ram, vcpu) {
+                if shared.options.emulation_fallbacks
+                    && fallback::finish_unemulated(&self.ctx.ram, vcpu)
+                {
                     return Step::Continue;
                 }
                 let run = vcpu.fd_mut().get_kvm_run();
@@ -720,42 +723,6 @@ impl Looper {
             instruction,
         }
     }
-}
-
-/// Finishes an instruction a software-assisted KVM's emulator gave up on, where its effect
-/// is simple enough to apply from here; returns false for any other instruction.
-///
-/// - `int3`: that emulator cannot deliver software interrupts outside real mode. RIP moves
-///   past it and the breakpoint exception is injected, which the guest takes through its IDT
-///   as if the CPU had raised it.
-/// - `fwait`: it only waits for pending unmasked x87 exceptions, which a guest kvmkit runs
-///   never leaves pending across an exit; RIP moves past it.
-fn finish_unemulated(ram: &GuestRam, vcpu: &Vcpu) -> bool {
-    const INT3: u8 = 0xcc;
-    const FWAIT: u8 = 0x9b;
-    const BREAKPOINT: u8 = 3;
-    let Some(snapshot) = vcpu.snapshot() else {
-        return false;
-    };
-    let opcode = vcpu.instruction_bytes(ram, &snapshot).first().copied();
-    if opcode != Some(INT3) && opcode != Some(FWAIT) {
-        return false;
-    }
-    let finished = (|| -> crate::error::Result<()> {
-        let mut regs = vcpu.get_regs()?;
-        regs.rip += 1;
-        vcpu.set_regs(&regs)?;
-        if opcode == Some(INT3) {
-            let mut events = vcpu.get_events()?;
-            events.exception.injected = 1;
-            events.exception.nr = BREAKPOINT;
-            events.exception.has_error_code = 0;
-            events.exception.error_code = 0;
-            vcpu.set_events(&events)?;
-        }
-        Ok(())
-    })();
-    finished.is_ok()
 }
 
 fn decode(result: Result<VcpuExit<'_>, kvm_ioctls::Error>) -> Raw {
