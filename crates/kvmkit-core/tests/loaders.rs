@@ -50,18 +50,14 @@ fn file(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
 /// A machine with `mib` MiB of RAM, the debug console, the debug-exit port and COM1; the
 /// output of the debug console (the Multiboot kernel's) or of COM1 (the stand-in Linux's).
 fn machine(mib: u64) -> Option<(Machine, Output)> {
-    machine_with(mib, 1, MachineOptions::default())
-}
-
-fn machine_with(mib: u64, vcpus: u32, options: MachineOptions) -> Option<(Machine, Output)> {
     let config = MachineConfig {
         memory: vec![MemoryRegionConfig {
             guest_addr: 0,
             size: mib * MIB,
         }],
-        vcpus,
+        vcpus: 1,
     };
-    let m = Machine::new(host()?, &config, options).unwrap();
+    let m = Machine::new(host()?, &config, MachineOptions::default()).unwrap();
     let console = m.add_debug_console(0xe9).unwrap();
     let exit = Route::BuiltIn(Arc::new(Mutex::new(DebugExit)));
     m.add_device(
