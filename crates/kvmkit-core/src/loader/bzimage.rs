@@ -13,14 +13,15 @@ use linux_loader::loader::bzimage::BzImage;
 use sha2::{Digest, Sha256};
 use vm_memory::{ByteValued, GuestAddress};
 
-use crate::loader::decompress::{Compression, DecompressError, decompress};
+use crate::loader::decompress::{Compression, DecompressError, decompress, split_size};
 use crate::memory::GuestRam;
 
 /// Where the setup header starts in the image.
 const HEADER_OFFSET: usize = 0x1f1;
 /// `HdrS`.
-const HEADER_MAGIC: u32 = 0x5372_6448;
-const BOOT_FLAG: u16 = 0xaa55;
+pub const HEADER_MAGIC: u32 = 0x5372_6448;
+/// The boot sector's signature, where the setup header begins.
+pub const BOOT_FLAG: u16 = 0xaa55;
 /// The oldest protocol with a 64-bit entry point (`xloadflags`).
 const MIN_VERSION: u16 = 0x020c;
 /// `loadflags`: the protected-mode kernel loads at 1 MiB.
@@ -108,9 +109,8 @@ impl Header {
 
     /// The uncompressed size the kernel's build appended to the payload.
     pub fn uncompressed_size(&self, data: &[u8]) -> u64 {
-        let payload = self.payload(data);
-        let tail = &payload[payload.len() - 4..];
-        u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]))
+        // `parse` checked the payload holds at least the size field.
+        split_size(self.payload(data)).map_or(0, |(_, size)| size)
     }
 
     /// The payload's compression, if recognised.

@@ -95,6 +95,13 @@ pub enum DecompressError {
     },
 }
 
+/// Splits a bzImage payload into its compressed data and the uncompressed size the kernel's
+/// build appended as a little-endian u32; `None` if it is shorter than that field.
+pub fn split_size(payload: &[u8]) -> Option<(&[u8], u64)> {
+    let (data, size) = payload.split_at_checked(payload.len().checked_sub(4)?)?;
+    Some((data, u64::from(u32::from_le_bytes(size.try_into().ok()?))))
+}
+
 /// Decompresses `payload` (as stored in a bzImage: the data, then the uncompressed size as
 /// a little-endian u32), refusing output larger than `limit` bytes.
 pub fn decompress(payload: &[u8], limit: u64) -> Result<(Compression, Vec<u8>), DecompressError> {
@@ -105,12 +112,8 @@ pub fn decompress(payload: &[u8], limit: u64) -> Result<(Compression, Vec<u8>), 
     }
     let format = compression.name();
     let corrupt = |message: String| DecompressError::Corrupt { format, message };
-    let split = payload
-        .len()
-        .checked_sub(4)
-        .ok_or_else(|| corrupt("shorter than its size field".into()))?;
-    let (data, size) = payload.split_at(split);
-    let expected = u64::from(u32::from_le_bytes([size[0], size[1], size[2], size[3]]));
+    let (data, expected) =
+        split_size(payload).ok_or_else(|| corrupt("shorter than its size field".into()))?;
     if expected > limit {
         return Err(corrupt(format!(
             "it claims {expected} bytes, more than the {limit} allowed"

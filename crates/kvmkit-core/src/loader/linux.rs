@@ -382,8 +382,8 @@ fn write_start_info(
 fn zero_page(setup: Option<setup_header>, boot: &BootInfo<'_>) -> boot_params {
     let mut params = boot_params {
         hdr: setup.unwrap_or(setup_header {
-            boot_flag: 0xaa55,
-            header: 0x5372_6448, // "HdrS"
+            boot_flag: bzimage::BOOT_FLAG,
+            header: bzimage::HEADER_MAGIC,
             kernel_alignment: 0x100_0000,
             ..Default::default()
         }),
