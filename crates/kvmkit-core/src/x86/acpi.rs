@@ -16,7 +16,6 @@ use acpi_tables::sdt::Sdt;
 use acpi_tables::xsdt::XSDT;
 
 use crate::error::{Error, Result};
-use crate::memory::GuestRam;
 
 /// Where the RSDP goes (the tables follow it, up to [`ACPI_END`]).
 pub const RSDP_ADDR: u64 = 0xe_0000;
@@ -187,14 +186,6 @@ pub fn tables(platform: &Platform) -> Result<Vec<(u64, Vec<u8>)>> {
         (madt_addr, madt),
         (dsdt_addr, dsdt.as_slice().to_vec()),
     ])
-}
-
-/// Writes the tables for `platform` into `ram`; returns the RSDP's address.
-pub fn write(ram: &GuestRam, platform: &Platform) -> Result<u64> {
-    for (addr, data) in tables(platform)? {
-        ram.write(addr, &data)?;
-    }
-    Ok(RSDP_ADDR)
 }
 
 #[cfg(test)]

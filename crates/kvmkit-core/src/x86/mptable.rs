@@ -4,7 +4,6 @@
 //! IOAPIC pins of the same number, and the local interrupts (ExtINT, NMI).
 
 use crate::error::{Error, Result};
-use crate::memory::GuestRam;
 use crate::x86::acpi::{IOAPIC_ADDR, LAPIC_ADDR};
 
 /// Where the floating pointer goes: the BIOS area a kernel scans (0xf0000-0xfffff).
@@ -105,11 +104,6 @@ pub fn table(vcpus: u32) -> Result<Vec<u8>> {
         ));
     }
     Ok(out)
-}
-
-/// Writes the MP table for `vcpus` processors at [`MPTABLE_ADDR`].
-pub fn write(ram: &GuestRam, vcpus: u32) -> Result<()> {
-    ram.write(MPTABLE_ADDR, &table(vcpus)?)
 }
 
 #[cfg(test)]
