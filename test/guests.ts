@@ -1,4 +1,7 @@
 /** Builds machines around the bundled test guests. */
+import { writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach } from 'vitest';
 import { GUEST_LAYOUT, type GuestName, guestImage } from '../src/guests.js';
 import { type Device, Machine, type MachineConfig } from '../src/index.js';
@@ -66,4 +69,11 @@ export function closedAfterEach(): (vm: Machine) => Machine {
     open.push(vm);
     return vm;
   };
+}
+
+/** Writes `bytes` to a file named after `name` in the temporary directory; returns its path. */
+export function tempFile(name: string, bytes: Uint8Array | string): string {
+  const path = join(tmpdir(), `kvmkit-${process.pid}-${name}`);
+  writeFileSync(path, bytes);
+  return path;
 }

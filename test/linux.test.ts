@@ -1,6 +1,3 @@
-import { writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { expect, it } from 'vitest';
 import {
   createLinuxMachine,
@@ -9,13 +6,8 @@ import {
   SOFTWARE_KVM_CPUID_MASKS,
   withHostWorkarounds,
 } from '../src/index.js';
+import { tempFile } from './guests.js';
 import { describeKvm } from './kvm.js';
-
-function file(name: string, bytes: Uint8Array): string {
-  const path = join(tmpdir(), `kvmkit-${process.pid}-${name}`);
-  writeFileSync(path, bytes);
-  return path;
-}
 
 it('hides the features a software-assisted KVM cannot run', () => {
   const leaf1 = { function: 1, index: 0, flags: 0, eax: 0, ebx: 0, ecx: 0xffff_ffff, edx: 0xffff_ffff };
@@ -36,7 +28,7 @@ it('adds the kernel parameters a software-assisted KVM needs, once', () => {
 
 describeKvm('loading Linux', () => {
   it('refuses a kernel that is neither an x86-64 ELF nor a bzImage, naming the file', () => {
-    const junk = file('junk', new Uint8Array(4096).fill(0x41));
+    const junk = tempFile('junk', new Uint8Array(4096).fill(0x41));
     expect(() => createLinuxMachine({ kernel: junk })).toThrow(
       expect.objectContaining({
         code: 'BAD_IMAGE',
@@ -44,7 +36,7 @@ describeKvm('loading Linux', () => {
       }),
     );
     // A truncated ELF header.
-    const truncated = file('truncated', Uint8Array.of(0x7f, 0x45, 0x4c, 0x46, 2, 1, 1));
+    const truncated = tempFile('truncated', Uint8Array.of(0x7f, 0x45, 0x4c, 0x46, 2, 1, 1));
     expect(() => createLinuxMachine({ kernel: truncated })).toThrow(/an ELF file cut short/);
     expect(() => createLinuxMachine({ kernel: '/nonexistent/vmlinux' })).toThrow(/kernel \/nonexistent\/vmlinux: /);
   });

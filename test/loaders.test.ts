@@ -3,23 +3,14 @@
  * through the 64-bit boot protocol (powering off through ACPI), a Multiboot kernel with a
  * module, and a flat binary.
  */
-import { writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
 import { guestPath } from '../src/guests.js';
 import { type DebugConsole, Machine } from '../src/index.js';
-import { closedAfterEach } from './guests.js';
+import { closedAfterEach, tempFile } from './guests.js';
 import { describeKvm } from './kvm.js';
 
 const built = (name: string) => fileURLToPath(new URL(`../guests/build/${name}`, import.meta.url));
-
-function file(name: string, bytes: Uint8Array | string): string {
-  const path = join(tmpdir(), `kvmkit-${process.pid}-${name}`);
-  writeFileSync(path, bytes);
-  return path;
-}
 
 const text = (console: DebugConsole) => Buffer.from(console.take()).toString('latin1');
 
@@ -44,7 +35,7 @@ describeKvm('loaders', () => {
     const vm = track(Machine.create({ memory: '16M' }));
     const console = vm.addDebugConsole();
     vm.addDebugExit();
-    const module = file('module', 'the module');
+    const module = tempFile('module', 'the module');
     const loaded = vm.loadMultiboot(built('multiboot.elf'), 'console=none', [{ path: module, cmdline: 'mod' }]);
     expect(loaded.modules).toHaveLength(1);
     expect(loaded.modules[0]?.end).toBe((loaded.modules[0]?.start ?? 0) + 10);
@@ -54,14 +45,14 @@ describeKvm('loaders', () => {
 
   it('refuses what it cannot load, naming the file', () => {
     const vm = track(Machine.create({ memory: '16M' }));
-    const text = file('not-a-kernel', 'hello');
+    const text = tempFile('not-a-kernel', 'hello');
     expect(() => vm.loadMultiboot(text)).toThrow(
       expect.objectContaining({
         code: 'BAD_IMAGE',
         message: expect.stringContaining(`kernel ${text}: no Multiboot header`),
       }),
     );
-    expect(() => vm.loadFlat(file('empty', ''), { address: 0x1000, mode: 'real' })).toThrow(/the file is empty/);
+    expect(() => vm.loadFlat(tempFile('empty', ''), { address: 0x1000, mode: 'real' })).toThrow(/the file is empty/);
     expect(() => vm.loadFlat(guestPath('demo'), { address: 16 * 1024 * 1024 - 8, mode: 'long' })).toThrow(
       /do not fit in guest RAM/,
     );

@@ -4,11 +4,9 @@
  * with 2 vCPUs, the second still waiting for its startup IPI.
  */
 import { spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
+import { tempFile } from './guests.js';
 import { describeKvm } from './kvm.js';
 
 const cli = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
@@ -29,8 +27,7 @@ describeKvm('kvmkit run', () => {
   });
 
   it('exits 1 naming the file and what is wrong with it', () => {
-    const junk = join(tmpdir(), `kvmkit-${process.pid}-junk`);
-    writeFileSync(junk, 'not a kernel');
+    const junk = tempFile('junk-kernel', 'not a kernel');
     const result = kvmkit('run', '--kernel', junk);
     expect(result.stderr).toContain(`kvmkit: kernel ${junk}: neither an ELF vmlinux nor a bzImage`);
     expect(result.stderr).toContain('[BAD_IMAGE]');
