@@ -1,5 +1,6 @@
 /** The benchmark suite is itself tested: small runs that must answer every exit, and well-formed outputs. */
 import { expect, it } from 'vitest';
+import { findQemu } from '../src/bench/anchors.js';
 import { EXITS, formatTable, PATHS, runBench, toHtml, toJson } from '../src/index.js';
 import { describeKvm } from './kvm.js';
 
@@ -12,6 +13,11 @@ describeKvm('the benchmark', () => {
       expect(ran.has(path) || report.unavailable.some((u) => u.path === path)).toBe(true);
     }
     expect(ran).toContain('c');
+    // Where QEMU is installed it runs, on Intel and AMD hosts alike.
+    if ('path' in findQemu()) {
+      expect(report.unavailable).toEqual([]);
+      expect(ran).toContain('qemu');
+    }
     for (const r of report.results) {
       expect(r.runs).toBe(1);
       // QEMU is timed from outside: at this count its start-up noise can swamp the difference.

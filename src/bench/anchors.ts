@@ -76,6 +76,16 @@ export async function runC(binary: string, exit: ExitName, count: number): Promi
   };
 }
 
+/**
+ * QEMU's `-cpu` model for KVM guests: the host's CPU as KVM offers it, less `hidden`.
+ * QEMU 7.2's `host` model writes IA32_ARCH_CAPABILITIES (MSR 0x10a), which KVM refuses on
+ * AMD hosts, and QEMU then aborts ("failed to set MSR 0x10a"); the feature is hidden on every
+ * vendor so one command line serves Intel and AMD alike.
+ */
+export function qemuCpuModel(hidden: readonly string[] = []): string {
+  return ['host', ...['arch-capabilities', ...hidden].map((feature) => `-${feature}`)].join(',');
+}
+
 /** QEMU, if installed: its path, or why it is not used. */
 export function findQemu(): { path: string } | { unavailable: string } {
   const path = which('qemu-system-x86_64');
@@ -99,7 +109,7 @@ async function qemuOnce(qemu: string, exit: ExitName, count: number): Promise<nu
     '-accel',
     'kvm',
     '-cpu',
-    'host',
+    qemuCpuModel(),
     '-m',
     '16',
     '-nodefaults',

@@ -7,7 +7,7 @@
 import { spawn } from 'node:child_process';
 import { hardwareVirtualization } from '../hardware.js';
 import { createLinuxMachine, withHostWorkarounds } from '../linux.js';
-import { findQemu } from './anchors.js';
+import { findQemu, qemuCpuModel } from './anchors.js';
 import { median } from './run.js';
 
 /** What to boot, and until when. */
@@ -60,7 +60,7 @@ export interface BootReport {
 
 /** QEMU's CPU model here: what `SOFTWARE_KVM_CPUID_MASKS` hides from kvmkit's guests. */
 function qemuCpu(): string {
-  return hardwareVirtualization() ? 'host' : 'host,-cx16,-xsave,-avx,-f16c,-avx2';
+  return qemuCpuModel(hardwareVirtualization() ? [] : ['cx16', 'xsave', 'avx', 'f16c', 'avx2']);
 }
 
 /** Seconds from creating the machine (loading included) to the milestone, or `null`. */

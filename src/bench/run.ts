@@ -205,6 +205,20 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchReport>
   }
   const applies = (path: PathName, exit: ExitName) =>
     path === 'c' || path === 'qemu' ? true : kvmkitApplies(path, exit);
+  // An anchor (the C loop, QEMU) that cannot run on this host is reported as unavailable
+  // with its reason; it never costs the other paths their results.
+  for (const anchor of ['c', 'qemu'] as const) {
+    const run = runners.get(anchor);
+    const probe = exits[0];
+    if (run !== undefined && probe !== undefined) {
+      try {
+        await run(probe, Math.min(count, 200));
+      } catch (error) {
+        runners.delete(anchor);
+        unavailable.push({ path: anchor, reason: firstLines((error as Error).message) });
+      }
+    }
+  }
   const plan = exits.flatMap((exit) =>
     [...runners.keys()].filter((path) => applies(path, exit)).map((path) => ({ path, exit })),
   );
@@ -285,6 +299,15 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchReport>
     idleMemory: idle,
     targets: checkTargets(withRatios, createToFirstExitMs, idle),
   };
+}
+
+/** An anchor's failure in a few lines: the command and what it printed, no stack. */
+function firstLines(message: string): string {
+  return message
+    .split('\n')
+    .filter((line) => line.trim() !== '')
+    .slice(0, 3)
+    .join(' / ');
 }
 
 function breakdownOf(results: readonly PathResult[]): Breakdown | undefined {
