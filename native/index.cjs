@@ -835,9 +835,17 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.NativeConsole = nativeBinding.NativeConsole
 module.exports.NativeEventFd = nativeBinding.NativeEventFd
 module.exports.NativeMachine = nativeBinding.NativeMachine
+module.exports.NativeMemory = nativeBinding.NativeMemory
+module.exports.NativeSerial = nativeBinding.NativeSerial
+module.exports.NativeVcpu = nativeBinding.NativeVcpu
 module.exports.claimAccess = nativeBinding.claimAccess
+module.exports.COM1_IRQ = nativeBinding.COM1_IRQ
+module.exports.COM1_PORT = nativeBinding.COM1_PORT
+module.exports.DEBUG_CONSOLE_PORT = nativeBinding.DEBUG_CONSOLE_PORT
+module.exports.DEBUG_EXIT_PORT = nativeBinding.DEBUG_EXIT_PORT
 module.exports.inlineAccessData = nativeBinding.inlineAccessData
 module.exports.inlineFail = nativeBinding.inlineFail
 module.exports.inlineStep = nativeBinding.inlineStep

@@ -16,6 +16,14 @@ export declare class ExternalObject<T> {
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/** A debug console's host side. */
+export declare class NativeConsole {
+  /** Its port. */
+  get port(): number
+  /** Takes what the guest wrote so far. */
+  take(): Buffer
+}
+
 /** An irqfd or ioeventfd of a machine. */
 export declare class NativeEventFd {
   /** Signals the eventfd (for an irqfd: raises its interrupt). */
@@ -31,70 +39,31 @@ export declare class NativeEventFd {
  * mappings and threads at once rather than when JS garbage-collects this object.
  */
 export declare class NativeMachine {
-  /** Opens KVM and creates the VM, its RAM and vCPUs. */
-  constructor(config: NativeConfig)
-  /**
-   * The fd of the memfd or file backing guest RAM, if any (regions lie in it one after
-   * another, in address order); valid until close.
-   */
-  get memoryFd(): number | null
-  /** The guest RAM regions as (guest address, size) pairs, in address order. */
-  memoryRegions(): Array<NativeRegion>
-  /**
-   * A zero-copy view of region `index`. Its finalizer keeps the mapping alive, so the view
-   * stays valid after close (it then no longer reaches any guest). Create one per region:
-   * V8 refuses two buffers over the same memory.
-   */
-  memoryView(index: number): Uint8Array
-  /** Copies `data` into guest RAM at `addr`. */
-  writeMemory(addr: number, data: Buffer): void
-  /** Reads `len` bytes of guest RAM at `addr`. */
-  readMemory(addr: number, len: number): Buffer
-  /** Puts vCPU `index` into `mode` ("real", "protected" or "long") at `entry`. */
-  setupVcpu(index: number, modeName: string, entry: number, stack: number): void
-  /** The general registers of vCPU `index`. */
-  getRegisters(index: number): Registers
-  /** Sets the general registers of vCPU `index`. */
-  setRegisters(index: number, registers: Registers): void
-  /** Turns single-stepping of vCPU `index` on or off. */
-  setSingleStep(index: number, enabled: boolean): void
-  /** The special registers of vCPU `index`. */
-  getSpecialRegisters(index: number): SpecialRegisters
-  /** Sets the special registers of vCPU `index`. */
-  setSpecialRegisters(index: number, sregs: SpecialRegisters): void
-  /** The FPU and SSE state of vCPU `index`. */
-  getFpu(index: number): Fpu
-  /** Sets the FPU and SSE state of vCPU `index`. */
-  setFpu(index: number, fpu: Fpu): void
-  /** Reads MSRs of vCPU `index`; stops at the first one KVM cannot read. */
-  getMsrs(index: number, indices: Array<number>): Array<MsrEntry>
-  /** Writes MSRs of vCPU `index`; returns how many KVM accepted. */
-  setMsrs(index: number, msrs: Array<MsrEntry>): number
-  /** The CPUID vCPU `index` presents. */
-  getCpuid(index: number): Array<CpuidEntry>
-  /** Sets the CPUID vCPU `index` presents (before it first runs). */
-  setCpuid(index: number, entries: Array<CpuidEntry>): void
-  /** The local APIC register page (1024 bytes) of vCPU `index`. */
-  getLapic(index: number): Buffer
-  /** Sets the local APIC register page (1024 bytes) of vCPU `index`. */
-  setLapic(index: number, regs: Buffer): void
-  /** The multiprocessing state of vCPU `index` (`KVM_MP_STATE_*`). */
-  getMpState(index: number): number
-  /** Sets the multiprocessing state of vCPU `index`. */
-  setMpState(index: number, state: number): void
-  /** Pending and injected events of vCPU `index`. */
-  getEvents(index: number): VcpuEvents
-  /** Sets pending and injected events of vCPU `index`. */
-  setEvents(index: number, events: VcpuEvents): void
   /** Routes a port range (`space` "port") or MMIO range (`space` "mmio") to JS device `id`. */
   addDevice(space: string, base: number, len: number, name: string, id: number, posted: boolean): void
   /** Removes the device whose range starts at `base`; returns whether there was one. */
   removeDevice(space: string, base: number): boolean
+  /** Adds a built-in device; returns where it sits. */
+  addBuiltin(builtin: NativeBuiltin): NativeDeviceInfo
   /**
-   * Adds a built-in device: `debug-console`, `debug-exit`, `i8042` or `rtc` (on ports
-   * from `base`), or `null` (on `len` ports or MMIO bytes from `base`, reading `fill`).
+   * Adds a 16550A UART on 8 ports from `port` (default COM1's), raising `irq` if given;
+   * its output is announced under its port.
    */
-  addBuiltin(kind: string, space: string, base: number, len: number, fill: number): void
+  addSerial(portBase?: number | undefined | null, irq?: number | undefined | null): NativeSerial
+  /** Adds a debug console on `port` (default 0xe9); each one collects its own output. */
+  addDebugConsole(portBase?: number | undefined | null): NativeConsole
+  /** A free page-aligned MMIO window of `length` bytes in the 32-bit hole. */
+  allocateMmio(length: number): number
+  /** A free interrupt line that no built-in device raises. */
+  allocateIrq(): number
+  /** Raises (`level` true) or lowers interrupt line `irq`. */
+  setIrqLine(irq: number, level: boolean): void
+  /** Sends an MSI; returns whether it was delivered. */
+  signalMsi(address: number, data: number): boolean
+  /** An eventfd that raises `gsi` when triggered. */
+  createIrqfd(gsi: number): NativeEventFd
+  /** An eventfd KVM signals when the guest writes `addr` (`space` "port" or "mmio"). */
+  createIoeventfd(space: string, addr: number, len: number, datamatch?: bigint | undefined | null): NativeEventFd
   /**
    * Loads a Linux kernel (ELF vmlinux or bzImage), optional initrd and command line, and
    * sets vCPU 0 up to enter it.
@@ -110,17 +79,12 @@ export declare class NativeMachine {
    * `mode_name`; returns where it ends.
    */
   loadFlat(path: string, address: number, entry: number, modeName: string, stack: number): number
-  /**
-   * Adds a 16550A UART on 8 ports from `port`, raising `irq` if given; its output is
-   * reported under `id`.
-   */
-  addSerial(port: number, irq: number | undefined | null, id: number): void
-  /** Queues `data` for serial port `id`'s guest side; returns how many bytes fit. */
-  serialInput(id: number, data: Buffer): number
-  /** Takes serial port `id`'s output so far (also after close). */
-  takeSerialOutput(id: number): Buffer
-  /** Takes what the guest wrote to the built-in debug console so far (also after close). */
-  takeConsoleOutput(): Buffer
+  /** Opens KVM and creates the VM, its RAM and vCPUs. */
+  constructor(config: NativeConfig)
+  /** vCPU `index`. */
+  vcpu(index: number): NativeVcpu
+  /** Guest RAM. */
+  memory(): NativeMemory
   /** Starts the vCPU threads; `on_event` receives accesses, pauses and the end. */
   start(onEvent: (arg: NativeEvent) => void): void
   /** Answers a string-I/O read on vCPU `vcpu` with `data`. */
@@ -139,8 +103,6 @@ export declare class NativeMachine {
   get state(): string
   /** The number of vCPUs. */
   get vcpuCount(): number
-  /** Exit counters and latency histogram of vCPU `index`. */
-  stats(index: number): NativeStats
   /** A handle for the hot-path calls (`pollAccess`, `replyAccess`, `claimAccess`). */
   handle(): ExternalObject<MachineHandle>
   /** This machine's id, for `stopMachine` from another thread. */
@@ -156,18 +118,94 @@ export declare class NativeMachine {
    * returns the handle those calls take.
    */
   startInline(onEvent: (arg: NativeEvent) => void): ExternalObject<InlineRun>
-  /** Raises (`level` true) or lowers interrupt line `irq`. */
-  setIrqLine(irq: number, level: boolean): void
-  /** Sends an MSI; returns whether it was delivered. */
-  signalMsi(address: number, data: number): boolean
-  /** An eventfd that raises `gsi` when triggered. */
-  createIrqfd(gsi: number): NativeEventFd
-  /** An eventfd KVM signals when the guest writes `addr` (`space` "port" or "mmio"). */
-  createIoeventfd(space: string, addr: number, len: number, datamatch?: bigint | undefined | null): NativeEventFd
+}
+
+/**
+ * A machine's guest RAM. Its calls fail with `INVALID_STATE` once the machine is closed;
+ * views made before stay valid.
+ */
+export declare class NativeMemory {
+  /** Whether the machine is closed (no view can be made any more). */
+  get closed(): boolean
+  /**
+   * The fd of the memfd or file backing guest RAM, if any (regions lie in it one after
+   * another, in address order); valid until close.
+   */
+  get fd(): number | null
+  /** The guest RAM regions as (guest address, size) pairs, in address order. */
+  regions(): Array<NativeRegion>
+  /**
+   * A zero-copy view of region `index`. Its finalizer keeps the mapping alive, so the view
+   * stays valid after close (it then no longer reaches any guest). Create one per region:
+   * V8 refuses two buffers over the same memory.
+   */
+  view(index: number): Uint8Array
+  /** Copies `data` into guest RAM at `addr`. */
+  write(addr: number, data: Buffer): void
+  /** Reads `len` bytes of guest RAM at `addr`. */
+  read(addr: number, len: number): Buffer
+}
+
+/** A 16550A UART's host side. */
+export declare class NativeSerial {
+  /** Its first port, under which its output is announced. */
+  get port(): number
+  /** Queues `data` for the guest side; returns how many bytes fit. */
+  input(data: Buffer): number
+  /** Takes the output so far. */
+  takeOutput(): Buffer
+}
+
+/** One vCPU of a machine. Its calls fail with `INVALID_STATE` once the machine is closed. */
+export declare class NativeVcpu {
+  /** Puts this vCPU into `mode` ("real", "protected" or "long") at `entry`. */
+  setup(modeName: string, entry: number, stack: number): void
+  /** The general registers of this vCPU. */
+  getRegisters(): Registers
+  /** Sets the general registers of this vCPU. */
+  setRegisters(registers: Registers): void
+  /** Turns single-stepping of this vCPU on or off. */
+  setSingleStep(enabled: boolean): void
+  /** The special registers of this vCPU. */
+  getSpecialRegisters(): SpecialRegisters
+  /** Sets the special registers of this vCPU. */
+  setSpecialRegisters(sregs: SpecialRegisters): void
+  /** The FPU and SSE state of this vCPU. */
+  getFpu(): Fpu
+  /** Sets the FPU and SSE state of this vCPU. */
+  setFpu(fpu: Fpu): void
+  /** Reads MSRs of this vCPU; stops at the first one KVM cannot read. */
+  getMsrs(indices: Array<number>): Array<MsrEntry>
+  /** Writes MSRs of this vCPU; returns how many KVM accepted. */
+  setMsrs(msrs: Array<MsrEntry>): number
+  /** The CPUID this vCPU presents. */
+  getCpuid(): Array<CpuidEntry>
+  /** Sets the CPUID this vCPU presents (before it first runs). */
+  setCpuid(entries: Array<CpuidEntry>): void
+  /** The local APIC register page (1024 bytes) of this vCPU. */
+  getLapic(): Buffer
+  /** Sets the local APIC register page (1024 bytes) of this vCPU. */
+  setLapic(regs: Buffer): void
+  /** The multiprocessing state of this vCPU (`KVM_MP_STATE_*`). */
+  getMpState(): number
+  /** Sets the multiprocessing state of this vCPU. */
+  setMpState(state: number): void
+  /** Pending and injected events of this vCPU. */
+  getEvents(): VcpuEvents
+  /** Sets pending and injected events of this vCPU. */
+  setEvents(events: VcpuEvents): void
+  /** Exit counters and latency histogram of this vCPU. */
+  stats(): NativeStats
 }
 
 /** Claims the access vCPU `vcpu` announced with number `seq`; false if a poll took it. */
 export declare function claimAccess(handle: ExternalObject<MachineHandle>, vcpu: number, seq: number): boolean
+
+/** COM1's interrupt line. */
+export declare const COM1_IRQ: number
+
+/** The first port of COM1. */
+export declare const COM1_PORT: number
 
 /** One CPUID leaf (and subleaf) as a vCPU presents it. */
 export interface CpuidEntry {
@@ -186,6 +224,12 @@ export interface CpuidEntry {
   /** EDX. */
   edx: number
 }
+
+/** The conventional debug-console port. */
+export declare const DEBUG_CONSOLE_PORT: number
+
+/** The conventional debug-exit port. */
+export declare const DEBUG_EXIT_PORT: number
 
 /** The GDT or IDT register. */
 export interface DescriptorTable {
@@ -292,22 +336,44 @@ export interface MsrEntry {
   value: bigint
 }
 
+/**
+ * A built-in device without a host side, by kind; the core's registry decides where
+ * the fixed ones sit.
+ */
+export interface NativeBuiltin {
+  kind: 'debug-exit' | 'i8042' | 'rtc' | 'null'
+  /** The first port (debug-exit) or address (null). */
+  base?: number
+  /** Ports or bytes (null). */
+  length?: number
+  space?: 'port' | 'mmio'
+  /** What reads return (null). */
+  fill?: number
+}
+
 /** A validated machine configuration (sizes already parsed by the façade). */
 export interface NativeConfig {
-  memory: Array<NativeRegion>
+  /** A size (RAM from 0, continued above 4 GiB past the 32-bit hole) or regions. */
+  memory: number | Array<NativeRegion>
   vcpus: number
-  /** `error` or `ignore`. */
-  unhandled: string
+  unhandled: 'error' | 'ignore'
   handoffSpinMicros: number
   /** In-kernel PIC, IOAPIC, LAPICs and PIT. */
   irqchip: boolean
-  /** `anonymous`, `memfd` or `file`. */
-  backing: string
+  backing: 'anonymous' | 'memfd' | 'file'
   /** The file, for `file` backing. */
   backingPath?: string
   /** Transparent huge pages. */
   hugePages: boolean
   kvmPath?: string
+}
+
+/** Where a built-in device was put. */
+export interface NativeDeviceInfo {
+  name: string
+  space: 'port' | 'mmio'
+  base: number
+  length: number
 }
 
 /** One event, flattened so the common case (a single access of up to 8 bytes) needs no buffer. */

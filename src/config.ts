@@ -37,8 +37,10 @@ export type UnhandledPolicy = 'error' | 'ignore';
 /** The configuration of a {@link Machine}. */
 export interface MachineConfig {
   /**
-   * Guest RAM: a size for one region at address 0, or a list of regions. Gaps between
-   * regions (such as the 32-bit PCI hole) are unmapped, so accesses there reach MMIO devices.
+   * Guest RAM: a size, or a list of regions. A size up to 3 GiB is one region at address 0;
+   * past that, RAM stops at 3 GiB and continues at 4 GiB, leaving the 32-bit hole (MMIO
+   * windows, the IOAPIC at 0xfec00000, the local APICs at 0xfee00000) free, as on a PC.
+   * Gaps between regions are unmapped, so accesses there reach MMIO devices.
    */
   memory: Size | MemoryRegion[];
   /** What backs guest RAM (default `anonymous`). */
@@ -98,7 +100,7 @@ function integer(value: unknown, field: string, min: number, max: number): numbe
 
 function regions(memory: unknown): NativeConfig['memory'] {
   if (typeof memory === 'number' || typeof memory === 'string') {
-    return [{ guestAddr: 0, size: parseSize(memory, 'memory') }];
+    return parseSize(memory, 'memory');
   }
   if (!Array.isArray(memory)) {
     throw new ConfigError('memory', 'expected a size (like "64M") or a list of { guestAddr, size }');
@@ -145,7 +147,7 @@ export function resolveConfig(config: MachineConfig): ResolvedConfig {
     unhandled,
     handoffSpinMicros: integer(config.handoffSpinMicros ?? 200, 'handoffSpinMicros', 0, 1_000_000),
     irqchip: flag('irqchip'),
-    backing: file === undefined ? (backing as string) : 'file',
+    backing: file === undefined ? (backing as 'anonymous' | 'memfd') : 'file',
     hugePages: flag('hugePages'),
   };
   if (file !== undefined) {

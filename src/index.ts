@@ -41,6 +41,7 @@ export {
 } from './linux.js';
 export {
   type AccessEvent,
+  type BuiltinDevice,
   type DebugConsole,
   type FlatBinaryOptions,
   type IoEventFd,

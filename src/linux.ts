@@ -98,7 +98,7 @@ export function createLinuxMachine(options: LinuxOptions): LinuxMachine {
     unhandled: 'ignore',
   });
   try {
-    const console = vm.addSerial({ port: 0x3f8, irq: 4 });
+    const console = vm.addSerial();
     vm.addI8042();
     vm.addRtc();
     const masks = options.cpuidMasks ?? cpuidMasksForHost();

@@ -9,7 +9,14 @@ import type { Device, DeviceHandle } from './devices.js';
 import { callNative, fromNative, KvmkitError } from './errors.js';
 import { defaultKernelCache } from './kernel-cache.js';
 import { GuestMemory } from './memory.js';
-import { type NativeEvent, type NativeEventFd, type NativeMachine, type NativeOutcome, native } from './native.js';
+import {
+  type NativeBuiltin,
+  type NativeEvent,
+  type NativeEventFd,
+  type NativeMachine,
+  type NativeOutcome,
+  native,
+} from './native.js';
 import { type Outcome, toOutcome } from './outcome.js';
 import { type SerialOptions, SerialPort } from './serial.js';
 import type { VcpuStats } from './stats.js';
@@ -173,6 +180,18 @@ export interface IoEventFd {
   close(): void;
 }
 
+/** Where a built-in device sits. */
+export interface BuiltinDevice {
+  /** Its name on the bus: `debug-exit`, `i8042`, `rtc`, `null`. */
+  readonly name: string;
+  /** `port` or `mmio`. */
+  readonly space: 'port' | 'mmio';
+  /** Its first port or address. */
+  readonly base: number;
+  /** How many ports or bytes it occupies. */
+  readonly length: number;
+}
+
 /** The built-in debug console (Bochs/QEMU `-debugcon` style), answered in Rust. */
 export interface DebugConsole {
   /** The port it listens on. */
@@ -219,8 +238,8 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
       spinMicros,
       observe: (e) => this.#observe(e),
     });
-    this.memory = new GuestMemory(nativeMachine);
-    this.vcpus = Array.from({ length: nativeMachine.vcpuCount }, (_, i) => new Vcpu(nativeMachine, i));
+    this.memory = new GuestMemory(callNative(() => nativeMachine.memory()));
+    this.vcpus = Array.from({ length: nativeMachine.vcpuCount }, (_, i) => new Vcpu(nativeMachine.vcpu(i), i));
     this.#ended = new Promise((resolve) => {
       this.#resolveEnded = resolve;
     });
@@ -315,38 +334,43 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
     return callNative(() => this.#native.loadFlat(path, address, entry, mode, stack));
   }
 
-  /** Adds a 16550A UART, answered in Rust, whose byte streams are Node streams. */
+  /**
+   * Adds a 16550A UART, answered in Rust, whose byte streams are Node streams: COM1 (0x3f8,
+   * with IRQ 4 on a machine with `irqchip`) unless `options` say otherwise. The ACPI tables
+   * and the MP table a Linux kernel is loaded with list it.
+   */
   addSerial(options: SerialOptions = {}): SerialPort {
-    const { port = 0x3f8, irq = this.#irqchip ? 4 : null } = options;
-    const id = this.#serials.size + 1;
-    callNative(() => this.#native.addSerial(port, irq ?? undefined, id));
-    const serial = new SerialPort(this.#native, id);
-    this.#serials.set(id, serial);
+    const { port, irq = this.#irqchip ? native().COM1_IRQ : null } = options;
+    const serial = new SerialPort(callNative(() => this.#native.addSerial(port, irq ?? undefined)));
+    this.#serials.set(serial.port, serial);
     return serial;
   }
 
-  /** Adds the Rust debug console on `port` (default 0xe9): writes are collected, reads return 0xe9. */
-  addDebugConsole(port = 0xe9): DebugConsole {
-    callNative(() => this.#native.addBuiltin('debug-console', 'port', port, 1, 0));
-    return { port, take: () => new Uint8Array(this.#native.takeConsoleOutput()) };
+  /**
+   * Adds a Rust debug console on `port` (default 0xe9): writes are collected, reads return
+   * 0xe9. Each console added keeps its own output.
+   */
+  addDebugConsole(port?: number): DebugConsole {
+    const console = callNative(() => this.#native.addDebugConsole(port));
+    return { port: console.port, take: () => new Uint8Array(console.take()) };
   }
 
   /**
    * Adds the Rust debug-exit port (default 0xf4, 4 ports wide so 1-, 2- and 4-byte writes
    * reach it): a write ends the run with a `device-request` outcome carrying the value.
    */
-  addDebugExit(port = 0xf4): void {
-    callNative(() => this.#native.addBuiltin('debug-exit', 'port', port, 1, 0));
+  addDebugExit(port?: number): BuiltinDevice {
+    return this.#builtin({ kind: 'debug-exit', ...(port === undefined ? {} : { base: port }) });
   }
 
   /** Adds the i8042 keyboard controller at 0x60–0x64 (Rust): its reset command ends the run with a `reset` outcome. */
-  addI8042(): void {
-    callNative(() => this.#native.addBuiltin('i8042', 'port', 0x60, 5, 0));
+  addI8042(): BuiltinDevice {
+    return this.#builtin({ kind: 'i8042' });
   }
 
   /** Adds the CMOS real-time clock at 0x70–0x71 (Rust), reading the host's time. */
-  addRtc(): void {
-    callNative(() => this.#native.addBuiltin('rtc', 'port', 0x70, 2, 0));
+  addRtc(): BuiltinDevice {
+    return this.#builtin({ kind: 'rtc' });
   }
 
   /**
@@ -354,9 +378,28 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
    * `base`: reads return `fill` (default 0xff) in every byte, writes are dropped, and the
    * exit never leaves the vCPU thread.
    */
-  addNullDevice(base: number, length: number, options: { fill?: number; space?: 'port' | 'mmio' } = {}): void {
+  addNullDevice(base: number, length: number, options: { fill?: number; space?: 'port' | 'mmio' } = {}): BuiltinDevice {
     const { fill = 0xff, space = 'port' } = options;
-    callNative(() => this.#native.addBuiltin('null', space, base, length, fill));
+    return this.#builtin({ kind: 'null', base, length, fill, space });
+  }
+
+  #builtin(spec: NativeBuiltin): BuiltinDevice {
+    const info = callNative(() => this.#native.addBuiltin(spec));
+    return { name: info.name, space: info.space, base: info.base, length: info.length };
+  }
+
+  /**
+   * A free page-aligned window of `length` bytes in the 32-bit MMIO hole (from 0xc0000000 up
+   * to the IOAPIC), for {@link addMmioDevice}: windows handed out, and ranges devices already
+   * occupy there, are never handed out again until that device is removed.
+   */
+  allocateMmio(length: number): number {
+    return callNative(() => this.#native.allocateMmio(length));
+  }
+
+  /** A free interrupt line (5 to 23) that no built-in device raises, for a device of yours (needs `irqchip`). */
+  allocateIrq(): number {
+    return callNative(() => this.#native.allocateIrq());
   }
 
   /**

@@ -3,7 +3,7 @@
  * @module
  */
 import { callNative, KvmkitError } from './errors.js';
-import type { NativeMachine } from './native.js';
+import type { NativeMemory } from './native.js';
 
 /** One region of guest RAM. */
 export interface RamRegion {
@@ -18,16 +18,16 @@ export interface RamRegion {
  * otherwise a `GUEST_MEMORY_RANGE` error is thrown and nothing is written.
  */
 export class GuestMemory {
-  readonly #machine: NativeMachine;
+  readonly #native: NativeMemory;
   readonly #views = new Map<number, Uint8Array>();
 
   /** The RAM regions, in address order. */
   readonly regions: readonly RamRegion[];
 
   /** @internal */
-  constructor(machine: NativeMachine) {
-    this.#machine = machine;
-    this.regions = callNative(() => machine.memoryRegions());
+  constructor(native: NativeMemory) {
+    this.#native = native;
+    this.regions = callNative(() => native.regions());
   }
 
   /**
@@ -36,7 +36,7 @@ export class GuestMemory {
    * after another, in address order.
    */
   get fd(): number | undefined {
-    return this.#machine.memoryFd ?? undefined;
+    return this.#native.fd ?? undefined;
   }
 
   /**
@@ -47,7 +47,7 @@ export class GuestMemory {
    * view is garbage-collected). Views cannot be made after close.
    */
   view(address: number, length: number): Uint8Array {
-    if (this.#machine.state === 'closed') {
+    if (this.#native.closed) {
       throw new KvmkitError('INVALID_STATE', 'cannot make a memory view: the machine is closed');
     }
     const index = this.regions.findIndex((r) => address >= r.guestAddr && address + length <= r.guestAddr + r.size);
@@ -60,7 +60,7 @@ export class GuestMemory {
     }
     let whole = this.#views.get(index);
     if (whole === undefined) {
-      whole = callNative(() => this.#machine.memoryView(index));
+      whole = callNative(() => this.#native.view(index));
       this.#views.set(index, whole);
     }
     return whole.subarray(address - region.guestAddr, address - region.guestAddr + length);
@@ -69,12 +69,12 @@ export class GuestMemory {
   /** Copies `data` into guest memory at `address`. */
   write(address: number, data: Uint8Array): void {
     const buffer = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-    callNative(() => this.#machine.writeMemory(address, buffer));
+    callNative(() => this.#native.write(address, buffer));
   }
 
   /** Reads `length` bytes of guest memory at `address`. */
   read(address: number, length: number): Uint8Array {
-    return callNative(() => this.#machine.readMemory(address, length));
+    return callNative(() => this.#native.read(address, length));
   }
 
   #view(address: number, length: number): DataView {

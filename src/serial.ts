@@ -4,7 +4,7 @@
  */
 import { Readable, Writable } from 'node:stream';
 import { callNative } from './errors.js';
-import type { NativeMachine } from './native.js';
+import type { NativeSerial } from './native.js';
 
 /** Where a serial port sits. */
 export interface SerialOptions {
@@ -27,13 +27,16 @@ export class SerialPort {
   readonly output: Readable;
   /** Bytes for the guest to receive. */
   readonly input: Writable;
-  readonly #machine: NativeMachine;
-  readonly #id: number;
+
+  /** Its first port. */
+  get port(): number {
+    return this.#native.port;
+  }
+  readonly #native: NativeSerial;
 
   /** @internal */
-  constructor(machine: NativeMachine, id: number) {
-    this.#machine = machine;
-    this.#id = id;
+  constructor(native: NativeSerial) {
+    this.#native = native;
     this.output = new Readable({ read() {} });
     this.input = new Writable({
       write: (chunk: Buffer, _encoding, done) => this.#offer(chunk, done),
@@ -45,7 +48,7 @@ export class SerialPort {
     let rest = chunk;
     const step = () => {
       try {
-        rest = rest.subarray(this.#machine.serialInput(this.#id, rest));
+        rest = rest.subarray(this.#native.input(rest));
       } catch (error) {
         done(error as Error);
         return;
@@ -61,7 +64,7 @@ export class SerialPort {
 
   /** @internal Moves the guest's output into the stream. */
   drain(): void {
-    const bytes = callNative(() => this.#machine.takeSerialOutput(this.#id));
+    const bytes = callNative(() => this.#native.takeOutput());
     if (bytes.length > 0) {
       this.output.push(bytes);
     }

@@ -3,7 +3,7 @@
  * @module
  */
 import { callNative } from './errors.js';
-import type { CpuidEntry, Fpu, MsrEntry, NativeMachine, SpecialRegisters, VcpuEvents } from './native.js';
+import type { CpuidEntry, Fpu, MsrEntry, NativeVcpu, SpecialRegisters, VcpuEvents } from './native.js';
 
 export type {
   CpuidEntry,
@@ -92,67 +92,67 @@ export interface VcpuSetup {
  * after the run. Otherwise the call throws `INVALID_STATE`.
  */
 export class Vcpu {
-  readonly #machine: NativeMachine;
+  readonly #native: NativeVcpu;
   /** The vCPU's index, which is also its initial APIC ID. */
   readonly index: number;
 
   /** @internal */
-  constructor(machine: NativeMachine, index: number) {
-    this.#machine = machine;
+  constructor(native: NativeVcpu, index: number) {
+    this.#native = native;
     this.index = index;
   }
 
   /** Puts the vCPU into `setup.mode`, ready to run at `setup.entry`. */
   setup(setup: VcpuSetup): void {
-    callNative(() => this.#machine.setupVcpu(this.index, setup.mode, setup.entry, setup.stack ?? 0x8000));
+    callNative(() => this.#native.setup(setup.mode, setup.entry, setup.stack ?? 0x8000));
   }
 
   /** The general registers. */
   registers(): Registers {
-    return callNative(() => this.#machine.getRegisters(this.index));
+    return callNative(() => this.#native.getRegisters());
   }
 
   /** Changes some general registers, leaving the others as they are. */
   setRegisters(changes: Partial<Registers>): void {
     const next = { ...this.registers(), ...changes };
-    callNative(() => this.#machine.setRegisters(this.index, next));
+    callNative(() => this.#native.setRegisters(next));
   }
 
   /** The special registers: segments, descriptor tables, control registers, EFER. */
   specialRegisters(): SpecialRegisters {
-    return callNative(() => this.#machine.getSpecialRegisters(this.index));
+    return callNative(() => this.#native.getSpecialRegisters());
   }
 
   /** Changes some special registers, leaving the others as they are. */
   setSpecialRegisters(changes: Partial<SpecialRegisters>): void {
     const next = { ...this.specialRegisters(), ...changes };
-    callNative(() => this.#machine.setSpecialRegisters(this.index, next));
+    callNative(() => this.#native.setSpecialRegisters(next));
   }
 
   /** The x87 FPU and SSE state. */
   fpu(): Fpu {
-    return callNative(() => this.#machine.getFpu(this.index));
+    return callNative(() => this.#native.getFpu());
   }
 
   /** Changes some of the FPU and SSE state. */
   setFpu(changes: Partial<Fpu>): void {
     const next = { ...this.fpu(), ...changes };
-    callNative(() => this.#machine.setFpu(this.index, next));
+    callNative(() => this.#native.setFpu(next));
   }
 
   /** Reads the MSRs `indices`, in order, up to the first one KVM cannot read. */
   msrs(indices: readonly number[]): MsrEntry[] {
-    return callNative(() => this.#machine.getMsrs(this.index, [...indices]));
+    return callNative(() => this.#native.getMsrs([...indices]));
   }
 
   /** Writes MSRs; returns how many KVM accepted (in order, up to the first it refused). */
   setMsrs(entries: readonly MsrEntry[]): number {
-    return callNative(() => this.#machine.setMsrs(this.index, [...entries]));
+    return callNative(() => this.#native.setMsrs([...entries]));
   }
 
   /** The CPUID leaves this vCPU presents to its guest. */
   cpuid(): CpuidEntry[] {
-    return callNative(() => this.#machine.getCpuid(this.index));
+    return callNative(() => this.#native.getCpuid());
   }
 
   /**
@@ -160,40 +160,40 @@ export class Vcpu {
    * Start from {@link cpuid} or {@link supportedCpuid} and change it with {@link maskCpuid}.
    */
   setCpuid(entries: readonly CpuidEntry[]): void {
-    callNative(() => this.#machine.setCpuid(this.index, [...entries]));
+    callNative(() => this.#native.setCpuid([...entries]));
   }
 
   /** The local APIC's 1 KiB register page (needs `irqchip`). */
   lapic(): Uint8Array {
-    return new Uint8Array(callNative(() => this.#machine.getLapic(this.index)));
+    return new Uint8Array(callNative(() => this.#native.getLapic()));
   }
 
   /** Replaces the local APIC's 1 KiB register page (needs `irqchip`). */
   setLapic(registers: Uint8Array): void {
     const bytes = Buffer.from(registers.buffer, registers.byteOffset, registers.byteLength);
-    callNative(() => this.#machine.setLapic(this.index, bytes));
+    callNative(() => this.#native.setLapic(bytes));
   }
 
   /** The multiprocessing state. */
   mpState(): MpState {
-    const state = callNative(() => this.#machine.getMpState(this.index));
+    const state = callNative(() => this.#native.getMpState());
     return MP_STATES[state] ?? 'runnable';
   }
 
   /** Sets the multiprocessing state (for example `halted`, or `uninitialized` to wait for INIT/SIPI). */
   setMpState(state: MpState): void {
-    callNative(() => this.#machine.setMpState(this.index, MP_STATES.indexOf(state)));
+    callNative(() => this.#native.setMpState(MP_STATES.indexOf(state)));
   }
 
   /** Exceptions, interrupts and NMIs pending or being injected. */
   events(): VcpuEvents {
-    return callNative(() => this.#machine.getEvents(this.index));
+    return callNative(() => this.#native.getEvents());
   }
 
   /** Changes pending or injected events, leaving the rest as they are. */
   setEvents(changes: Partial<VcpuEvents>): void {
     const next = { ...this.events(), ...changes };
-    callNative(() => this.#machine.setEvents(this.index, next));
+    callNative(() => this.#native.setEvents(next));
   }
 
   /**
@@ -217,12 +217,12 @@ export class Vcpu {
    * instruction, which ends the run with an `UNHANDLED_EXIT` error naming it and RIP.
    */
   setSingleStep(enabled: boolean): void {
-    callNative(() => this.#machine.setSingleStep(this.index, enabled));
+    callNative(() => this.#native.setSingleStep(enabled));
   }
 
   /** Exit counters and handling latency. */
   stats(): VcpuStats {
-    return toVcpuStats(callNative(() => this.#machine.stats(this.index)));
+    return toVcpuStats(callNative(() => this.#native.stats()));
   }
 }
 

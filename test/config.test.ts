@@ -36,7 +36,7 @@ describe('resolveConfig', () => {
   it('fills in defaults', () => {
     const r = resolveConfig({ memory: '1M' });
     expect(r.native).toEqual({
-      memory: [{ guestAddr: 0, size: 2 ** 20 }],
+      memory: 2 ** 20,
       vcpus: 1,
       unhandled: 'error',
       handoffSpinMicros: 200,

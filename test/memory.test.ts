@@ -86,3 +86,35 @@ describeKvm('guest memory', () => {
     expect(await vm.run()).toEqual({ reason: 'halted' });
   });
 });
+
+describeKvm('guest memory past 3 GiB', () => {
+  it('leaves the 32-bit hole free and continues at 4 GiB', () => {
+    const vm = track(Machine.create({ memory: '4G' }));
+    expect(vm.memory.regions).toEqual([
+      { guestAddr: 0, size: 3 * 2 ** 30 },
+      { guestAddr: 2 ** 32, size: 2 ** 30 },
+    ]);
+    expect(() => vm.memory.read(0xfec0_0000, 4)).toThrow(expect.objectContaining({ code: 'GUEST_MEMORY_RANGE' }));
+    vm.addMmioDevice(0xc000_0000, 0x1000, { name: 'in-the-hole' });
+  });
+
+  it('is read and written by a 64-bit guest above 4 GiB', async () => {
+    const vm = track(Machine.create({ memory: '4G' }));
+    // The identity map covers 4 GiB: the guest maps the next 2 MiB itself (PDPT[4] -> a PD at 0x30000).
+    const code = [
+      ...[0x48, 0xb8, 0x83, 0, 0, 0, 1, 0, 0, 0], // mov rax,0x1_0000_0083 (4 GiB, 2 MiB page, RW, P)
+      ...[0x48, 0x89, 0x04, 0x25, 0x00, 0x00, 0x03, 0x00], // mov [0x30000],rax
+      ...[0x48, 0xb8, 0x03, 0x00, 0x03, 0, 0, 0, 0, 0], // mov rax,0x30003
+      ...[0x48, 0x89, 0x04, 0x25, 0x20, 0xa0, 0x00, 0x00], // mov [0xa020],rax (PDPT entry 4)
+      ...[0x0f, 0x20, 0xd8, 0x0f, 0x22, 0xd8], // mov rax,cr3 ; mov cr3,rax
+      ...[0x48, 0xbb, 0, 0, 0, 0, 1, 0, 0, 0], // mov rbx,0x1_0000_0000
+      ...[0x8b, 0x03, 0x83, 0xc0, 0x01, 0x89, 0x43, 0x04], // mov eax,[rbx] ; add eax,1 ; mov [rbx+4],eax
+      0xf4, // hlt
+    ];
+    vm.memory.write(0x10_0000, Uint8Array.from(code));
+    vm.memory.writeU32(2 ** 32, 41);
+    vm.vcpus[0]?.setup({ mode: 'long', entry: 0x10_0000 });
+    expect(await vm.run()).toEqual({ reason: 'halted' });
+    expect(vm.memory.readU32(2 ** 32 + 4)).toBe(42);
+  });
+});

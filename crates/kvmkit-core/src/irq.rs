@@ -9,9 +9,6 @@ use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 use crate::bus::Space;
 use crate::error::{Error, Result};
 
-/// The first guest-physical address of the local APICs' MSI window.
-pub const MSI_ADDRESS_BASE: u64 = 0xfee0_0000;
-
 /// Creates the PIC, IOAPIC and local APICs, and the PIT. Must run before any vCPU exists.
 pub fn create_irqchip(vm: &VmFd) -> Result<()> {
     vm.create_irq_chip()

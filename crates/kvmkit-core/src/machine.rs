@@ -10,11 +10,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::bus::{Bus, Route, Space};
 use crate::config::MachineConfig;
-use crate::devices::acpi_sleep::ACPI_SLEEP_PORTS;
-use crate::devices::debug_console::ConsoleOutput;
-use crate::devices::i8042::I8042_PORT;
-use crate::devices::serial::SERIAL_PORTS;
-use crate::devices::{AcpiSleep, SerialDevice};
+use crate::devices::{DeviceSpec, HostSide};
 use crate::error::{Error, Result};
 use crate::exit::{DeviceAccess, Outcome};
 use crate::irq::IoEvent;
@@ -25,17 +21,15 @@ use crate::loader::linux::{self, LinuxBoot, LoadedKernel};
 use crate::loader::multiboot::{self, LoadedMultiboot, MultibootBoot};
 use crate::mailbox::{Mailbox, ReplyError};
 use crate::memory::{GuestRam, MemoryOptions};
+use crate::platform::Inventory;
 use crate::posted::{PostedQueue, PostedWrite};
+use crate::resources::Resources;
 use crate::runner::{self, lock};
 pub use crate::runner::{InlineAnswer, InlineVcpu};
 use crate::stats::{StatsSnapshot, VcpuStats};
 use crate::vcpu::Vcpu;
-use crate::x86::acpi::{self, Platform, SerialPortInfo};
-use crate::x86::mptable;
-
-/// Where the identity-map page and TSS live for real-mode emulation on Intel hosts: just
-/// below the BIOS area at the top of the 32-bit space, as QEMU and Firecracker place them.
-const TSS_ADDR: usize = 0xfffb_d000;
+use crate::x86::acpi;
+use crate::x86::{layout, mptable};
 
 /// Receives what the vCPU threads cannot settle in Rust.
 ///
@@ -48,9 +42,10 @@ pub trait ExitHandler: Send + Sync {
     /// Posted writes are waiting: take them with [`Machine::take_posted`]. Called when the
     /// queue goes from empty to non-empty, not for every write.
     fn on_posted(&self);
-    /// A serial port's output buffer stopped being empty: take it with
-    /// [`SerialHandle::take_output`]. Called when the buffer goes from empty to non-empty.
-    fn on_output(&self, device: u32);
+    /// The output buffer of the serial port at `port` stopped being empty: take it with
+    /// [`crate::devices::serial::SerialHandle::take_output`]. Called when the buffer goes
+    /// from empty to non-empty.
+    fn on_output(&self, port: u32);
     /// Every running vCPU has stopped at a pause point.
     fn on_paused(&self);
     /// The run ended; no further calls follow.
@@ -197,8 +192,10 @@ pub struct Machine {
     vcpus: Vec<Arc<Mutex<Vcpu>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     vcpu_mmap_size: usize,
-    /// The UARTs added with [`Machine::add_serial`], for the ACPI tables.
-    serial_ports: Mutex<Vec<SerialPortInfo>>,
+    /// The built-in devices attached, for the firmware tables.
+    inventory: Mutex<Inventory>,
+    /// MMIO windows and interrupt lines handed out or taken.
+    resources: Mutex<Resources>,
     // Dropped last: the VM fd outlives the vCPUs and memory slots that refer to it.
     vm: VmFd,
     host: KvmHost,
@@ -222,7 +219,7 @@ impl Machine {
             .kvm()
             .create_vm()
             .map_err(Error::kvm("KVM_CREATE_VM"))?;
-        vm.set_tss_address(TSS_ADDR)
+        vm.set_tss_address(layout::TSS_ADDR as usize)
             .map_err(Error::kvm("KVM_SET_TSS_ADDR"))?;
         let ram = GuestRam::with_options(&regions, &options.memory)?;
         ram.register(&vm)?;
@@ -258,7 +255,8 @@ impl Machine {
             vcpus,
             threads: Mutex::new(Vec::new()),
             vcpu_mmap_size: info.vcpu_mmap_size,
-            serial_ports: Mutex::new(Vec::new()),
+            inventory: Mutex::new(Inventory::default()),
+            resources: Mutex::new(Resources::new()),
             vm,
             host,
         })
@@ -321,12 +319,42 @@ impl Machine {
         if space == Space::Mmio {
             self.check_mmio(base, len)?;
         }
-        self.bus(space).insert(base, len, name, route)
+        self.bus(space).insert(base, len, name, route)?;
+        if space == Space::Mmio {
+            lock(&self.resources).reserve_mmio(base, len);
+        }
+        Ok(())
     }
 
     /// Removes the device whose `space` range starts at `base`; returns whether there was one.
     pub fn remove_device(&self, space: Space, base: u64) -> bool {
-        self.bus(space).remove(base)
+        let removed = self.bus(space).remove(base);
+        if removed {
+            lock(&self.inventory).remove(space, base);
+            if space == Space::Mmio {
+                lock(&self.resources).release_mmio(base);
+            }
+        }
+        removed
+    }
+
+    /// A free page-aligned MMIO window of `len` bytes in the 32-bit hole, for a device to be
+    /// added there; it stays taken until a device added at it is removed.
+    ///
+    /// # Errors
+    ///
+    /// `INVALID_CONFIG` for a zero length, `BUS_RANGE` when the hole is full.
+    pub fn allocate_mmio(&self, len: u64) -> Result<u64> {
+        lock(&self.resources).allocate_mmio(len)
+    }
+
+    /// A free interrupt line (GSI 5 to 23) that no built-in device raises.
+    ///
+    /// # Errors
+    ///
+    /// `INVALID_CONFIG` when every one is taken.
+    pub fn allocate_gsi(&self) -> Result<u32> {
+        lock(&self.resources).allocate_gsi()
     }
 
     fn bus(&self, space: Space) -> std::sync::RwLockWriteGuard<'_, Bus> {
@@ -618,34 +646,33 @@ impl Machine {
         crate::irq::unregister_ioeventfd(&self.vm, fd, event)
     }
 
-    /// Adds a 16550A UART (the Rust [`SerialDevice`]) on 8 ports from `port`, raising `irq`
-    /// if given (needs [`MachineOptions::irqchip`]). [`ExitHandler::on_output`] reports its
-    /// output under `id`.
-    pub fn add_serial(&self, port: u16, irq: Option<u32>, id: u32) -> Result<SerialHandle> {
-        let line = irq.map(|gsi| self.irq_line(gsi)).transpose()?;
-        let output = Arc::new(Mutex::new(ConsoleOutput::default()));
+    /// Attaches the built-in device `spec` describes and records it for the firmware
+    /// tables; returns what the host keeps of it. A UART reports its output through
+    /// [`ExitHandler::on_output`] under its first port.
+    ///
+    /// # Errors
+    ///
+    /// `BUS_RANGE` if its range overlaps another device (or, in MMIO, guest RAM);
+    /// `KVM_IOCTL_FAILED` if its interrupt line cannot be set up (it needs
+    /// [`MachineOptions::irqchip`]).
+    pub fn add(&self, spec: DeviceSpec) -> Result<HostSide> {
+        let line = spec.irq().map(|gsi| self.irq_line(gsi)).transpose()?;
         let shared = Arc::downgrade(&self.shared);
+        let port = spec.base() as u32;
         let notify = Box::new(move || {
             let handler = shared.upgrade().and_then(|s| s.control().handler.clone());
             if let Some(h) = handler {
-                h.on_output(id);
+                h.on_output(port);
             }
         });
-        let device = Arc::new(Mutex::new(SerialDevice::new(
-            line,
-            Arc::clone(&output),
-            notify,
-        )));
-        let route = Route::BuiltIn(Arc::clone(&device) as Arc<Mutex<dyn crate::bus::BusDevice>>);
-        self.add_device(
-            Space::Port,
-            port.into(),
-            SERIAL_PORTS.into(),
-            "serial",
-            route,
-        )?;
-        lock(&self.serial_ports).push(SerialPortInfo { port, irq });
-        Ok(SerialHandle { device, output })
+        let (device, host) = spec.build(line, notify);
+        let route = Route::BuiltIn(device);
+        self.add_device(spec.space(), spec.base(), spec.len(), spec.name(), route)?;
+        if let Some(gsi) = spec.irq() {
+            lock(&self.resources).reserve_gsi(gsi);
+        }
+        lock(&self.inventory).add(spec);
+        Ok(host)
     }
 
     /// Loads a Linux kernel (and initrd, command line) and sets vCPU 0 up to enter it, with
@@ -653,29 +680,17 @@ impl Machine {
     /// far, the i8042 if there is one, and the sleep registers through which the kernel
     /// powers off, served by [`AcpiSleep`]) and an MP table.
     pub fn load_linux(&self, boot: &LinuxBoot<'_>) -> Result<LoadedKernel> {
-        let platform = Platform {
-            vcpus: self.vcpu_count(),
-            serial: lock(&self.serial_ports).clone(),
-            i8042: self
-                .shared
-                .ports
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .starts_named("i8042")
-                .contains(&I8042_PORT.into()),
-        };
+        let platform = lock(&self.inventory).platform(self.vcpu_count());
         // Checked before anything is written.
         let tables = acpi::tables(&platform)?;
-        let mptable = mptable::table(platform.vcpus)?;
-        let loaded = self.with_vcpu(0, |v| linux::load(&self.ram, v, boot, acpi::RSDP_ADDR))?;
+        let mptable = mptable::table(&platform)?;
+        let loaded = self.with_vcpu(0, |v| linux::load(&self.ram, v, boot, layout::RSDP_ADDR))?;
         for (addr, data) in tables {
             self.ram.write(addr, &data)?;
         }
-        self.ram.write(mptable::MPTABLE_ADDR, &mptable)?;
-        let sleep = Route::BuiltIn(Arc::new(Mutex::new(AcpiSleep)));
-        let port = acpi::SLEEP_CONTROL_PORT.into();
-        if !self.bus(Space::Port).starts_named("acpi").contains(&port) {
-            self.add_device(Space::Port, port, ACPI_SLEEP_PORTS.into(), "acpi", sleep)?;
+        self.ram.write(layout::MPTABLE_ADDR, &mptable)?;
+        if !lock(&self.inventory).contains(&DeviceSpec::AcpiSleep) {
+            self.add(DeviceSpec::AcpiSleep)?;
         }
         Ok(loaded)
     }
@@ -689,38 +704,6 @@ impl Machine {
     /// Loads a flat binary and sets vCPU 0 up to enter it; returns where it ends.
     pub fn load_flat(&self, boot: &FlatBoot<'_>) -> Result<u64> {
         self.with_vcpu(0, |v| flat::load(&self.ram, v, boot))
-    }
-
-    /// Adds the built-in debug console at `port` and returns its output buffer.
-    pub fn add_debug_console(&self, port: u16) -> Result<Arc<Mutex<ConsoleOutput>>> {
-        let console = crate::devices::DebugConsole::default();
-        let output = console.output();
-        let route = Route::BuiltIn(Arc::new(Mutex::new(console)));
-        self.add_device(Space::Port, port.into(), 1, "debug-console", route)?;
-        Ok(output)
-    }
-}
-
-/// The host's side of a serial port.
-#[derive(Debug, Clone)]
-pub struct SerialHandle {
-    device: Arc<Mutex<SerialDevice>>,
-    output: Arc<Mutex<ConsoleOutput>>,
-}
-
-impl SerialHandle {
-    /// Queues `input` for the guest; returns how many bytes fit in the receive FIFO (the
-    /// rest must be offered again once the guest has read some).
-    pub fn input(&self, input: &[u8]) -> Result<usize> {
-        self.device
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .enqueue(input)
-    }
-
-    /// Takes what the guest transmitted so far.
-    pub fn take_output(&self) -> Vec<u8> {
-        self.output.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
 

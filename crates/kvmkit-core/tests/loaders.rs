@@ -13,16 +13,16 @@ use std::sync::{Arc, Mutex};
 
 use kvmkit_core::bus::{Route, Space};
 use kvmkit_core::config::{MachineConfig, MemoryRegionConfig};
-use kvmkit_core::devices::DebugExit;
+use kvmkit_core::devices::DeviceSpec;
 use kvmkit_core::devices::debug_console::ConsoleOutput;
-use kvmkit_core::devices::debug_exit::DEBUG_EXIT_PORTS;
+use kvmkit_core::devices::serial::SerialHandle;
 use kvmkit_core::error::Error;
 use kvmkit_core::exit::{Outcome, SystemEvent};
 use kvmkit_core::loader::bzimage::{Header, KernelCache};
 use kvmkit_core::loader::decompress::{Compression, DecompressError, decompress};
 use kvmkit_core::loader::linux::{BootProtocol, BzImageMode, LinuxBoot};
 use kvmkit_core::loader::multiboot::{Module, MultibootBoot};
-use kvmkit_core::machine::{Machine, MachineOptions, SerialHandle};
+use kvmkit_core::machine::{Machine, MachineOptions};
 
 use common::{Event, end, host, next, start};
 
@@ -58,17 +58,15 @@ fn machine(mib: u64) -> Option<(Machine, Output)> {
         vcpus: 1,
     };
     let m = Machine::new(host()?, &config, MachineOptions::default()).unwrap();
-    let console = m.add_debug_console(0xe9).unwrap();
-    let exit = Route::BuiltIn(Arc::new(Mutex::new(DebugExit)));
-    m.add_device(
-        Space::Port,
-        0xf4,
-        DEBUG_EXIT_PORTS.into(),
-        "debug-exit",
-        exit,
-    )
-    .unwrap();
-    let serial = m.add_serial(0x3f8, None, 1).unwrap();
+    let console = m.add(DeviceSpec::DebugConsole { port: 0xe9 }).unwrap();
+    m.add(DeviceSpec::DebugExit { port: 0xf4 }).unwrap();
+    let serial = m
+        .add(DeviceSpec::Serial {
+            port: 0x3f8,
+            irq: None,
+        })
+        .unwrap();
+    let (console, serial) = (console.into_console()?, serial.into_serial()?);
     Some((m, Output { console, serial }))
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use kvmkit_core::bus::{Route, Space};
 use kvmkit_core::config::{MachineConfig, MemoryRegionConfig};
-use kvmkit_core::devices::DebugExit;
+use kvmkit_core::devices::{DebugExit, DeviceSpec};
 use kvmkit_core::exit::{ExitKind, Outcome};
 use kvmkit_core::irq::{self, IoEvent};
 use kvmkit_core::machine::{InlineAnswer, Machine, MachineOptions, UnhandledPolicy};
@@ -62,7 +62,11 @@ fn built_in_debug_console_collects_output_and_hlt_ends_the_run() {
     let Some(m) = machine(&code, CpuMode::Real, MachineOptions::default()) else {
         return;
     };
-    let console = m.add_debug_console(0xe9).unwrap();
+    let console = m
+        .add(DeviceSpec::DebugConsole { port: 0xe9 })
+        .unwrap()
+        .into_console()
+        .unwrap();
     let rx = start(&m);
     assert_eq!(end(&rx), Outcome::Halted);
     assert_eq!(console.lock().unwrap().take(), b"Hi");
@@ -163,7 +167,11 @@ fn ignore_policy_reads_all_ones() {
     let Some(m) = machine(&code, CpuMode::Real, options) else {
         return;
     };
-    let console = m.add_debug_console(0xe9).unwrap();
+    let console = m
+        .add(DeviceSpec::DebugConsole { port: 0xe9 })
+        .unwrap()
+        .into_console()
+        .unwrap();
     assert_eq!(end(&start(&m)), Outcome::Halted);
     assert_eq!(console.lock().unwrap().take(), [0xff]);
 }

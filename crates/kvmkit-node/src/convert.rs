@@ -7,6 +7,9 @@ use kvmkit_core::kvm_bindings::{
 use napi::bindgen_prelude::{BigInt, Buffer};
 use napi_derive::napi;
 
+use kvmkit_core::bus::Space;
+use kvmkit_core::x86::mode::CpuMode;
+
 use crate::error::{Result, invalid_arg};
 
 /// A guest-physical address or size from JS, which must be a whole number below 2^53.
@@ -19,6 +22,31 @@ pub fn u64_from_js(field: &str, value: f64) -> Result<u64> {
             field,
             format!("{value} is not a whole number from 0 to 2^53-1"),
         ))
+    }
+}
+
+/// An address space from its name.
+pub fn space_of(name: &str) -> Result<Space> {
+    match name {
+        "port" => Ok(Space::Port),
+        "mmio" => Ok(Space::Mmio),
+        other => Err(invalid_arg(
+            "space",
+            format!("{other:?} is not \"port\" or \"mmio\""),
+        )),
+    }
+}
+
+/// A CPU mode from its name.
+pub fn mode(name: &str) -> Result<CpuMode> {
+    match name {
+        "real" => Ok(CpuMode::Real),
+        "protected" => Ok(CpuMode::Protected),
+        "long" => Ok(CpuMode::Long),
+        other => Err(invalid_arg(
+            "mode",
+            format!("{other:?} is not one of \"real\", \"protected\", \"long\""),
+        )),
     }
 }
 

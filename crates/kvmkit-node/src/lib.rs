@@ -1,25 +1,40 @@
 //! Node.js bindings for kvmkit-core, built with napi-rs.
 //!
-//! This crate converts types and errors and nothing more; all VMM logic lives in kvmkit-core.
-//! The TypeScript façade in `src/` is the public API; these exports are its private back end.
+//! This crate converts types and errors; all VMM logic lives in kvmkit-core. It mirrors the
+//! TypeScript façade in `src/`, one napi class per façade class: `NativeMachine`
+//! (machine.rs, with its devices, loaders and interrupts in devices.rs, loaders.rs and
+//! irq.rs), `NativeVcpu` (vcpu.rs), `NativeMemory` (memory.rs), `NativeSerial` and
+//! `NativeConsole` (serial.rs), `NativeEventFd` (irq.rs); the hand-off's hot calls are in
+//! hot.rs and event.rs. The façade is the public API; these exports are its private back end.
 
 // The documented API is the TypeScript façade; the fields of these private JS objects are
 // described there.
 #![allow(missing_docs)]
 
 mod convert;
+mod devices;
 mod error;
 mod event;
 mod hot;
+mod irq;
+mod loaders;
 mod machine;
+mod memory;
+mod serial;
+mod vcpu;
 
 pub use convert::Registers;
+pub use devices::{COM1_IRQ, COM1_PORT, DEBUG_CONSOLE_PORT, DEBUG_EXIT_PORT};
 pub use event::NativeEvent;
 pub use hot::{
     InlineRun, MachineHandle, claim_access, inline_access_data, inline_fail, inline_step,
     inline_step_bytes, poll_access, polled_access_data, reply_access,
 };
-pub use machine::{NativeEventFd, NativeMachine, stop_machine};
+pub use irq::NativeEventFd;
+pub use machine::{NativeMachine, stop_machine};
+pub use memory::NativeMemory;
+pub use serial::{NativeConsole, NativeSerial};
+pub use vcpu::NativeVcpu;
 
 use napi_derive::napi;
 

@@ -110,6 +110,38 @@ impl BusDevice for SerialDevice {
     }
 }
 
+/// The host's side of a serial port.
+#[derive(Debug, Clone)]
+pub struct SerialHandle {
+    device: Arc<Mutex<SerialDevice>>,
+    output: Arc<Mutex<ConsoleOutput>>,
+}
+
+impl SerialHandle {
+    /// The host side of `device`, whose transmitted bytes go to `output`.
+    pub fn new(device: Arc<Mutex<SerialDevice>>, output: Arc<Mutex<ConsoleOutput>>) -> Self {
+        SerialHandle { device, output }
+    }
+
+    /// Queues `input` for the guest; returns how many bytes fit in the receive FIFO (the
+    /// rest must be offered again once the guest has read some).
+    ///
+    /// # Errors
+    ///
+    /// A `DEVICE_FAILED` error if the UART refuses the bytes.
+    pub fn input(&self, input: &[u8]) -> Result<usize> {
+        self.device
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .enqueue(input)
+    }
+
+    /// Takes what the guest transmitted so far.
+    pub fn take_output(&self) -> Vec<u8> {
+        self.output.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

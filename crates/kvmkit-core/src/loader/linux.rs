@@ -23,26 +23,11 @@ use crate::error::{Error, Result};
 use crate::loader::bzimage::{self, Decompressed};
 use crate::memory::GuestRam;
 use crate::vcpu::Vcpu;
+use crate::x86::layout::{
+    CMDLINE_ADDR, CMDLINE_MAX, HIGHMEM_START, INITRD_ADDR_MAX, LOW_RESERVED_START, MEMMAP_ADDR,
+    MODLIST_ADDR, START_INFO_ADDR, ZERO_PAGE_ADDR,
+};
 use crate::x86::mode::CpuMode;
-
-/// Where the PVH start info goes.
-pub const START_INFO_ADDR: u64 = 0x6000;
-/// Where the PVH module list goes (one initrd).
-pub const MODLIST_ADDR: u64 = 0x6800;
-/// Where the zero page goes for the 64-bit boot protocol.
-pub const ZERO_PAGE_ADDR: u64 = 0x7000;
-/// Where the PVH memory map goes.
-pub const MEMMAP_ADDR: u64 = 0x7000;
-/// Where the command line goes.
-pub const CMDLINE_ADDR: u64 = 0x2_0000;
-/// The longest command line.
-pub const CMDLINE_MAX: usize = 0x1_0000;
-/// Where high memory starts: kernels load above it.
-pub const HIGHMEM_START: u64 = 0x10_0000;
-/// The start of the EBDA/BIOS area below 1 MiB, reported reserved.
-const LOW_RESERVED_START: u64 = 0x9_fc00;
-/// Highest initrd end: the boot protocol's `initrd_addr_max` for 64-bit kernels is 2 GiB.
-const INITRD_ADDR_MAX: u64 = 0x7fff_ffff;
 
 const E820_RAM: u32 = 1;
 const E820_RESERVED: u32 = 2;

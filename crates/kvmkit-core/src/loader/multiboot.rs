@@ -7,9 +7,10 @@ use std::path::Path;
 
 use crate::config::MemoryRegionConfig;
 use crate::error::{Error, Result};
-use crate::loader::linux::{CMDLINE_ADDR, CMDLINE_MAX, HIGHMEM_START, e820};
+use crate::loader::linux::e820;
 use crate::memory::GuestRam;
 use crate::vcpu::Vcpu;
+use crate::x86::layout::{CMDLINE_ADDR, CMDLINE_MAX, HIGHMEM_START, MULTIBOOT_INFO_ADDR};
 use crate::x86::mode::CpuMode;
 
 /// The header's magic.
@@ -31,12 +32,11 @@ const INFO_MODS: u32 = 1 << 3;
 const INFO_MMAP: u32 = 1 << 6;
 const INFO_LOADER_NAME: u32 = 1 << 9;
 
-/// Where the multiboot information goes, then the memory map, the module list and the
-/// strings; the command line goes at [`CMDLINE_ADDR`].
-pub const INFO_ADDR: u64 = 0x1_0000;
-const MMAP_ADDR: u64 = INFO_ADDR + 0x100;
-const MODS_ADDR: u64 = INFO_ADDR + 0x800;
-const STRINGS_ADDR: u64 = INFO_ADDR + 0x1000;
+// The multiboot information at MULTIBOOT_INFO_ADDR is followed by the memory map, the
+// module list and the strings; the command line goes at CMDLINE_ADDR.
+const MMAP_ADDR: u64 = MULTIBOOT_INFO_ADDR + 0x100;
+const MODS_ADDR: u64 = MULTIBOOT_INFO_ADDR + 0x800;
+const STRINGS_ADDR: u64 = MULTIBOOT_INFO_ADDR + 0x1000;
 const STRINGS_END: u64 = CMDLINE_ADDR;
 const LOADER_NAME: &[u8] = b"kvmkit\0";
 
@@ -345,12 +345,12 @@ pub fn load(ram: &GuestRam, vcpu: &Vcpu, boot: &MultibootBoot<'_>) -> Result<Loa
     info[12] = MMAP_ADDR as u32;
     info[16] = name as u32;
     let info: Vec<u8> = info.iter().flat_map(|w| w.to_le_bytes()).collect();
-    ram.write(INFO_ADDR, &info)?;
+    ram.write(MULTIBOOT_INFO_ADDR, &info)?;
 
     vcpu.setup(ram, CpuMode::Protected, layout.entry, 0)?;
     let mut regs = vcpu.get_regs()?;
     regs.rax = BOOTLOADER_MAGIC.into();
-    regs.rbx = INFO_ADDR;
+    regs.rbx = MULTIBOOT_INFO_ADDR;
     vcpu.set_regs(&regs)?;
     Ok(LoadedMultiboot {
         entry: layout.entry,

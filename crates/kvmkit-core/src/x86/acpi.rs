@@ -16,15 +16,9 @@ use acpi_tables::sdt::Sdt;
 use acpi_tables::xsdt::XSDT;
 
 use crate::error::{Error, Result};
+pub use crate::platform::{Platform, SerialPortInfo};
+use crate::x86::layout::{ACPI_END, IOAPIC_ADDR, LAPIC_ADDR, RSDP_ADDR};
 
-/// Where the RSDP goes (the tables follow it, up to [`ACPI_END`]).
-pub const RSDP_ADDR: u64 = 0xe_0000;
-/// Where the ACPI tables' area ends.
-pub const ACPI_END: u64 = 0xf_0000;
-/// The local APIC's address.
-pub const LAPIC_ADDR: u32 = 0xfee0_0000;
-/// The IOAPIC's address.
-pub const IOAPIC_ADDR: u32 = 0xfec0_0000;
 /// The sleep control register's port (the status register is the next port).
 pub const SLEEP_CONTROL_PORT: u16 = 0x600;
 /// The `SLP_TYP` value the DSDT gives S5 (soft off).
@@ -35,26 +29,6 @@ const OEM_REVISION: u32 = 1;
 /// FADT `IAPC_BOOT_ARCH` bits: legacy devices present, 8042 present.
 const BOOT_ARCH_LEGACY_DEVICES: u16 = 1 << 0;
 const BOOT_ARCH_8042: u16 = 1 << 1;
-
-/// A 16550 UART to describe in the DSDT.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SerialPortInfo {
-    /// Its first port.
-    pub port: u16,
-    /// Its interrupt line, if it has one.
-    pub irq: Option<u32>,
-}
-
-/// What the tables describe.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Platform {
-    /// vCPUs, whose APIC IDs are their indices.
-    pub vcpus: u32,
-    /// The UARTs.
-    pub serial: Vec<SerialPortInfo>,
-    /// Whether an i8042 is at ports 0x60/0x64.
-    pub i8042: bool,
-}
 
 fn oem_table_id(signature: &[u8; 4]) -> [u8; 8] {
     let mut id = *b"KVMK    ";
@@ -204,6 +178,7 @@ mod tests {
                 irq: Some(4),
             }],
             i8042: true,
+            ..Platform::default()
         }
     }
 

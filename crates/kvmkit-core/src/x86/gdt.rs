@@ -2,9 +2,6 @@
 
 use kvm_bindings::kvm_segment;
 
-/// Guest-physical address where kvmkit writes its GDT.
-pub const GDT_ADDR: u64 = 0x500;
-
 /// Selector of the 64-bit code segment.
 pub const CODE64_SELECTOR: u16 = 0x08;
 /// Selector of the flat data segment.

@@ -3,6 +3,7 @@
 pub mod acpi;
 pub mod cpuid;
 pub mod gdt;
+pub mod layout;
 pub mod mode;
 pub mod mptable;
 pub mod paging;

@@ -2,8 +2,9 @@
 
 use kvm_bindings::{kvm_regs, kvm_sregs};
 
-use super::gdt::{self, CODE32_SELECTOR, CODE64_SELECTOR, DATA_SELECTOR, GDT_ADDR};
-use super::paging::{self, PML4_ADDR};
+use super::gdt::{self, CODE32_SELECTOR, CODE64_SELECTOR, DATA_SELECTOR};
+use super::layout::{GDT_ADDR, PML4_ADDR};
+use super::paging;
 use crate::error::Result;
 use crate::memory::GuestRam;
 

@@ -4,12 +4,8 @@
 //! IOAPIC pins of the same number, and the local interrupts (ExtINT, NMI).
 
 use crate::error::{Error, Result};
-use crate::x86::acpi::{IOAPIC_ADDR, LAPIC_ADDR};
-
-/// Where the floating pointer goes: the BIOS area a kernel scans (0xf0000-0xfffff).
-pub const MPTABLE_ADDR: u64 = 0xf_0000;
-/// Where the BIOS area ends.
-const MPTABLE_END: u64 = 0x10_0000;
+use crate::platform::Platform;
+use crate::x86::layout::{IOAPIC_ADDR, LAPIC_ADDR, MPTABLE_ADDR, MPTABLE_END};
 
 const SPEC_REV: u8 = 4;
 const APIC_VERSION: u8 = 0x14;
@@ -31,9 +27,10 @@ fn checksum(data: &[u8]) -> u8 {
     0u8.wrapping_sub(data.iter().fold(0u8, |a, b| a.wrapping_add(*b)))
 }
 
-/// The floating pointer and configuration table for `vcpus` processors, to be written at
+/// The floating pointer and configuration table for the platform's processors, to be written at
 /// [`MPTABLE_ADDR`].
-pub fn table(vcpus: u32) -> Result<Vec<u8>> {
+pub fn table(platform: &Platform) -> Result<Vec<u8>> {
+    let vcpus = platform.vcpus;
     if vcpus == 0 || vcpus > 254 {
         return Err(Error::config(
             "vcpus",
@@ -110,13 +107,20 @@ pub fn table(vcpus: u32) -> Result<Vec<u8>> {
 mod tests {
     use super::*;
 
+    fn cpus(vcpus: u32) -> Platform {
+        Platform {
+            vcpus,
+            ..Platform::default()
+        }
+    }
+
     fn sum(data: &[u8]) -> u8 {
         data.iter().fold(0u8, |a, b| a.wrapping_add(*b))
     }
 
     #[test]
     fn the_floating_pointer_and_the_table_checksum_to_zero() {
-        let t = table(2).unwrap();
+        let t = table(&cpus(2)).unwrap();
         assert_eq!(&t[..4], b"_MP_");
         assert_eq!(t[8], 1, "length in 16-byte units");
         assert_eq!(t[9], SPEC_REV);
@@ -131,7 +135,7 @@ mod tests {
 
     #[test]
     fn lists_each_processor_once_with_the_first_as_bsp() {
-        let t = table(3).unwrap();
+        let t = table(&cpus(3)).unwrap();
         let config = &t[16..];
         let count = u16::from_le_bytes([config[34], config[35]]) as usize;
         let mut at = 44;
@@ -163,8 +167,8 @@ mod tests {
 
     #[test]
     fn refuses_counts_it_cannot_describe() {
-        assert!(table(0).is_err());
-        assert!(table(255).is_err());
-        assert!(table(254).is_ok());
+        assert!(table(&cpus(0)).is_err());
+        assert!(table(&cpus(255)).is_err());
+        assert!(table(&cpus(254)).is_ok());
     }
 }

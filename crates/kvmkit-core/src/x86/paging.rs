@@ -2,20 +2,12 @@
 
 use crate::error::Result;
 use crate::memory::GuestRam;
-
-/// Guest-physical address of the PML4.
-pub const PML4_ADDR: u64 = 0x9000;
-/// Guest-physical address of the PDPT.
-pub const PDPT_ADDR: u64 = 0xa000;
-/// Guest-physical address of the first of the four page directories.
-pub const PD_ADDR: u64 = 0xb000;
-/// How much is identity-mapped: the low 4 GiB, including the 32-bit MMIO hole.
-pub const IDENTITY_MAPPED: u64 = 4 << 30;
+use crate::x86::layout::{PD_ADDR, PDPT_ADDR, PML4_ADDR};
 
 const PRESENT_WRITABLE: u64 = 0x3;
 const HUGE: u64 = 0x80;
 
-/// Writes page tables that identity-map [`IDENTITY_MAPPED`] bytes with 2 MiB pages.
+/// Writes page tables that identity-map [`IDENTITY_MAPPED`](crate::x86::layout::IDENTITY_MAPPED) bytes with 2 MiB pages.
 /// They occupy `PML4_ADDR..PD_ADDR + 4 * 4096`.
 pub fn write_identity_map(ram: &GuestRam) -> Result<()> {
     let mut pml4 = [0u8; 4096];

@@ -1,0 +1,117 @@
+//! What the guest must be told about: a typed inventory of the attached built-in devices
+//! that a guest discovers through firmware tables rather than by probing (UARTs, the i8042,
+//! the RTC; next virtio-mmio slots and the PCI root). The ACPI tables and the MP table are
+//! built from its [`Platform`] view, never from the names on the bus.
+
+use crate::bus::Space;
+use crate::devices::DeviceSpec;
+
+/// A UART the firmware tables name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SerialPortInfo {
+    /// Its first port.
+    pub port: u16,
+    /// Its interrupt line, if it has one.
+    pub irq: Option<u32>,
+}
+
+/// What the firmware tables describe.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Platform {
+    /// vCPUs, whose APIC IDs are their indices.
+    pub vcpus: u32,
+    /// The UARTs, in the order they were added (COM1 first if it was added first).
+    pub serial: Vec<SerialPortInfo>,
+    /// Whether an i8042 is at ports 0x60/0x64.
+    pub i8042: bool,
+    /// Whether a CMOS RTC is at ports 0x70/0x71.
+    pub rtc: bool,
+}
+
+/// The built-in devices attached to a machine, in the order they were added.
+#[derive(Debug, Default)]
+pub struct Inventory {
+    devices: Vec<DeviceSpec>,
+}
+
+impl Inventory {
+    /// Records an attached device.
+    pub fn add(&mut self, spec: DeviceSpec) {
+        self.devices.push(spec);
+    }
+
+    /// Forgets the device whose `space` range starts at `base`, if it is a built-in.
+    pub fn remove(&mut self, space: Space, base: u64) {
+        self.devices
+            .retain(|d| !(d.space() == space && d.base() == base));
+    }
+
+    /// Whether a device equal to `spec` is attached.
+    pub fn contains(&self, spec: &DeviceSpec) -> bool {
+        self.devices.contains(spec)
+    }
+
+    /// The firmware's view of a machine with `vcpus` vCPUs and these devices.
+    pub fn platform(&self, vcpus: u32) -> Platform {
+        let mut platform = Platform {
+            vcpus,
+            ..Platform::default()
+        };
+        for device in &self.devices {
+            match *device {
+                DeviceSpec::Serial { port, irq } => {
+                    platform.serial.push(SerialPortInfo { port, irq });
+                }
+                DeviceSpec::I8042 => platform.i8042 = true,
+                DeviceSpec::Rtc => platform.rtc = true,
+                DeviceSpec::DebugConsole { .. }
+                | DeviceSpec::DebugExit { .. }
+                | DeviceSpec::Null { .. }
+                | DeviceSpec::AcpiSleep => {}
+            }
+        }
+        platform
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_platform_lists_what_a_guest_discovers_from_tables() {
+        let mut inventory = Inventory::default();
+        inventory.add(DeviceSpec::Serial {
+            port: 0x3f8,
+            irq: Some(4),
+        });
+        inventory.add(DeviceSpec::DebugConsole { port: 0xe9 });
+        inventory.add(DeviceSpec::I8042);
+        inventory.add(DeviceSpec::Serial {
+            port: 0x2f8,
+            irq: None,
+        });
+        assert_eq!(
+            inventory.platform(2),
+            Platform {
+                vcpus: 2,
+                serial: vec![
+                    SerialPortInfo {
+                        port: 0x3f8,
+                        irq: Some(4)
+                    },
+                    SerialPortInfo {
+                        port: 0x2f8,
+                        irq: None
+                    },
+                ],
+                i8042: true,
+                rtc: false,
+            }
+        );
+        inventory.remove(Space::Port, 0x60);
+        assert!(!inventory.platform(2).i8042);
+        inventory.remove(Space::Mmio, 0x3f8);
+        assert_eq!(inventory.platform(2).serial.len(), 2, "another space");
+    }
+}
