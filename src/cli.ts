@@ -5,10 +5,7 @@
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { benchBoot, formatBootTable } from './bench/boot.js';
-import { EXITS } from './bench/exits.js';
-import { formatTable, toHtml, toJson } from './bench/report.js';
-import { PATHS, runBench } from './bench/run.js';
+import { benchBoot, EXITS, formatBootTable, formatTable, PATHS, runBench, toHtml, toJson } from './bench/index.js';
 import { describeOutcome, runDemo } from './demo.js';
 import { ConfigError, KvmkitError } from './errors.js';
 import { kvmInfo } from './kvm.js';

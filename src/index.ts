@@ -2,27 +2,11 @@
  * kvmkit: KVM virtual machines embedded in Node.js.
  *
  * Create a {@link Machine}, give it memory and vCPUs, load a guest, attach device models
- * written in TypeScript (or Rust built-ins), and run it.
+ * written in TypeScript (or Rust built-ins), and run it. The benchmark harness is the
+ * `kvmkit/bench` subpath.
  * @module kvmkit
  */
 
-export { EXITS, type ExitName } from './bench/exits.js';
-export type { HostInfo } from './bench/host.js';
-export type { KvmkitPath } from './bench/kvmkit-paths.js';
-export type { IdleMemory } from './bench/lifecycle.js';
-export { formatTable, toHtml, toJson } from './bench/report.js';
-export {
-  type BenchOptions,
-  type BenchReport,
-  type Breakdown,
-  PATHS,
-  type PathName,
-  type PathResult,
-  runBench,
-  type StartupTime,
-  type TargetCheck,
-  type UnavailablePath,
-} from './bench/run.js';
 export type { MachineConfig, MemoryBacking, MemoryRegion, UnhandledPolicy } from './config.js';
 export type { Access, Device, DeviceHandle, ReadValue } from './devices.js';
 export { ConfigError, type ErrorCode, KvmkitError, MachineError, type MachineErrorCode } from './errors.js';

@@ -1,7 +1,7 @@
 /** The benchmark suite is itself tested: small runs that must answer every exit, and well-formed outputs. */
 import { expect, it } from 'vitest';
 import { findQemu } from '../src/bench/anchors.js';
-import { EXITS, formatTable, PATHS, runBench, toHtml, toJson } from '../src/index.js';
+import { EXITS, formatTable, PATHS, runBench, toHtml, toJson } from '../src/bench/index.js';
 import { describeKvm } from './kvm.js';
 
 describeKvm('the benchmark', () => {

@@ -60,7 +60,9 @@ describeKvm('the published packages', () => {
 
     writeFileSync(
       join(consumer, 'run.mjs'),
-      `import { Machine } from 'kvmkit';
+      `import * as root from 'kvmkit';
+import { Machine } from 'kvmkit';
+import { PATHS } from 'kvmkit/bench';
 const vm = Machine.create({ memory: '1M' });
 // mov al,'k' ; out 0xe9,al ; hlt
 vm.memory.write(0x1000, Uint8Array.of(0xb0, 0x6b, 0xe6, 0xe9, 0xf4));
@@ -68,12 +70,13 @@ vm.vcpus[0].setup({ mode: 'real', entry: 0x1000 });
 const console = vm.addDebugConsole();
 const outcome = await vm.run();
 await vm.close();
-process.stdout.write(JSON.stringify({ outcome, output: Buffer.from(console.take()).toString() }));
+const bench = { paths: PATHS.length > 0, inRoot: 'runBench' in root };
+process.stdout.write(JSON.stringify({ outcome, output: Buffer.from(console.take()).toString(), bench }));
 `,
     );
     const env = { ...process.env, PATH: pathWithoutRust };
     const result = JSON.parse(execFileSync('node', ['run.mjs'], { cwd: consumer, encoding: 'utf8', env })) as unknown;
-    expect(result).toEqual({ outcome: { reason: 'halted' }, output: 'k' });
+    expect(result).toEqual({ outcome: { reason: 'halted' }, output: 'k', bench: { paths: true, inRoot: false } });
     const demo = execFileSync(join(consumer, 'node_modules', '.bin', 'kvmkit'), ['demo'], {
       cwd: consumer,
       encoding: 'utf8',

@@ -4,7 +4,7 @@
  */
 import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
-import { benchBoot, formatBootTable } from '../../src/bench/boot.js';
+import { benchBoot, formatBootTable } from '../../src/bench/index.js';
 import { describeKvm } from '../kvm.js';
 
 const vmlinux = fileURLToPath(new URL('../../fixtures/cache/vmlinux', import.meta.url));

@@ -1,0 +1,25 @@
+/**
+ * kvmkit's benchmark: exit-handling latency of each kvmkit path against a C KVM loop and
+ * QEMU, idle memory and start-up time, as `kvmkit bench` prints them. Import it from the
+ * `kvmkit/bench` subpath.
+ * @module kvmkit/bench
+ */
+
+export { type BootBenchOptions, type BootReport, type BootTimes, benchBoot, formatBootTable } from './boot.js';
+export { EXITS, type ExitName } from './exits.js';
+export type { HostInfo } from './host.js';
+export type { KvmkitPath } from './kvmkit-paths.js';
+export type { IdleMemory } from './lifecycle.js';
+export { formatTable, toHtml, toJson } from './report.js';
+export {
+  type BenchOptions,
+  type BenchReport,
+  type Breakdown,
+  PATHS,
+  type PathName,
+  type PathResult,
+  runBench,
+  type StartupTime,
+  type TargetCheck,
+  type UnavailablePath,
+} from './run.js';
