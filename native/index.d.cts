@@ -40,9 +40,9 @@ export declare class NativeEventFd {
  */
 export declare class NativeMachine {
   /** Routes a port range (`space` "port") or MMIO range (`space` "mmio") to JS device `id`. */
-  addDevice(space: string, base: number, len: number, name: string, id: number, posted: boolean): void
+  addDevice(space: 'port' | 'mmio', base: number, len: number, name: string, id: number, posted: boolean): void
   /** Removes the device whose range starts at `base`; returns whether there was one. */
-  removeDevice(space: string, base: number): boolean
+  removeDevice(space: 'port' | 'mmio', base: number): boolean
   /** Adds a built-in device; returns where it sits. */
   addBuiltin(builtin: NativeBuiltin): NativeDeviceInfo
   /**
@@ -63,7 +63,7 @@ export declare class NativeMachine {
   /** An eventfd that raises `gsi` when triggered. */
   createIrqfd(gsi: number): NativeEventFd
   /** An eventfd KVM signals when the guest writes `addr` (`space` "port" or "mmio"). */
-  createIoeventfd(space: string, addr: number, len: number, datamatch?: bigint | undefined | null): NativeEventFd
+  createIoeventfd(space: 'port' | 'mmio', addr: number, len: number, datamatch?: bigint | undefined | null): NativeEventFd
   /**
    * Loads a Linux kernel (ELF vmlinux or bzImage), optional initrd and command line, and
    * sets vCPU 0 up to enter it.
@@ -78,7 +78,7 @@ export declare class NativeMachine {
    * Loads flat binary `path` at `address` and sets vCPU 0 up to enter it at `entry` in
    * `mode_name`; returns where it ends.
    */
-  loadFlat(path: string, address: number, entry: number, modeName: string, stack: number): number
+  loadFlat(path: string, address: number, entry: number, modeName: 'real' | 'protected' | 'long', stack: number): number
   /** Opens KVM and creates the VM, its RAM and vCPUs. */
   constructor(config: NativeConfig)
   /** vCPU `index`. */
@@ -159,7 +159,7 @@ export declare class NativeSerial {
 /** One vCPU of a machine. Its calls fail with `INVALID_STATE` once the machine is closed. */
 export declare class NativeVcpu {
   /** Puts this vCPU into `mode` ("real", "protected" or "long") at `entry`. */
-  setup(modeName: string, entry: number, stack: number): void
+  setup(modeName: 'real' | 'protected' | 'long', entry: number, stack: number): void
   /** The general registers of this vCPU. */
   getRegisters(): Registers
   /** Sets the general registers of this vCPU. */
@@ -187,9 +187,9 @@ export declare class NativeVcpu {
   /** Sets the local APIC register page (1024 bytes) of this vCPU. */
   setLapic(regs: Buffer): void
   /** The multiprocessing state of this vCPU (`KVM_MP_STATE_*`). */
-  getMpState(): number
+  getMpState(): 'runnable' | 'uninitialized' | 'init-received' | 'halted' | 'sipi-received'
   /** Sets the multiprocessing state of this vCPU. */
-  setMpState(state: number): void
+  setMpState(state: 'runnable' | 'uninitialized' | 'init-received' | 'halted' | 'sipi-received'): void
   /** Pending and injected events of this vCPU. */
   getEvents(): VcpuEvents
   /** Sets pending and injected events of this vCPU. */
@@ -410,13 +410,13 @@ export interface NativeLinuxOptions {
 /** Where a Linux kernel was loaded and how it is entered. */
 export interface NativeLoadedKernel {
   /** `pvh`, `linux64` or `bzimage`. */
-  protocol: string
+  protocol: 'pvh' | 'linux64' | 'bzimage'
   entry: number
   kernelEnd: number
   initrdAddr?: number
   initrdSize?: number
   /** The bzImage payload's compression, when the host decompressed it. */
-  compression?: string
+  compression?: 'gzip' | 'xz' | 'lzma' | 'lz4' | 'zstd'
   /** Whether that decompressed kernel came from the cache. */
   fromCache?: boolean
 }

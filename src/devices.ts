@@ -1,5 +1,6 @@
 /**
- * Device models written in TypeScript, and the bus that hands them the guest's accesses.
+ * Device models written in TypeScript: what a device implements and what an access tells it
+ * (the bus that hands accesses to them is in `bus.ts`).
  * @module
  */
 

@@ -297,7 +297,7 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
     };
     const loaded = callNative(() => this.#native.loadLinux(kernel, initrd, cmdline, native));
     return {
-      protocol: loaded.protocol as LoadedKernel['protocol'],
+      protocol: loaded.protocol,
       entry: loaded.entry,
       ...(loaded.initrdAddr === undefined || loaded.initrdAddr === null
         ? {}

@@ -18,10 +18,8 @@ export type {
   VcpuEvents,
 } from './native.js';
 
-/** The multiprocessing state of a vCPU (`KVM_MP_STATE_*`). */
+/** The multiprocessing state of a vCPU (`KVM_MP_STATE_*`; the binding maps the names). */
 export type MpState = 'runnable' | 'uninitialized' | 'init-received' | 'halted' | 'sipi-received';
-
-const MP_STATES: readonly MpState[] = ['runnable', 'uninitialized', 'init-received', 'halted', 'sipi-received'];
 
 import { toVcpuStats, type VcpuStats } from './stats.js';
 
@@ -176,13 +174,12 @@ export class Vcpu {
 
   /** The multiprocessing state. */
   mpState(): MpState {
-    const state = callNative(() => this.#native.getMpState());
-    return MP_STATES[state] ?? 'runnable';
+    return callNative(() => this.#native.getMpState());
   }
 
   /** Sets the multiprocessing state (for example `halted`, or `uninitialized` to wait for INIT/SIPI). */
   setMpState(state: MpState): void {
-    callNative(() => this.#native.setMpState(MP_STATES.indexOf(state)));
+    callNative(() => this.#native.setMpState(state));
   }
 
   /** Exceptions, interrupts and NMIs pending or being injected. */

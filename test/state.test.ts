@@ -65,6 +65,9 @@ describeKvm('vCPU state', () => {
     expect(vm.vcpus[1]?.mpState()).toBe('uninitialized'); // an AP waits for INIT/SIPI
     vm.vcpus[1]?.setMpState('runnable');
     expect(vm.vcpus[1]?.mpState()).toBe('runnable');
+    expect(() => vm.vcpus[1]?.setMpState('asleep' as never)).toThrow(
+      expect.objectContaining({ code: 'INVALID_CONFIG', field: 'mpState' }),
+    );
     // Write the task-priority register (offset 0x80) through the whole register page.
     const page = vm.vcpus[0]?.lapic() ?? new Uint8Array(1024);
     new DataView(page.buffer, page.byteOffset).setUint32(0x80, 0x20, true);

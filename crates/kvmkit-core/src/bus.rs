@@ -120,15 +120,6 @@ impl Bus {
         }
     }
 
-    /// The start of each range registered under `name`.
-    pub fn starts_named(&self, name: &str) -> Vec<u64> {
-        self.entries
-            .iter()
-            .filter(|e| e.name == name)
-            .map(|e| e.start)
-            .collect()
-    }
-
     /// Registers `route` for `start..start+len` under `name`.
     /// Fails on an empty range, one past the space's end, or one overlapping another device.
     pub fn insert(&mut self, start: u64, len: u64, name: &str, route: Route) -> Result<()> {

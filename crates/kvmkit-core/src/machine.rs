@@ -676,9 +676,15 @@ impl Machine {
     }
 
     /// Loads a Linux kernel (and initrd, command line) and sets vCPU 0 up to enter it, with
-    /// the platform described to it: ACPI tables (the vCPUs, the IOAPIC, the UARTs added so
-    /// far, the i8042 if there is one, and the sleep registers through which the kernel
-    /// powers off, served by [`AcpiSleep`]) and an MP table.
+    /// the platform described to it from the inventory of built-ins added so far: ACPI
+    /// tables (the vCPUs, the IOAPIC, the UARTs, the i8042 and RTC if added, and the sleep
+    /// registers through which the kernel powers off, attached here as
+    /// [`DeviceSpec::AcpiSleep`]) and an MP table.
+    ///
+    /// # Errors
+    ///
+    /// `BAD_IMAGE` for a kernel or initrd that cannot be loaded (nothing is written then),
+    /// `INVALID_CONFIG` for a platform the tables cannot describe (too many vCPUs).
     pub fn load_linux(&self, boot: &LinuxBoot<'_>) -> Result<LoadedKernel> {
         let platform = lock(&self.inventory).platform(self.vcpu_count());
         // Checked before anything is written.

@@ -97,7 +97,7 @@ impl NativeMachine {
     #[napi(catch_unwind)]
     pub fn add_device(
         &self,
-        space: String,
+        #[napi(ts_arg_type = "'port' | 'mmio'")] space: String,
         base: f64,
         len: f64,
         name: String,
@@ -115,7 +115,11 @@ impl NativeMachine {
 
     /// Removes the device whose range starts at `base`; returns whether there was one.
     #[napi(catch_unwind)]
-    pub fn remove_device(&self, space: String, base: f64) -> Result<bool> {
+    pub fn remove_device(
+        &self,
+        #[napi(ts_arg_type = "'port' | 'mmio'")] space: String,
+        base: f64,
+    ) -> Result<bool> {
         let space = space_of(&space)?;
         let base = u64_from_js("base", base)?;
         Ok(self.m()?.remove_device(space, base))

@@ -40,7 +40,7 @@ impl NativeMachine {
     #[napi(catch_unwind)]
     pub fn create_ioeventfd(
         &self,
-        space: String,
+        #[napi(ts_arg_type = "'port' | 'mmio'")] space: String,
         addr: f64,
         len: u32,
         datamatch: Option<BigInt>,

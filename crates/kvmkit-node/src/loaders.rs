@@ -25,12 +25,14 @@ pub struct NativeLinuxOptions {
 #[napi(object)]
 pub struct NativeLoadedKernel {
     /// `pvh`, `linux64` or `bzimage`.
+    #[napi(ts_type = "'pvh' | 'linux64' | 'bzimage'")]
     pub protocol: String,
     pub entry: f64,
     pub kernel_end: f64,
     pub initrd_addr: Option<f64>,
     pub initrd_size: Option<f64>,
     /// The bzImage payload's compression, when the host decompressed it.
+    #[napi(ts_type = "'gzip' | 'xz' | 'lzma' | 'lz4' | 'zstd'")]
     pub compression: Option<String>,
     /// Whether that decompressed kernel came from the cache.
     pub from_cache: Option<bool>,
@@ -128,7 +130,7 @@ impl NativeMachine {
         path: String,
         address: f64,
         entry: f64,
-        mode_name: String,
+        #[napi(ts_arg_type = "'real' | 'protected' | 'long'")] mode_name: String,
         stack: f64,
     ) -> Result<f64> {
         let boot = FlatBoot {

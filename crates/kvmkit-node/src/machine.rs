@@ -92,11 +92,13 @@ fn js_events(on_event: Function<NativeEvent, ()>) -> Result<Arc<JsEvents>> {
 
 /// The machine behind `weak`, or an `INVALID_STATE` error once it is closed.
 pub(crate) fn upgrade(weak: &Weak<Machine>) -> Result<Arc<Machine>> {
-    weak.upgrade().ok_or_else(|| {
-        core(kvmkit_core::Error::InvalidState {
-            op: "use the machine",
-            state: "closed",
-        })
+    weak.upgrade().ok_or_else(closed)
+}
+
+fn closed() -> crate::error::JsError {
+    core(kvmkit_core::Error::InvalidState {
+        op: "use the machine",
+        state: "closed",
     })
 }
 
@@ -107,12 +109,7 @@ impl NativeMachine {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-            .ok_or_else(|| {
-                core(kvmkit_core::Error::InvalidState {
-                    op: "use the machine",
-                    state: "closed",
-                })
-            })
+            .ok_or_else(closed)
     }
 }
 

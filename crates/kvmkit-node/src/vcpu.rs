@@ -4,7 +4,10 @@
 use std::sync::{Arc, Weak};
 
 use kvmkit_core::exit::ExitKind;
-use kvmkit_core::kvm_bindings::{kvm_lapic_state, kvm_mp_state};
+use kvmkit_core::kvm_bindings::{
+    KVM_MP_STATE_HALTED, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE,
+    KVM_MP_STATE_SIPI_RECEIVED, KVM_MP_STATE_UNINITIALIZED, kvm_lapic_state, kvm_mp_state,
+};
 use kvmkit_core::machine::Machine;
 use kvmkit_core::stats::bucket_bounds;
 use napi::bindgen_prelude::{BigInt, Buffer};
@@ -16,6 +19,15 @@ use crate::convert::{
 };
 use crate::error::{Result, core, invalid_arg};
 use crate::machine::upgrade;
+
+/// The x86 multiprocessing states (`KVM_MP_STATE_*`) by name.
+const MP_STATES: [(&str, u32); 5] = [
+    ("runnable", KVM_MP_STATE_RUNNABLE),
+    ("uninitialized", KVM_MP_STATE_UNINITIALIZED),
+    ("init-received", KVM_MP_STATE_INIT_RECEIVED),
+    ("halted", KVM_MP_STATE_HALTED),
+    ("sipi-received", KVM_MP_STATE_SIPI_RECEIVED),
+];
 
 /// Exit counters and latency histogram of one vCPU.
 #[napi(object)]
@@ -81,7 +93,12 @@ impl NativeVcpu {
 impl NativeVcpu {
     /// Puts this vCPU into `mode` ("real", "protected" or "long") at `entry`.
     #[napi(catch_unwind)]
-    pub fn setup(&self, mode_name: String, entry: f64, stack: f64) -> Result<()> {
+    pub fn setup(
+        &self,
+        #[napi(ts_arg_type = "'real' | 'protected' | 'long'")] mode_name: String,
+        entry: f64,
+        stack: f64,
+    ) -> Result<()> {
         let mode = mode(&mode_name)?;
         let entry = u64_from_js("entry", entry)?;
         let stack = u64_from_js("stack", stack)?;
@@ -212,15 +229,45 @@ impl NativeVcpu {
     }
 
     /// The multiprocessing state of this vCPU (`KVM_MP_STATE_*`).
-    #[napi(catch_unwind)]
-    pub fn get_mp_state(&self) -> Result<u32> {
-        self.with(|v| v.get_mp_state()).map(|s| s.mp_state)
+    #[napi(
+        catch_unwind,
+        ts_return_type = "'runnable' | 'uninitialized' | 'init-received' | 'halted' | 'sipi-received'"
+    )]
+    pub fn get_mp_state(&self) -> Result<&'static str> {
+        let state = self.with(|v| v.get_mp_state())?.mp_state;
+        MP_STATES
+            .iter()
+            .find(|(_, s)| *s == state)
+            .map(|(name, _)| *name)
+            .ok_or_else(|| {
+                core(kvmkit_core::Error::Device {
+                    device: "vcpu",
+                    message: format!("KVM reports MP state {state}, which an x86 vCPU never has"),
+                })
+            })
     }
 
     /// Sets the multiprocessing state of this vCPU.
     #[napi(catch_unwind)]
-    pub fn set_mp_state(&self, state: u32) -> Result<()> {
-        self.with(|v| v.set_mp_state(kvm_mp_state { mp_state: state }))
+    pub fn set_mp_state(
+        &self,
+        #[napi(
+            ts_arg_type = "'runnable' | 'uninitialized' | 'init-received' | 'halted' | 'sipi-received'"
+        )]
+        state: String,
+    ) -> Result<()> {
+        let (_, mp_state) = MP_STATES
+            .iter()
+            .find(|(name, _)| *name == state)
+            .ok_or_else(|| {
+                let names: Vec<&str> = MP_STATES.iter().map(|(n, _)| *n).collect();
+                invalid_arg("mpState", format!("{state:?} is not one of {names:?}"))
+            })?;
+        self.with(|v| {
+            v.set_mp_state(kvm_mp_state {
+                mp_state: *mp_state,
+            })
+        })
     }
 
     /// Pending and injected events of this vCPU.
