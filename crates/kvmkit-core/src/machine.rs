@@ -658,7 +658,7 @@ impl Machine {
     pub fn add(&self, spec: DeviceSpec) -> Result<HostSide> {
         let line = spec.irq().map(|gsi| self.irq_line(gsi)).transpose()?;
         let shared = Arc::downgrade(&self.shared);
-        let port = spec.base() as u32;
+        let port = u32::try_from(spec.base()).unwrap_or(u32::MAX);
         let notify = Box::new(move || {
             let handler = shared.upgrade().and_then(|s| s.control().handler.clone());
             if let Some(h) = handler {

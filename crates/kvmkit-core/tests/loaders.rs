@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use kvmkit_core::bus::{Route, Space};
 use kvmkit_core::config::{MachineConfig, MemoryRegionConfig};
 use kvmkit_core::devices::DeviceSpec;
-use kvmkit_core::devices::debug_console::ConsoleOutput;
+use kvmkit_core::devices::output::ConsoleOutput;
 use kvmkit_core::devices::serial::SerialHandle;
 use kvmkit_core::error::Error;
 use kvmkit_core::exit::{Outcome, SystemEvent};

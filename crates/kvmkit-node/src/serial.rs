@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use kvmkit_core::devices::debug_console::ConsoleOutput;
+use kvmkit_core::devices::output::ConsoleOutput;
 use kvmkit_core::devices::serial::SerialHandle;
 use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;

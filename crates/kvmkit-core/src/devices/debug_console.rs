@@ -1,50 +1,12 @@
 //! A Bochs/QEMU-style debug console: bytes written to its port are collected for the host.
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use crate::bus::{BusDevice, DeviceAction};
+use crate::devices::output::ConsoleOutput;
 
 /// The conventional debug-console port (Bochs and QEMU `-debugcon`).
 pub const DEBUG_CONSOLE_PORT: u16 = 0xe9;
-
-/// Output captured from the guest, bounded so a chatty guest cannot exhaust host memory.
-#[derive(Debug, Default)]
-pub struct ConsoleOutput {
-    bytes: VecDeque<u8>,
-    dropped: u64,
-}
-
-impl ConsoleOutput {
-    /// Most bytes kept before the oldest are dropped.
-    pub const CAPACITY: usize = 1 << 20;
-
-    /// Takes everything collected so far.
-    pub fn take(&mut self) -> Vec<u8> {
-        self.bytes.drain(..).collect()
-    }
-
-    /// How many bytes were dropped because nobody took them in time.
-    pub fn dropped(&self) -> u64 {
-        self.dropped
-    }
-
-    /// Whether nothing is waiting to be taken.
-    pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
-    }
-
-    /// Appends `data`, dropping the oldest bytes past [`ConsoleOutput::CAPACITY`].
-    pub fn push(&mut self, data: &[u8]) {
-        for &b in data {
-            if self.bytes.len() == Self::CAPACITY {
-                self.bytes.pop_front();
-                self.dropped += 1;
-            }
-            self.bytes.push_back(b);
-        }
-    }
-}
 
 /// Reads return `0xe9` (so a guest can detect the console, as with Bochs); writes are collected.
 #[derive(Debug, Default)]

@@ -8,6 +8,7 @@ pub mod debug_console;
 pub mod debug_exit;
 pub mod i8042;
 pub mod null;
+pub mod output;
 pub mod rtc;
 pub mod serial;
 
@@ -22,7 +23,7 @@ pub use rtc::Rtc;
 pub use serial::SerialDevice;
 
 use crate::bus::{BusDevice, Space};
-use crate::devices::debug_console::ConsoleOutput;
+use crate::devices::output::ConsoleOutput;
 use crate::irq::IrqLine;
 use crate::x86::acpi::SLEEP_CONTROL_PORT;
 

@@ -10,7 +10,7 @@ use vm_superio::serial::NoEvents;
 use vm_superio::{Serial, Trigger};
 
 use crate::bus::{BusDevice, DeviceAction};
-use crate::devices::debug_console::ConsoleOutput;
+use crate::devices::output::ConsoleOutput;
 use crate::error::{Error, Result};
 use crate::irq::IrqLine;
 
