@@ -431,6 +431,20 @@ mod tests {
     }
 
     #[test]
+    fn the_memory_map_of_ram_past_3_gib_leaves_the_32_bit_hole_out() {
+        let map = e820(&crate::x86::layout::ram_regions(5 << 30));
+        assert_eq!(
+            map,
+            [
+                (0, 0x9_fc00, E820_RAM),
+                (0x9_fc00, 0x6_0400, E820_RESERVED),
+                (0x10_0000, 0xbff0_0000, E820_RAM),
+                (0x1_0000_0000, 0x8000_0000, E820_RAM),
+            ]
+        );
+    }
+
+    #[test]
     fn the_zero_page_carries_the_command_line_initrd_acpi_and_memory_map() {
         let map = [(0, 0x9_fc00, E820_RAM), (0x10_0000, 0x100_0000, E820_RAM)];
         let info = BootInfo {
