@@ -68,7 +68,7 @@ describeKvm("Debian's kernel", () => {
   });
 
   it('sees 4 GiB of RAM split around the 32-bit hole, in the e820 map and in its total', async () => {
-    // Early boot's work grows with RAM: on a software-assisted host this takes about 5 minutes.
+    // Early boot's work grows with RAM: a software-assisted host needs about 4 minutes to get here.
     const { log } = await bootUntil(
       { kernel: vmlinux, memory: '4G', cmdline: 'console=ttyS0 earlyprintk=serial,ttyS0,115200' },
       /Memory: .* available/,
@@ -77,7 +77,7 @@ describeKvm("Debian's kernel", () => {
     expect(log).toContain('BIOS-e820: [mem 0x0000000000100000-0x00000000bfffffff] usable');
     expect(log).toContain('BIOS-e820: [mem 0x0000000100000000-0x000000013fffffff] usable');
     expect(log).not.toMatch(/BIOS-e820: \[mem 0x00000000c[0-9a-f]{7}-/);
-    // 4 GiB less the 385 KiB below 1 MiB that the map reserves: 4193919K, shown to the page.
+    // 4 GiB less the EBDA/BIOS area the map reserves below 1 MiB (Debian's 6.1 shows 4193912K).
     expect(log).toMatch(/Memory: \d+K\/419\d{4}K available/);
   });
 
