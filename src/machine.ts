@@ -397,7 +397,10 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
     return callNative(() => this.#native.allocateMmio(length));
   }
 
-  /** A free interrupt line (5 to 23) that no built-in device raises, for a device of yours (needs `irqchip`). */
+  /**
+   * A free interrupt line (5 to 23) that no built-in device and no {@link createIrqFd} has taken,
+   * for a device of yours to raise (raising it needs `irqchip`).
+   */
   allocateIrq(): number {
     return callNative(() => this.#native.allocateIrq());
   }

@@ -348,7 +348,7 @@ impl Machine {
         lock(&self.resources).allocate_mmio(len)
     }
 
-    /// A free interrupt line (GSI 5 to 23) that no built-in device raises.
+    /// A free interrupt line (GSI 5 to 23) that no built-in device and no irqfd has taken.
     ///
     /// # Errors
     ///
@@ -622,7 +622,9 @@ impl Machine {
     /// An eventfd that raises `gsi` in the guest when written (needs
     /// [`MachineOptions::irqchip`]).
     pub fn register_irqfd(&self, gsi: u32) -> Result<EventFd> {
-        crate::irq::register_irqfd(&self.vm, gsi)
+        let fd = crate::irq::register_irqfd(&self.vm, gsi)?;
+        lock(&self.resources).reserve_gsi(gsi);
+        Ok(fd)
     }
 
     /// An interrupt line for a Rust device to raise `gsi` with (needs
