@@ -28,8 +28,7 @@ use crate::runner::{self, lock};
 pub use crate::runner::{InlineAnswer, InlineVcpu};
 use crate::stats::{StatsSnapshot, VcpuStats};
 use crate::vcpu::Vcpu;
-use crate::x86::acpi;
-use crate::x86::{layout, mptable};
+use crate::x86::{acpi, layout, mptable};
 
 /// Receives what the vCPU threads cannot settle in Rust.
 ///
