@@ -13,6 +13,7 @@ import { type NativeEvent, type NativeEventFd, type NativeMachine, type NativeOu
 import { type Outcome, toOutcome } from './outcome.js';
 import { type SerialOptions, SerialPort } from './serial.js';
 import type { VcpuStats } from './stats.js';
+import { deviceArgs, oneOf, wholeNumber } from './validate.js';
 import { type CpuMode, Vcpu } from './vcpu.js';
 
 /** `NativeEvent.type` values. */
@@ -204,6 +205,7 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
   readonly #ended: Promise<Outcome>;
   #resolveEnded!: (outcome: Outcome) => void;
   #pauseWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
+  #qemuDebugExit = false;
 
   /** Guest RAM. */
   readonly memory: GuestMemory;
@@ -252,13 +254,21 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
     return this.#outcome;
   }
 
-  /** Registers a TypeScript device on `length` I/O ports from `base`. */
+  /**
+   * Registers a TypeScript device on `length` I/O ports from `base`.
+   * @example
+   * ```ts
+   * vm.addPortDevice(0x3f8, 8, { name: 'uart', write: (_access, value) => process.stdout.write(String.fromCharCode(Number(value))) });
+   * ```
+   */
   addPortDevice(base: number, length: number, device: Device): DeviceHandle {
+    deviceArgs('port', base, length, device);
     return this.#bus.add('port', base, length, device);
   }
 
   /** Registers a TypeScript device on the MMIO range `base..base+length` (outside guest RAM). */
   addMmioDevice(base: number, length: number, device: Device): DeviceHandle {
+    deviceArgs('mmio', base, length, device);
     return this.#bus.add('mmio', base, length, device);
   }
 
@@ -333,10 +343,20 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
 
   /**
    * Adds the Rust debug-exit port (default 0xf4, 4 ports wide so 1-, 2- and 4-byte writes
-   * reach it): a write ends the run with a `device-request` outcome carrying the value.
+   * reach it): a write ends the run with a `device-request` outcome whose `status` is the
+   * value written (`convention: 'raw'`, the default) or, as QEMU's `isa-debug-exit` exits,
+   * `(value << 1) | 1` (`convention: 'qemu'`, for tests ported from QEMU that check the status).
+   * @example
+   * ```ts
+   * vm.addDebugExit(0xf4, { convention: 'qemu' });
+   * const outcome = await vm.run(); // the guest wrote 0 to port 0xf4: { reason: 'device-request', device: 'debug-exit', status: 1 }
+   * ```
    */
-  addDebugExit(port = 0xf4): void {
+  addDebugExit(port = 0xf4, options: { convention?: 'raw' | 'qemu' } = {}): void {
+    wholeNumber(port, 'port', 0, 0xffff);
+    const convention = oneOf(options.convention ?? 'raw', 'options.convention', ['raw', 'qemu'] as const);
     callNative(() => this.#native.addBuiltin('debug-exit', 'port', port, 1, 0));
+    this.#qemuDebugExit = convention === 'qemu';
   }
 
   /** Adds the i8042 keyboard controller at 0x60–0x64 (Rust): its reset command ends the run with a `reset` outcome. */
@@ -421,6 +441,8 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
 
   /** Raises (`true`) or lowers (`false`) interrupt line `irq` (needs `irqchip`). */
   setIrqLine(irq: number, level: boolean): void {
+    this.#needIrqchip('raise an interrupt line');
+    wholeNumber(irq, 'irq', 0, 23);
     callNative(() => this.#native.setIrqLine(irq, level));
   }
 
@@ -436,11 +458,16 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
    * Returns whether it was delivered.
    */
   signalMsi(address: number, data: number): boolean {
+    this.#needIrqchip('send an MSI');
+    wholeNumber(address, 'address', 0, Number.MAX_SAFE_INTEGER);
+    wholeNumber(data, 'data', 0, 0xffff_ffff);
     return callNative(() => this.#native.signalMsi(address, data));
   }
 
   /** An eventfd that raises interrupt `gsi` whenever triggered (needs `irqchip`). */
   createIrqFd(gsi: number): IrqFd {
+    this.#needIrqchip('create an irqfd');
+    wholeNumber(gsi, 'gsi', 0, 23);
     return this.#eventFd(callNative(() => this.#native.createIrqfd(gsi)));
   }
 
@@ -448,6 +475,17 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
   createIoEventFd(options: IoEventFdOptions): IoEventFd {
     const { space = 'port', address, length = 0, datamatch } = options;
     return this.#eventFd(callNative(() => this.#native.createIoeventfd(space, address, length, datamatch)));
+  }
+
+  /** Throws when the machine was created without the in-kernel interrupt controllers `what` needs. */
+  #needIrqchip(what: string): void {
+    if (!this.#irqchip) {
+      throw new KvmkitError(
+        'NO_IRQCHIP',
+        `cannot ${what}: this machine has no in-kernel interrupt controller; ` +
+          'create it with Machine.create({ ..., irqchip: true })',
+      );
+    }
   }
 
   #eventFd(fd: NativeEventFd): IrqFd & IoEventFd {
@@ -464,9 +502,21 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
     this.emit('start');
   }
 
-  /** Starts the machine and waits for the run to end. */
+  /**
+   * Starts the machine and waits for the run to end. Rejects (never throws) when the
+   * machine cannot start: it ran already, or it is closed.
+   * @example
+   * ```ts
+   * const outcome = await vm.run();
+   * if (outcome.reason === 'error') console.error(outcome.error.message);
+   * ```
+   */
   run(): Promise<Outcome> {
-    this.start();
+    try {
+      this.start();
+    } catch (error) {
+      return Promise.reject(error);
+    }
     return this.wait();
   }
 
@@ -546,6 +596,13 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
     }
   }
 
+  /** The outcome with the debug-exit status as {@link addDebugExit}'s convention says. */
+  #convention(outcome: Outcome): Outcome {
+    return this.#qemuDebugExit && outcome.reason === 'device-request' && outcome.device === 'debug-exit'
+      ? { ...outcome, status: ((outcome.status << 1) | 1) >>> 0 }
+      : outcome;
+  }
+
   /** Emits `access` for an access a device is about to handle, if anyone listens. */
   #observe(e: NativeEvent): void {
     const kind = ACCESS_KINDS[e.exit];
@@ -559,7 +616,7 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
     if (this.#outcome !== undefined) {
       return this.#outcome;
     }
-    const outcome = toOutcome(native, this.#bus.failure);
+    const outcome = this.#convention(toOutcome(native, this.#bus.failure));
     this.#outcome = outcome;
     for (const serial of this.#serials.values()) {
       serial.end();

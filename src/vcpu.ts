@@ -2,7 +2,7 @@
  * A vCPU handle: start-up mode, registers and counters.
  * @module
  */
-import { callNative } from './errors.js';
+import { ArgumentError, callNative } from './errors.js';
 import type { CpuidEntry, Fpu, MsrEntry, NativeMachine, SpecialRegisters, VcpuEvents } from './native.js';
 
 export type {
@@ -24,6 +24,14 @@ export type MpState = 'runnable' | 'uninitialized' | 'init-received' | 'halted' 
 const MP_STATES: readonly MpState[] = ['runnable', 'uninitialized', 'init-received', 'halted', 'sipi-received'];
 
 import { toVcpuStats, type VcpuStats } from './stats.js';
+import { describe, oneOf, wholeNumber } from './validate.js';
+
+/** The highest address each mode can start at: real mode's 64 KiB segment, or the low 4 GiB. */
+const MODE_REACH: Record<CpuMode, { top: number; why: string }> = {
+  real: { top: 0xffff, why: 'real mode starts with segments based at 0, so it reaches 0 to 0xffff' },
+  protected: { top: 0xffff_ffff, why: 'protected mode reaches the low 4 GiB' },
+  long: { top: 0xffff_ffff, why: 'long mode starts with the low 4 GiB identity-mapped' },
+};
 
 /** The general registers of a vCPU, as unsigned 64-bit bigints. */
 export interface Registers {
@@ -102,9 +110,34 @@ export class Vcpu {
     this.index = index;
   }
 
-  /** Puts the vCPU into `setup.mode`, ready to run at `setup.entry`. */
+  /**
+   * Puts the vCPU into `setup.mode`, ready to run at `setup.entry`. An entry the mode cannot
+   * reach, or outside guest RAM, throws `INVALID_ARGUMENT`.
+   * @example
+   * ```ts
+   * vm.memory.write(0x1000, Uint8Array.of(0xf4)); // hlt
+   * vm.vcpus[0].setup({ mode: 'real', entry: 0x1000 });
+   * ```
+   */
   setup(setup: VcpuSetup): void {
-    callNative(() => this.#machine.setupVcpu(this.index, setup.mode, setup.entry, setup.stack ?? 0x8000));
+    const mode = oneOf(setup.mode, 'setup.mode', ['real', 'protected', 'long'] as const);
+    const { top, why } = MODE_REACH[mode];
+    const entry = wholeNumber(setup.entry, 'setup.entry', 0, Number.MAX_SAFE_INTEGER);
+    const stack = wholeNumber(setup.stack ?? 0x8000, 'setup.stack', 0, Number.MAX_SAFE_INTEGER);
+    for (const [name, value] of [
+      ['setup.entry', entry],
+      ['setup.stack', stack],
+    ] as const) {
+      if (value > top) {
+        throw new ArgumentError(name, `0x${value.toString(16)} is out of reach: ${why}`);
+      }
+    }
+    const regions = callNative(() => this.#machine.memoryRegions());
+    if (!regions.some((r) => entry >= r.guestAddr && entry < r.guestAddr + r.size)) {
+      const ram = regions.map((r) => `0x${r.guestAddr.toString(16)}..0x${(r.guestAddr + r.size).toString(16)}`);
+      throw new ArgumentError('setup.entry', `0x${entry.toString(16)} is outside guest RAM (${ram.join(', ')})`);
+    }
+    callNative(() => this.#machine.setupVcpu(this.index, mode, entry, stack));
   }
 
   /** The general registers. */
@@ -158,9 +191,39 @@ export class Vcpu {
   /**
    * Sets the CPUID leaves this vCPU presents; KVM accepts it only before the vCPU first runs.
    * Start from {@link cpuid} or {@link supportedCpuid} and change it with {@link maskCpuid}.
+   *
+   * KVM may keep some bits its own way whatever is asked (a software-assisted KVM keeps
+   * XSAVE, for one): the leaves are read back, and every register that differs from what was
+   * asked is returned, with both values. An empty list means the guest sees exactly `entries`.
+   * @example
+   * ```ts
+   * const vcpu = vm.vcpus[0];
+   * const forced = vcpu.setCpuid(maskCpuid(vcpu.cpuid(), [{ function: 1, register: 'ecx', clear: 1 << 26 }]));
+   * for (const f of forced) console.warn(`CPUID ${f.function.toString(16)}.${f.register}: asked ${f.requested}, got ${f.actual}`);
+   * ```
    */
-  setCpuid(entries: readonly CpuidEntry[]): void {
+  setCpuid(entries: readonly CpuidEntry[]): CpuidOverride[] {
+    if (!Array.isArray(entries)) {
+      throw new ArgumentError('entries', `expected an array of CPUID entries, got ${describe(entries)}`);
+    }
     callNative(() => this.#machine.setCpuid(this.index, [...entries]));
+    const actual = new Map(this.cpuid().map((e) => [`${e.function}.${e.index}`, e]));
+    const overrides: CpuidOverride[] = [];
+    for (const asked of entries) {
+      const got = actual.get(`${asked.function}.${asked.index}`);
+      for (const register of ['eax', 'ebx', 'ecx', 'edx'] as const) {
+        if (got !== undefined && got[register] !== asked[register]) {
+          overrides.push({
+            function: asked.function,
+            index: asked.index,
+            register,
+            requested: asked[register],
+            actual: got[register],
+          });
+        }
+      }
+    }
+    return overrides;
   }
 
   /** The local APIC's 1 KiB register page (needs `irqchip`). */
@@ -224,6 +287,20 @@ export class Vcpu {
   stats(): VcpuStats {
     return toVcpuStats(callNative(() => this.#machine.stats(this.index)));
   }
+}
+
+/** A CPUID register KVM did not set as asked ({@link Vcpu.setCpuid}). */
+export interface CpuidOverride {
+  /** The leaf. */
+  readonly function: number;
+  /** The subleaf. */
+  readonly index: number;
+  /** The register. */
+  readonly register: 'eax' | 'ebx' | 'ecx' | 'edx';
+  /** What was asked. */
+  readonly requested: number;
+  /** What the guest sees. */
+  readonly actual: number;
 }
 
 /** A change to one CPUID register of one leaf: clear some bits, then set some. */
