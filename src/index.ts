@@ -7,7 +7,7 @@
  */
 
 export { EXITS, type ExitName } from './bench/exits.js';
-export type { HostInfo } from './bench/host.js';
+export type { HostInfo, HostLoad } from './bench/host.js';
 export type { KvmkitPath } from './bench/kvmkit-paths.js';
 export type { IdleMemory } from './bench/lifecycle.js';
 export { formatTable, toHtml, toJson } from './bench/report.js';

@@ -124,13 +124,8 @@ export class Vcpu {
     const { top, why } = MODE_REACH[mode];
     const entry = wholeNumber(setup.entry, 'setup.entry', 0, Number.MAX_SAFE_INTEGER);
     const stack = wholeNumber(setup.stack ?? 0x8000, 'setup.stack', 0, Number.MAX_SAFE_INTEGER);
-    for (const [name, value] of [
-      ['setup.entry', entry],
-      ['setup.stack', stack],
-    ] as const) {
-      if (value > top) {
-        throw new ArgumentError(name, `0x${value.toString(16)} is out of reach: ${why}`);
-      }
+    if (entry > top) {
+      throw new ArgumentError('setup.entry', `0x${entry.toString(16)} is out of reach: ${why}`);
     }
     const regions = callNative(() => this.#machine.memoryRegions());
     if (!regions.some((r) => entry >= r.guestAddr && entry < r.guestAddr + r.size)) {
