@@ -114,14 +114,17 @@ export function unsigned(value: unknown, name: string, bits: 8 | 16 | 32 | 64): 
 }
 
 function hexIfLarge(n: number): string {
-  return n >= 0x10000 ? `0x${n.toString(16)}` : String(n);
+  return n >= 0xff ? `0x${n.toString(16)}` : String(n);
 }
 
 /** Checks a device registration's arguments: where it sits and what answers it. */
 export function deviceArgs(space: 'port' | 'mmio', base: unknown, length: unknown, device: unknown): void {
   const top = space === 'port' ? 0xffff : Number.MAX_SAFE_INTEGER;
-  wholeNumber(base, 'base', 0, top);
-  wholeNumber(length, 'length', 1, top + 1 - (base as number));
+  const first = wholeNumber(base, 'base', 0, top);
+  const count = wholeNumber(length, 'length', 1, top + 1);
+  if (space === 'port' && first + count > top + 1) {
+    throw new ArgumentError('length', `${count} ports from 0x${first.toString(16)} run past the last port, 0xffff`);
+  }
   const d = object(device, 'device');
   text(d.name, 'device.name');
   optionalFunction(d.read, 'device.read');
