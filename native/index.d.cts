@@ -3,14 +3,14 @@
 
 /** The Rust state behind `NativeMachine.handle()`: opaque, only passed back to the hot-path calls. */
 declare class MachineHandle {
-  private constructor()
-  private readonly kvmkitMachineHandle: never
+  private constructor();
+  private readonly kvmkitMachineHandle: never;
 }
 
 /** The Rust state of an inline run (`NativeMachine.startInline()`): opaque, only passed back to the `inline*` calls. */
 declare class InlineRun {
-  private constructor()
-  private readonly kvmkitInlineRun: never
+  private constructor();
+  private readonly kvmkitInlineRun: never;
 }
 
 export declare class ExternalObject<T> {
