@@ -38,7 +38,17 @@ export type MachineErrorCode =
   | 'FAIL_ENTRY'
   | 'KVM_RUN_FAILED';
 
-/** Base class of every error kvmkit throws or reports. */
+/**
+ * Base class of every error kvmkit throws or reports.
+ * @example
+ * ```ts
+ * try {
+ *   vm.memory.writeU8(0x1000, 300);
+ * } catch (error) {
+ *   if (error instanceof KvmkitError && error.code === 'INVALID_ARGUMENT') console.error(error.message); // value: expected …
+ * }
+ * ```
+ */
 export class KvmkitError extends Error {
   /** A stable, machine-readable code. */
   readonly code: ErrorCode;

@@ -21,7 +21,13 @@ export interface KvmInfo {
   readonly vcpuMmapSize: number;
 }
 
-/** Opens the KVM device (default `/dev/kvm`), checks its API version and capabilities, and reports its limits. */
+/**
+ * Opens the KVM device (default `/dev/kvm`), checks its API version and capabilities, and reports its limits.
+ * @example
+ * ```ts
+ * const { maxVcpus } = kvmInfo(); // throws KVM_NOT_FOUND or KVM_PERMISSION_DENIED, saying what to do
+ * ```
+ */
 export function kvmInfo(path?: string): KvmInfo {
   return callNative(() => native().kvmInfo(path));
 }

@@ -232,6 +232,11 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
    * Creates a machine: opens KVM, creates the VM, maps guest RAM and creates the vCPUs.
    * Throws {@link ConfigError} for bad configuration (naming the field and the limit) and a
    * {@link KvmkitError} when KVM is missing or inaccessible (saying how to fix it).
+   * @example
+   * ```ts
+   * const vm = Machine.create({ memory: '64M', vcpus: 2, irqchip: true });
+   * const big = Machine.create({ memory: [{ guestAddr: 0, size: '3G' }, { guestAddr: 2 ** 32, size: '1G' }] });
+   * ```
    */
   static create(config: MachineConfig): Machine {
     const resolved = resolveConfig(config);
