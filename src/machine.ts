@@ -6,14 +6,14 @@ import { EventEmitter } from 'node:events';
 import { DeviceBus } from './bus.js';
 import { type MachineConfig, resolveConfig } from './config.js';
 import type { Device, DeviceHandle } from './devices.js';
-import { callNative, fromNative, KvmkitError } from './errors.js';
+import { ArgumentError, callNative, fromNative, KvmkitError } from './errors.js';
 import { defaultKernelCache } from './kernel-cache.js';
 import { GuestMemory } from './memory.js';
 import { type NativeEvent, type NativeEventFd, type NativeMachine, type NativeOutcome, native } from './native.js';
 import { type Outcome, toOutcome } from './outcome.js';
 import { type SerialOptions, SerialPort } from './serial.js';
 import type { VcpuStats } from './stats.js';
-import { deviceArgs, oneOf, wholeNumber } from './validate.js';
+import { describe, deviceArgs, oneOf, optionalText, string, text, wholeNumber } from './validate.js';
 import { type CpuMode, Vcpu } from './vcpu.js';
 
 /** `NativeEvent.type` values. */
@@ -287,6 +287,10 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
    */
   loadLinux(kernel: string, initrd: string | undefined, cmdline: string, options: LoadLinuxOptions = {}): LoadedKernel {
     const { bzImage = 'decompress', kernelCache = defaultKernelCache() } = options;
+    text(kernel, 'kernel');
+    optionalText(initrd, 'initrd');
+    string(cmdline, 'cmdline');
+    oneOf(bzImage, 'options.bzImage', ['decompress', 'standard'] as const);
     const native = {
       standardBzimage: bzImage === 'standard',
       ...(kernelCache === false ? {} : { cacheDir: kernelCache }),
@@ -311,6 +315,9 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
    * multiboot information with memory sizes, memory map, command line and modules).
    */
   loadMultiboot(kernel: string, cmdline = '', modules: readonly MultibootModule[] = []): LoadedMultiboot {
+    text(kernel, 'kernel');
+    string(cmdline, 'cmdline');
+    modules.forEach((m, i) => text(m?.path, `modules[${i}].path`));
     const native = modules.map((m) => ({ path: m.path, cmdline: m.cmdline ?? '' }));
     const loaded = callNative(() => this.#native.loadMultiboot(kernel, cmdline, native));
     return {
@@ -327,12 +334,20 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
    */
   loadFlat(path: string, options: FlatBinaryOptions): number {
     const { address, mode, entry = address, stack = 0x8000 } = options;
+    text(path, 'path');
+    wholeNumber(address, 'options.address', 0, Number.MAX_SAFE_INTEGER);
+    oneOf(mode, 'options.mode', ['real', 'protected', 'long'] as const);
     return callNative(() => this.#native.loadFlat(path, address, entry, mode, stack));
   }
 
   /** Adds a 16550A UART, answered in Rust, whose byte streams are Node streams. */
   addSerial(options: SerialOptions = {}): SerialPort {
     const { port = 0x3f8, irq = this.#irqchip ? 4 : null } = options;
+    wholeNumber(port, 'options.port', 0, 0xfff8);
+    if (irq !== null) {
+      this.#needIrqchip('give a serial port an interrupt line');
+      wholeNumber(irq, 'options.irq', 0, 23);
+    }
     const id = this.#serials.size + 1;
     callNative(() => this.#native.addSerial(port, irq ?? undefined, id));
     const serial = new SerialPort(this.#native, id);
@@ -342,6 +357,7 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
 
   /** Adds the Rust debug console on `port` (default 0xe9): writes are collected, reads return 0xe9. */
   addDebugConsole(port = 0xe9): DebugConsole {
+    wholeNumber(port, 'port', 0, 0xffff);
     callNative(() => this.#native.addBuiltin('debug-console', 'port', port, 1, 0));
     return { port, take: () => new Uint8Array(this.#native.takeConsoleOutput()) };
   }
@@ -381,6 +397,9 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
    */
   addNullDevice(base: number, length: number, options: { fill?: number; space?: 'port' | 'mmio' } = {}): void {
     const { fill = 0xff, space = 'port' } = options;
+    oneOf(space, 'options.space', ['port', 'mmio'] as const);
+    wholeNumber(fill, 'options.fill', 0, 0xff);
+    deviceArgs(space, base, length, { name: 'null' });
     callNative(() => this.#native.addBuiltin('null', space, base, length, fill));
   }
 
@@ -479,6 +498,14 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
   /** An eventfd that counts the guest's writes to a port or address, answered in the kernel without a VM exit. */
   createIoEventFd(options: IoEventFdOptions): IoEventFd {
     const { space = 'port', address, length = 0, datamatch } = options;
+    oneOf(space, 'options.space', ['port', 'mmio'] as const);
+    wholeNumber(address, 'options.address', 0, space === 'port' ? 0xffff : Number.MAX_SAFE_INTEGER);
+    if (![0, 1, 2, 4, 8].includes(length)) {
+      throw new ArgumentError('options.length', `expected 1, 2, 4 or 8 (or 0 for any width), got ${describe(length)}`);
+    }
+    if (datamatch !== undefined && typeof datamatch !== 'bigint') {
+      throw new ArgumentError('options.datamatch', `expected a bigint, got ${describe(datamatch)}`);
+    }
     return this.#eventFd(callNative(() => this.#native.createIoeventfd(space, address, length, datamatch)));
   }
 
@@ -637,5 +664,6 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
 
 /** Stops machine `id` ({@link Machine.id}) from any thread; returns whether it exists. */
 export function stopMachine(id: number): boolean {
+  wholeNumber(id, 'id', 0, 0xffff_ffff);
   return native().stopMachine(id);
 }

@@ -94,6 +94,21 @@ export function text(value: unknown, name: string, complain: Complaint = badArgu
   return value;
 }
 
+/** Checks that `value` is a string (maybe empty). */
+export function string(value: unknown, name: string): string {
+  if (typeof value !== 'string') {
+    throw new ArgumentError(name, `expected a string, got ${describe(value)}`);
+  }
+  return value;
+}
+
+/** Checks that `value` is a non-empty string, or absent. */
+export function optionalText(value: unknown, name: string): void {
+  if (value !== undefined) {
+    text(value, name);
+  }
+}
+
 /** Checks that `value` is a function, or absent. */
 export function optionalFunction(value: unknown, name: string): void {
   if (value !== undefined && typeof value !== 'function') {

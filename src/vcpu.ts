@@ -24,7 +24,7 @@ export type MpState = 'runnable' | 'uninitialized' | 'init-received' | 'halted' 
 const MP_STATES: readonly MpState[] = ['runnable', 'uninitialized', 'init-received', 'halted', 'sipi-received'];
 
 import { toVcpuStats, type VcpuStats } from './stats.js';
-import { describe, oneOf, wholeNumber } from './validate.js';
+import { boolean, bytes as checkBytes, describe, object, oneOf, unsigned, wholeNumber } from './validate.js';
 
 /** The highest address each mode can start at: real mode's 64 KiB segment, or the low 4 GiB. */
 const MODE_REACH: Record<CpuMode, { top: number; why: string }> = {
@@ -142,6 +142,9 @@ export class Vcpu {
 
   /** Changes some general registers, leaving the others as they are. */
   setRegisters(changes: Partial<Registers>): void {
+    for (const [name, value] of Object.entries(object(changes, 'changes'))) {
+      unsigned(value, `changes.${name}`, 64);
+    }
     const next = { ...this.registers(), ...changes };
     callNative(() => this.#machine.setRegisters(this.index, next));
   }
@@ -170,6 +173,7 @@ export class Vcpu {
 
   /** Reads the MSRs `indices`, in order, up to the first one KVM cannot read. */
   msrs(indices: readonly number[]): MsrEntry[] {
+    indices.forEach((index, i) => wholeNumber(index, `indices[${i}]`, 0, 0xffff_ffff));
     return callNative(() => this.#machine.getMsrs(this.index, [...indices]));
   }
 
@@ -228,6 +232,7 @@ export class Vcpu {
 
   /** Replaces the local APIC's 1 KiB register page (needs `irqchip`). */
   setLapic(registers: Uint8Array): void {
+    checkBytes(registers, 'registers');
     const bytes = Buffer.from(registers.buffer, registers.byteOffset, registers.byteLength);
     callNative(() => this.#machine.setLapic(this.index, bytes));
   }
@@ -240,6 +245,7 @@ export class Vcpu {
 
   /** Sets the multiprocessing state (for example `halted`, or `uninitialized` to wait for INIT/SIPI). */
   setMpState(state: MpState): void {
+    oneOf(state, 'state', MP_STATES);
     callNative(() => this.#machine.setMpState(this.index, MP_STATES.indexOf(state)));
   }
 
@@ -259,6 +265,10 @@ export class Vcpu {
    * takes it through its IDT when the vCPU next runs.
    */
   injectException(vector: number, errorCode?: number): void {
+    wholeNumber(vector, 'vector', 0, 31);
+    if (errorCode !== undefined) {
+      wholeNumber(errorCode, 'errorCode', 0, 0xffff_ffff);
+    }
     this.setEvents({
       exception: {
         injected: true,
@@ -275,6 +285,7 @@ export class Vcpu {
    * instruction, which ends the run with an `UNHANDLED_EXIT` error naming it and RIP.
    */
   setSingleStep(enabled: boolean): void {
+    boolean(enabled, 'enabled');
     callNative(() => this.#machine.setSingleStep(this.index, enabled));
   }
 

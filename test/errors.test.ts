@@ -12,6 +12,7 @@ import {
   kvmInfo,
   Machine,
   maskCpuid,
+  stopMachine,
 } from '../src/index.js';
 import { closedAfterEach } from './guests.js';
 import { describeKvm } from './kvm.js';
@@ -54,6 +55,22 @@ describeKvm('errors a user can act on', () => {
     expect(argumentError(() => vm.memory.read('0x1000' as never, 4), 'address')).toContain('"0x1000" (a string)');
     expect(argumentError(() => vm.memory.write(0x3000, [1, 2, 3] as never), 'data')).toContain('Uint8Array.from');
     expect(argumentError(() => vm.memory.view(0x1000, -1), 'length')).toMatch(/got -1/);
+  });
+
+  it('checks the arguments of every other entry point too', () => {
+    const vm = track(Machine.create({ memory: '2M' }));
+    const vcpu = vm.vcpus[0];
+    expect(argumentError(() => vcpu?.setRegisters({ rax: 1.5 as never }), 'changes.rax')).toMatch(/got 1\.5/);
+    expect(argumentError(() => vcpu?.setMpState('asleep' as never), 'state')).toContain('"runnable"');
+    expect(argumentError(() => vcpu?.injectException(40), 'vector')).toMatch(/0 to 31/);
+    expect(argumentError(() => vcpu?.setSingleStep('yes' as never), 'enabled')).toMatch(/true or false/);
+    expect(argumentError(() => vcpu?.msrs(['0x10'] as never), 'indices[0]')).toContain('(a string)');
+    expect(argumentError(() => vm.loadLinux(undefined as never, undefined, ''), 'kernel')).toMatch(/got undefined/);
+    expect(argumentError(() => vm.loadFlat('/x', { address: 0, mode: 'v86' as never }), 'options.mode')).toBeTruthy();
+    expect(argumentError(() => vm.addNullDevice(0x80, 1, { fill: 300 }), 'options.fill')).toMatch(/0 to 0xff/);
+    expect(argumentError(() => vm.createIoEventFd({ address: 0x80, length: 3 }), 'options.length')).toMatch(/1, 2, 4/);
+    expect(thrown(() => vm.addSerial({ irq: 4 })).code).toBe('NO_IRQCHIP');
+    expect(argumentError(() => stopMachine('1' as never), 'id')).toContain('(a string)');
   });
 
   it('refuses values that do not fit the width written, and writes nothing', () => {
