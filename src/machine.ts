@@ -345,7 +345,6 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
     const { port = 0x3f8, irq = this.#irqchip ? 4 : null } = options;
     wholeNumber(port, 'options.port', 0, 0xfff8);
     if (irq !== null) {
-      this.#needIrqchip('give a serial port an interrupt line');
       wholeNumber(irq, 'options.irq', 0, 23);
     }
     const id = this.#serials.size + 1;
@@ -465,7 +464,6 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
 
   /** Raises (`true`) or lowers (`false`) interrupt line `irq` (needs `irqchip`). */
   setIrqLine(irq: number, level: boolean): void {
-    this.#needIrqchip('raise an interrupt line');
     wholeNumber(irq, 'irq', 0, 23);
     callNative(() => this.#native.setIrqLine(irq, level));
   }
@@ -482,7 +480,6 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
    * Returns whether it was delivered.
    */
   signalMsi(address: number, data: number): boolean {
-    this.#needIrqchip('send an MSI');
     wholeNumber(address, 'address', 0, Number.MAX_SAFE_INTEGER);
     wholeNumber(data, 'data', 0, 0xffff_ffff);
     return callNative(() => this.#native.signalMsi(address, data));
@@ -490,7 +487,6 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
 
   /** An eventfd that raises interrupt `gsi` whenever triggered (needs `irqchip`). */
   createIrqFd(gsi: number): IrqFd {
-    this.#needIrqchip('create an irqfd');
     wholeNumber(gsi, 'gsi', 0, 23);
     return this.#eventFd(callNative(() => this.#native.createIrqfd(gsi)));
   }
@@ -507,17 +503,6 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
       throw new ArgumentError('options.datamatch', `expected a bigint, got ${describe(datamatch)}`);
     }
     return this.#eventFd(callNative(() => this.#native.createIoeventfd(space, address, length, datamatch)));
-  }
-
-  /** Throws when the machine was created without the in-kernel interrupt controllers `what` needs. */
-  #needIrqchip(what: string): void {
-    if (!this.#irqchip) {
-      throw new KvmkitError(
-        'NO_IRQCHIP',
-        `cannot ${what}: this machine has no in-kernel interrupt controller; ` +
-          'create it with Machine.create({ ..., irqchip: true })',
-      );
-    }
   }
 
   #eventFd(fd: NativeEventFd): IrqFd & IoEventFd {

@@ -510,3 +510,20 @@ fn a_rust_device_raises_an_interrupt_the_guest_takes() {
         }
     );
 }
+
+#[test]
+fn interrupts_without_the_irqchip_say_it_is_missing() {
+    let Some(m) = machine(&[0xf4], CpuMode::Real, MachineOptions::default()) else {
+        return;
+    };
+    let errors = [
+        m.set_irq_line(4, true).unwrap_err(),
+        m.signal_msi(0xfee0_0000, 0x30).unwrap_err(),
+        m.register_irqfd(4).unwrap_err(),
+        m.add_serial(0x3f8, Some(4), 1).unwrap_err(),
+    ];
+    for e in errors {
+        assert_eq!(e.code(), "NO_IRQCHIP");
+        assert!(e.to_string().contains("irqchip: true"), "{e}");
+    }
+}
