@@ -13,7 +13,7 @@ import { type NativeEvent, type NativeEventFd, type NativeMachine, type NativeOu
 import { type Outcome, toOutcome } from './outcome.js';
 import { type SerialOptions, SerialPort } from './serial.js';
 import type { VcpuStats } from './stats.js';
-import { describe, deviceArgs, oneOf, optionalText, string, text, wholeNumber } from './validate.js';
+import { describe, deviceArgs, eachOf, object, oneOf, optionalText, string, text, wholeNumber } from './validate.js';
 import { type CpuMode, Vcpu } from './vcpu.js';
 
 /** `NativeEvent.type` values. */
@@ -317,7 +317,7 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
   loadMultiboot(kernel: string, cmdline = '', modules: readonly MultibootModule[] = []): LoadedMultiboot {
     text(kernel, 'kernel');
     string(cmdline, 'cmdline');
-    modules.forEach((m, i) => text(m?.path, `modules[${i}].path`));
+    eachOf(modules, 'modules', (m, name) => text(object(m, name).path, `${name}.path`));
     const native = modules.map((m) => ({ path: m.path, cmdline: m.cmdline ?? '' }));
     const loaded = callNative(() => this.#native.loadMultiboot(kernel, cmdline, native));
     return {

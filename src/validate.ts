@@ -109,6 +109,16 @@ export function optionalText(value: unknown, name: string): void {
   }
 }
 
+/** Checks that `value` is an array, and each item with `check` (named `name[i]`). */
+export function eachOf(value: unknown, name: string, check: (item: unknown, name: string) => void): void {
+  if (!Array.isArray(value)) {
+    throw new ArgumentError(name, `expected an array, got ${describe(value)}`);
+  }
+  for (const [i, item] of value.entries()) {
+    check(item, `${name}[${i}]`);
+  }
+}
+
 /** Checks that `value` is a function, or absent. */
 export function optionalFunction(value: unknown, name: string): void {
   if (value !== undefined && typeof value !== 'function') {

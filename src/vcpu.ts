@@ -24,7 +24,7 @@ export type MpState = 'runnable' | 'uninitialized' | 'init-received' | 'halted' 
 const MP_STATES: readonly MpState[] = ['runnable', 'uninitialized', 'init-received', 'halted', 'sipi-received'];
 
 import { toVcpuStats, type VcpuStats } from './stats.js';
-import { boolean, bytes as checkBytes, describe, object, oneOf, unsigned, wholeNumber } from './validate.js';
+import { boolean, bytes as checkBytes, eachOf, object, oneOf, unsigned, wholeNumber } from './validate.js';
 
 /** The highest address each mode can start at: real mode's 64 KiB segment, or the low 4 GiB. */
 const MODE_REACH: Record<CpuMode, { top: number; why: string }> = {
@@ -173,7 +173,7 @@ export class Vcpu {
 
   /** Reads the MSRs `indices`, in order, up to the first one KVM cannot read. */
   msrs(indices: readonly number[]): MsrEntry[] {
-    indices.forEach((index, i) => wholeNumber(index, `indices[${i}]`, 0, 0xffff_ffff));
+    eachOf(indices, 'indices', (index, name) => wholeNumber(index, name, 0, 0xffff_ffff));
     return callNative(() => this.#machine.getMsrs(this.index, [...indices]));
   }
 
@@ -202,9 +202,7 @@ export class Vcpu {
    * ```
    */
   setCpuid(entries: readonly CpuidEntry[]): CpuidOverride[] {
-    if (!Array.isArray(entries)) {
-      throw new ArgumentError('entries', `expected an array of CPUID entries, got ${describe(entries)}`);
-    }
+    eachOf(entries, 'entries', (entry, name) => object(entry, name));
     callNative(() => this.#machine.setCpuid(this.index, [...entries]));
     const actual = new Map(this.cpuid().map((e) => [`${e.function}.${e.index}`, e]));
     const overrides: CpuidOverride[] = [];
