@@ -3,6 +3,7 @@
  * @module
  */
 import { basename } from 'node:path';
+import type { Readable } from 'node:stream';
 import { ConfigError } from './errors.js';
 import { hardwareVirtualization } from './hardware.js';
 import { kvmInfo } from './kvm.js';
@@ -58,8 +59,16 @@ function banner(options: RunCommandOptions, linux: LinuxMachine, memory: number)
   return `kvmkit: booting ${basename(options.kernel)} (${how}) with ${formatSize(memory)} of RAM and ${cpus}; Ctrl-A x quits\n`;
 }
 
-/** Tells the user the guest is still booting while it prints nothing; returns the function that stops it. */
-function whileSilent(linux: LinuxMachine, status: NonNullable<RunCommandOptions['status']>): () => void {
+/**
+ * Tells the user, every `tickMs`, that the guest is still booting while `output` has given
+ * nothing (one line rewritten on a terminal); stops at its first byte, or when the returned
+ * function is called.
+ */
+export function reportSilence(
+  output: Readable,
+  status: NonNullable<RunCommandOptions['status']>,
+  tickMs = SILENCE_TICK_MS,
+): () => void {
   const started = Date.now();
   const slow = hardwareVirtualization() ? '' : ' (software-assisted KVM: a kernel takes minutes to print)';
   let shown = false;
@@ -67,7 +76,7 @@ function whileSilent(linux: LinuxMachine, status: NonNullable<RunCommandOptions[
     const line = `kvmkit: ${Math.round((Date.now() - started) / 1000)} s, no console output yet${slow}`;
     status.write(status.isTTY === true ? `\r${line}` : `${line}\n`);
     shown = true;
-  }, SILENCE_TICK_MS);
+  }, tickMs);
   const stop = () => {
     clearInterval(timer);
     if (shown && status.isTTY === true) {
@@ -75,7 +84,7 @@ function whileSilent(linux: LinuxMachine, status: NonNullable<RunCommandOptions[
     }
     shown = false;
   };
-  linux.console.output.once('data', stop);
+  output.once('data', stop);
   return stop;
 }
 
@@ -104,7 +113,7 @@ export async function runCommand(options: RunCommandOptions): Promise<Outcome> {
   });
   const { vm, console } = linux;
   status.write(banner(options, linux, memory));
-  const stopProgress = whileSilent(linux, status);
+  const stopProgress = reportSilence(console.output, status);
   console.output.pipe(process.stdout, { end: false });
   const stdin = process.stdin;
   const raw = stdin.isTTY;

@@ -3,11 +3,13 @@
  * suggestions, each command's own help, QEMU's size rule, a human `info`, quiet pipes.
  */
 import { spawnSync } from 'node:child_process';
+import { PassThrough, Writable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { closest, countFlag, listFlag, parseCommand, sizeFlag } from '../src/cli-args.js';
 import { ConfigError } from '../src/errors.js';
-import { keepConsole } from '../src/run-command.js';
+import { keepConsole, reportSilence } from '../src/run-command.js';
 import { describeKvm } from './kvm.js';
 
 const cli = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
@@ -79,6 +81,35 @@ describe('kvmkit options', () => {
     expect(() => countFlag('0', '--cpus', 1)).toThrow('expected a whole number of at least 1, got "0"');
     expect(closest('kernal', ['kernel', 'initrd'])).toBe('kernel');
     expect(closest('zzzzzz', ['kernel', 'initrd'])).toBeUndefined();
+  });
+
+  it('says the guest is still booting while its console is silent, and stops at its first byte', async () => {
+    for (const isTTY of [false, true]) {
+      const written: string[] = [];
+      const status = Object.assign(
+        new Writable({
+          write(chunk: Buffer, _encoding, done) {
+            written.push(chunk.toString());
+            done();
+          },
+        }),
+        { isTTY },
+      );
+      const output = new PassThrough();
+      const stop = reportSilence(output, status, 20);
+      await sleep(70);
+      expect(written.length).toBeGreaterThanOrEqual(2);
+      expect(written[0]).toMatch(
+        isTTY ? /^\rkvmkit: \d+ s, no console output yet/ : /^kvmkit: \d+ s, no console output yet.*\n$/,
+      );
+      output.write('L');
+      await sleep(10);
+      const count = written.length;
+      await sleep(60);
+      expect(written.length).toBe(count);
+      expect(written.at(-1)).toEqual(isTTY ? '\r\x1b[K' : expect.stringContaining('no console output yet'));
+      stop();
+    }
   });
 
   it('keeps the console on ttyS0 unless the command line sets one', () => {
