@@ -7,6 +7,7 @@ import { PassThrough, Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { describeLoad } from '../src/bench/host.js';
 import { closest, countFlag, listFlag, parseCommand, sizeFlag } from '../src/cli-args.js';
 import { ConfigError } from '../src/errors.js';
 import { keepConsole, reportSilence } from '../src/run-command.js';
@@ -137,5 +138,18 @@ describeKvm('kvmkit info and pipes', () => {
     });
     expect(result.stdout).toMatch(/^kvmkit demo: .*\nstatus 0\n$/);
     expect(result.stderr).toBe('');
+  });
+});
+
+describe('the bench host note', () => {
+  it('calls a host busy when other processes used more than a quarter of a CPU, naming the busiest', () => {
+    const busy = describeLoad({ loadAverage: 3.2, otherCpus: 1.5, busiest: ['cargo 98%', 'rustc 50%'] }, 2);
+    expect(busy).toBe(
+      'host busy: load average 3.2 on 2 CPUs; other processes used 1.5 CPUs (cargo 98%, rustc 50%): ' +
+        'figures read slower, and targets miss, more than on an idle host',
+    );
+    expect(describeLoad({ loadAverage: 0.4, otherCpus: 0.1, busiest: [] }, 2)).toBe(
+      'host idle: load average 0.4 on 2 CPUs; other processes used 0.1 CPUs',
+    );
   });
 });
