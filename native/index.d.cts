@@ -287,6 +287,9 @@ export interface KvmInfo {
   maxVcpus: number
   maxMemslots: number
   vcpuMmapSize: number
+  capabilities: Array<string>
+  /** Optional capabilities the host lacks: `[name, what needs it]`. */
+  missing: Array<Array<string>>
 }
 
 /** Exits whose handling took from `lowNs` up to (not including) `highNs`. */

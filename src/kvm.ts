@@ -19,6 +19,10 @@ export interface KvmInfo {
   readonly maxMemslots: number;
   /** Bytes of the `kvm_run` area mapped per vCPU. */
   readonly vcpuMmapSize: number;
+  /** The KVM capabilities kvmkit uses that the host has, by name (`KVM_CAP_IRQCHIP`, …). */
+  readonly capabilities: readonly string[];
+  /** The optional ones it lacks, with what cannot work without each. */
+  readonly missing: readonly { readonly name: string; readonly needs: string }[];
 }
 
 /**
@@ -29,7 +33,8 @@ export interface KvmInfo {
  * ```
  */
 export function kvmInfo(path?: string): KvmInfo {
-  return callNative(() => native().kvmInfo(path));
+  const info = callNative(() => native().kvmInfo(path));
+  return { ...info, missing: info.missing.map(([name = '', needs = '']) => ({ name, needs })) };
 }
 
 /** The CPUID leaves the host's KVM can present to guests (`KVM_GET_SUPPORTED_CPUID`). */

@@ -125,6 +125,7 @@ describeKvm('kvmkit info and pipes', () => {
     expect(human.stdout).toMatch(/^kvmkit info: \/dev\/kvm is usable \(KVM API 12\)/);
     expect(human.stdout).toMatch(/KVM: +(hardware virtualization|software-assisted, no VT-x\/AMD-V)/);
     expect(human.stdout).toMatch(/limits: +\d+ vCPUs per VM/);
+    expect(human.stdout).toMatch(/capabilities: +(all \d+ that kvmkit uses|\d+ of the \d+ kvmkit uses; missing)/);
     expect(human.stdout).toMatch(/QEMU: +(\/\S+qemu-system-x86_64|not found)/);
     const json = JSON.parse(kvmkit('info', '--json').stdout) as { kvm: { apiVersion: number }; virtualization: string };
     expect(json.kvm.apiVersion).toBe(12);

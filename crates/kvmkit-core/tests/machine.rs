@@ -527,3 +527,21 @@ fn interrupts_without_the_irqchip_say_it_is_missing() {
         assert!(e.to_string().contains("irqchip: true"), "{e}");
     }
 }
+
+#[test]
+fn the_host_reports_which_capabilities_it_has() {
+    let Some(host) = host() else {
+        return;
+    };
+    let info = host.info().unwrap();
+    for required in [
+        "KVM_CAP_USER_MEMORY",
+        "KVM_CAP_SET_TSS_ADDR",
+        "KVM_CAP_IMMEDIATE_EXIT",
+    ] {
+        assert!(info.capabilities.contains(&required), "{required}");
+    }
+    for (name, _) in &info.missing {
+        assert!(!info.capabilities.contains(name), "{name}");
+    }
+}
