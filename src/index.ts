@@ -35,7 +35,14 @@ export {
 } from './errors.js';
 export { hardwareVirtualization } from './hardware.js';
 export { defaultKernelCache } from './kernel-cache.js';
-export { type KvmAvailability, type KvmInfo, kvmAvailability, kvmInfo, supportedCpuid } from './kvm.js';
+export {
+  type KvmAvailability,
+  type KvmInfo,
+  kvmAvailability,
+  kvmInfo,
+  type MissingCapability,
+  supportedCpuid,
+} from './kvm.js';
 export {
   cpuidMasksForHost,
   createLinuxMachine,

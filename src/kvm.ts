@@ -22,7 +22,15 @@ export interface KvmInfo {
   /** The KVM capabilities kvmkit uses that the host has, by name (`KVM_CAP_IRQCHIP`, …). */
   readonly capabilities: readonly string[];
   /** The optional ones it lacks, with what cannot work without each. */
-  readonly missing: readonly { readonly name: string; readonly needs: string }[];
+  readonly missing: readonly MissingCapability[];
+}
+
+/** An optional KVM capability the host lacks. */
+export interface MissingCapability {
+  /** Its name, such as `KVM_CAP_IRQCHIP`. */
+  readonly name: string;
+  /** What kvmkit cannot do without it. */
+  readonly needs: string;
 }
 
 /**
