@@ -1,9 +1,10 @@
 /**
  * Machine configuration: what users write, and its checked form.
  *
- * This layer checks types and parses sizes. Layout rules (page alignment, overlaps) and the
- * host's limits (vCPUs, memory slots, address width) are checked by the Rust core against the
- * running kernel, and reported as the same {@link ConfigError}.
+ * This layer checks types, parses sizes and refuses more RAM than the host has (unless
+ * `overcommit`). Layout rules (page alignment, overlaps) and KVM's limits (vCPUs, memory
+ * slots, address width) are checked by the Rust core against the running kernel, before it
+ * creates anything, and reported as the same {@link ConfigError}.
  * @module
  */
 import { totalmem } from 'node:os';
