@@ -54,7 +54,7 @@ function banner(options: RunCommandOptions, linux: LinuxMachine, memory: number)
   const how =
     loaded.decompressed === undefined
       ? loaded.protocol
-      : `bzImage, ${loaded.decompressed.compression} payload decompressed on the host${loaded.decompressed.fromCache ? ' (cached)' : ''}`;
+      : `bzImage, ${loaded.decompressed.compression} payload decompressed on the host${loaded.decompressed.fromCache ? ', from the cache' : ''}`;
   const cpus = `${vm.vcpus.length} vCPU${vm.vcpus.length === 1 ? '' : 's'}`;
   return `kvmkit: booting ${basename(options.kernel)} (${how}) with ${formatSize(memory)} of RAM and ${cpus}; Ctrl-A x quits\n`;
 }
