@@ -23,7 +23,7 @@ import { describeOutcome, runDemo } from './demo.js';
 import { ConfigError, KvmkitError } from './errors.js';
 import { formatHostReport, hostReport } from './info-command.js';
 import { DEFAULT_CMDLINE } from './linux.js';
-import { cleanEnd, runCommand } from './run-command.js';
+import { cleanEnd, keepConsole, runCommand } from './run-command.js';
 
 const MIB = 2 ** 20;
 
@@ -252,7 +252,7 @@ async function benchBootCommand(parsed: ParsedCommand): Promise<number> {
   const initrd = text(v.initrd);
   const report = await benchBoot({
     kernel: kernelOf('bench boot', parsed),
-    cmdline: text(v.append) ?? DEFAULT_CMDLINE,
+    cmdline: keepConsole(text(v.append) ?? DEFAULT_CMDLINE),
     milestone,
     runs: countFlag(v.runs, '--runs', 3),
     memoryMib: memory / MIB,
