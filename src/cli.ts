@@ -4,55 +4,127 @@
  * @module
  */
 import { readFileSync, writeFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
 import { benchBoot, EXITS, formatBootTable, formatTable, PATHS, runBench, toHtml, toJson } from './bench/index.js';
+import {
+  type CommandSpec,
+  closest,
+  countFlag,
+  formatHelp,
+  listFlag,
+  type ParsedCommand,
+  parseCommand,
+  sizeFlag,
+  UsageError,
+} from './cli-args.js';
 import { describeOutcome, runDemo } from './demo.js';
 import { ConfigError, KvmkitError } from './errors.js';
-import { kvmInfo } from './kvm.js';
+import { formatHostReport, hostReport } from './info-command.js';
 import { DEFAULT_CMDLINE } from './linux.js';
-import { cleanEnd, runCommand } from './run-command.js';
+import { cleanEnd, keepConsole, runCommand } from './run-command.js';
+
+const MIB = 2 ** 20;
+
+/** The command being run, for error messages. */
+let commandName = '';
+
+const KERNEL = {
+  type: 'string',
+  value: 'FILE',
+  help: 'the kernel: an ELF vmlinux or a bzImage (or give it as the first argument)',
+} as const;
+const LINUX_OPTIONS = {
+  kernel: KERNEL,
+  initrd: { type: 'string', value: 'FILE', help: 'an initrd or initramfs' },
+  append: {
+    type: 'string',
+    value: 'TEXT',
+    help: 'the kernel command line (default: console on ttyS0);\nconsole=ttyS0 is added unless it sets a console',
+  },
+  memory: {
+    type: 'string',
+    value: 'SIZE',
+    help: 'guest RAM, in MiB as in QEMU (512) or with a unit (2G); default 512M',
+  },
+  cpus: { type: 'string', value: 'N', help: 'vCPUs (default 1)' },
+} as const;
+
+const COMMANDS: Record<string, CommandSpec> = {
+  demo: {
+    name: 'demo',
+    summary: 'Boot the bundled demo guest and show what it did.',
+    positionals: [],
+    options: {},
+  },
+  run: {
+    name: 'run',
+    summary: 'Boot a Linux kernel with its console on this terminal (Ctrl-A x quits).',
+    positionals: ['[KERNEL]'],
+    options: {
+      ...LINUX_OPTIONS,
+      'standard-bzimage': {
+        type: 'boolean',
+        help: 'enter a bzImage through its own decompressor (default: decompress\nit on the host, cached in $KVMKIT_CACHE_DIR or ~/.cache/kvmkit)',
+      },
+    },
+    notes: 'Exits 0 when the guest powers off, resets or is quit; 1 with the reason otherwise.',
+  },
+  bench: {
+    name: 'bench',
+    summary: "Measure exit-handling latency: kvmkit's paths against a C KVM loop and QEMU.",
+    positionals: [],
+    options: {
+      count: { type: 'string', value: 'N', help: 'exits per run (default 20000)' },
+      reps: { type: 'string', value: 'N', help: 'interleaved repetitions (default 5)' },
+      paths: { type: 'string', value: 'LIST', help: `comma-separated: ${PATHS.join(', ')} (default all)` },
+      exits: { type: 'string', value: 'LIST', help: `comma-separated: ${EXITS.join(', ')} (default all)` },
+      'no-lifecycle': { type: 'boolean', help: 'skip start-up time and idle-VM memory' },
+      json: { type: 'string', value: 'FILE', help: 'also write the results as JSON' },
+      html: { type: 'string', value: 'FILE', help: 'also write a page with the latency distributions' },
+    },
+    notes: 'kvmkit bench boot measures a Linux boot: see kvmkit bench boot --help.',
+  },
+  'bench boot': {
+    name: 'bench boot',
+    summary: "Measure a Linux kernel's boot time to a console milestone, kvmkit against QEMU.",
+    positionals: ['[KERNEL]'],
+    options: {
+      ...LINUX_OPTIONS,
+      milestone: {
+        type: 'string',
+        value: 'REGEX',
+        help: 'the console line that ends a boot (default: "Memory: .* available")',
+      },
+      runs: { type: 'string', value: 'N', help: 'boots of each, alternating (default 3)' },
+      timeout: {
+        type: 'string',
+        value: 'SECONDS',
+        help: 'a boot that takes longer counts as not reaching it (default 600)',
+      },
+      'no-qemu': { type: 'boolean', help: 'boot with kvmkit only' },
+      json: { type: 'string', value: 'FILE', help: 'also write the results as JSON' },
+    },
+  },
+  info: {
+    name: 'info',
+    summary: "Check /dev/kvm and describe this host's KVM: its kind, limits, and whether QEMU is here.",
+    positionals: [],
+    options: { json: { type: 'boolean', help: 'print it as JSON, for programs' } },
+  },
+};
 
 const HELP = `Usage: kvmkit <command> [options]
 
 Commands:
-  demo        Boot the bundled demo guest and show what it did
-  run         Boot a Linux kernel with its console on this terminal (Ctrl-A x quits)
-  bench       Measure exit-handling latency: kvmkit's paths against a C KVM loop and QEMU
-  bench boot  Measure a Linux kernel's boot time to a console milestone, kvmkit against QEMU
-  info        Check /dev/kvm and print the host's KVM limits
-  help        Show this help
+${Object.values(COMMANDS)
+  .map((c) => `  ${c.name.padEnd(11)} ${c.summary}`)
+  .join('\n')}
+  help        Show this help, or a command's: kvmkit help run
 
 Options:
-  -h, --help     Show this help
+  -h, --help     Show this help (after a command: that command's)
   -v, --version  Print the version
 
-run options:
-  --kernel FILE      the kernel: an ELF vmlinux or a bzImage (required)
-  --initrd FILE      an initrd or initramfs
-  --append TEXT      the kernel command line (default: console on ttyS0)
-  --memory SIZE      guest RAM (default 512M)
-  --cpus N           vCPUs (default 1)
-  --standard-bzimage enter a bzImage through its own decompressor (default: decompress
-                     it on the host, cached in $KVMKIT_CACHE_DIR or ~/.cache/kvmkit)
-  Exits 0 when the guest powers off, resets or is quit; 1 with the reason otherwise.
-
-bench options:
-  --count N          exits per run (default 20000)
-  --reps N           interleaved repetitions (default 5)
-  --paths LIST       comma-separated: c, builtin, inline, async, posted, qemu (default all)
-  --exits LIST       comma-separated: pio-out, pio-in, mmio-write, mmio-read, cpuid (default all)
-  --no-lifecycle     skip start-up time and idle-VM memory
-  --json FILE        also write the results as JSON
-  --html FILE        also write a page with the latency distributions
-
-bench boot options:
-  --kernel FILE      the kernel, given to both (required); --initrd, --append, --memory
-                     (in MiB, default 512) and --cpus as for run
-  --milestone REGEX  the console line that ends a boot (default: "Memory: .* available")
-  --runs N           boots of each, alternating (default 3)
-  --timeout SECONDS  a boot that takes longer counts as not reaching it (default 600)
-  --no-qemu          boot with kvmkit only
-  --json FILE        also write the results as JSON
+Sizes on the command line follow QEMU: a bare number is MiB (--memory 512), or give a unit (2G).
 `;
 
 function version(): string {
@@ -60,150 +132,136 @@ function version(): string {
   return pkg.version;
 }
 
+/** The kernel, from `--kernel` or the first argument. */
+function kernelOf(command: string, parsed: ParsedCommand): string {
+  const [positional] = parsed.positionals;
+  const flag = parsed.values.kernel;
+  if (typeof flag === 'string' && positional !== undefined) {
+    throw new UsageError(`the kernel is given twice: --kernel ${flag} and ${positional}`);
+  }
+  const kernel = typeof flag === 'string' ? flag : positional;
+  if (kernel === undefined) {
+    throw new UsageError(`which kernel? kvmkit ${command} vmlinuz (an ELF vmlinux or a bzImage)`);
+  }
+  return kernel;
+}
+
+function text(value: string | boolean | undefined): string | undefined {
+  return typeof value === 'string' ? value : undefined;
+}
+
 async function main(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      help: { type: 'boolean', short: 'h' },
-      version: { type: 'boolean', short: 'v' },
-      count: { type: 'string' },
-      reps: { type: 'string' },
-      paths: { type: 'string' },
-      exits: { type: 'string' },
-      'no-lifecycle': { type: 'boolean' },
-      json: { type: 'string' },
-      html: { type: 'string' },
-      kernel: { type: 'string' },
-      initrd: { type: 'string' },
-      append: { type: 'string' },
-      memory: { type: 'string' },
-      cpus: { type: 'string' },
-      'standard-bzimage': { type: 'boolean' },
-      milestone: { type: 'string' },
-      runs: { type: 'string' },
-      timeout: { type: 'string' },
-      'no-qemu': { type: 'boolean' },
-    },
-  });
-  if (values.version) {
-    console.log(version());
+  const [first, ...rest] = argv;
+  if (first === undefined) {
+    process.stderr.write(HELP);
+    return 2;
+  }
+  if (first === '-h' || first === '--help') {
+    process.stdout.write(HELP);
     return 0;
   }
-  const [command] = positionals;
-  if (values.help || command === undefined || command === 'help') {
-    process.stdout.write(HELP);
-    return command === undefined && !values.help ? 2 : 0;
+  if (first === '-v' || first === '--version') {
+    process.stdout.write(`${version()}\n`);
+    return 0;
   }
-  switch (command) {
+  if (first === 'help') {
+    const topic = COMMANDS[rest.join(' ')];
+    process.stdout.write(topic === undefined ? HELP : formatHelp(topic));
+    return 0;
+  }
+  const name = first === 'bench' && rest[0] === 'boot' ? 'bench boot' : first;
+  const spec = COMMANDS[name];
+  if (spec === undefined) {
+    const near = first.startsWith('-') ? undefined : closest(first, Object.keys(COMMANDS));
+    const what = first.startsWith('-') ? `unknown option ${first} before a command` : `unknown command "${first}"`;
+    throw new UsageError(`${what}${near === undefined ? '' : ` (did you mean ${near}?)`}`);
+  }
+  commandName = name;
+  const parsed = parseCommand(spec, name === 'bench boot' ? rest.slice(1) : rest);
+  if (parsed.help) {
+    process.stdout.write(formatHelp(spec));
+    return 0;
+  }
+  const v = parsed.values;
+  switch (name) {
     case 'demo': {
       const report = await runDemo((line) => console.log(line));
       return report.outcome.reason === 'halted' ? 0 : 1;
     }
     case 'bench': {
-      if (positionals[1] === 'boot') {
-        return benchBootCommand(values);
-      }
       const report = await runBench({
-        count: wholeNumber(values.count, '--count', 20_000),
-        reps: wholeNumber(values.reps, '--reps', 5),
-        ...(values.paths === undefined ? {} : { paths: listOf(values.paths, '--paths', PATHS) }),
-        ...(values.exits === undefined ? {} : { exits: listOf(values.exits, '--exits', EXITS) }),
-        lifecycle: values['no-lifecycle'] !== true,
+        count: countFlag(v.count, '--count', 20_000),
+        reps: countFlag(v.reps, '--reps', 5),
+        ...(typeof v.paths === 'string' ? { paths: listFlag(v.paths, '--paths', PATHS) } : {}),
+        ...(typeof v.exits === 'string' ? { exits: listFlag(v.exits, '--exits', EXITS) } : {}),
+        lifecycle: v['no-lifecycle'] !== true,
         progress: progressIndicator(),
       });
       process.stdout.write(formatTable(report));
-      if (values.json !== undefined) {
-        writeFileSync(values.json, toJson(report));
-      }
-      if (values.html !== undefined) {
-        writeFileSync(values.html, toHtml(report));
-      }
+      writeIf(text(v.json), () => toJson(report));
+      writeIf(text(v.html), () => toHtml(report));
       return 0;
     }
+    case 'bench boot':
+      return benchBootCommand(parsed);
     case 'run': {
-      if (values.kernel === undefined) {
-        throw new ConfigError('--kernel', 'the kernel to boot is required (an ELF vmlinux or a bzImage)');
-      }
+      const kernel = kernelOf('run', parsed);
+      const initrd = text(v.initrd);
+      const append = text(v.append);
       const outcome = await runCommand({
-        kernel: values.kernel,
-        ...(values.initrd === undefined ? {} : { initrd: values.initrd }),
-        ...(values.append === undefined ? {} : { append: values.append }),
-        ...(values.memory === undefined ? {} : { memory: values.memory }),
-        ...(values.cpus === undefined ? {} : { cpus: wholeNumber(values.cpus, '--cpus', 1) }),
-        ...(values['standard-bzimage'] === true ? { bzImage: 'standard' as const } : {}),
+        kernel,
+        ...(initrd === undefined ? {} : { initrd }),
+        ...(append === undefined ? {} : { append }),
+        memory: sizeFlag(v.memory, '--memory', 512 * MIB),
+        cpus: countFlag(v.cpus, '--cpus', 1),
+        ...(v['standard-bzimage'] === true ? { bzImage: 'standard' as const } : {}),
       });
       process.stderr.write(`\nkvmkit: ${describeOutcome(outcome)}\n`);
       return cleanEnd(outcome) ? 0 : 1;
     }
-    case 'info':
-      console.log(JSON.stringify(kvmInfo(), null, 2));
-      return 0;
-    default:
-      process.stderr.write(`kvmkit: unknown command "${command}"\n\n${HELP}`);
-      return 2;
+    default: {
+      const report = hostReport();
+      process.stdout.write(v.json === true ? `${JSON.stringify(report, null, 2)}\n` : formatHostReport(report));
+      return 'error' in report.kvm ? 1 : 0;
+    }
+  }
+}
+
+function writeIf(file: string | undefined, content: () => string): void {
+  if (file !== undefined) {
+    writeFileSync(file, content());
   }
 }
 
 /** `kvmkit bench boot`. */
-async function benchBootCommand(values: {
-  kernel?: string;
-  initrd?: string;
-  append?: string;
-  memory?: string;
-  cpus?: string;
-  milestone?: string;
-  runs?: string;
-  timeout?: string;
-  'no-qemu'?: boolean;
-  json?: string;
-}): Promise<number> {
-  if (values.kernel === undefined) {
-    throw new ConfigError('--kernel', 'the kernel to boot is required (an ELF vmlinux or a bzImage)');
-  }
+async function benchBootCommand(parsed: ParsedCommand): Promise<number> {
+  const v = parsed.values;
   let milestone: RegExp;
   try {
-    milestone = new RegExp(values.milestone ?? 'Memory: .* available');
+    milestone = new RegExp(text(v.milestone) ?? 'Memory: .* available');
   } catch (error) {
     throw new ConfigError('--milestone', `not a regular expression: ${String(error)}`);
   }
+  const memory = sizeFlag(v.memory, '--memory', 512 * MIB);
+  if (memory % MIB !== 0) {
+    throw new ConfigError('--memory', 'QEMU takes whole MiB: give a multiple of 1M');
+  }
+  const initrd = text(v.initrd);
   const report = await benchBoot({
-    kernel: values.kernel,
-    cmdline: values.append ?? DEFAULT_CMDLINE,
+    kernel: kernelOf('bench boot', parsed),
+    cmdline: keepConsole(text(v.append) ?? DEFAULT_CMDLINE),
     milestone,
-    runs: wholeNumber(values.runs, '--runs', 3),
-    memoryMib: wholeNumber(values.memory, '--memory', 512),
-    vcpus: wholeNumber(values.cpus, '--cpus', 1),
-    timeoutSeconds: wholeNumber(values.timeout, '--timeout', 600),
-    skipQemu: values['no-qemu'] === true,
+    runs: countFlag(v.runs, '--runs', 3),
+    memoryMib: memory / MIB,
+    vcpus: countFlag(v.cpus, '--cpus', 1),
+    timeoutSeconds: countFlag(v.timeout, '--timeout', 600),
+    skipQemu: v['no-qemu'] === true,
     progress: progressIndicator(),
-    ...(values.initrd === undefined ? {} : { initrd: values.initrd }),
+    ...(initrd === undefined ? {} : { initrd }),
   });
   process.stdout.write(formatBootTable(report));
-  if (values.json !== undefined) {
-    writeFileSync(values.json, `${JSON.stringify(report, null, 2)}\n`);
-  }
+  writeIf(text(v.json), () => `${JSON.stringify(report, null, 2)}\n`);
   return report.results.every((r) => r.unavailable !== undefined || r.median !== undefined) ? 0 : 1;
-}
-
-function wholeNumber(value: string | undefined, flag: string, fallback: number): number {
-  if (value === undefined) {
-    return fallback;
-  }
-  const n = Number(value);
-  if (!Number.isSafeInteger(n) || n < 1) {
-    throw new ConfigError(flag, `expected a whole number of at least 1, got ${JSON.stringify(value)}`);
-  }
-  return n;
-}
-
-function listOf<T extends string>(value: string, flag: string, allowed: readonly T[]): T[] {
-  const items = value.split(',').map((v) => v.trim());
-  const unknown = items.filter((v) => !allowed.includes(v as T));
-  if (unknown.length > 0) {
-    throw new ConfigError(flag, `unknown ${unknown.join(', ')}; choose from ${allowed.join(', ')}`);
-  }
-  return items as T[];
 }
 
 /** Progress on stderr: one line rewritten in a terminal, a line per tenth otherwise. */
@@ -220,13 +278,44 @@ function progressIndicator(): (done: number, total: number, label: string) => vo
   };
 }
 
+/** The flags that set each API configuration field, for errors the API reports. */
+const FLAG_OF: Record<string, string> = { memory: '--memory', vcpus: '--cpus' };
+
+/** One line for an error, in the command line's words: flags, not API fields. */
+function describeError(error: unknown): string {
+  if (error instanceof UsageError) {
+    return error.message;
+  }
+  if (error instanceof ConfigError) {
+    return `${FLAG_OF[error.field] ?? error.field}: ${error.reason}`;
+  }
+  if (error instanceof KvmkitError) {
+    return error.message;
+  }
+  return error instanceof Error ? (error.stack ?? error.message) : String(error);
+}
+
+// A reader that goes away (`kvmkit demo | head -1`) ends the command quietly, as for any Unix tool.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code === 'EPIPE') {
+    process.exit(0);
+  }
+  throw error;
+});
+
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
   },
   (error: unknown) => {
-    const code = error instanceof KvmkitError ? ` [${error.code}]` : '';
-    process.stderr.write(`kvmkit: ${error instanceof Error ? error.message : String(error)}${code}\n`);
+    const command = commandName === '' ? '' : ` ${commandName}`;
+    const badFlag = error instanceof ConfigError && error.field.startsWith('-');
+    if (error instanceof UsageError || badFlag) {
+      process.stderr.write(`kvmkit${command}: ${describeError(error)}\nSee "kvmkit${command} --help".\n`);
+      process.exitCode = 2;
+      return;
+    }
+    process.stderr.write(`kvmkit${command}: ${describeError(error)}\n`);
     process.exitCode = 1;
   },
 );

@@ -1,14 +1,18 @@
 /**
  * Machine configuration: what users write, and its checked form.
  *
- * This layer checks types and parses sizes. Layout rules (page alignment, overlaps) and the
- * host's limits (vCPUs, memory slots, address width) are checked by the Rust core against the
- * running kernel, and reported as the same {@link ConfigError}.
+ * This layer checks types, parses sizes and refuses more RAM than the host has (unless
+ * `overcommit`). Layout rules (page alignment, overlaps) and KVM's limits (vCPUs, memory
+ * slots, address width) are checked by the Rust core against the running kernel, before it
+ * creates anything, and reported as the same {@link ConfigError}.
  * @module
  */
+import { totalmem } from 'node:os';
 import { ConfigError } from './errors.js';
+import { kvmInfo } from './kvm.js';
 import type { NativeConfig } from './native.js';
-import { parseSize, type Size } from './size.js';
+import { formatSize, parseSize, type Size } from './size.js';
+import { badConfig, boolean, describe, object, oneOf, text, wholeNumber } from './validate.js';
 
 /** One region of guest RAM. */
 export interface MemoryRegion {
@@ -47,7 +51,13 @@ export interface MachineConfig {
   backing?: MemoryBacking;
   /** Ask for transparent huge pages for guest RAM; fails where the host has none (default false). */
   hugePages?: boolean;
-  /** Number of vCPUs (default 1; at most what the host's KVM allows). */
+  /**
+   * Allow more guest RAM than the host has (default false). The host backs only the pages
+   * the guest touches, so this works until the guest touches more than the host can give;
+   * without it, such a size is refused before anything is mapped.
+   */
+  overcommit?: boolean;
+  /** Number of vCPUs (default 1; at most what the host's KVM allows, `kvmkit info` shows it). */
   vcpus?: number;
   /**
    * Accesses no device claims: `"error"` (default) stops the machine with a
@@ -71,7 +81,10 @@ export interface MachineConfig {
   eventLoopSpinMicros?: number;
   /**
    * How long (ms) a TypeScript device may take to answer before the machine stops with a
-   * `HANDLER_FAILED` error (default 10000; 0 waits forever).
+   * `HANDLER_FAILED` error (default 10000; 0 waits forever). The clock is Node's event loop:
+   * it covers a handler's returned Promise that settles late or never. A synchronous handler
+   * that blocks the thread holds the clock up too, so its answer still counts; keep
+   * handlers that may block out of the event loop (in a worker).
    */
   handlerTimeoutMs?: number;
   /**
@@ -92,10 +105,7 @@ export interface ResolvedConfig {
 }
 
 function integer(value: unknown, field: string, min: number, max: number): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-    throw new ConfigError(field, `expected a whole number from ${min} to ${max}, got ${String(value)}`);
-  }
-  return value;
+  return wholeNumber(value, field, min, max, badConfig);
 }
 
 function regions(memory: unknown): NativeConfig['memory'] {
@@ -103,13 +113,13 @@ function regions(memory: unknown): NativeConfig['memory'] {
     return parseSize(memory, 'memory');
   }
   if (!Array.isArray(memory)) {
-    throw new ConfigError('memory', 'expected a size (like "64M") or a list of { guestAddr, size }');
+    throw new ConfigError(
+      'memory',
+      `expected a size (like "64M") or a list of { guestAddr, size }, got ${describe(memory)}`,
+    );
   }
   return memory.map((region: unknown, i) => {
-    if (typeof region !== 'object' || region === null) {
-      throw new ConfigError(`memory[${i}]`, 'expected { guestAddr, size }');
-    }
-    const r = region as Record<string, unknown>;
+    const r = object(region, `memory[${i}]`, badConfig);
     return {
       guestAddr: integer(r.guestAddr, `memory[${i}].guestAddr`, 0, Number.MAX_SAFE_INTEGER),
       size: parseSize(r.size, `memory[${i}].size`),
@@ -117,33 +127,54 @@ function regions(memory: unknown): NativeConfig['memory'] {
   });
 }
 
+/**
+ * Checks the vCPU count's type; the Rust core checks it against the host's KVM limit before
+ * creating anything. A count of the wrong type is told that limit too.
+ */
+function vcpuCount(value: unknown, kvmPath: string | undefined): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > 2 ** 32 - 1) {
+    let limit = 'as many as the host allows';
+    try {
+      limit = `at most ${kvmInfo(kvmPath).maxVcpus} on this host`;
+    } catch {
+      // No usable KVM: the limit stays unnamed; creating the machine reports KVM itself.
+    }
+    throw new ConfigError('vcpus', `expected a whole number of vCPUs from 1 (${limit}), got ${describe(value)}`);
+  }
+  return value;
+}
+
+/** Refuses more RAM than the host has, unless `overcommit` allows it. */
+function checkHostRam(memory: NativeConfig['memory'], overcommit: boolean): void {
+  const total = typeof memory === 'number' ? memory : memory.reduce((sum, r) => sum + r.size, 0);
+  const host = totalmem();
+  if (total > host && !overcommit) {
+    throw new ConfigError(
+      'memory',
+      `${formatSize(total)} is more than this host's ${formatSize(host)} of RAM; ` +
+        'set overcommit: true to map it anyway (the host backs only the pages the guest touches)',
+    );
+  }
+}
+
 /** Checks types, parses sizes and fills in defaults. */
 export function resolveConfig(config: MachineConfig): ResolvedConfig {
-  if (typeof config !== 'object' || config === null) {
-    throw new ConfigError('config', 'expected an object');
-  }
-  const unhandled = config.unhandled ?? 'error';
-  if (unhandled !== 'error' && unhandled !== 'ignore') {
-    throw new ConfigError('unhandled', `expected "error" or "ignore", got ${JSON.stringify(unhandled)}`);
-  }
-  const flag = (name: 'irqchip' | 'hugePages') => {
-    const value = config[name] ?? false;
-    if (typeof value !== 'boolean') {
-      throw new ConfigError(name, `expected true or false, got ${JSON.stringify(value)}`);
-    }
-    return value;
-  };
+  object(config, 'config', badConfig);
+  const unhandled = oneOf(config.unhandled ?? 'error', 'unhandled', ['error', 'ignore'] as const, badConfig);
+  const flag = (name: 'irqchip' | 'hugePages' | 'overcommit') => boolean(config[name] ?? false, name, badConfig);
   const backing = config.backing ?? 'anonymous';
   const file = typeof backing === 'object' && backing !== null ? backing.file : undefined;
   if ((backing !== 'anonymous' && backing !== 'memfd' && typeof file !== 'string') || file === '') {
-    throw new ConfigError('backing', 'expected "anonymous", "memfd" or { file: "/path" }');
+    throw new ConfigError('backing', `expected "anonymous", "memfd" or { file: "/path" }, got ${describe(backing)}`);
   }
-  if (config.kvmPath !== undefined && typeof config.kvmPath !== 'string') {
-    throw new ConfigError('kvmPath', 'expected a path string');
+  if (config.kvmPath !== undefined) {
+    text(config.kvmPath, 'kvmPath', badConfig);
   }
+  const memory = regions(config.memory);
+  checkHostRam(memory, flag('overcommit'));
   const native: NativeConfig = {
-    memory: regions(config.memory),
-    vcpus: integer(config.vcpus ?? 1, 'vcpus', 1, 2 ** 32 - 1),
+    memory,
+    vcpus: vcpuCount(config.vcpus ?? 1, config.kvmPath),
     unhandled,
     handoffSpinMicros: integer(config.handoffSpinMicros ?? 200, 'handoffSpinMicros', 0, 1_000_000),
     irqchip: flag('irqchip'),

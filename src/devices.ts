@@ -22,8 +22,10 @@ export type ReadValue = number | bigint;
 /**
  * A device model. The vCPU that made an access waits until the handler returns (or its
  * Promise settles), then resumes the guest. A handler that throws, rejects, returns a value
- * of the wrong type, or takes longer than `handlerTimeoutMs` stops that machine with a
- * `HANDLER_FAILED` {@link MachineError}; the Node process and other machines are unaffected.
+ * of the wrong type, or whose Promise settles later than `handlerTimeoutMs` stops that
+ * machine with a `HANDLER_FAILED` {@link MachineError}; the Node process and other machines
+ * are unaffected. The timeout runs on the event loop, which a synchronous handler blocks:
+ * its answer counts however late (see {@link MachineConfig.handlerTimeoutMs}).
  *
  * String I/O (`rep insb`, `rep outsw`, …) calls the handler once per element.
  */

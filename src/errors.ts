@@ -12,6 +12,8 @@ export type ErrorCode =
   | 'KVM_MISSING_CAPABILITY'
   | 'KVM_IOCTL_FAILED'
   | 'INVALID_CONFIG'
+  | 'INVALID_ARGUMENT'
+  | 'NO_IRQCHIP'
   | 'MEMORY_MAP_FAILED'
   | 'GUEST_MEMORY_RANGE'
   | 'BUS_RANGE'
@@ -36,7 +38,17 @@ export type MachineErrorCode =
   | 'FAIL_ENTRY'
   | 'KVM_RUN_FAILED';
 
-/** Base class of every error kvmkit throws or reports. */
+/**
+ * Base class of every error kvmkit throws or reports.
+ * @example
+ * ```ts
+ * try {
+ *   vm.memory.writeU8(0x1000, 300);
+ * } catch (error) {
+ *   if (error instanceof KvmkitError && error.code === 'INVALID_ARGUMENT') console.error(error.message); // value: expected …
+ * }
+ * ```
+ */
 export class KvmkitError extends Error {
   /** A stable, machine-readable code. */
   readonly code: ErrorCode;
@@ -52,11 +64,29 @@ export class KvmkitError extends Error {
 export class ConfigError extends KvmkitError {
   /** The path of the offending field, such as `memory[1].size`. */
   readonly field: string;
+  /** What is wrong with it and what to do, without the field's name. */
+  readonly reason: string;
 
-  constructor(field: string, message: string) {
-    super('INVALID_CONFIG', `invalid config: ${field}: ${message}`);
+  constructor(field: string, reason: string) {
+    super('INVALID_CONFIG', `invalid config: ${field}: ${reason}`);
     this.name = 'ConfigError';
     this.field = field;
+    this.reason = reason;
+  }
+}
+
+/**
+ * An argument of a method is of the wrong type or out of range (code `INVALID_ARGUMENT`):
+ * the message names the argument, the value as given and what is expected.
+ */
+export class ArgumentError extends KvmkitError {
+  /** The argument's name, such as `address` or `device.name`. */
+  readonly argument: string;
+
+  constructor(argument: string, message: string) {
+    super('INVALID_ARGUMENT', `${argument}: ${message}`);
+    this.name = 'ArgumentError';
+    this.argument = argument;
   }
 }
 

@@ -15,3 +15,8 @@ export function hardwareVirtualization(): boolean {
   const flags = cpuFlags();
   return flags.includes('vmx') || flags.includes('svm');
 }
+
+/** The KVM kernel modules loaded: `kvm` and its vendor or software-assisted backend. */
+export function kvmModules(): string[] {
+  return ['kvm', 'kvm_intel', 'kvm_amd', 'kvm_pvm'].filter((m) => existsSync(`/sys/module/${m}`));
+}

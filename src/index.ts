@@ -9,10 +9,24 @@
 
 export type { MachineConfig, MemoryBacking, MemoryRegion, UnhandledPolicy } from './config.js';
 export type { Access, Device, DeviceHandle, ReadValue } from './devices.js';
-export { ConfigError, type ErrorCode, KvmkitError, MachineError, type MachineErrorCode } from './errors.js';
+export {
+  ArgumentError,
+  ConfigError,
+  type ErrorCode,
+  KvmkitError,
+  MachineError,
+  type MachineErrorCode,
+} from './errors.js';
 export { hardwareVirtualization } from './hardware.js';
 export { defaultKernelCache } from './kernel-cache.js';
-export { type KvmAvailability, type KvmInfo, kvmAvailability, kvmInfo, supportedCpuid } from './kvm.js';
+export {
+  type KvmAvailability,
+  type KvmInfo,
+  kvmAvailability,
+  kvmInfo,
+  type MissingCapability,
+  supportedCpuid,
+} from './kvm.js';
 export {
   cpuidMasksForHost,
   createLinuxMachine,
@@ -49,6 +63,7 @@ export type { ExitKindName, LatencyBucket, LatencyStats, VcpuStats } from './sta
 export {
   type CpuidEntry,
   type CpuidMask,
+  type CpuidOverride,
   type CpuMode,
   type DescriptorTable,
   type ExceptionEvent,

@@ -19,11 +19,30 @@ export interface KvmInfo {
   readonly maxMemslots: number;
   /** Bytes of the `kvm_run` area mapped per vCPU. */
   readonly vcpuMmapSize: number;
+  /** The KVM capabilities kvmkit uses that the host has, by name (`KVM_CAP_IRQCHIP`, …). */
+  readonly capabilities: readonly string[];
+  /** The optional ones it lacks, with what cannot work without each. */
+  readonly missing: readonly MissingCapability[];
 }
 
-/** Opens the KVM device (default `/dev/kvm`), checks its API version and capabilities, and reports its limits. */
+/** An optional KVM capability the host lacks. */
+export interface MissingCapability {
+  /** Its name, such as `KVM_CAP_IRQCHIP`. */
+  readonly name: string;
+  /** What kvmkit cannot do without it. */
+  readonly needs: string;
+}
+
+/**
+ * Opens the KVM device (default `/dev/kvm`), checks its API version and capabilities, and reports its limits.
+ * @example
+ * ```ts
+ * const { maxVcpus } = kvmInfo(); // throws KVM_NOT_FOUND or KVM_PERMISSION_DENIED, saying what to do
+ * ```
+ */
 export function kvmInfo(path?: string): KvmInfo {
-  return callNative(() => native().kvmInfo(path));
+  const info = callNative(() => native().kvmInfo(path));
+  return { ...info, missing: info.missing.map(([name = '', needs = '']) => ({ name, needs })) };
 }
 
 /** The CPUID leaves the host's KVM can present to guests (`KVM_GET_SUPPORTED_CPUID`). */

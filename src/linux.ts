@@ -89,6 +89,12 @@ export interface LinuxMachine {
  * the i8042 (its reset ends the run with `reset`), the CMOS clock, ACPI tables (an ACPI
  * power-off ends the run with `shutdown`) and an MP table, and the kernel loaded.
  * Ports nothing claims read as all-ones, as on a PC's empty bus.
+ * @example
+ * ```ts
+ * const { vm, console } = createLinuxMachine({ kernel: 'vmlinuz', initrd: 'initrd.img', memory: '1G', vcpus: 2 });
+ * console.output.pipe(process.stdout);
+ * const outcome = await vm.run(); // { reason: 'shutdown' } after an ACPI power-off
+ * ```
  */
 export function createLinuxMachine(options: LinuxOptions): LinuxMachine {
   const vm = Machine.create({

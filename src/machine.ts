@@ -6,7 +6,7 @@ import { EventEmitter } from 'node:events';
 import { DeviceBus } from './bus.js';
 import { type MachineConfig, resolveConfig } from './config.js';
 import type { Device, DeviceHandle } from './devices.js';
-import { callNative, fromNative, KvmkitError } from './errors.js';
+import { ArgumentError, callNative, fromNative, KvmkitError } from './errors.js';
 import { defaultKernelCache } from './kernel-cache.js';
 import { GuestMemory } from './memory.js';
 import {
@@ -20,6 +20,7 @@ import {
 import { type Outcome, toOutcome } from './outcome.js';
 import { type SerialOptions, SerialPort } from './serial.js';
 import type { VcpuStats } from './stats.js';
+import { describe, deviceArgs, eachOf, object, oneOf, optionalText, string, text, wholeNumber } from './validate.js';
 import { type CpuMode, Vcpu } from './vcpu.js';
 
 /** `NativeEvent.type` values. */
@@ -223,6 +224,7 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
   readonly #ended: Promise<Outcome>;
   #resolveEnded!: (outcome: Outcome) => void;
   #pauseWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
+  #qemuDebugExit = false;
 
   /** Guest RAM. */
   readonly memory: GuestMemory;
@@ -239,7 +241,10 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
       observe: (e) => this.#observe(e),
     });
     this.memory = new GuestMemory(callNative(() => nativeMachine.memory()));
-    this.vcpus = Array.from({ length: nativeMachine.vcpuCount }, (_, i) => new Vcpu(nativeMachine.vcpu(i), i));
+    this.vcpus = Array.from(
+      { length: nativeMachine.vcpuCount },
+      (_, i) => new Vcpu(nativeMachine.vcpu(i), i, this.memory.regions),
+    );
     this.#ended = new Promise((resolve) => {
       this.#resolveEnded = resolve;
     });
@@ -249,6 +254,11 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
    * Creates a machine: opens KVM, creates the VM, maps guest RAM and creates the vCPUs.
    * Throws {@link ConfigError} for bad configuration (naming the field and the limit) and a
    * {@link KvmkitError} when KVM is missing or inaccessible (saying how to fix it).
+   * @example
+   * ```ts
+   * const vm = Machine.create({ memory: '64M', vcpus: 2, irqchip: true });
+   * const big = Machine.create({ memory: [{ guestAddr: 0, size: '3G' }, { guestAddr: 2 ** 32, size: '1G' }] });
+   * ```
    */
   static create(config: MachineConfig): Machine {
     const resolved = resolveConfig(config);
@@ -271,13 +281,21 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
     return this.#outcome;
   }
 
-  /** Registers a TypeScript device on `length` I/O ports from `base`. */
+  /**
+   * Registers a TypeScript device on `length` I/O ports from `base`.
+   * @example
+   * ```ts
+   * vm.addPortDevice(0x3f8, 8, { name: 'uart', write: (_access, value) => process.stdout.write(String.fromCharCode(Number(value))) });
+   * ```
+   */
   addPortDevice(base: number, length: number, device: Device): DeviceHandle {
+    deviceArgs('port', base, length, device);
     return this.#bus.add('port', base, length, device);
   }
 
   /** Registers a TypeScript device on the MMIO range `base..base+length` (outside guest RAM). */
   addMmioDevice(base: number, length: number, device: Device): DeviceHandle {
+    deviceArgs('mmio', base, length, device);
     return this.#bus.add('mmio', base, length, device);
   }
 
@@ -291,6 +309,10 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
    */
   loadLinux(kernel: string, initrd: string | undefined, cmdline: string, options: LoadLinuxOptions = {}): LoadedKernel {
     const { bzImage = 'decompress', kernelCache = defaultKernelCache() } = options;
+    text(kernel, 'kernel');
+    optionalText(initrd, 'initrd');
+    string(cmdline, 'cmdline');
+    oneOf(bzImage, 'options.bzImage', ['decompress', 'standard'] as const);
     const native = {
       standardBzimage: bzImage === 'standard',
       ...(kernelCache === false ? {} : { cacheDir: kernelCache }),
@@ -315,6 +337,9 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
    * multiboot information with memory sizes, memory map, command line and modules).
    */
   loadMultiboot(kernel: string, cmdline = '', modules: readonly MultibootModule[] = []): LoadedMultiboot {
+    text(kernel, 'kernel');
+    string(cmdline, 'cmdline');
+    eachOf(modules, 'modules', (m, name) => text(object(m, name).path, `${name}.path`));
     const native = modules.map((m) => ({ path: m.path, cmdline: m.cmdline ?? '' }));
     const loaded = callNative(() => this.#native.loadMultiboot(kernel, cmdline, native));
     return {
@@ -331,6 +356,9 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
    */
   loadFlat(path: string, options: FlatBinaryOptions): number {
     const { address, mode, entry = address, stack = 0x8000 } = options;
+    text(path, 'path');
+    wholeNumber(address, 'options.address', 0, Number.MAX_SAFE_INTEGER);
+    oneOf(mode, 'options.mode', ['real', 'protected', 'long'] as const);
     return callNative(() => this.#native.loadFlat(path, address, entry, mode, stack));
   }
 
@@ -341,6 +369,12 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
    */
   addSerial(options: SerialOptions = {}): SerialPort {
     const { port, irq = this.#irqchip ? native().COM1_IRQ : null } = options;
+    if (port !== undefined) {
+      wholeNumber(port, 'options.port', 0, 0xfff8);
+    }
+    if (irq !== null) {
+      wholeNumber(irq, 'options.irq', 0, 23);
+    }
     const serial = new SerialPort(callNative(() => this.#native.addSerial(port, irq ?? undefined)));
     this.#serials.set(serial.port, serial);
     return serial;
@@ -351,16 +385,32 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
    * 0xe9. Each console added keeps its own output.
    */
   addDebugConsole(port?: number): DebugConsole {
+    if (port !== undefined) {
+      wholeNumber(port, 'port', 0, 0xffff);
+    }
     const console = callNative(() => this.#native.addDebugConsole(port));
     return { port: console.port, take: () => new Uint8Array(console.take()) };
   }
 
   /**
    * Adds the Rust debug-exit port (default 0xf4, 4 ports wide so 1-, 2- and 4-byte writes
-   * reach it): a write ends the run with a `device-request` outcome carrying the value.
+   * reach it): a write ends the run with a `device-request` outcome whose `status` is the
+   * value written (`convention: 'raw'`, the default) or, as QEMU's `isa-debug-exit` exits,
+   * `(value << 1) | 1` (`convention: 'qemu'`, for tests ported from QEMU that check the status).
+   * @example
+   * ```ts
+   * vm.addDebugExit(0xf4, { convention: 'qemu' });
+   * const outcome = await vm.run(); // the guest wrote 0 to port 0xf4: { reason: 'device-request', device: 'debug-exit', status: 1 }
+   * ```
    */
-  addDebugExit(port?: number): BuiltinDevice {
-    return this.#builtin({ kind: 'debug-exit', ...(port === undefined ? {} : { base: port }) });
+  addDebugExit(port?: number, options: { convention?: 'raw' | 'qemu' } = {}): BuiltinDevice {
+    if (port !== undefined) {
+      wholeNumber(port, 'port', 0, 0xffff);
+    }
+    const convention = oneOf(options.convention ?? 'raw', 'options.convention', ['raw', 'qemu'] as const);
+    const device = this.#builtin({ kind: 'debug-exit', ...(port === undefined ? {} : { base: port }) });
+    this.#qemuDebugExit = convention === 'qemu';
+    return device;
   }
 
   /** Adds the i8042 keyboard controller at 0x60–0x64 (Rust): its reset command ends the run with a `reset` outcome. */
@@ -380,6 +430,9 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
    */
   addNullDevice(base: number, length: number, options: { fill?: number; space?: 'port' | 'mmio' } = {}): BuiltinDevice {
     const { fill = 0xff, space = 'port' } = options;
+    oneOf(space, 'options.space', ['port', 'mmio'] as const);
+    wholeNumber(fill, 'options.fill', 0, 0xff);
+    deviceArgs(space, base, length, { name: 'null' });
     return this.#builtin({ kind: 'null', base, length, fill, space });
   }
 
@@ -394,6 +447,7 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
    * occupy there, are never handed out again until that device is removed.
    */
   allocateMmio(length: number): number {
+    wholeNumber(length, 'length', 1, 0xffff_ffff);
     return callNative(() => this.#native.allocateMmio(length));
   }
 
@@ -467,6 +521,7 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
 
   /** Raises (`true`) or lowers (`false`) interrupt line `irq` (needs `irqchip`). */
   setIrqLine(irq: number, level: boolean): void {
+    wholeNumber(irq, 'irq', 0, 23);
     callNative(() => this.#native.setIrqLine(irq, level));
   }
 
@@ -482,17 +537,28 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
    * Returns whether it was delivered.
    */
   signalMsi(address: number, data: number): boolean {
+    wholeNumber(address, 'address', 0, Number.MAX_SAFE_INTEGER);
+    wholeNumber(data, 'data', 0, 0xffff_ffff);
     return callNative(() => this.#native.signalMsi(address, data));
   }
 
   /** An eventfd that raises interrupt `gsi` whenever triggered (needs `irqchip`). */
   createIrqFd(gsi: number): IrqFd {
+    wholeNumber(gsi, 'gsi', 0, 23);
     return this.#eventFd(callNative(() => this.#native.createIrqfd(gsi)));
   }
 
   /** An eventfd that counts the guest's writes to a port or address, answered in the kernel without a VM exit. */
   createIoEventFd(options: IoEventFdOptions): IoEventFd {
     const { space = 'port', address, length = 0, datamatch } = options;
+    oneOf(space, 'options.space', ['port', 'mmio'] as const);
+    wholeNumber(address, 'options.address', 0, space === 'port' ? 0xffff : Number.MAX_SAFE_INTEGER);
+    if (![0, 1, 2, 4, 8].includes(length)) {
+      throw new ArgumentError('options.length', `expected 1, 2, 4 or 8 (or 0 for any width), got ${describe(length)}`);
+    }
+    if (datamatch !== undefined && typeof datamatch !== 'bigint') {
+      throw new ArgumentError('options.datamatch', `expected a bigint, got ${describe(datamatch)}`);
+    }
     return this.#eventFd(callNative(() => this.#native.createIoeventfd(space, address, length, datamatch)));
   }
 
@@ -510,9 +576,21 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
     this.emit('start');
   }
 
-  /** Starts the machine and waits for the run to end. */
+  /**
+   * Starts the machine and waits for the run to end. Rejects (never throws) when the
+   * machine cannot start: it ran already, or it is closed.
+   * @example
+   * ```ts
+   * const outcome = await vm.run();
+   * if (outcome.reason === 'error') console.error(outcome.error.message);
+   * ```
+   */
   run(): Promise<Outcome> {
-    this.start();
+    try {
+      this.start();
+    } catch (error) {
+      return Promise.reject(error);
+    }
     return this.wait();
   }
 
@@ -592,6 +670,13 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
     }
   }
 
+  /** The outcome with the debug-exit status as {@link addDebugExit}'s convention says. */
+  #convention(outcome: Outcome): Outcome {
+    return this.#qemuDebugExit && outcome.reason === 'device-request' && outcome.device === 'debug-exit'
+      ? { ...outcome, status: ((outcome.status << 1) | 1) >>> 0 }
+      : outcome;
+  }
+
   /** Emits `access` for an access a device is about to handle, if anyone listens. */
   #observe(e: NativeEvent): void {
     const kind = ACCESS_KINDS[e.exit];
@@ -605,7 +690,7 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
     if (this.#outcome !== undefined) {
       return this.#outcome;
     }
-    const outcome = toOutcome(native, this.#bus.failure);
+    const outcome = this.#convention(toOutcome(native, this.#bus.failure));
     this.#outcome = outcome;
     for (const serial of this.#serials.values()) {
       serial.end();
@@ -621,5 +706,6 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
 
 /** Stops machine `id` ({@link Machine.id}) from any thread; returns whether it exists. */
 export function stopMachine(id: number): boolean {
+  wholeNumber(id, 'id', 0, 0xffff_ffff);
   return native().stopMachine(id);
 }

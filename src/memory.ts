@@ -4,6 +4,7 @@
  */
 import { callNative, KvmkitError } from './errors.js';
 import type { NativeMemory } from './native.js';
+import { bytes, address as checkAddress, unsigned, wholeNumber } from './validate.js';
 
 /** One region of guest RAM. */
 export interface RamRegion {
@@ -15,7 +16,14 @@ export interface RamRegion {
 
 /**
  * Reads and writes guest-physical memory. Every access must lie inside one RAM region;
- * otherwise a `GUEST_MEMORY_RANGE` error is thrown and nothing is written.
+ * otherwise a `GUEST_MEMORY_RANGE` error is thrown and nothing is written. Arguments of the
+ * wrong type, and values that do not fit the width written, throw `INVALID_ARGUMENT`.
+ * @example
+ * ```ts
+ * vm.memory.write(0x1000, Uint8Array.of(0xf4)); // hlt
+ * vm.memory.writeU32(0x2000, 0xdead_beef);
+ * vm.memory.readU32(0x2000); // 0xdeadbeef
+ * ```
  */
 export class GuestMemory {
   readonly #native: NativeMemory;
@@ -47,6 +55,8 @@ export class GuestMemory {
    * view is garbage-collected). Views cannot be made after close.
    */
   view(address: number, length: number): Uint8Array {
+    checkAddress(address, 'address');
+    wholeNumber(length, 'length', 0, Number.MAX_SAFE_INTEGER);
     if (this.#native.closed) {
       throw new KvmkitError('INVALID_STATE', 'cannot make a memory view: the machine is closed');
     }
@@ -68,12 +78,16 @@ export class GuestMemory {
 
   /** Copies `data` into guest memory at `address`. */
   write(address: number, data: Uint8Array): void {
+    checkAddress(address, 'address');
+    bytes(data, 'data');
     const buffer = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
     callNative(() => this.#native.write(address, buffer));
   }
 
   /** Reads `length` bytes of guest memory at `address`. */
   read(address: number, length: number): Uint8Array {
+    checkAddress(address, 'address');
+    wholeNumber(length, 'length', 0, Number.MAX_SAFE_INTEGER);
     return callNative(() => this.#native.read(address, length));
   }
 
@@ -82,10 +96,12 @@ export class GuestMemory {
     return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   }
 
-  #put(address: number, length: number, fill: (view: DataView) => void): void {
-    const bytes = new Uint8Array(length);
-    fill(new DataView(bytes.buffer));
-    this.write(address, bytes);
+  /** Writes `value`, which must fit in `length` bytes, little-endian. */
+  #put(address: number, length: 1 | 2 | 4 | 8, value: unknown, fill: (view: DataView, value: never) => void): void {
+    const checked = unsigned(value, 'value', (length * 8) as 8 | 16 | 32 | 64);
+    const data = new Uint8Array(length);
+    fill(new DataView(data.buffer), (length === 8 ? BigInt(checked) : checked) as never);
+    this.write(address, data);
   }
 
   /** Reads a byte. */
@@ -110,21 +126,21 @@ export class GuestMemory {
 
   /** Writes a byte. */
   writeU8(address: number, value: number): void {
-    this.#put(address, 1, (v) => v.setUint8(0, value));
+    this.#put(address, 1, value, (v, x: number) => v.setUint8(0, x));
   }
 
   /** Writes a little-endian 16-bit value. */
   writeU16(address: number, value: number): void {
-    this.#put(address, 2, (v) => v.setUint16(0, value, true));
+    this.#put(address, 2, value, (v, x: number) => v.setUint16(0, x, true));
   }
 
   /** Writes a little-endian 32-bit value. */
   writeU32(address: number, value: number): void {
-    this.#put(address, 4, (v) => v.setUint32(0, value, true));
+    this.#put(address, 4, value, (v, x: number) => v.setUint32(0, x, true));
   }
 
-  /** Writes a little-endian 64-bit value. */
-  writeU64(address: number, value: bigint): void {
-    this.#put(address, 8, (v) => v.setBigUint64(0, value, true));
+  /** Writes a little-endian 64-bit value (a bigint, or a number up to 2^53-1). */
+  writeU64(address: number, value: bigint | number): void {
+    this.#put(address, 8, value, (v, x: bigint) => v.setBigUint64(0, x, true));
   }
 }

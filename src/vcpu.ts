@@ -2,7 +2,8 @@
  * A vCPU handle: start-up mode, registers and counters.
  * @module
  */
-import { callNative } from './errors.js';
+import { ArgumentError, callNative } from './errors.js';
+import type { RamRegion } from './memory.js';
 import type { CpuidEntry, Fpu, MsrEntry, NativeVcpu, SpecialRegisters, VcpuEvents } from './native.js';
 
 export type {
@@ -19,9 +20,26 @@ export type {
 } from './native.js';
 
 /** The multiprocessing state of a vCPU (`KVM_MP_STATE_*`; the binding maps the names). */
-export type MpState = 'runnable' | 'uninitialized' | 'init-received' | 'halted' | 'sipi-received';
+export type MpState = (typeof MP_STATES)[number];
+
+// The binding's names, checked against its typings so the two cannot drift apart.
+const MP_STATES = [
+  'runnable',
+  'uninitialized',
+  'init-received',
+  'halted',
+  'sipi-received',
+] as const satisfies readonly ReturnType<NativeVcpu['getMpState']>[];
 
 import { toVcpuStats, type VcpuStats } from './stats.js';
+import { boolean, bytes as checkBytes, eachOf, object, oneOf, unsigned, wholeNumber } from './validate.js';
+
+/** The highest address each mode can start at: real mode's 64 KiB segment, or the low 4 GiB. */
+const MODE_REACH: Record<CpuMode, { top: number; why: string }> = {
+  real: { top: 0xffff, why: 'real mode starts with segments based at 0, so it reaches 0 to 0xffff' },
+  protected: { top: 0xffff_ffff, why: 'protected mode reaches the low 4 GiB' },
+  long: { top: 0xffff_ffff, why: 'long mode starts with the low 4 GiB identity-mapped' },
+};
 
 /** The general registers of a vCPU, as unsigned 64-bit bigints. */
 export interface Registers {
@@ -91,18 +109,40 @@ export interface VcpuSetup {
  */
 export class Vcpu {
   readonly #native: NativeVcpu;
+  readonly #ram: readonly RamRegion[];
   /** The vCPU's index, which is also its initial APIC ID. */
   readonly index: number;
 
   /** @internal */
-  constructor(native: NativeVcpu, index: number) {
+  constructor(native: NativeVcpu, index: number, ram: readonly RamRegion[]) {
     this.#native = native;
     this.index = index;
+    this.#ram = ram;
   }
 
-  /** Puts the vCPU into `setup.mode`, ready to run at `setup.entry`. */
+  /**
+   * Puts the vCPU into `setup.mode`, ready to run at `setup.entry`. An entry the mode cannot
+   * reach, or outside guest RAM, throws `INVALID_ARGUMENT`.
+   * @example
+   * ```ts
+   * vm.memory.write(0x1000, Uint8Array.of(0xf4)); // hlt
+   * vm.vcpus[0].setup({ mode: 'real', entry: 0x1000 });
+   * ```
+   */
   setup(setup: VcpuSetup): void {
-    callNative(() => this.#native.setup(setup.mode, setup.entry, setup.stack ?? 0x8000));
+    const mode = oneOf(setup.mode, 'setup.mode', ['real', 'protected', 'long'] as const);
+    const { top, why } = MODE_REACH[mode];
+    const entry = wholeNumber(setup.entry, 'setup.entry', 0, Number.MAX_SAFE_INTEGER);
+    const stack = wholeNumber(setup.stack ?? 0x8000, 'setup.stack', 0, Number.MAX_SAFE_INTEGER);
+    if (entry > top) {
+      throw new ArgumentError('setup.entry', `0x${entry.toString(16)} is out of reach: ${why}`);
+    }
+    const regions = this.#ram;
+    if (!regions.some((r) => entry >= r.guestAddr && entry < r.guestAddr + r.size)) {
+      const ram = regions.map((r) => `0x${r.guestAddr.toString(16)}..0x${(r.guestAddr + r.size).toString(16)}`);
+      throw new ArgumentError('setup.entry', `0x${entry.toString(16)} is outside guest RAM (${ram.join(', ')})`);
+    }
+    callNative(() => this.#native.setup(mode, entry, stack));
   }
 
   /** The general registers. */
@@ -112,6 +152,9 @@ export class Vcpu {
 
   /** Changes some general registers, leaving the others as they are. */
   setRegisters(changes: Partial<Registers>): void {
+    for (const [name, value] of Object.entries(object(changes, 'changes'))) {
+      unsigned(value, `changes.${name}`, 64);
+    }
     const next = { ...this.registers(), ...changes };
     callNative(() => this.#native.setRegisters(next));
   }
@@ -140,6 +183,7 @@ export class Vcpu {
 
   /** Reads the MSRs `indices`, in order, up to the first one KVM cannot read. */
   msrs(indices: readonly number[]): MsrEntry[] {
+    eachOf(indices, 'indices', (index, name) => wholeNumber(index, name, 0, 0xffff_ffff));
     return callNative(() => this.#native.getMsrs([...indices]));
   }
 
@@ -156,9 +200,37 @@ export class Vcpu {
   /**
    * Sets the CPUID leaves this vCPU presents; KVM accepts it only before the vCPU first runs.
    * Start from {@link cpuid} or {@link supportedCpuid} and change it with {@link maskCpuid}.
+   *
+   * KVM may keep some bits its own way whatever is asked (a software-assisted KVM keeps
+   * XSAVE, for one): the leaves are read back, and every register that differs from what was
+   * asked is returned, with both values. An empty list means the guest sees exactly `entries`.
+   * @example
+   * ```ts
+   * const vcpu = vm.vcpus[0];
+   * const forced = vcpu.setCpuid(maskCpuid(vcpu.cpuid(), [{ function: 1, register: 'ecx', clear: 1 << 26 }]));
+   * for (const f of forced) console.warn(`CPUID ${f.function.toString(16)}.${f.register}: asked ${f.requested}, got ${f.actual}`);
+   * ```
    */
-  setCpuid(entries: readonly CpuidEntry[]): void {
+  setCpuid(entries: readonly CpuidEntry[]): CpuidOverride[] {
+    eachOf(entries, 'entries', (entry, name) => object(entry, name));
     callNative(() => this.#native.setCpuid([...entries]));
+    const actual = new Map(this.cpuid().map((e) => [`${e.function}.${e.index}`, e]));
+    const overrides: CpuidOverride[] = [];
+    for (const asked of entries) {
+      const got = actual.get(`${asked.function}.${asked.index}`);
+      for (const register of ['eax', 'ebx', 'ecx', 'edx'] as const) {
+        if (got !== undefined && got[register] !== asked[register]) {
+          overrides.push({
+            function: asked.function,
+            index: asked.index,
+            register,
+            requested: asked[register],
+            actual: got[register],
+          });
+        }
+      }
+    }
+    return overrides;
   }
 
   /** The local APIC's 1 KiB register page (needs `irqchip`). */
@@ -168,6 +240,7 @@ export class Vcpu {
 
   /** Replaces the local APIC's 1 KiB register page (needs `irqchip`). */
   setLapic(registers: Uint8Array): void {
+    checkBytes(registers, 'registers');
     const bytes = Buffer.from(registers.buffer, registers.byteOffset, registers.byteLength);
     callNative(() => this.#native.setLapic(bytes));
   }
@@ -179,6 +252,7 @@ export class Vcpu {
 
   /** Sets the multiprocessing state (for example `halted`, or `uninitialized` to wait for INIT/SIPI). */
   setMpState(state: MpState): void {
+    oneOf(state, 'state', MP_STATES);
     callNative(() => this.#native.setMpState(state));
   }
 
@@ -198,6 +272,10 @@ export class Vcpu {
    * takes it through its IDT when the vCPU next runs.
    */
   injectException(vector: number, errorCode?: number): void {
+    wholeNumber(vector, 'vector', 0, 31);
+    if (errorCode !== undefined) {
+      wholeNumber(errorCode, 'errorCode', 0, 0xffff_ffff);
+    }
     this.setEvents({
       exception: {
         injected: true,
@@ -214,6 +292,7 @@ export class Vcpu {
    * instruction, which ends the run with an `UNHANDLED_EXIT` error naming it and RIP.
    */
   setSingleStep(enabled: boolean): void {
+    boolean(enabled, 'enabled');
     callNative(() => this.#native.setSingleStep(enabled));
   }
 
@@ -221,6 +300,20 @@ export class Vcpu {
   stats(): VcpuStats {
     return toVcpuStats(callNative(() => this.#native.stats()));
   }
+}
+
+/** A CPUID register KVM did not set as asked ({@link Vcpu.setCpuid}). */
+export interface CpuidOverride {
+  /** The leaf. */
+  readonly function: number;
+  /** The subleaf. */
+  readonly index: number;
+  /** The register. */
+  readonly register: 'eax' | 'ebx' | 'ecx' | 'edx';
+  /** What was asked. */
+  readonly requested: number;
+  /** What the guest sees. */
+  readonly actual: number;
 }
 
 /** A change to one CPUID register of one leaf: clear some bits, then set some. */

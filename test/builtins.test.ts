@@ -52,7 +52,7 @@ describeKvm('built-in devices', () => {
     expect(vm.allocateMmio(0x200)).toBe(0xc000_0000);
     vm.addMmioDevice(0xc000_1000, 0x1000, { name: 'placed' });
     expect(vm.allocateMmio(0x1000)).toBe(0xc000_2000);
-    expect(() => vm.allocateMmio(0)).toThrow(expect.objectContaining({ code: 'INVALID_CONFIG' }));
+    expect(() => vm.allocateMmio(0)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
     vm.addSerial({ irq: 5 });
     vm.createIrqFd(6).close();
     expect(vm.allocateIrq()).toBe(7);

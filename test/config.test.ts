@@ -16,7 +16,8 @@ function fieldOf(f: () => unknown): string {
 describe('parseSize', () => {
   it('reads bytes and binary suffixes', () => {
     expect(parseSize(4096, 'm')).toBe(4096);
-    expect(parseSize('4096', 'm')).toBe(4096);
+    expect(parseSize('4096B', 'm')).toBe(4096);
+    expect(parseSize('512', '--memory', 'MiB')).toBe(512 * 2 ** 20);
     expect(parseSize('64K', 'm')).toBe(65536);
     expect(parseSize('512M', 'm')).toBe(512 * 2 ** 20);
     expect(parseSize('2GiB', 'm')).toBe(2 * 2 ** 30);
@@ -28,7 +29,10 @@ describe('parseSize', () => {
     expect(() => parseSize(-1, 'memory')).toThrow(ConfigError);
     expect(() => parseSize(1.5, 'memory')).toThrow(ConfigError);
     expect(() => parseSize('99999999999T', 'memory')).toThrow(/larger than 2\^53-1/);
-    expect(() => parseSize(null, 'memory')).toThrow(/got object/);
+    expect(() => parseSize(null, 'memory')).toThrow(/got null/);
+    expect(() => parseSize('4096', 'memory')).toThrow(
+      /"4096" has no unit: write "4096M" for MiB, or the number 4096 for bytes/,
+    );
   });
 });
 

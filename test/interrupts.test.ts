@@ -40,7 +40,7 @@ describeKvm('interrupts', () => {
   it('need the irqchip', () => {
     const vm = machineWith('irq');
     track(vm);
-    expect(() => vm.pulseIrq(5)).toThrow(expect.objectContaining({ code: 'KVM_IOCTL_FAILED' }));
+    expect(() => vm.pulseIrq(5)).toThrow(expect.objectContaining({ code: 'NO_IRQCHIP' }));
   });
 });
 

@@ -1,7 +1,7 @@
 import { readdirSync } from 'node:fs';
 import { expect, it } from 'vitest';
 import { DEMO_ANSWER, runDemo } from '../src/demo.js';
-import { ConfigError, kvmInfo, Machine, MachineError, type Outcome } from '../src/index.js';
+import { ArgumentError, ConfigError, kvmInfo, Machine, MachineError, type Outcome } from '../src/index.js';
 import { closedAfterEach, IO_GUEST_WRITES, ioRegisters, machineWith } from './guests.js';
 import { describeKvm } from './kvm.js';
 
@@ -53,7 +53,9 @@ describeKvm('Machine', () => {
     ).toBe('memory[1].guestAddr');
     expect(field(() => Machine.create({ memory: '1M', vcpus: kvmInfo().maxVcpus + 1 }))).toBe('vcpus');
     expect(() => Machine.create({ memory: '1M', vcpus: kvmInfo().maxVcpus + 1 })).toThrow(/max \d+/);
-    expect(field(() => Machine.create({ memory: [{ guestAddr: 2 ** 52, size: 2 ** 52 }] }))).toBe('memory[0].size');
+    expect(field(() => Machine.create({ memory: [{ guestAddr: 2 ** 52, size: 2 ** 52 }], overcommit: true }))).toBe(
+      'memory[0].size',
+    );
   });
 
   it('reads and writes guest memory with typed accessors and refuses accesses outside RAM', () => {
@@ -78,7 +80,7 @@ describeKvm('Machine', () => {
       expect.objectContaining({ code: 'GUEST_MEMORY_RANGE' }),
     );
     expect(() => vm.memory.read(0x2_0000, 1)).toThrow(/outside guest RAM/);
-    expect(() => vm.memory.read(-1, 1)).toThrow(ConfigError);
+    expect(() => vm.memory.read(-1, 1)).toThrow(ArgumentError);
   });
 
   it('answers port reads of every width, sees the writes, and handles string I/O', async () => {
@@ -219,7 +221,7 @@ describeKvm('Machine', () => {
     const vm = track(machineWith('io'));
     vm.addPortDevice(0x60, 8, { name: 'a' });
     expect(() => vm.addPortDevice(0x64, 1, { name: 'b' })).toThrow(/overlaps a at 0x60..0x68/);
-    expect(() => vm.addPortDevice(0xffff, 2, { name: 'c' })).toThrow(expect.objectContaining({ code: 'BUS_RANGE' }));
+    expect(() => vm.addPortDevice(0xffff, 2, { name: 'c' })).toThrow(/2 ports from 0xffff run past the last port/);
     expect(() => vm.addMmioDevice(0x1000, 0x1000, { name: 'over-ram' })).toThrow(/overlaps guest RAM/);
     const handle = vm.addMmioDevice(0xd000_0000, 0x1000, { name: 'd' });
     handle.remove();

@@ -29,7 +29,8 @@ function npm(args: string[], cwd: string): string {
   });
 }
 
-function pack(dir: string): string {
+/** Packs `dir`; returns the tarball and the paths it holds. */
+function pack(dir: string): { tarball: string; files: string[] } {
   const out = JSON.parse(npm(['pack', '--json', '--pack-destination', work], dir)) as {
     filename: string;
     files: { path: string }[];
@@ -38,8 +39,26 @@ function pack(dir: string): string {
   if (info === undefined) {
     throw new Error(`npm pack produced nothing in ${dir}`);
   }
-  return join(work, info.filename);
+  return { tarball: join(work, info.filename), files: info.files.map((f) => f.path) };
 }
+
+/** A consumer's strictest settings: the shipped typings must type-check under them. */
+const CONSUMER_TSCONFIG = {
+  compilerOptions: {
+    strict: true,
+    skipLibCheck: false,
+    noUncheckedIndexedAccess: true,
+    exactOptionalPropertyTypes: true,
+    module: 'NodeNext',
+    moduleResolution: 'NodeNext',
+    target: 'ES2023',
+    lib: ['ES2023', 'ESNext.Disposable'],
+    types: ['node'],
+    typeRoots: [join(root, 'node_modules', '@types')],
+    noEmit: true,
+  },
+  files: ['use.ts'],
+};
 
 describeKvm('the published packages', () => {
   it('install from tarballs and run a VM without Rust', { timeout: 180_000 }, () => {
@@ -49,8 +68,11 @@ describeKvm('the published packages', () => {
     const platformDir = join(work, 'platform');
     cpSync(join(root, 'npm', 'linux-x64-gnu'), platformDir, { recursive: true });
     copyFileSync(binary, join(platformDir, 'kvmkit.linux-x64-gnu.node'));
-    const platformTarball = pack(platformDir);
-    const mainTarball = pack(root);
+    const platformTarball = pack(platformDir).tarball;
+    const { tarball: mainTarball, files } = pack(root);
+    expect(files).toContain('LICENSE');
+    // No source maps: they would point at src/, which is not shipped.
+    expect(files.filter((f) => f.endsWith('.map'))).toEqual([]);
 
     const consumer = join(work, 'consumer');
     execFileSync('mkdir', ['-p', consumer]);
@@ -84,5 +106,23 @@ process.stdout.write(JSON.stringify({ outcome, output: Buffer.from(console.take(
     });
     expect(demo).toMatch(/guest> Hello from a kvmkit guest!/);
     expect(demo).toMatch(/the guest halted/);
+
+    // CommonJS consumers: require(esm), which Node has without a flag from 20.19 (engines).
+    writeFileSync(join(consumer, 'use.cjs'), "process.stdout.write(typeof require('kvmkit').Machine.create);");
+    expect(execFileSync('node', ['use.cjs'], { cwd: consumer, encoding: 'utf8', env })).toBe('function');
+
+    // TypeScript consumers: the shipped typings, native ones included, check cleanly.
+    writeFileSync(join(consumer, 'tsconfig.json'), JSON.stringify(CONSUMER_TSCONFIG));
+    writeFileSync(
+      join(consumer, 'use.ts'),
+      `import { type KvmkitError, Machine, type Outcome } from 'kvmkit';
+const vm: Machine = Machine.create({ memory: '1M', vcpus: 1 });
+const reason: Outcome['reason'] = 'halted';
+const code: KvmkitError['code'] = 'INVALID_ARGUMENT';
+export { code, reason, vm };
+`,
+    );
+    const tsc = join(root, 'node_modules', 'typescript', 'bin', 'tsc');
+    expect(execFileSync('node', [tsc, '-p', consumer], { cwd: consumer, encoding: 'utf8', env })).toBe('');
   });
 });

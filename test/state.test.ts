@@ -66,7 +66,7 @@ describeKvm('vCPU state', () => {
     vm.vcpus[1]?.setMpState('runnable');
     expect(vm.vcpus[1]?.mpState()).toBe('runnable');
     expect(() => vm.vcpus[1]?.setMpState('asleep' as never)).toThrow(
-      expect.objectContaining({ code: 'INVALID_CONFIG', field: 'mpState' }),
+      expect.objectContaining({ code: 'INVALID_ARGUMENT', argument: 'state' }),
     );
     // Write the task-priority register (offset 0x80) through the whole register page.
     const page = vm.vcpus[0]?.lapic() ?? new Uint8Array(1024);

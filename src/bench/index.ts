@@ -7,7 +7,7 @@
 
 export { type BootBenchOptions, type BootReport, type BootTimes, benchBoot, formatBootTable } from './boot.js';
 export { EXITS, type ExitName } from './exits.js';
-export type { HostInfo } from './host.js';
+export type { HostInfo, HostLoad } from './host.js';
 export type { KvmkitPath } from './kvmkit-paths.js';
 export type { IdleMemory } from './lifecycle.js';
 export { formatTable, toHtml, toJson } from './report.js';

@@ -5,6 +5,7 @@
  */
 import type { LatencyBucket } from '../stats.js';
 import { EXITS } from './exits.js';
+import { describeLoad } from './host.js';
 import type { BenchReport, PathName, PathResult } from './run.js';
 
 /** Formats nanoseconds for people. */
@@ -97,6 +98,7 @@ export function formatTable(report: BenchReport): string {
     for (const t of report.targets) {
       lines.push(`  ${t.met ? 'met ' : 'MISS'}  ${t.target}: ${t.measured}`);
     }
+    lines.push(`  ${describeLoad(h.load, h.cores)}`);
   }
   return `${lines.join('\n')}\n`;
 }

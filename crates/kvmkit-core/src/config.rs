@@ -139,6 +139,8 @@ mod tests {
             max_vcpus: 8,
             max_memslots: 4,
             vcpu_mmap_size: 12288,
+            capabilities: Vec::new(),
+            missing: Vec::new(),
         }
     }
 

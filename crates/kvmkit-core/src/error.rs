@@ -144,6 +144,15 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
+    /// An interrupt operation on a machine created without the in-kernel irqchip.
+    #[error(
+        "cannot {op}: this machine has no in-kernel interrupt controller; create it with \
+         irqchip enabled (Machine.create({{ ..., irqchip: true }}) in Node)"
+    )]
+    NoIrqchip {
+        /// What was attempted.
+        op: &'static str,
+    },
     /// A device refused an operation.
     #[error("{device}: {message}")]
     Device {
@@ -179,6 +188,7 @@ impl Error {
             Error::NotWaiting { .. } => "NOT_WAITING",
             Error::ReplyTooLong { .. } => "REPLY_TOO_LONG",
             Error::Image { .. } => "BAD_IMAGE",
+            Error::NoIrqchip { .. } => "NO_IRQCHIP",
             Error::Device { .. } => "DEVICE_FAILED",
             Error::EventFd(_) => "EVENTFD_FAILED",
             Error::Thread(_) => "THREAD_FAILED",

@@ -33,6 +33,24 @@ const REQUIRED_CAPS: &[(Cap, &str, &str)] = &[
     ),
 ];
 
+/// Capabilities kvmkit uses where the host has them, with what needs each.
+const OPTIONAL_CAPS: &[(Cap, &str, &str)] = &[
+    (Cap::Irqchip, "KVM_CAP_IRQCHIP", "irqchip: true"),
+    (Cap::Pit2, "KVM_CAP_PIT2", "irqchip: true"),
+    (
+        Cap::Irqfd,
+        "KVM_CAP_IRQFD",
+        "irqfds and the serial port's IRQ",
+    ),
+    (Cap::Ioeventfd, "KVM_CAP_IOEVENTFD", "ioeventfds"),
+    (Cap::SignalMsi, "KVM_CAP_SIGNAL_MSI", "MSIs"),
+    (
+        Cap::SetGuestDebug,
+        "KVM_CAP_SET_GUEST_DEBUG",
+        "single-stepping",
+    ),
+];
+
 /// An open handle to the host's KVM, with its limits.
 #[derive(Debug)]
 pub struct KvmHost {
@@ -55,6 +73,10 @@ pub struct KvmInfo {
     pub max_memslots: u32,
     /// Size of the mmap'd `kvm_run` area of each vCPU.
     pub vcpu_mmap_size: usize,
+    /// The capabilities kvmkit uses that the host has, by KVM name (the required ones always).
+    pub capabilities: Vec<&'static str>,
+    /// The optional capabilities the host lacks, each with what cannot work without it.
+    pub missing: Vec<(&'static str, &'static str)>,
 }
 
 impl KvmHost {
@@ -130,6 +152,17 @@ impl KvmHost {
                 .kvm
                 .get_vcpu_mmap_size()
                 .map_err(Error::kvm("KVM_GET_VCPU_MMAP_SIZE"))?,
+            capabilities: REQUIRED_CAPS
+                .iter()
+                .chain(OPTIONAL_CAPS)
+                .filter(|(cap, ..)| self.kvm.check_extension(*cap))
+                .map(|(_, name, _)| *name)
+                .collect(),
+            missing: OPTIONAL_CAPS
+                .iter()
+                .filter(|(cap, ..)| !self.kvm.check_extension(*cap))
+                .map(|(_, name, what)| (*name, *what))
+                .collect(),
         })
     }
 }

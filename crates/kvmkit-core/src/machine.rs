@@ -610,17 +610,20 @@ impl Machine {
 
     /// Raises or lowers interrupt line `irq` (needs [`MachineOptions::irqchip`]).
     pub fn set_irq_line(&self, irq: u32, level: bool) -> Result<()> {
+        self.need_irqchip("raise an interrupt line")?;
         crate::irq::set_irq_line(&self.vm, irq, level)
     }
 
     /// Sends an MSI (needs [`MachineOptions::irqchip`]); returns whether it was delivered.
     pub fn signal_msi(&self, address: u64, data: u32) -> Result<bool> {
+        self.need_irqchip("send an MSI")?;
         crate::irq::signal_msi(&self.vm, address, data)
     }
 
     /// An eventfd that raises `gsi` in the guest when written (needs
     /// [`MachineOptions::irqchip`]).
     pub fn register_irqfd(&self, gsi: u32) -> Result<EventFd> {
+        self.need_irqchip("create an irqfd")?;
         let fd = crate::irq::register_irqfd(&self.vm, gsi)?;
         lock(&self.resources).reserve_gsi(gsi);
         Ok(fd)
@@ -629,7 +632,17 @@ impl Machine {
     /// An interrupt line for a Rust device to raise `gsi` with (needs
     /// [`MachineOptions::irqchip`]).
     pub fn irq_line(&self, gsi: u32) -> Result<crate::irq::IrqLine> {
+        self.need_irqchip("give a device an interrupt line")?;
         crate::irq::IrqLine::new(&self.vm, gsi)
+    }
+
+    /// Fails with [`Error::NoIrqchip`] unless the machine has the in-kernel irqchip.
+    fn need_irqchip(&self, op: &'static str) -> Result<()> {
+        if self.shared.options.irqchip {
+            Ok(())
+        } else {
+            Err(Error::NoIrqchip { op })
+        }
     }
 
     /// Detaches an irqfd from `gsi`.

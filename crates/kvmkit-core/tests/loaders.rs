@@ -341,6 +341,26 @@ fn load_error(m: &Machine, boot: &LinuxBoot<'_>) -> String {
 }
 
 #[test]
+fn a_kernel_too_big_for_guest_ram_says_how_much_it_needs() {
+    let dir = scratch("too-big");
+    // The stand-in kernel loads at 0xfff000, just below 16 MiB.
+    let kernel = file(&dir, "vmlinux", &guest("linux64.elf"));
+    let bz = file(
+        &dir,
+        "bzimage",
+        &bzimage_around(&[0xf4], &payload(gzip, &guest("linux64.elf"))),
+    );
+    let Some((m, _)) = machine(8) else {
+        return;
+    };
+    for path in [&kernel, &bz] {
+        let message = load_error(&m, &linux(path, "", None));
+        assert!(message.contains("does not fit in guest RAM"), "{message}");
+        assert!(message.contains("the machine has 8 MiB"), "{message}");
+    }
+}
+
+#[test]
 fn bad_images_are_named_and_leave_guest_ram_untouched() {
     let dir = scratch("bad");
     let vmlinux = guest("linux64.elf");
@@ -391,7 +411,12 @@ fn bad_images_are_named_and_leave_guest_ram_untouched() {
         assert!(message.contains(expected), "{name}: {message}");
     }
     let missing = dir.join("missing");
-    assert!(load_error(&m, &linux(&missing, "", None)).contains("No such file"));
+    assert!(load_error(&m, &linux(&missing, "", None)).contains("no such file: check the path"));
+    let text = file(&dir, "script", b"#!/bin/sh\necho hello\n");
+    assert!(
+        load_error(&m, &linux(&text, "", None)).contains("it is text, starting \"#!/bin/sh"),
+        "a text file is said to be text"
+    );
     let kernel = file(&dir, "vmlinux", &vmlinux);
     let empty = file(&dir, "empty", b"");
     let boot = LinuxBoot {

@@ -518,3 +518,42 @@ fn a_rust_device_raises_an_interrupt_the_guest_takes() {
         }
     );
 }
+
+#[test]
+fn interrupts_without_the_irqchip_say_it_is_missing() {
+    let Some(m) = machine(&[0xf4], CpuMode::Real, MachineOptions::default()) else {
+        return;
+    };
+    let errors = [
+        m.set_irq_line(4, true).unwrap_err(),
+        m.signal_msi(0xfee0_0000, 0x30).unwrap_err(),
+        m.register_irqfd(4).unwrap_err(),
+        m.add(DeviceSpec::Serial {
+            port: 0x3f8,
+            irq: Some(4),
+        })
+        .unwrap_err(),
+    ];
+    for e in errors {
+        assert_eq!(e.code(), "NO_IRQCHIP");
+        assert!(e.to_string().contains("irqchip: true"), "{e}");
+    }
+}
+
+#[test]
+fn the_host_reports_which_capabilities_it_has() {
+    let Some(host) = host() else {
+        return;
+    };
+    let info = host.info().unwrap();
+    for required in [
+        "KVM_CAP_USER_MEMORY",
+        "KVM_CAP_SET_TSS_ADDR",
+        "KVM_CAP_IMMEDIATE_EXIT",
+    ] {
+        assert!(info.capabilities.contains(&required), "{required}");
+    }
+    for (name, _) in &info.missing {
+        assert!(!info.capabilities.contains(name), "{name}");
+    }
+}

@@ -54,6 +54,9 @@ pub struct KvmInfo {
     pub max_vcpus: u32,
     pub max_memslots: u32,
     pub vcpu_mmap_size: u32,
+    pub capabilities: Vec<String>,
+    /// Optional capabilities the host lacks: `[name, what needs it]`.
+    pub missing: Vec<Vec<String>>,
 }
 
 /// The CPUID features the host's KVM can present to guests.
@@ -77,5 +80,11 @@ pub fn kvm_info(path: Option<String>) -> Result<KvmInfo> {
         max_vcpus: info.max_vcpus,
         max_memslots: info.max_memslots,
         vcpu_mmap_size: u32::try_from(info.vcpu_mmap_size).unwrap_or(u32::MAX),
+        capabilities: info.capabilities.iter().map(|c| c.to_string()).collect(),
+        missing: info
+            .missing
+            .iter()
+            .map(|(name, what)| vec![name.to_string(), what.to_string()])
+            .collect(),
     })
 }

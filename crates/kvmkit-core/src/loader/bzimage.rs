@@ -207,11 +207,14 @@ pub fn load_protected_mode(
     data: &[u8],
     header: &Header,
 ) -> Result<(setup_header, u64, u64), String> {
+    // The kernel decompresses itself to at least `pref_address`, needing `init_size` there.
+    let (pref, init) = (header.setup.pref_address, u64::from(header.setup.init_size));
+    let start = pref.max(u64::from(header.setup.code32_start));
+    super::check_fits(ram, start, start + init)?;
     let loaded = BzImage::load(ram.memory(), None, &mut Cursor::new(data), None)
         .map_err(|e| format!("cannot load the protected-mode kernel: {e}"))?;
     let setup = loaded.setup_header.unwrap_or(header.setup);
     let load = loaded.kernel_load.0;
-    // The kernel decompresses itself to at least `pref_address`, needing `init_size` there.
     let (pref, init) = (setup.pref_address, u64::from(setup.init_size));
     let end = loaded.kernel_end.max(pref.max(load) + init);
     Ok((setup, load, end))

@@ -21,6 +21,7 @@ use vm_memory::GuestAddress;
 use crate::config::MemoryRegionConfig;
 use crate::error::{Error, Result};
 use crate::loader::bzimage::{self, Decompressed};
+use crate::loader::{check_fits, describe_start, read_failure, u16_at, u32_at, u64_at};
 use crate::memory::GuestRam;
 use crate::vcpu::Vcpu;
 use crate::x86::layout::{
@@ -194,11 +195,35 @@ fn check_elf(data: &[u8]) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// The guest-physical range an ELF64's loadable segments cover, from its program headers.
+fn elf_extent(elf: &[u8]) -> Option<(u64, u64)> {
+    let phoff = usize::try_from(u64_at(elf, 32)?).ok()?;
+    let phentsize = usize::from(u16_at(elf, 54)?);
+    let phnum = usize::from(u16_at(elf, 56)?);
+    let segments = (0..phnum).filter_map(|i| {
+        let ph = phoff + i * phentsize;
+        // PT_LOAD: p_paddr at 24, p_memsz at 40.
+        (u32_at(elf, ph)? == 1).then_some((u64_at(elf, ph + 24)?, u64_at(elf, ph + 40)?))
+    });
+    segments.fold(None, |acc, (addr, size)| {
+        let end = addr.checked_add(size)?;
+        Some(acc.map_or((addr, end), |(lo, hi): (u64, u64)| {
+            (lo.min(addr), hi.max(end))
+        }))
+    })
+}
+
+/// Checks that an ELF kernel's segments fit in guest RAM, saying how much it needs if not.
+fn fits_in_ram(ram: &GuestRam, elf: &[u8]) -> std::result::Result<(), String> {
+    // Malformed headers pass: the ELF loader says what is wrong with them.
+    elf_extent(elf).map_or(Ok(()), |(start, end)| check_fits(ram, start, end))
+}
+
 /// Loads `boot` into `ram` and sets vCPU `vcpu` up to enter it; the kernel finds the ACPI
 /// tables at `rsdp`. Nothing is written to `ram` before the kernel image has been checked.
 pub fn load(ram: &GuestRam, vcpu: &Vcpu, boot: &LinuxBoot<'_>, rsdp: u64) -> Result<LoadedKernel> {
     let path = boot.kernel;
-    let data = std::fs::read(path).map_err(|e| kernel_error(path, e))?;
+    let data = std::fs::read(path).map_err(|e| kernel_error(path, read_failure(&e)))?;
     let mut cmdline = Cmdline::new(CMDLINE_MAX).map_err(|e| kernel_error(path, e))?;
     cmdline
         .insert_str(boot.cmdline)
@@ -206,7 +231,7 @@ pub fn load(ram: &GuestRam, vcpu: &Vcpu, boot: &LinuxBoot<'_>, rsdp: u64) -> Res
     let initrd = boot
         .initrd
         .map(|p| {
-            let data = std::fs::read(p).map_err(|e| initrd_error(p, e))?;
+            let data = std::fs::read(p).map_err(|e| initrd_error(p, read_failure(&e)))?;
             if data.is_empty() {
                 return Err(initrd_error(p, "the file is empty"));
             }
@@ -230,15 +255,19 @@ pub fn load(ram: &GuestRam, vcpu: &Vcpu, boot: &LinuxBoot<'_>, rsdp: u64) -> Res
             Image::BzImage(data, header)
         }
     } else {
-        let start: Vec<u8> = data.iter().take(4).copied().collect();
         return Err(kernel_error(
             path,
-            format!("neither an ELF vmlinux nor a bzImage (it starts with {start:02x?})"),
+            format!(
+                "neither an ELF vmlinux nor a bzImage: {}; a vmlinux starts with \"\\x7fELF\", \
+                 a bzImage has \"HdrS\" at offset 0x202",
+                describe_start(&data)
+            ),
         ));
     };
 
     let (kernel, setup, initrd_max) = match &image {
         Image::Elf(elf, how) => {
+            fits_in_ram(ram, elf).map_err(|m| kernel_error(path, m))?;
             let loaded = Elf::load(
                 ram.memory(),
                 None,

@@ -8,6 +8,7 @@ use std::path::Path;
 use crate::config::MemoryRegionConfig;
 use crate::error::{Error, Result};
 use crate::loader::linux::e820;
+use crate::loader::{u16_at, u32_at};
 use crate::memory::GuestRam;
 use crate::vcpu::Vcpu;
 use crate::x86::layout::{CMDLINE_ADDR, CMDLINE_MAX, HIGHMEM_START, MULTIBOOT_INFO_ADDR};
@@ -84,16 +85,6 @@ struct Segment {
 struct Layout {
     segments: Vec<Segment>,
     entry: u64,
-}
-
-fn u32_at(data: &[u8], at: usize) -> Option<u32> {
-    data.get(at..at + 4)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-}
-
-fn u16_at(data: &[u8], at: usize) -> Option<u16> {
-    data.get(at..at + 2)
-        .map(|b| u16::from_le_bytes([b[0], b[1]]))
 }
 
 /// Finds the multiboot header: its offset and flags.
