@@ -10,6 +10,7 @@ export type GuestName =
   | 'bench'
   | 'demo'
   | 'exception'
+  | 'finish'
   | 'int3'
   | 'io'
   | 'irq'

@@ -9,6 +9,7 @@ import { type Device, Machine, type MachineConfig } from '../src/index.js';
 const MODES: Record<Exclude<GuestName, 'bench'>, 'real' | 'long'> = {
   demo: 'long',
   exception: 'long',
+  finish: 'long',
   int3: 'long',
   io: 'real',
   irq: 'real',

@@ -11,7 +11,7 @@ pub mod config;
 pub mod devices;
 pub mod error;
 pub mod exit;
-mod fallback;
+pub mod fallback;
 pub mod irq;
 pub mod kick;
 pub mod kvm;

@@ -79,7 +79,8 @@ pub struct MachineOptions {
     /// How guest RAM is backed and mapped.
     pub memory: MemoryOptions,
     /// Finish in kvmkit the instructions a software-assisted KVM's emulator gives up on,
-    /// where kvmkit can (`int3`, by injecting #BP past it; `fwait`; `ldmxcsr`/`stmxcsr`).
+    /// where kvmkit can (`int3` and `int n`, by injecting the vector past them; `fwait`;
+    /// `xgetbv`; `clac`/`stac`; `clwb`/`clflushopt`; `ldmxcsr`/`stmxcsr`): see [`crate::fallback`].
     /// Harmless on hardware virtualization, where those instructions never exit.
     pub emulation_fallbacks: bool,
 }
