@@ -11,6 +11,7 @@ export type GuestName =
   | 'demo'
   | 'exception'
   | 'finish'
+  | 'flood'
   | 'int3'
   | 'io'
   | 'irq'

@@ -10,6 +10,7 @@ const MODES: Record<Exclude<GuestName, 'bench'>, 'real' | 'long'> = {
   demo: 'long',
   exception: 'long',
   finish: 'long',
+  flood: 'real',
   int3: 'long',
   io: 'real',
   irq: 'real',
