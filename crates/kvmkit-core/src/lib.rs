@@ -21,6 +21,7 @@ pub mod mailbox;
 pub mod memory;
 pub mod posted;
 mod runner;
+pub mod sandbox;
 pub mod stats;
 pub mod vcpu;
 pub mod x86;
