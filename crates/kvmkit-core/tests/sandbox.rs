@@ -54,11 +54,8 @@ impl ExitHandler for Probe {
     }
 }
 
-/// A machine whose guest reads port 0x80 (a user device), writes the value to the debug
-/// console and halts; started with `sandbox`.
-fn started(sandbox: Option<Sandbox>) -> Option<(Machine, Receiver<Seen>)> {
-    // in al,0x80 ; out 0xe9,al ; hlt
-    let code = [0xe4, 0x80, 0xe6, 0xe9, 0xf4];
+/// A one-vCPU machine with `sandbox`, or `None` when KVM is unavailable outside CI.
+fn machine(sandbox: Option<Sandbox>) -> Option<Machine> {
     let host = common::host()?;
     let config = MachineConfig {
         memory: vec![MemoryRegionConfig {
@@ -71,7 +68,15 @@ fn started(sandbox: Option<Sandbox>) -> Option<(Machine, Receiver<Seen>)> {
         sandbox,
         ..Default::default()
     };
-    let m = Machine::new(host, &config, options).unwrap();
+    Some(Machine::new(host, &config, options).unwrap())
+}
+
+/// A machine whose guest reads port 0x80 (a user device), writes the value to the debug
+/// console and halts; started with `sandbox`.
+fn started(sandbox: Option<Sandbox>) -> Option<(Machine, Receiver<Seen>)> {
+    // in al,0x80 ; out 0xe9,al ; hlt
+    let code = [0xe4, 0x80, 0xe6, 0xe9, 0xf4];
+    let m = machine(sandbox)?;
     m.ram().write(ENTRY, &code).unwrap();
     m.with_vcpu(0, |v| v.setup(m.ram(), CpuMode::Real, ENTRY, 0x8000))
         .unwrap();
@@ -141,23 +146,12 @@ fn without_the_sandbox_the_same_call_succeeds() {
 
 #[test]
 fn a_sandboxed_machine_cannot_start_inline() {
-    let Some(host) = common::host() else {
+    let fail = Sandbox {
+        violation: Violation::Fail,
+    };
+    let Some(m) = machine(Some(fail)) else {
         return;
     };
-    let config = MachineConfig {
-        memory: vec![MemoryRegionConfig {
-            guest_addr: 0,
-            size: 1 << 20,
-        }],
-        vcpus: 1,
-    };
-    let options = MachineOptions {
-        sandbox: Some(Sandbox {
-            violation: Violation::Fail,
-        }),
-        ..Default::default()
-    };
-    let m = Machine::new(host, &config, options).unwrap();
     let (tx, _rx) = channel();
     let err = m.start_inline(Arc::new(Probe(Mutex::new(tx)))).unwrap_err();
     assert_eq!(err.code(), "INVALID_CONFIG");
