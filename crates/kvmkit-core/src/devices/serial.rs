@@ -189,6 +189,25 @@ mod tests {
         assert_eq!(lsr[0] & 1, 0);
     }
 
+    #[test]
+    fn a_flood_nobody_takes_keeps_the_latest_mebibyte_and_notifies_once() {
+        let (mut dev, buffer, notices) = uart();
+        let total = ConsoleOutput::CAPACITY + 4096;
+        for i in 0..total {
+            dev.write(THR, &[(i % 251) as u8]);
+        }
+        assert_eq!(
+            notices.load(Ordering::Relaxed),
+            1,
+            "the buffer never emptied"
+        );
+        let mut out = buffer.lock().unwrap();
+        assert_eq!(out.dropped(), 4096);
+        let kept = out.take();
+        assert_eq!(kept.len(), ConsoleOutput::CAPACITY);
+        assert_eq!(kept[0], (4096 % 251) as u8, "the oldest bytes went first");
+    }
+
     /// Found by the `serial` fuzz target: a host writing more than the 64-byte FIFO holds,
     /// to a guest that has not read it, got a `FullFifo` error (and the Node input stream
     /// failed) instead of waiting.
