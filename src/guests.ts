@@ -10,6 +10,8 @@ export type GuestName =
   | 'bench'
   | 'demo'
   | 'exception'
+  | 'finish'
+  | 'flood'
   | 'int3'
   | 'io'
   | 'irq'

@@ -21,6 +21,10 @@ export interface SerialOptions {
  * A 16550A UART answered in Rust on the vCPU thread. `output` streams what the guest
  * transmits and ends when the run ends; what is written to `input` reaches the guest's
  * receive FIFO (64 bytes: writes wait while the guest has not read what came before).
+ *
+ * The guest never waits for `output` to be read. While its reader is behind (the stream's
+ * buffer is full), the UART keeps the latest 1 MiB of output for it and drops older bytes,
+ * so a guest flooding the port costs bounded host memory.
  */
 export class SerialPort {
   /** The guest's transmitted bytes. */
@@ -33,11 +37,18 @@ export class SerialPort {
     return this.#native.port;
   }
   readonly #native: NativeSerial;
+  /** The reader is behind: output waits in the UART's bounded buffer until it reads. */
+  #behind = false;
 
   /** @internal */
   constructor(native: NativeSerial) {
     this.#native = native;
-    this.output = new Readable({ read() {} });
+    this.output = new Readable({
+      read: () => {
+        this.#behind = false;
+        this.drain();
+      },
+    });
     this.input = new Writable({
       write: (chunk: Buffer, _encoding, done) => this.#offer(chunk, done),
     });
@@ -62,16 +73,20 @@ export class SerialPort {
     step();
   }
 
-  /** @internal Moves the guest's output into the stream. */
+  /** @internal Moves the guest's output into the stream, unless its reader is behind. */
   drain(): void {
+    if (this.#behind) {
+      return;
+    }
     const bytes = callNative(() => this.#native.takeOutput());
     if (bytes.length > 0) {
-      this.output.push(bytes);
+      this.#behind = !this.output.push(bytes);
     }
   }
 
   /** @internal Drains the output and ends the stream. */
   end(): void {
+    this.#behind = false;
     this.drain();
     this.output.push(null);
   }

@@ -9,6 +9,8 @@ import { type Device, Machine, type MachineConfig } from '../src/index.js';
 const MODES: Record<Exclude<GuestName, 'bench'>, 'real' | 'long'> = {
   demo: 'long',
   exception: 'long',
+  finish: 'long',
+  flood: 'real',
   int3: 'long',
   io: 'real',
   irq: 'real',

@@ -167,6 +167,12 @@ pub enum Error {
     /// Starting a vCPU thread failed.
     #[error("cannot start vCPU thread: {0}")]
     Thread(io::Error),
+    /// The vCPU threads' seccomp sandbox could not be built or installed.
+    #[error(
+        "cannot sandbox the vCPU threads: {0}. Run without MachineOptions::sandbox, or on a \
+         kernel with seccomp filters (CONFIG_SECCOMP_FILTER)"
+    )]
+    Sandbox(String),
 }
 
 impl Error {
@@ -192,6 +198,7 @@ impl Error {
             Error::Device { .. } => "DEVICE_FAILED",
             Error::EventFd(_) => "EVENTFD_FAILED",
             Error::Thread(_) => "THREAD_FAILED",
+            Error::Sandbox(_) => "SANDBOX_FAILED",
         }
     }
 

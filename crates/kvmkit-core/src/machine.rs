@@ -26,6 +26,7 @@ use crate::posted::{PostedQueue, PostedWrite};
 use crate::resources::Resources;
 use crate::runner::{self, lock};
 pub use crate::runner::{InlineAnswer, InlineVcpu};
+use crate::sandbox::Sandbox;
 use crate::stats::{StatsSnapshot, VcpuStats};
 use crate::vcpu::Vcpu;
 use crate::x86::{acpi, layout, mptable};
@@ -73,9 +74,13 @@ pub struct MachineOptions {
     /// How guest RAM is backed and mapped.
     pub memory: MemoryOptions,
     /// Finish in kvmkit the instructions a software-assisted KVM's emulator gives up on,
-    /// where kvmkit can (`int3`, by injecting #BP past it; `fwait`; `ldmxcsr`/`stmxcsr`).
+    /// where kvmkit can (`int3` and `int n`, by injecting the vector past them; `fwait`;
+    /// `xgetbv`; `clac`/`stac`; `clwb`/`clflushopt`; `ldmxcsr`/`stmxcsr`): see [`crate::fallback`].
     /// Harmless on hardware virtualization, where those instructions never exit.
     pub emulation_fallbacks: bool,
+    /// Confine each vCPU thread with a seccomp filter (see [`crate::sandbox`]); off by
+    /// default. Such a machine cannot be started inline.
+    pub sandbox: Option<Sandbox>,
 }
 
 impl Default for MachineOptions {
@@ -86,6 +91,7 @@ impl Default for MachineOptions {
             irqchip: false,
             memory: MemoryOptions::default(),
             emulation_fallbacks: true,
+            sandbox: None,
         }
     }
 }
@@ -417,13 +423,21 @@ impl Machine {
 
     /// Starts one thread per vCPU. `handler` answers user-device accesses and learns the end.
     pub fn start(&self, handler: Arc<dyn ExitHandler>) -> Result<()> {
+        let filter = self.shared.options.sandbox.map(Sandbox::vcpu_filter);
+        let filter = filter.transpose()?.map(Arc::new);
         let contexts = self.begin(handler)?;
         let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
         for ctx in contexts {
             let i = ctx.index;
+            let filter = filter.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("kvmkit-vcpu{i}"))
-                .spawn(move || runner::run_threaded(ctx));
+                .spawn(move || {
+                    if let Some(filter) = filter {
+                        crate::sandbox::confine_vcpu(&filter, &ctx);
+                    }
+                    runner::run_threaded(ctx);
+                });
             match spawned {
                 Ok(t) => threads.push(t),
                 Err(e) => {
@@ -447,6 +461,13 @@ impl Machine {
     /// [`InlineVcpu`] runs its guest on whatever thread calls its `step`, and returns the
     /// accesses to user devices for that thread to answer directly.
     pub fn start_inline(&self, handler: Arc<dyn ExitHandler>) -> Result<Vec<InlineVcpu>> {
+        if self.shared.options.sandbox.is_some() {
+            return Err(Error::config(
+                "sandbox",
+                "filters vCPU threads, and inline vCPUs run on the caller's thread: start the \
+                 machine with its own vCPU threads, or without the sandbox",
+            ));
+        }
         Ok(self
             .begin(handler)?
             .into_iter()

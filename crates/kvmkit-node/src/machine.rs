@@ -163,6 +163,7 @@ impl NativeMachine {
                 huge_pages: config.huge_pages,
             },
             emulation_fallbacks: true,
+            sandbox: None,
         };
         let machine = Machine::new(
             host,

@@ -74,17 +74,22 @@ pub struct LoadedMultiboot {
 
 /// One piece of the image to copy: file bytes to a guest address, then zeroes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Segment {
-    addr: u64,
-    file: std::ops::Range<usize>,
-    mem_size: u64,
+pub struct Segment {
+    /// The guest-physical address it goes to.
+    pub addr: u64,
+    /// The bytes of the image it takes (always within the image).
+    pub file: std::ops::Range<usize>,
+    /// Its size in guest memory (at least the file bytes; the rest is zeroed).
+    pub mem_size: u64,
 }
 
 /// The image's layout: its segments and entry point.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Layout {
-    segments: Vec<Segment>,
-    entry: u64,
+pub struct Layout {
+    /// What to copy where.
+    pub segments: Vec<Segment>,
+    /// The entry point.
+    pub entry: u64,
 }
 
 /// Finds the multiboot header: its offset and flags.
@@ -193,8 +198,13 @@ fn layout_from_elf(data: &[u8]) -> std::result::Result<Layout, String> {
     })
 }
 
-/// Checks `data` is a Multiboot kernel kvmkit can boot and works out its layout.
-fn layout(data: &[u8]) -> std::result::Result<Layout, String> {
+/// Checks `data` is a Multiboot kernel kvmkit can boot and works out its layout, without
+/// loading anything.
+///
+/// # Errors
+///
+/// A message saying what is wrong with the image.
+pub fn layout(data: &[u8]) -> std::result::Result<Layout, String> {
     let (at, flags) =
         find_header(data).ok_or("no Multiboot header (magic 0x1badb002) in the first 8 KiB")?;
     if flags & FLAG_VIDEO_MODE != 0 {
