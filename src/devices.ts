@@ -1,5 +1,5 @@
 /**
- * Device models written in TypeScript, and the bus that hands them the guest's accesses.
+ * Device models written in TypeScript (the hand-off in `handoff.ts` brings them the guest's accesses).
  * @module
  */
 

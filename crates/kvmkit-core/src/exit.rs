@@ -97,8 +97,6 @@ pub struct DeviceAccess {
     pub count: u32,
     /// For writes, the bytes written (`size * count` of them); empty for reads.
     pub data: Vec<u8>,
-    /// Numbers the accesses of one vCPU, so an answer can name the one it answers.
-    pub seq: u64,
 }
 
 impl DeviceAccess {
@@ -112,14 +110,27 @@ impl DeviceAccess {
             size: 0,
             count: 0,
             data: Vec::with_capacity(capacity),
-            seq: 0,
         }
+    }
+
+    /// The value of a single write (its first 8 bytes, little-endian, zero-extended); 0 for
+    /// reads.
+    pub fn value(&self) -> u64 {
+        value_of(&self.data)
     }
 
     /// Whether the guest is reading (the handler must supply `size * count` bytes).
     pub fn is_read(&self) -> bool {
         matches!(self.kind, ExitKind::IoIn | ExitKind::MmioRead)
     }
+}
+
+/// The first 8 bytes of `bytes` as a little-endian number, zero-extended.
+pub fn value_of(bytes: &[u8]) -> u64 {
+    let mut v = [0u8; 8];
+    let n = bytes.len().min(8);
+    v[..n].copy_from_slice(&bytes[..n]);
+    u64::from_le_bytes(v)
 }
 
 /// The system event types of `KVM_EXIT_SYSTEM_EVENT`.

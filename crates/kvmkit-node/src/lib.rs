@@ -9,15 +9,15 @@
 
 mod convert;
 mod error;
-mod event;
-mod hot;
+mod handoff;
 mod machine;
+pub mod protocol;
 
 pub use convert::Registers;
-pub use event::NativeEvent;
-pub use hot::{
-    InlineRun, MachineHandle, claim_access, inline_access_data, inline_fail, inline_step,
-    inline_step_bytes, poll_access, polled_access_data, reply_access,
+pub use handoff::{
+    InlineRun, MachineHandle, NativeEvent, access_data, fail_access, fail_posted,
+    inline_access_data, inline_fail, inline_step, inline_step_bytes, poll_access, reply_and_poll,
+    reply_bytes, take_posted,
 };
 pub use machine::{NativeEventFd, NativeMachine, stop_machine};
 

@@ -1,0 +1,124 @@
+//! Waiting for the other side of the hand-off without stealing its CPU.
+//!
+//! Both sides of the hand-off wait for each other: a vCPU for its answer, the answering
+//! thread for the next access. A futex sleep and wake-up between two threads costs tens of
+//! microseconds on a virtualized host — more than the exit itself — so each side first
+//! spins. But spinning only pays while the other side runs on another core: when the two
+//! share one (because something else holds the other cores), every microsecond spun is taken
+//! from the thread being waited for. So a waiter spins on the CPU only for [`PURE_SPIN`], then
+//! keeps checking between `sched_yield` calls, which hand the core over at once to a thread
+//! waiting for it and cost little when there is none; and it gives up spinning (to sleep)
+//! once its budget is spent. The vCPU side also learns how long answers take
+//! ([`Adaptive`]): when they lately took longer than its budget, spinning cannot win, and it
+//! sleeps almost at once.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long a waiter spins on the CPU before it starts yielding between checks.
+pub const PURE_SPIN: Duration = Duration::from_micros(2);
+
+/// What a waiter spins for when spinning has not paid lately: enough for an answer that
+/// is already on its way.
+pub const MIN_SPIN: Duration = Duration::from_micros(10);
+
+/// Checks between two looks at the clock.
+const CHECKS_PER_CLOCK: u32 = 32;
+
+/// One wait's spinning phase.
+#[derive(Debug)]
+pub struct Spin {
+    start: Instant,
+    limit: Duration,
+    checks: u32,
+}
+
+impl Spin {
+    /// Starts a wait that may spin for `limit`.
+    pub fn new(limit: Duration) -> Self {
+        Spin {
+            start: Instant::now(),
+            limit,
+            checks: 0,
+        }
+    }
+
+    /// Called between two checks of the awaited condition: pauses briefly (spinning or
+    /// yielding the core) and returns true, or returns false once the spin budget is spent.
+    pub fn pause(&mut self) -> bool {
+        self.checks = self.checks.wrapping_add(1);
+        if !self.checks.is_multiple_of(CHECKS_PER_CLOCK) {
+            std::hint::spin_loop();
+            return true;
+        }
+        let elapsed = self.start.elapsed();
+        if elapsed >= self.limit {
+            return false;
+        }
+        if elapsed >= PURE_SPIN {
+            std::thread::yield_now();
+        }
+        true
+    }
+
+    /// How long the wait has lasted.
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+}
+
+/// A spin budget that shrinks when spinning does not pay: the typical wait (an average
+/// that weights recent waits most) decides whether the next wait spins for the whole
+/// budget or only for [`MIN_SPIN`].
+#[derive(Debug, Default)]
+pub struct Adaptive {
+    typical_ns: AtomicU64,
+}
+
+impl Adaptive {
+    /// How long the next wait may spin, given the largest budget.
+    pub fn limit(&self, budget: Duration) -> Duration {
+        let typical = Duration::from_nanos(self.typical_ns.load(Ordering::Relaxed));
+        if typical <= budget {
+            budget
+        } else {
+            MIN_SPIN.min(budget)
+        }
+    }
+
+    /// Accounts for a wait that lasted `waited`.
+    pub fn learn(&self, waited: Duration) {
+        let waited = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+        let old = self.typical_ns.load(Ordering::Relaxed);
+        // An average over about the last eight waits.
+        let new = old - old / 8 + waited / 8;
+        self.typical_ns.store(new, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spinning_stops_once_the_budget_is_spent() {
+        let mut spin = Spin::new(Duration::from_micros(50));
+        while spin.pause() {}
+        assert!(spin.elapsed() >= Duration::from_micros(50));
+    }
+
+    #[test]
+    fn a_budget_that_answers_outgrow_shrinks_until_they_are_quick_again() {
+        let budget = Duration::from_micros(200);
+        let a = Adaptive::default();
+        assert_eq!(a.limit(budget), budget);
+        for _ in 0..32 {
+            a.learn(Duration::from_millis(2));
+        }
+        assert_eq!(a.limit(budget), MIN_SPIN);
+        for _ in 0..64 {
+            a.learn(Duration::from_micros(3));
+        }
+        assert_eq!(a.limit(budget), budget);
+    }
+}
