@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread::Thread;
 use std::time::Duration;
 
-use super::spin::{Adaptive, Spin};
+use super::spin::{Adaptive, Partner, Spin};
 use crate::exit::DeviceAccess;
 use crate::sync::LockExt;
 
@@ -106,17 +106,19 @@ impl Mailbox {
         f(&self.access.lock_or_recover())
     }
 
-    /// Waits for the answer to the access posted from `access`, spinning up to `budget`
-    /// (less when answers lately took longer), then parking; stops waiting as soon as
-    /// `cancelled()`. Passes the answer and the access (back in `access`) to `complete`.
+    /// Waits for the answer to the access posted from `access`, given by a thread that last
+    /// ran on `answerer`'s CPU: spinning up to `budget` (less when answers lately took
+    /// longer), then parking; stops waiting as soon as `cancelled()`. Passes the answer and
+    /// the access (back in `access`) to `complete`.
     pub fn wait<R>(
         &self,
         access: &mut DeviceAccess,
         budget: Duration,
+        answerer: &Partner,
         cancelled: impl Fn() -> bool,
         complete: impl FnOnce(&DeviceAccess, Answer<'_>) -> R,
     ) -> R {
-        let mut spin = Spin::new(self.waits.limit(budget));
+        let mut spin = Spin::new(self.waits.limit(budget), answerer);
         let mut spinning = true;
         let state = loop {
             let state = self.state.load(Ordering::Acquire);
@@ -227,7 +229,7 @@ mod tests {
         let t = std::thread::spawn(move || {
             let mut a = access(0x60);
             waiter.post(&mut a);
-            waiter.wait(&mut a, Duration::ZERO, || false, owned)
+            waiter.wait(&mut a, Duration::ZERO, &Partner::default(), || false, owned)
         });
         while !mb.is_waiting() {
             std::thread::yield_now();
@@ -247,7 +249,8 @@ mod tests {
         mb.post(&mut a);
         mb.fail("boom".into()).unwrap();
         assert_eq!(
-            mb.wait(&mut a, Duration::ZERO, || false, owned).0,
+            mb.wait(&mut a, Duration::ZERO, &Partner::default(), || false, owned)
+                .0,
             Err(Some("boom".into()))
         );
         mb.post(&mut a);
@@ -256,6 +259,7 @@ mod tests {
             mb.wait(
                 &mut a,
                 Duration::ZERO,
+                &Partner::default(),
                 || stop.load(Ordering::Relaxed),
                 owned
             )
@@ -284,7 +288,7 @@ mod tests {
         assert!(mb.claim());
         assert!(!mb.claim(), "claimed already");
         mb.reply(&[]).unwrap();
-        let _ = mb.wait(&mut a, Duration::ZERO, || false, owned);
+        let _ = mb.wait(&mut a, Duration::ZERO, &Partner::default(), || false, owned);
         assert!(!mb.claim(), "answered");
     }
 }

@@ -27,7 +27,7 @@ use crate::exit::DeviceAccess;
 use crate::handler::ExitHandler;
 use mailbox::{Answer, Mailbox, ReplyError};
 use posted::{PostedQueue, PostedWrite};
-use spin::Spin;
+use spin::{Partner, Spin};
 
 /// The hand-off of one machine.
 #[derive(Debug)]
@@ -40,6 +40,10 @@ pub struct Handoff {
     cancelled: AtomicBool,
     /// The longest a vCPU spins for its answer.
     spin: Duration,
+    /// Where the answering thread last ran, for the vCPUs' waits.
+    answerer: Partner,
+    /// Where the vCPU that posted last ran, for the answering thread's polls.
+    poster: Partner,
 }
 
 impl Handoff {
@@ -51,6 +55,8 @@ impl Handoff {
             poller_active: AtomicBool::new(false),
             cancelled: AtomicBool::new(false),
             spin,
+            answerer: Partner::default(),
+            poster: Partner::default(),
         }
     }
 
@@ -77,13 +83,20 @@ impl Handoff {
         complete: impl FnOnce(&DeviceAccess, Answer<'_>) -> R,
     ) -> R {
         let mailbox = &self.mailboxes[vcpu as usize];
+        self.poster.here();
         mailbox.post(access);
         // Ordered after the post (both SeqCst): a poller that stops polling after this load
         // saw `true` still finds the access in its last look (see `poll`).
         if !self.poller_active.load(Ordering::SeqCst) {
             handler.on_access();
         }
-        mailbox.wait(access, self.spin, || self.cancelled(), complete)
+        mailbox.wait(
+            access,
+            self.spin,
+            &self.answerer,
+            || self.cancelled(),
+            complete,
+        )
     }
 
     /// Queues a posted write, ringing `handler`'s doorbell when the queue was empty; false if
@@ -102,12 +115,13 @@ impl Handoff {
     ///
     /// While a thread polls, vCPUs skip [`ExitHandler::on_access`]: the thread answering
     /// exits stays awake while they stream in, instead of being woken for each one. It
-    /// yields its core while it waits (see [`spin`]), so it does not hold up the vCPU it
-    /// waits for when both share one.
+    /// yields its CPU while it waits when the vCPU that posted last shares it (see
+    /// [`spin`]), so it does not hold up the vCPU it waits for.
     pub fn poll(&self, spin: Duration, take: impl FnOnce(u32, &DeviceAccess)) -> bool {
         let claim_any = || self.mailboxes.iter().position(Mailbox::claim);
+        self.answerer.here();
         self.poller_active.store(true, Ordering::SeqCst);
-        let mut waiting = Spin::new(spin);
+        let mut waiting = Spin::new(spin, &self.poster);
         let mut found = None;
         while !self.cancelled() {
             found = claim_any();

@@ -3,20 +3,16 @@
 //! Both sides of the hand-off wait for each other: a vCPU for its answer, the answering
 //! thread for the next access. A futex sleep and wake-up between two threads costs tens of
 //! microseconds on a virtualized host — more than the exit itself — so each side first
-//! spins. But spinning only pays while the other side runs on another core: when the two
-//! share one (because something else holds the other cores), every microsecond spun is taken
-//! from the thread being waited for. So a waiter spins on the CPU only for [`PURE_SPIN`], then
-//! keeps checking between `sched_yield` calls, which hand the core over at once to a thread
-//! waiting for it and cost little when there is none; and it gives up spinning (to sleep)
-//! once its budget is spent. The vCPU side also learns how long answers take
-//! ([`Adaptive`]): when they lately took longer than its budget, spinning cannot win, and it
-//! sleeps almost at once.
+//! spins. But spinning only pays while the other side runs on another CPU: when the two
+//! share one (because something else holds the others), every microsecond spun is taken
+//! from the thread being waited for. So each side says which CPU it last ran on
+//! ([`Partner`]), and a waiter that finds itself on its partner's CPU yields the CPU between
+//! checks instead of spinning; it gives up spinning (to sleep) once its budget is spent. The
+//! vCPU side also learns how long answers take ([`Adaptive`]): when they lately took longer
+//! than its budget, spinning cannot win, and it sleeps almost at once.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-/// How long a waiter spins on the CPU before it starts yielding between checks.
-pub const PURE_SPIN: Duration = Duration::from_micros(2);
 
 /// What a waiter spins for when spinning has not paid lately: enough for an answer that
 /// is already on its way.
@@ -25,37 +21,68 @@ pub const MIN_SPIN: Duration = Duration::from_micros(10);
 /// Checks between two looks at the clock.
 const CHECKS_PER_CLOCK: u32 = 32;
 
+/// The CPU a thread on one side of the hand-off last ran on, for the other side's waits.
+#[derive(Debug)]
+pub struct Partner(AtomicI32);
+
+impl Default for Partner {
+    fn default() -> Self {
+        Partner(AtomicI32::new(-1))
+    }
+}
+
+impl Partner {
+    /// Records the calling thread's CPU.
+    pub fn here(&self) {
+        self.0.store(current_cpu(), Ordering::Relaxed);
+    }
+
+    /// Whether the calling thread runs on the CPU the partner last ran on.
+    fn shares_cpu(&self) -> bool {
+        let cpu = current_cpu();
+        cpu >= 0 && self.0.load(Ordering::Relaxed) == cpu
+    }
+}
+
+/// The CPU the calling thread runs on, or -1 if unknown.
+fn current_cpu() -> i32 {
+    // SAFETY: sched_getcpu has no preconditions; it returns -1 on failure.
+    unsafe { libc::sched_getcpu() }
+}
+
 /// One wait's spinning phase.
 #[derive(Debug)]
-pub struct Spin {
+pub struct Spin<'a> {
     start: Instant,
     limit: Duration,
     checks: u32,
+    partner: &'a Partner,
 }
 
-impl Spin {
-    /// Starts a wait that may spin for `limit`.
-    pub fn new(limit: Duration) -> Self {
+impl<'a> Spin<'a> {
+    /// Starts a wait for `partner` that may spin for `limit`.
+    pub fn new(limit: Duration, partner: &'a Partner) -> Self {
         Spin {
             start: Instant::now(),
             limit,
             checks: 0,
+            partner,
         }
     }
 
-    /// Called between two checks of the awaited condition: pauses briefly (spinning or
-    /// yielding the core) and returns true, or returns false once the spin budget is spent.
+    /// Called between two checks of the awaited condition: pauses briefly (spinning, or
+    /// yielding the CPU when the partner shares it) and returns true, or returns false once
+    /// the spin budget is spent.
     pub fn pause(&mut self) -> bool {
         self.checks = self.checks.wrapping_add(1);
         if !self.checks.is_multiple_of(CHECKS_PER_CLOCK) {
             std::hint::spin_loop();
             return true;
         }
-        let elapsed = self.start.elapsed();
-        if elapsed >= self.limit {
+        if self.start.elapsed() >= self.limit {
             return false;
         }
-        if elapsed >= PURE_SPIN {
+        if self.partner.shares_cpu() {
             std::thread::yield_now();
         }
         true
@@ -102,7 +129,9 @@ mod tests {
 
     #[test]
     fn spinning_stops_once_the_budget_is_spent() {
-        let mut spin = Spin::new(Duration::from_micros(50));
+        let partner = Partner::default();
+        partner.here();
+        let mut spin = Spin::new(Duration::from_micros(50), &partner);
         while spin.pause() {}
         assert!(spin.elapsed() >= Duration::from_micros(50));
     }
