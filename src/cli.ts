@@ -45,6 +45,8 @@ bench options:
   --paths LIST       comma-separated: c, builtin, inline, async, posted, qemu (default all)
   --exits LIST       comma-separated: pio-out, pio-in, mmio-write, mmio-read, cpuid (default all)
   --no-lifecycle     skip start-up time and idle-VM memory
+  --busy             also run the suite with one CPU held by a busy process (started and
+                     stopped by the bench), side by side with the quiet run
   --json FILE        also write the results as JSON
   --html FILE        also write a page with the latency distributions
 
@@ -75,6 +77,7 @@ async function main(argv: string[]): Promise<number> {
       paths: { type: 'string' },
       exits: { type: 'string' },
       'no-lifecycle': { type: 'boolean' },
+      busy: { type: 'boolean' },
       json: { type: 'string' },
       html: { type: 'string' },
       kernel: { type: 'string' },
@@ -113,6 +116,7 @@ async function main(argv: string[]): Promise<number> {
         ...(values.paths === undefined ? {} : { paths: listOf(values.paths, '--paths', PATHS) }),
         ...(values.exits === undefined ? {} : { exits: listOf(values.exits, '--exits', EXITS) }),
         lifecycle: values['no-lifecycle'] !== true,
+        busy: values.busy === true,
         progress: progressIndicator(),
       });
       process.stdout.write(formatTable(report));
