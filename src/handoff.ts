@@ -196,6 +196,8 @@ export interface HandoffOptions {
   readonly timeoutMs: number;
   /** How long to wait for the next access after answering one (µs; 0 to not wait). */
   readonly spinMicros: number;
+  /** Whether anyone wants to see accesses (checked per access; cheap). */
+  readonly observing: () => boolean;
   /** Called for each access before its device handles it, with the device's name. */
   readonly observe: (r: SlotRecord, device: string) => void;
 }
@@ -206,7 +208,8 @@ export class Handoff {
   readonly #handle: MachineHandle;
   readonly #timeoutMs: number;
   readonly #spinMicros: number;
-  readonly #observe: (r: SlotRecord, device: string) => void;
+  readonly #observing: () => boolean;
+  readonly #report: (r: SlotRecord, device: string) => void;
   readonly #slot: Float64Array;
   #hot = false;
   readonly #devices = new Map<number, Registered>();
@@ -221,7 +224,8 @@ export class Handoff {
     this.#handle = machine.handle();
     this.#timeoutMs = options.timeoutMs;
     this.#spinMicros = options.spinMicros;
-    this.#observe = options.observe;
+    this.#observing = options.observing;
+    this.#report = options.observe;
     this.#slot = new Float64Array(protocol().fields);
   }
 
@@ -254,16 +258,29 @@ export class Handoff {
     return this.#devices.get(r.device)?.device.name ?? `#${r.device}`;
   }
 
+  /** Reports an access about to be handled, if anyone is observing. */
+  #observe(r: SlotRecord): void {
+    if (this.#observing()) {
+      this.#report(r, this.#name(r));
+    }
+  }
+
   /** Calls the device for one access (every element of string I/O); returns the answer or a Promise of it. */
   #call(device: Device, r: SlotRecord, data: Buffer | undefined): Answer | PromiseLike<Answer> {
     const reading = isRead(r);
-    const read = () => (device.read ? device.read(r) : allOnes(r.size));
     if (r.count === 1) {
-      return reading
-        ? then(read(), (v) => ({ word: encodeReadValue(v, r.size) }))
-        : then(device.write?.(r, writtenValue(r)), () => WRITTEN);
+      // The common case, spelled out so that a synchronous answer allocates no closure.
+      if (reading) {
+        const value = device.read ? device.read(r) : allOnes(r.size);
+        return isThenable(value)
+          ? Promise.resolve(value).then((v) => ({ word: encodeReadValue(v, r.size) }))
+          : { word: encodeReadValue(value, r.size) };
+      }
+      const written = device.write?.(r, writtenValue(r));
+      return isThenable(written) ? Promise.resolve(written).then(() => WRITTEN) : WRITTEN;
     }
-    const written = data ?? Buffer.alloc(0);
+    const read = () => (device.read ? device.read(r) : allOnes(r.size));
+    const bytes = data ?? Buffer.alloc(0);
     const out = Buffer.alloc(r.size * r.count);
     const step = (i: number): Answer | PromiseLike<Answer> => {
       for (; i < r.count; i++) {
@@ -272,7 +289,7 @@ export class Handoff {
           ? then(read(), (v) => {
               out.writeUIntLE(encodeReadValue(v, r.size)[0], at * r.size, r.size);
             })
-          : device.write?.(r, element(written, at, r.size));
+          : device.write?.(r, element(bytes, at, r.size));
         if (isThenable(result)) {
           return Promise.resolve(result).then(() => step(at + 1));
         }
@@ -338,7 +355,7 @@ export class Handoff {
       while (got !== p.pollNone) {
         const r = decodeAccess(this.#slot);
         const data = r.count > 1 && !isRead(r) ? binding.accessData(this.#handle, r.vcpu) : undefined;
-        this.#observe(r, this.#name(r));
+        this.#observe(r);
         if (got === p.pollAfterPosted) {
           // Writes posted before this access are handled before it.
           this.drainPosted();
@@ -458,7 +475,7 @@ export class Handoff {
     while (more) {
       const r = decodeAccess(slot);
       const data = r.count > 1 && !isRead(r) ? binding.inlineAccessData(run, r.vcpu) : undefined;
-      this.#observe(r, this.#name(r));
+      this.#observe(r);
       let answer = this.#answer(r, data);
       if (isThenable(answer)) {
         Promise.resolve(answer).catch(() => {});

@@ -201,6 +201,7 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
     this.#handoff = new Handoff(nativeMachine, {
       timeoutMs: handlerTimeoutMs,
       spinMicros,
+      observing: () => this.listenerCount('access') > 0,
       observe: (r, device) => this.#observe(r, device),
     });
     this.memory = new GuestMemory(nativeMachine);
@@ -500,18 +501,16 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
     }
   }
 
-  /** Emits `access` for an access a device is about to handle, if anyone listens. */
+  /** Emits `access` for an access a device is about to handle (called only while someone listens). */
   #observe(r: SlotRecord, device: string): void {
-    if (this.listenerCount('access') > 0) {
-      this.emit('access', {
-        vcpu: r.vcpu,
-        device,
-        ...describeAccess(r),
-        address: r.address,
-        size: r.size,
-        count: r.count,
-      });
-    }
+    this.emit('access', {
+      vcpu: r.vcpu,
+      device,
+      ...describeAccess(r),
+      address: r.address,
+      size: r.size,
+      count: r.count,
+    });
   }
 
   /** Records the outcome (once) and tells everyone waiting for it. */

@@ -112,17 +112,21 @@ impl Looper {
         let shared = Arc::clone(&self.ctx.shared);
         let vcpu_lock = Arc::clone(&self.ctx.vcpu);
         let stats = &shared.stats[self.ctx.index as usize];
+        // Held from one exit to the next while built-in devices answer them: nobody else
+        // may use the vCPU in between, and relocking would cost every such exit.
+        let mut held = None;
         loop {
             if shared.lifecycle.stopping() {
                 return false;
             }
             let pausing = shared.lifecycle.pausing();
             if pausing && !self.completes_on_entry {
+                drop(held.take());
                 shared.lifecycle.park();
                 self.exited_at = None;
                 continue;
             }
-            let mut vcpu = vcpu_lock.lock_or_recover();
+            let vcpu = held.get_or_insert_with(|| vcpu_lock.lock_or_recover());
             if pausing {
                 // Complete the last access before parking (see the module's doc).
                 vcpu.fd_mut().set_kvm_immediate_exit(1);
@@ -133,13 +137,13 @@ impl Looper {
             let raw = decode(vcpu.fd_mut().run());
             self.exited_at = Some(Instant::now());
             self.completes_on_entry = raw.completes_on_entry();
-            match self.dispatch(&shared, &mut vcpu, raw) {
+            match self.dispatch(&shared, vcpu, raw) {
                 Step::Continue => {}
                 Step::User { posted, .. } => {
                     if !(posted && !self.inline && !self.access.is_read()) {
                         return true;
                     }
-                    drop(vcpu);
+                    drop(held.take());
                     if !self.post() {
                         return false;
                     }
@@ -154,7 +158,7 @@ impl Looper {
                     exit,
                     message,
                 } => {
-                    let error = machine_error(&self.ctx, &vcpu, code, exit, message);
+                    let error = machine_error(&self.ctx, vcpu, code, exit, message);
                     shared.end_with(Outcome::Error(error));
                     return false;
                 }
