@@ -56,6 +56,11 @@ impl ExitKind {
         ExitKind::Other,
     ];
 
+    /// Whether the guest writes: a port or MMIO write.
+    pub fn is_write(self) -> bool {
+        matches!(self, ExitKind::IoOut | ExitKind::MmioWrite)
+    }
+
     /// The name used in statistics and error messages, such as `io-in`.
     pub fn name(self) -> &'static str {
         match self {
@@ -117,6 +122,20 @@ impl DeviceAccess {
     /// reads.
     pub fn value(&self) -> u64 {
         value_of(&self.data)
+    }
+
+    /// A one-byte port read at `addr` by user device 1, for tests.
+    #[cfg(test)]
+    pub(crate) fn port_read(addr: u64) -> Self {
+        DeviceAccess {
+            kind: ExitKind::IoIn,
+            device: 1,
+            offset: 0,
+            addr,
+            size: 1,
+            count: 1,
+            data: Vec::new(),
+        }
     }
 
     /// Whether the guest is reading (the handler must supply `size * count` bytes).

@@ -133,7 +133,7 @@ impl Mailbox {
                 std::thread::park_timeout(Duration::from_millis(50));
             }
         };
-        self.waits.learn(spin.elapsed());
+        self.waits.learn(spin.elapsed(), budget);
         std::mem::swap(&mut *self.access.lock_or_recover(), access);
         let mut reply = self.reply.lock_or_recover();
         let failure = reply.failure.take();
@@ -196,21 +196,8 @@ impl Mailbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exit::ExitKind;
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
-
-    fn access(addr: u64) -> DeviceAccess {
-        DeviceAccess {
-            kind: ExitKind::IoIn,
-            device: 1,
-            offset: 0,
-            addr,
-            size: 1,
-            count: 1,
-            data: Vec::new(),
-        }
-    }
 
     /// The answer as owned values, and the address of the record handed back.
     fn owned(a: &DeviceAccess, answer: Answer<'_>) -> (Result<Vec<u8>, Option<String>>, u64) {
@@ -227,7 +214,7 @@ mod tests {
         let mb = Arc::new(Mailbox::default());
         let waiter = Arc::clone(&mb);
         let t = std::thread::spawn(move || {
-            let mut a = access(0x60);
+            let mut a = DeviceAccess::port_read(0x60);
             waiter.post(&mut a);
             waiter.wait(&mut a, Duration::ZERO, &Partner::default(), || false, owned)
         });
@@ -245,7 +232,7 @@ mod tests {
     #[test]
     fn failure_and_cancel_are_reported() {
         let mb = Mailbox::default();
-        let mut a = access(0);
+        let mut a = DeviceAccess::port_read(0);
         mb.post(&mut a);
         mb.fail("boom".into()).unwrap();
         assert_eq!(
@@ -272,7 +259,7 @@ mod tests {
     #[test]
     fn oversized_replies_are_refused() {
         let mb = Mailbox::default();
-        mb.post(&mut access(0));
+        mb.post(&mut DeviceAccess::port_read(0));
         assert_eq!(
             mb.reply(&[0; MAX_REPLY + 1]),
             Err(ReplyError::TooLong(MAX_REPLY + 1))
@@ -283,7 +270,7 @@ mod tests {
     fn an_access_is_claimed_once() {
         let mb = Mailbox::default();
         assert!(!mb.claim(), "nothing posted");
-        let mut a = access(0x60);
+        let mut a = DeviceAccess::port_read(0x60);
         mb.post(&mut a);
         assert!(mb.claim());
         assert!(!mb.claim(), "claimed already");

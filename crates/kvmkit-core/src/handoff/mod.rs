@@ -217,7 +217,7 @@ fn reply_error(vcpu: u32, e: ReplyError) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exit::{ExitKind, Outcome};
+    use crate::exit::Outcome;
     use std::sync::Arc;
     use std::sync::atomic::AtomicU32;
 
@@ -234,18 +234,6 @@ mod tests {
         fn on_end(&self, _: &Outcome) {}
     }
 
-    fn read_of(addr: u64) -> DeviceAccess {
-        DeviceAccess {
-            kind: ExitKind::IoIn,
-            device: 1,
-            offset: 0,
-            addr,
-            size: 1,
-            count: 1,
-            data: Vec::new(),
-        }
-    }
-
     /// Runs `accesses` reads on vCPU `vcpu` of `h` in a thread; returns the bytes each got.
     fn vcpu(
         h: &Arc<Handoff>,
@@ -257,7 +245,7 @@ mod tests {
         std::thread::spawn(move || {
             (0..accesses)
                 .map(|i| {
-                    let mut a = read_of(0x60 + i);
+                    let mut a = DeviceAccess::port_read(0x60 + i);
                     h.exchange(vcpu, &mut a, bells.as_ref(), |_, answer| match answer {
                         Answer::Replied(b) => b[0],
                         _ => 0xee,

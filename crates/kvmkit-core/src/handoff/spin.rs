@@ -11,7 +11,7 @@
 //! vCPU side also learns how long answers take ([`Adaptive`]): when they lately took longer
 //! than its budget, spinning cannot win, and it sleeps almost at once.
 
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// What a waiter spins for when spinning has not paid lately: enough for an answer that
@@ -94,32 +94,46 @@ impl<'a> Spin<'a> {
     }
 }
 
-/// A spin budget that shrinks when spinning does not pay: the typical wait (an average
-/// that weights recent waits most) decides whether the next wait spins for the whole
-/// budget or only for [`MIN_SPIN`].
+/// Consecutive waits that outlast the budget before a waiter stops spinning for its whole
+/// budget.
+const MISSES_TO_SHRINK: u32 = 8;
+
+/// While shrunk, one wait in this many still spins for the whole budget, to notice when
+/// answers are quick again.
+const PROBE_EVERY: u32 = 16;
+
+/// A spin budget that shrinks when spinning does not pay: after [`MISSES_TO_SHRINK`] waits
+/// in a row that outlasted the budget (the answering side is slow, or descheduled), waits
+/// spin only for [`MIN_SPIN`] before they sleep, until a wait is quick again. Counting
+/// misses rather than averaging wait times keeps a few long stalls from shrinking the
+/// budget of a stream of quick answers.
 #[derive(Debug, Default)]
 pub struct Adaptive {
-    typical_ns: AtomicU64,
+    misses: AtomicU32,
+    waits: AtomicU32,
 }
 
 impl Adaptive {
     /// How long the next wait may spin, given the largest budget.
     pub fn limit(&self, budget: Duration) -> Duration {
-        let typical = Duration::from_nanos(self.typical_ns.load(Ordering::Relaxed));
-        if typical <= budget {
+        let waits = self.waits.fetch_add(1, Ordering::Relaxed);
+        if self.misses.load(Ordering::Relaxed) < MISSES_TO_SHRINK
+            || waits.is_multiple_of(PROBE_EVERY)
+        {
             budget
         } else {
             MIN_SPIN.min(budget)
         }
     }
 
-    /// Accounts for a wait that lasted `waited`.
-    pub fn learn(&self, waited: Duration) {
-        let waited = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
-        let old = self.typical_ns.load(Ordering::Relaxed);
-        // An average over about the last eight waits.
-        let new = old - old / 8 + waited / 8;
-        self.typical_ns.store(new, Ordering::Relaxed);
+    /// Accounts for a wait that lasted `waited`, against the largest `budget`.
+    pub fn learn(&self, waited: Duration, budget: Duration) {
+        let misses = if waited <= budget {
+            0
+        } else {
+            (self.misses.load(Ordering::Relaxed) + 1).min(MISSES_TO_SHRINK)
+        };
+        self.misses.store(misses, Ordering::Relaxed);
     }
 }
 
@@ -137,17 +151,32 @@ mod tests {
     }
 
     #[test]
-    fn a_budget_that_answers_outgrow_shrinks_until_they_are_quick_again() {
+    fn a_budget_that_answers_outgrow_shrinks_until_one_is_quick_again() {
         let budget = Duration::from_micros(200);
         let a = Adaptive::default();
         assert_eq!(a.limit(budget), budget);
-        for _ in 0..32 {
-            a.learn(Duration::from_millis(2));
+        for _ in 0..MISSES_TO_SHRINK {
+            a.learn(Duration::from_millis(2), budget);
         }
-        assert_eq!(a.limit(budget), MIN_SPIN);
-        for _ in 0..64 {
-            a.learn(Duration::from_micros(3));
-        }
+        let limits: Vec<_> = (0..PROBE_EVERY).map(|_| a.limit(budget)).collect();
+        assert_eq!(limits.iter().filter(|&&l| l == MIN_SPIN).count(), 15);
+        assert!(limits.contains(&budget), "one wait in {PROBE_EVERY} probes");
+        a.learn(Duration::from_micros(3), budget);
         assert_eq!(a.limit(budget), budget);
+    }
+
+    #[test]
+    fn a_few_long_stalls_do_not_shrink_the_budget() {
+        let budget = Duration::from_micros(200);
+        let a = Adaptive::default();
+        for i in 0..100 {
+            let waited = if i % 4 == 0 {
+                Duration::from_millis(6)
+            } else {
+                Duration::from_micros(2)
+            };
+            a.learn(waited, budget);
+            assert_eq!(a.limit(budget), budget);
+        }
     }
 }

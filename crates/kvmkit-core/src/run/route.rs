@@ -21,7 +21,7 @@ pub(super) fn route(
     size: usize,
     data: &mut [u8],
 ) -> Step {
-    let write = matches!(kind, ExitKind::IoOut | ExitKind::MmioWrite);
+    let write = kind.is_write();
     let Some(target) = bus.resolve(addr, size as u64) else {
         return unclaimed(policy, kind, addr, size, data);
     };
@@ -63,7 +63,7 @@ fn unclaimed(
     size: usize,
     data: &mut [u8],
 ) -> Step {
-    let write = matches!(kind, ExitKind::IoOut | ExitKind::MmioWrite);
+    let write = kind.is_write();
     if policy == UnhandledPolicy::Ignore {
         if !write {
             data.fill(0xff);
