@@ -1,6 +1,6 @@
 //! Interrupting a vCPU thread that is inside `KVM_RUN`.
 //!
-//! A thread running a vCPU's loop registers in the machine's [`KickRegistry`] and publishes
+//! A thread running a vCPU's loop registers in the machine's kick registry and publishes
 //! the address of its `kvm_run.immediate_exit` in a thread-local. The kick signal's handler
 //! sets it, so a kick that lands just before `KVM_RUN` makes the ioctl return at once, and
 //! one that lands during it interrupts it with `EINTR`. Either way the thread gets back to

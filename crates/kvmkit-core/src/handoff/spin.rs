@@ -96,11 +96,11 @@ impl<'a> Spin<'a> {
 
 /// Consecutive waits that outlast the budget before a waiter stops spinning for its whole
 /// budget.
-const MISSES_TO_SHRINK: u32 = 8;
+pub const MISSES_TO_SHRINK: u32 = 8;
 
 /// While shrunk, one wait in this many still spins for the whole budget, to notice when
 /// answers are quick again.
-const PROBE_EVERY: u32 = 16;
+pub const PROBE_EVERY: u32 = 16;
 
 /// A spin budget that shrinks when spinning does not pay: after [`MISSES_TO_SHRINK`] waits
 /// in a row that outlasted the budget (the answering side is slow, or descheduled), waits
