@@ -342,9 +342,9 @@ export class Handoff {
   /**
    * Serves the access `got` put in the slot, and the ones that follow, on this turn of the
    * event loop: each synchronous answer goes back in the same call that waits for the next
-   * access. The streak ends when none comes within `spinMicros`, a handler answers with a
-   * Promise, or it has lasted HOT_BUDGET_MS (it then continues on a later turn, so other
-   * work runs).
+   * access. The streak ends when none comes within `spinMicros` or a handler answers with a
+   * Promise; after HOT_BUDGET_MS it continues on the next turn of the event loop, so other
+   * work runs in between.
    */
   #serve(got: number): void {
     const p = protocol();
@@ -369,15 +369,16 @@ export class Handoff {
           this.#finish(r, answer);
           return;
         }
-        const spin = performance.now() < deadline ? this.#spinMicros : 0;
+        const spin = this.#spinMicros;
         if ('word' in answer) {
           got = binding.replyAndPoll(this.#handle, r.vcpu, answer.word[0], answer.word[1], spin, this.#slot);
         } else {
           binding.replyBytes(this.#handle, r.vcpu, answer.bytes);
           got = binding.pollAccess(this.#handle, spin, this.#slot);
         }
-        if (spin === 0 && got !== p.pollNone) {
-          // Out of budget with an access in hand: serve it on a later turn.
+        if (got !== p.pollNone && performance.now() >= deadline) {
+          // Out of budget with an access in hand: serve it on the next turn, after other
+          // work, without waiting for a doorbell.
           const next = got;
           const slot = Float64Array.from(this.#slot);
           setImmediate(() => {
