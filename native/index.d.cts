@@ -97,12 +97,8 @@ export declare class NativeMachine {
   vcpu(index: number): NativeVcpu
   /** Guest RAM. */
   memory(): NativeMemory
-  /** Starts the vCPU threads; `on_event` receives accesses, pauses and the end. */
+  /** Starts the vCPU threads; `on_event` receives doorbells, pauses and the end. */
   start(onEvent: (arg: NativeEvent) => void): void
-  /** Answers a string-I/O read on vCPU `vcpu` with `data`. */
-  replyBytes(vcpu: number, data: Buffer): void
-  /** Fails the access vCPU `vcpu` waits on: the machine stops with `message`. */
-  fail(vcpu: number, message: string): void
   /** Asks every vCPU to pause; a paused event follows. */
   pause(): void
   /** Resumes a paused machine. */
@@ -115,16 +111,12 @@ export declare class NativeMachine {
   get state(): string
   /** The number of vCPUs. */
   get vcpuCount(): number
-  /** A handle for the hot-path calls (`pollAccess`, `replyAccess`, `claimAccess`). */
+  /** The handle every hand-off call takes (`pollAccess`, `replyAndPoll`, `takePosted`…). */
   handle(): ExternalObject<MachineHandle>
   /** This machine's id, for `stopMachine` from another thread. */
   get id(): number
   /** How the run ended, once it has. */
   get outcome(): NativeOutcome | null
-  /** Takes every queued posted write, oldest first. */
-  takePosted(): Array<NativePostedWrite>
-  /** Stops the machine because the handler of a posted write to `addr` failed. */
-  failPosted(vcpu: number, exit: number, addr: number, message: string): void
   /**
    * Starts the machine with its vCPUs driven by `inlineStep` calls instead of threads;
    * returns the handle those calls take.
@@ -210,8 +202,8 @@ export declare class NativeVcpu {
   stats(): NativeStats
 }
 
-/** Claims the access vCPU `vcpu` announced with number `seq`; false if a poll took it. */
-export declare function claimAccess(handle: ExternalObject<MachineHandle>, vcpu: number, seq: number): boolean
+/** The bytes of the string-I/O write vCPU `vcpu` waits on. */
+export declare function accessData(handle: ExternalObject<MachineHandle>, vcpu: number): Buffer
 
 /** COM1's interrupt line. */
 export declare const COM1_IRQ: number
@@ -251,6 +243,21 @@ export interface DescriptorTable {
   limit: number
 }
 
+/** Event type: an access waits in the hand-off (a doorbell: take it with `pollAccess`). */
+export declare const EVENT_ACCESS: number
+
+/** Event type: the run ended (`outcome` says how). */
+export declare const EVENT_END: number
+
+/** Event type: serial port `device` has output (take it with `takeSerialOutput`). */
+export declare const EVENT_OUTPUT: number
+
+/** Event type: every vCPU has paused. */
+export declare const EVENT_PAUSED: number
+
+/** Event type: posted writes wait (a doorbell: take them with `takePosted`). */
+export declare const EVENT_POSTED: number
+
 /** A pending or injected exception. */
 export interface ExceptionEvent {
   /** Being delivered now. */
@@ -265,11 +272,29 @@ export interface ExceptionEvent {
   errorCode: number
 }
 
+/** Exit kind: port read (`ExitKind::IoIn`). */
+export declare const EXIT_IO_IN: number
+
+/** Exit kind: port write (`ExitKind::IoOut`). */
+export declare const EXIT_IO_OUT: number
+
+/** Exit kind: MMIO read (`ExitKind::MmioRead`). */
+export declare const EXIT_MMIO_READ: number
+
+/** Exit kind: MMIO write (`ExitKind::MmioWrite`). */
+export declare const EXIT_MMIO_WRITE: number
+
 /** The count of one exit kind. */
 export interface ExitCount {
   kind: string
   count: number
 }
+
+/** Fails the access vCPU `vcpu` waits on: the machine stops with `message`. */
+export declare function failAccess(handle: ExternalObject<MachineHandle>, vcpu: number, message: string): void
+
+/** Stops the machine because the handler of a posted write to `addr` failed. */
+export declare function failPosted(handle: ExternalObject<MachineHandle>, vcpu: number, exit: number, addr: number, message: string): void
 
 /** The x87 FPU and SSE state. */
 export interface Fpu {
@@ -391,26 +416,13 @@ export interface NativeDeviceInfo {
   length: number
 }
 
-/** One event, flattened so the common case (a single access of up to 8 bytes) needs no buffer. */
+/** One event from the vCPU threads. */
 export interface NativeEvent {
-  /** `EVENT_ACCESS`, `EVENT_PAUSED` or `EVENT_END`. */
+  /** `EVENT_*`. */
   type: number
-  vcpu: number
-  /** The `ExitKind` index of an access. */
-  exit: number
+  /** The serial port of an `EVENT_OUTPUT`. */
   device: number
-  offset: number
-  addr: number
-  size: number
-  count: number
-  /** The access's number on its vCPU, for `claimAccess`. */
-  seq: number
-  /** Low 32 bits of a single write's value. */
-  value: number
-  /** High 32 bits of a single 8-byte write's value. */
-  valueHi: number
-  /** The bytes of a string-I/O write (count > 1). */
-  data?: Buffer
+  /** How the run ended, for `EVENT_END`. */
   outcome?: NativeOutcome
 }
 
@@ -467,18 +479,6 @@ export interface NativeOutcome {
   instruction?: Buffer
 }
 
-/** A write queued for a posted device. */
-export interface NativePostedWrite {
-  vcpu: number
-  device: number
-  exit: number
-  offset: number
-  addr: number
-  size: number
-  value: number
-  valueHi: number
-}
-
 /** One guest RAM region. */
 export interface NativeRegion {
   guestAddr: number
@@ -511,15 +511,29 @@ export interface NmiEvent {
   masked: boolean
 }
 
+/** `pollAccess`/`replyAndPoll` result: an access is in the slot. */
+export declare const POLL_ACCESS: number
+
 /**
- * Spins up to `spin_micros` for a vCPU's access to a user device; writes it into `out`.
- * Returns 0 if none came, 1 for an access, 2 for an access with posted writes waiting to
- * be taken first.
+ * `pollAccess`/`replyAndPoll` result: an access is in the slot, and posted writes made
+ * before it wait to be taken first.
+ */
+export declare const POLL_ACCESS_AFTER_POSTED: number
+
+/** `pollAccess`/`replyAndPoll` result: no access came. */
+export declare const POLL_NONE: number
+
+/**
+ * Waits up to `spin_micros` for a vCPU's access to a user device and writes it into
+ * `out`; returns a `POLL_*` value.
  */
 export declare function pollAccess(handle: ExternalObject<MachineHandle>, spinMicros: number, out: Float64Array): number
 
-/** The bytes of the string-I/O write vCPU `vcpu` waits on (from a poll). */
-export declare function polledAccessData(handle: ExternalObject<MachineHandle>, vcpu: number): Buffer
+/** Record kind: an access a vCPU waits on. */
+export declare const RECORD_ACCESS: number
+
+/** Record kind: a posted write (no vCPU waits on it). */
+export declare const RECORD_POSTED_WRITE: number
 
 /** The general registers, as bigints. */
 export interface Registers {
@@ -543,8 +557,14 @@ export interface Registers {
   rflags: bigint
 }
 
-/** Answers the access vCPU `vcpu` waits on with a value of up to 8 bytes. */
-export declare function replyAccess(handle: ExternalObject<MachineHandle>, vcpu: number, value: number, valueHi: number): void
+/**
+ * Answers the access vCPU `vcpu` waits on with a value of up to 8 bytes, then polls for the
+ * next one as `pollAccess` does: one call per exit for a streak.
+ */
+export declare function replyAndPoll(handle: ExternalObject<MachineHandle>, vcpu: number, value: number, valueHi: number, spinMicros: number, out: Float64Array): number
+
+/** Answers a string-I/O read vCPU `vcpu` waits on with `data`. */
+export declare function replyBytes(handle: ExternalObject<MachineHandle>, vcpu: number, data: Buffer): void
 
 /** A segment register. */
 export interface Segment {
@@ -573,6 +593,39 @@ export interface Segment {
   /** Unusable (a null selector was loaded). */
   unusable: boolean
 }
+
+/** Slot field: the absolute port or guest-physical address. */
+export declare const SLOT_ADDR: number
+
+/** Slot field: the repeat count of string I/O (its bytes are fetched separately). */
+export declare const SLOT_COUNT: number
+
+/** Slot field: the device's registration id. */
+export declare const SLOT_DEVICE: number
+
+/** Slot field: the exit kind (`EXIT_*`). */
+export declare const SLOT_EXIT: number
+
+/** Numbers per record in a slot. */
+export declare const SLOT_FIELDS: number
+
+/** Slot field: the record kind (`RECORD_*`). */
+export declare const SLOT_KIND: number
+
+/** Slot field: the offset into the device's range. */
+export declare const SLOT_OFFSET: number
+
+/** Slot field: the access width in bytes. */
+export declare const SLOT_SIZE: number
+
+/** Slot field: the low 32 bits of a single write's value. */
+export declare const SLOT_VALUE: number
+
+/** Slot field: the high 32 bits of a single write's value. */
+export declare const SLOT_VALUE_HI: number
+
+/** Slot field: the vCPU that made the access. */
+export declare const SLOT_VCPU: number
 
 /** The special registers: segments, descriptor tables, control registers and EFER. */
 export interface SpecialRegisters {
@@ -617,6 +670,9 @@ export declare function stopMachine(id: number): boolean
 
 /** The CPUID features the host's KVM can present to guests. */
 export declare function supportedCpuid(path?: string | undefined | null): Array<CpuidEntry>
+
+/** Takes every queued posted write, oldest first: one `RECORD_POSTED_WRITE` slot each. */
+export declare function takePosted(handle: ExternalObject<MachineHandle>): Float64Array
 
 /** Exceptions, interrupts and NMIs pending or being injected into a vCPU. */
 export interface VcpuEvents {

@@ -78,6 +78,10 @@ const COMMANDS: Record<string, CommandSpec> = {
       paths: { type: 'string', value: 'LIST', help: `comma-separated: ${PATHS.join(', ')} (default all)` },
       exits: { type: 'string', value: 'LIST', help: `comma-separated: ${EXITS.join(', ')} (default all)` },
       'no-lifecycle': { type: 'boolean', help: 'skip start-up time and idle-VM memory' },
+      busy: {
+        type: 'boolean',
+        help: 'also run the suite with one CPU held by a busy process (started and stopped by the bench), side by side',
+      },
       json: { type: 'string', value: 'FILE', help: 'also write the results as JSON' },
       html: { type: 'string', value: 'FILE', help: 'also write a page with the latency distributions' },
     },
@@ -195,6 +199,7 @@ async function main(argv: string[]): Promise<number> {
         ...(typeof v.paths === 'string' ? { paths: listFlag(v.paths, '--paths', PATHS) } : {}),
         ...(typeof v.exits === 'string' ? { exits: listFlag(v.exits, '--exits', EXITS) } : {}),
         lifecycle: v['no-lifecycle'] !== true,
+        busy: v.busy === true,
         progress: progressIndicator(),
       });
       process.stdout.write(formatTable(report));

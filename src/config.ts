@@ -66,14 +66,15 @@ export interface MachineConfig {
    */
   unhandled?: UnhandledPolicy;
   /**
-   * How long (µs) a vCPU spins waiting for a TypeScript device's answer before it sleeps
+   * The longest (µs) a vCPU spins waiting for a TypeScript device's answer before it sleeps
    * (default 200). Spinning avoids a thread wake-up, which costs more than a KVM exit on
-   * virtualized hosts; it burns that much CPU per exit when the answer is slow.
+   * virtualized hosts; when answers keep taking longer than this, the vCPU stops spinning for
+   * them (but for an occasional probe), so slow devices cost little CPU.
    */
   handoffSpinMicros?: number;
   /**
    * After answering an access, how long (µs) Node's thread polls for the next one before it
-   * returns to the event loop (default 50; 0 never polls). While exits stream in, this keeps
+   * returns to the event loop (default 50; 0 only looks once). While exits stream in, this keeps
    * the thread awake and answering, instead of being woken for each exit, which costs more
    * than the exit on virtualized hosts. It holds up other JS for at most that long after the
    * last access, and a streak yields to the event loop after 1 ms.

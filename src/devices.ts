@@ -1,6 +1,6 @@
 /**
  * Device models written in TypeScript: what a device implements and what an access tells it
- * (the bus that hands accesses to them is in `bus.ts`).
+ * (the hand-off in `handoff.ts` brings them the guest's accesses).
  * @module
  */
 

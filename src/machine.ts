@@ -3,10 +3,10 @@
  * @module
  */
 import { EventEmitter } from 'node:events';
-import { DeviceBus } from './bus.js';
 import { type MachineConfig, resolveConfig } from './config.js';
 import type { Device, DeviceHandle } from './devices.js';
 import { ArgumentError, callNative, fromNative, KvmkitError } from './errors.js';
+import { describeAccess, Handoff, type SlotRecord } from './handoff.js';
 import { defaultKernelCache } from './kernel-cache.js';
 import { GuestMemory } from './memory.js';
 import {
@@ -23,16 +23,6 @@ import type { VcpuStats } from './stats.js';
 import { describe, deviceArgs, eachOf, object, oneOf, optionalText, string, text, wholeNumber } from './validate.js';
 import { type CpuMode, Vcpu } from './vcpu.js';
 
-/** `NativeEvent.type` values. */
-const EVENT_ACCESS = 0;
-const EVENT_PAUSED = 1;
-const EVENT_END = 2;
-const EVENT_POSTED = 3;
-const EVENT_OUTPUT = 4;
-/** Numbers per access in an inline step's array: vcpu, exit, device, offset, addr, size, count, value, valueHi. */
-const INLINE_ACCESS_FIELDS = 9;
-type AccessFields = [number, number, number, number, number, number, number, number, number];
-
 /** The lifecycle state of a {@link Machine}. */
 export type MachineState = 'created' | 'running' | 'paused' | 'ended' | 'closed';
 
@@ -40,6 +30,8 @@ export type MachineState = 'created' | 'running' | 'paused' | 'ended' | 'closed'
 export interface AccessEvent {
   /** The vCPU that made it. */
   readonly vcpu: number;
+  /** The name of the device it reached. */
+  readonly device: string;
   /** `read` or `write`. */
   readonly kind: 'read' | 'write';
   /** `port` or `mmio`. */
@@ -51,14 +43,6 @@ export interface AccessEvent {
   /** Repeat count of string I/O, 1 otherwise. */
   readonly count: number;
 }
-
-/** `ExitKind` indices of the Rust core, by name. */
-const ACCESS_KINDS: readonly Pick<AccessEvent, 'kind' | 'space'>[] = [
-  { kind: 'read', space: 'port' },
-  { kind: 'write', space: 'port' },
-  { kind: 'read', space: 'mmio' },
-  { kind: 'write', space: 'mmio' },
-];
 
 /** Events a {@link Machine} emits. Nobody listening costs nothing on the exit path. */
 export interface MachineEvents {
@@ -217,7 +201,7 @@ export interface DebugConsole {
  */
 export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposable {
   readonly #native: NativeMachine;
-  readonly #bus: DeviceBus;
+  readonly #handoff: Handoff;
   readonly #irqchip: boolean;
   readonly #serials = new Map<number, SerialPort>();
   #outcome: Outcome | undefined;
@@ -235,10 +219,11 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
     super();
     this.#native = nativeMachine;
     this.#irqchip = irqchip;
-    this.#bus = new DeviceBus(nativeMachine, {
+    this.#handoff = new Handoff(nativeMachine, {
       timeoutMs: handlerTimeoutMs,
       spinMicros,
-      observe: (e) => this.#observe(e),
+      observing: () => this.listenerCount('access') > 0,
+      observe: (r, device) => this.#observe(r, device),
     });
     this.memory = new GuestMemory(callNative(() => nativeMachine.memory()));
     this.vcpus = Array.from(
@@ -290,13 +275,13 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
    */
   addPortDevice(base: number, length: number, device: Device): DeviceHandle {
     deviceArgs('port', base, length, device);
-    return this.#bus.add('port', base, length, device);
+    return this.#handoff.add('port', base, length, device);
   }
 
   /** Registers a TypeScript device on the MMIO range `base..base+length` (outside guest RAM). */
   addMmioDevice(base: number, length: number, device: Device): DeviceHandle {
     deviceArgs('mmio', base, length, device);
-    return this.#bus.add('mmio', base, length, device);
+    return this.#handoff.add('mmio', base, length, device);
   }
 
   /**
@@ -474,41 +459,10 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
         `cannot run inline: the machine has ${this.vcpus.length} vCPUs and one thread can drive only one`,
       );
     }
-    const binding = native();
     const run = callNative(() => this.#native.startInline((e) => this.#onEvent(e)));
     this.emit('start');
-    // One reused event and one reused array: an exit allocates nothing on this side.
-    const slot = new Float64Array(INLINE_ACCESS_FIELDS);
-    const e: NativeEvent = {
-      type: EVENT_ACCESS,
-      vcpu: 0,
-      exit: 0,
-      device: 0,
-      offset: 0,
-      addr: 0,
-      size: 0,
-      count: 0,
-      seq: 0,
-      value: 0,
-      valueHi: 0,
-    };
     try {
-      let more = binding.inlineStep(run, 0, 0, 0, slot);
-      while (more) {
-        [e.vcpu, e.exit, e.device, e.offset, e.addr, e.size, e.count, e.value, e.valueHi] =
-          slot as unknown as AccessFields;
-        if (e.count > 1) {
-          e.data = binding.inlineAccessData(run, e.vcpu);
-        }
-        this.#observe(e);
-        const answer = this.#bus.answerNow(e);
-        more =
-          'fail' in answer
-            ? binding.inlineFail(run, e.vcpu, answer.fail, slot)
-            : 'word' in answer
-              ? binding.inlineStep(run, e.vcpu, answer.word[0], answer.word[1], slot)
-              : binding.inlineStepBytes(run, e.vcpu, answer.bytes, slot);
-      }
+      this.#handoff.runInline(run);
     } catch (error) {
       throw fromNative(error);
     }
@@ -643,28 +597,29 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
   }
 
   #onEvent(e: NativeEvent): void {
+    const binding = native();
     switch (e.type) {
-      case EVENT_ACCESS:
-        this.#bus.dispatch(e);
+      case binding.EVENT_ACCESS:
+        this.#handoff.onDoorbell();
         break;
-      case EVENT_POSTED:
-        this.#bus.drainPosted();
+      case binding.EVENT_POSTED:
+        this.#handoff.drainPosted();
         break;
-      case EVENT_OUTPUT:
+      case binding.EVENT_OUTPUT:
         this.#serials.get(e.device)?.drain();
         break;
-      case EVENT_PAUSED:
+      case binding.EVENT_PAUSED:
         for (const w of this.#pauseWaiters.splice(0)) {
           w.resolve();
         }
         this.emit('paused');
         break;
-      case EVENT_END:
-        if (e.outcome !== undefined && this.#outcome === undefined) {
+      case binding.EVENT_END:
+        if (e.outcome !== undefined && e.outcome !== null && this.#outcome === undefined) {
           const outcome = e.outcome;
           // Writes posted before the end are handled before anyone learns of it.
-          this.#bus.drainPosted();
-          void this.#bus.settled().then(() => this.#settle(outcome));
+          this.#handoff.drainPosted();
+          void this.#handoff.settled().then(() => this.#settle(outcome));
         }
         break;
     }
@@ -677,12 +632,16 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
       : outcome;
   }
 
-  /** Emits `access` for an access a device is about to handle, if anyone listens. */
-  #observe(e: NativeEvent): void {
-    const kind = ACCESS_KINDS[e.exit];
-    if (kind !== undefined && this.listenerCount('access') > 0) {
-      this.emit('access', { vcpu: e.vcpu, ...kind, address: e.addr, size: e.size, count: e.count });
-    }
+  /** Emits `access` for an access a device is about to handle (called only while someone listens). */
+  #observe(r: SlotRecord, device: string): void {
+    this.emit('access', {
+      vcpu: r.vcpu,
+      device,
+      ...describeAccess(r),
+      address: r.address,
+      size: r.size,
+      count: r.count,
+    });
   }
 
   /** Records the outcome (once) and tells everyone waiting for it. */
@@ -690,7 +649,7 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
     if (this.#outcome !== undefined) {
       return this.#outcome;
     }
-    const outcome = this.#convention(toOutcome(native, this.#bus.failure));
+    const outcome = this.#convention(toOutcome(native, this.#handoff.failure));
     this.#outcome = outcome;
     for (const serial of this.#serials.values()) {
       serial.end();

@@ -20,7 +20,7 @@ export type {
 } from './native.js';
 
 /** The multiprocessing state of a vCPU (`KVM_MP_STATE_*`; the binding maps the names). */
-export type MpState = (typeof MP_STATES)[number];
+export type MpState = 'runnable' | 'uninitialized' | 'init-received' | 'halted' | 'sipi-received';
 
 // The binding's names, checked against its typings so the two cannot drift apart.
 const MP_STATES = [
@@ -29,7 +29,7 @@ const MP_STATES = [
   'init-received',
   'halted',
   'sipi-received',
-] as const satisfies readonly ReturnType<NativeVcpu['getMpState']>[];
+] as const satisfies readonly MpState[] & readonly ReturnType<NativeVcpu['getMpState']>[];
 
 import { toVcpuStats, type VcpuStats } from './stats.js';
 import { boolean, bytes as checkBytes, eachOf, object, oneOf, unsigned, wholeNumber } from './validate.js';

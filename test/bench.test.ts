@@ -55,6 +55,26 @@ describeKvm('the benchmark', () => {
     expect(report.host.load.otherCpus).toBeGreaterThanOrEqual(0);
   });
 
+  it('runs the suite again with one CPU busy, side by side, and stops the busy process', {
+    timeout: 120_000,
+  }, async () => {
+    const report = await runBench({
+      count: 50,
+      reps: 1,
+      paths: ['c', 'async'],
+      exits: ['pio-out'],
+      lifecycle: false,
+      busy: true,
+    });
+    expect(report.busy?.results.map((r) => [r.path, r.exit, r.runs])).toEqual([
+      ['c', 'pio-out', 1],
+      ['async', 'pio-out', 1],
+    ]);
+    expect(report.busy?.results[1]?.ratioToC).toBeGreaterThan(0);
+    expect(report.targets.map((t) => t.target)).toContain('async ≤ 3× C on every exit kind, one CPU busy');
+    expect(formatTable(report)).toMatch(/busy ×C/);
+  });
+
   it('refuses counts the guest cannot make', async () => {
     await expect(runBench({ count: 0 })).rejects.toThrow(/count: expected a whole number from 1/);
     await expect(runBench({ reps: 1.5 })).rejects.toThrow(/reps/);

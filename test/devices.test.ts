@@ -1,5 +1,5 @@
 import { expect, it } from 'vitest';
-import { encodeReadValue } from '../src/bus.js';
+import { encodeReadValue } from '../src/handoff.js';
 import type { Machine, Outcome } from '../src/index.js';
 import { closedAfterEach, machineWith } from './guests.js';
 import { describeKvm } from './kvm.js';
@@ -130,21 +130,34 @@ describeKvm('TypeScript devices', () => {
     expect(f.message).toMatch(/posted write to 0x60: device "log" write handler failed: disk full/);
   });
 
-  it('lets a waiting handler read the vCPU registers', async () => {
+  it('lets a waiting handler read the vCPU registers, and pauses with the access completed', async () => {
     const vm = machineWith('io');
     track(vm);
-    let rip = 0n;
+    let rbx: bigint | undefined;
+    let paused: Promise<void> | undefined;
     vm.addPortDevice(0x60, 8, {
       name: 'inspect',
       read: (a) => {
         if (a.offset === 0) {
-          rip = vm.vcpus[a.vcpu]?.registers().rip ?? 0n;
+          // State read here precedes the access: `in` completes once the vCPU runs on.
+          rbx = vm.vcpus[a.vcpu]?.registers().rbx;
+          paused = vm.pause();
+          return 0x41;
         }
         return 0;
       },
     });
     vm.addNullDevice(0x70, 2);
-    await vm.run();
-    expect(rip >= 0x1003n && rip <= 0x1004n).toBe(true);
+    vm.start();
+    while (paused === undefined) {
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    await paused;
+    expect(rbx).toBeTypeOf('bigint');
+    // Paused after the answer: `in al,dx` at 0x1003 is complete, AL holds the answer.
+    const regs = vm.vcpus[0]?.registers();
+    expect([regs?.rip, (regs?.rax ?? 0n) & 0xffn]).toEqual([0x1004n, 0x41n]);
+    vm.resume();
+    expect(await vm.wait()).toEqual({ reason: 'halted' });
   });
 });

@@ -15,6 +15,7 @@ export {
   type BenchOptions,
   type BenchReport,
   type Breakdown,
+  type BusyResults,
   PATHS,
   type PathName,
   type PathResult,

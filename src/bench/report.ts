@@ -39,19 +39,34 @@ export function formatTable(report: BenchReport): string {
   lines.push(`machine: ${h.cpu} (${h.cores} CPUs), Linux ${h.kernel}, node ${h.node}`);
   lines.push(`KVM: ${h.kvm}`);
   lines.push(`${report.count} exits per run, ${report.reps} interleaved repetitions; medians`);
+  const busy = report.busy;
+  if (busy !== undefined) {
+    lines.push('busy: the same suite with one CPU held by a busy process the benchmark started');
+  }
   lines.push('');
+  const ratio = (r: PathResult | undefined) => (r?.ratioToC === undefined ? '—' : `${r.ratioToC.toFixed(2)}×`);
   const header = ['exit', 'path', 'ns/exit', '×C', 'p50', 'p99', 'p99.9', 'usr/exit', 'sys/exit'];
-  const rows = report.results.map((r) => [
-    r.exit,
-    r.path,
-    formatNs(r.nsPerExit),
-    r.ratioToC === undefined ? '—' : `${r.ratioToC.toFixed(2)}×`,
-    formatNs(r.p50),
-    formatNs(r.p99),
-    formatNs(r.p999),
-    formatNs(r.cpuUserNsPerExit),
-    formatNs(r.cpuSysNsPerExit),
-  ]);
+  if (busy !== undefined) {
+    header.push('busy ns/exit', 'busy ×C', 'busy p50', 'busy p99');
+  }
+  const rows = report.results.map((r) => {
+    const row = [
+      r.exit,
+      r.path,
+      formatNs(r.nsPerExit),
+      ratio(r),
+      formatNs(r.p50),
+      formatNs(r.p99),
+      formatNs(r.p999),
+      formatNs(r.cpuUserNsPerExit),
+      formatNs(r.cpuSysNsPerExit),
+    ];
+    if (busy !== undefined) {
+      const b = busy.results.find((x) => x.path === r.path && x.exit === r.exit);
+      row.push(formatNs(b?.nsPerExit), ratio(b), formatNs(b?.p50), formatNs(b?.p99));
+    }
+    return row;
+  });
   const widths = header.map((title, i) => Math.max(title.length, ...rows.map((r) => (r[i] ?? '').length)));
   const format = (cells: string[]) =>
     cells.map((c, i) => (i < 2 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ');
@@ -83,6 +98,12 @@ export function formatTable(report: BenchReport): string {
     lines.push(
       `  an async TypeScript handler, hand-off     ${formatNs(b.asyncHandlingNs)} (p99 ${formatNs(b.asyncHandlingP99Ns)})`,
     );
+    const bb = busy?.breakdown;
+    if (bb !== undefined) {
+      lines.push(
+        `  the same, one CPU busy                    ${formatNs(bb.asyncHandlingNs)} (p99 ${formatNs(bb.asyncHandlingP99Ns)})`,
+      );
+    }
   }
   if (report.createToFirstExitMs !== undefined) {
     const s = report.createToFirstExitMs;

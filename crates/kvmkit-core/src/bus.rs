@@ -62,7 +62,7 @@ pub enum Route {
     User {
         /// The registration id.
         device: u32,
-        /// Writes are queued and the vCPU resumes at once (see [`crate::posted`]).
+        /// Writes are queued and the vCPU resumes at once (see [`crate::handoff::posted`]).
         posted: bool,
     },
 }

@@ -56,6 +56,11 @@ impl ExitKind {
         ExitKind::Other,
     ];
 
+    /// Whether the guest writes: a port or MMIO write.
+    pub fn is_write(self) -> bool {
+        matches!(self, ExitKind::IoOut | ExitKind::MmioWrite)
+    }
+
     /// The name used in statistics and error messages, such as `io-in`.
     pub fn name(self) -> &'static str {
         match self {
@@ -97,8 +102,6 @@ pub struct DeviceAccess {
     pub count: u32,
     /// For writes, the bytes written (`size * count` of them); empty for reads.
     pub data: Vec<u8>,
-    /// Numbers the accesses of one vCPU, so an answer can name the one it answers.
-    pub seq: u64,
 }
 
 impl DeviceAccess {
@@ -112,7 +115,26 @@ impl DeviceAccess {
             size: 0,
             count: 0,
             data: Vec::with_capacity(capacity),
-            seq: 0,
+        }
+    }
+
+    /// The value of a single write (its first 8 bytes, little-endian, zero-extended); 0 for
+    /// reads.
+    pub fn value(&self) -> u64 {
+        value_of(&self.data)
+    }
+
+    /// A one-byte port read at `addr` by user device 1, for tests.
+    #[cfg(test)]
+    pub(crate) fn port_read(addr: u64) -> Self {
+        DeviceAccess {
+            kind: ExitKind::IoIn,
+            device: 1,
+            offset: 0,
+            addr,
+            size: 1,
+            count: 1,
+            data: Vec::new(),
         }
     }
 
@@ -120,6 +142,14 @@ impl DeviceAccess {
     pub fn is_read(&self) -> bool {
         matches!(self.kind, ExitKind::IoIn | ExitKind::MmioRead)
     }
+}
+
+/// The first 8 bytes of `bytes` as a little-endian number, zero-extended.
+pub fn value_of(bytes: &[u8]) -> u64 {
+    let mut v = [0u8; 8];
+    let n = bytes.len().min(8);
+    v[..n].copy_from_slice(&bytes[..n]);
+    u64::from_le_bytes(v)
 }
 
 /// The system event types of `KVM_EXIT_SYSTEM_EVENT`.

@@ -1,17 +1,19 @@
 //! Interrupting a vCPU thread that is inside `KVM_RUN`.
 //!
-//! Each vCPU thread publishes the address of its `kvm_run.immediate_exit` in a thread-local.
-//! The kick signal's handler sets it, so a kick that lands just before `KVM_RUN` makes the
-//! ioctl return at once, and one that lands during it interrupts it with `EINTR`. Either way
-//! the thread gets back to its loop and sees why it was kicked.
+//! A thread running a vCPU's loop registers in the machine's kick registry and publishes
+//! the address of its `kvm_run.immediate_exit` in a thread-local. The kick signal's handler
+//! sets it, so a kick that lands just before `KVM_RUN` makes the ioctl return at once, and
+//! one that lands during it interrupts it with `EINTR`. Either way the thread gets back to
+//! its loop and sees why it was kicked.
 
 use std::cell::Cell;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use libc::{c_int, c_void, pthread_t, siginfo_t};
 use vmm_sys_util::signal::{SIGRTMIN, register_signal_handler};
 
 use crate::error::{Error, Result};
+use crate::sync::LockExt;
 
 /// The kick signal is `SIGRTMIN() + KICK_SIGNAL_OFFSET`, a real-time signal nothing in Node
 /// uses.
@@ -25,7 +27,7 @@ extern "C" fn on_kick(_: c_int, _: *mut siginfo_t, _: *mut c_void) {
     let flag = IMMEDIATE_EXIT.with(Cell::get);
     if !flag.is_null() {
         // SAFETY: the pointer was published by this very thread and points into its vCPU's
-        // kvm_run mapping, which outlives the publication (see `publish`).
+        // kvm_run mapping, which outlives the publication (see `KickRegistry::enter`).
         unsafe { flag.write_volatile(1) };
     }
 }
@@ -36,6 +38,10 @@ pub fn kick_signal() -> c_int {
 }
 
 /// Installs the kick handler (once per process).
+///
+/// # Errors
+///
+/// `THREAD_FAILED` if the signal handler cannot be installed.
 pub fn install() -> Result<()> {
     static INSTALLED: OnceLock<std::result::Result<(), i32>> = OnceLock::new();
     INSTALLED
@@ -43,23 +49,71 @@ pub fn install() -> Result<()> {
         .map_err(|errno| Error::Thread(std::io::Error::from_raw_os_error(errno)))
 }
 
-/// Publishes the current thread's `immediate_exit` flag; `None` withdraws it.
-///
-/// The caller must withdraw it before the `kvm_run` mapping it points into is unmapped.
-pub fn publish(flag: Option<*mut u8>) {
-    IMMEDIATE_EXIT.with(|c| c.set(flag.unwrap_or(std::ptr::null_mut())));
-}
-
-/// The calling thread's handle, for [`kick`].
-pub fn current_thread() -> pthread_t {
+fn current_thread() -> pthread_t {
     // SAFETY: pthread_self has no preconditions and always succeeds.
     unsafe { libc::pthread_self() }
 }
 
-/// Sends the kick signal to `thread`, which must be alive: callers keep a registry that
-/// threads leave before they exit, and kick under its lock.
-pub fn kick(thread: pthread_t) {
-    // SAFETY: per the contract above `thread` is a live thread of this process, and the
-    // signal has a handler installed (see `install`) that only touches thread-local state.
-    unsafe { libc::pthread_kill(thread, kick_signal()) };
+/// Which thread runs each vCPU's loop right now, so a stop or pause can kick it out of
+/// `KVM_RUN`.
+pub(crate) struct KickRegistry {
+    threads: Mutex<Vec<Option<pthread_t>>>,
+}
+
+/// While alive, the current thread runs vCPU `index`'s loop and kicks reach it.
+pub(crate) struct Running<'a> {
+    registry: &'a KickRegistry,
+    index: usize,
+}
+
+impl KickRegistry {
+    /// A registry for `vcpus` vCPUs, none running.
+    pub(crate) fn new(vcpus: usize) -> Self {
+        KickRegistry {
+            threads: Mutex::new(vec![None; vcpus]),
+        }
+    }
+
+    /// Registers the current thread as the one running vCPU `index`, whose `kvm_run`
+    /// `immediate_exit` byte is at `immediate_exit`.
+    ///
+    /// # Safety
+    ///
+    /// `immediate_exit` must stay valid (the vCPU's `kvm_run` mapping alive) until the
+    /// returned guard is dropped, and the guard must be dropped on this thread.
+    pub(crate) unsafe fn enter(&self, index: usize, immediate_exit: *mut u8) -> Running<'_> {
+        IMMEDIATE_EXIT.with(|c| c.set(immediate_exit));
+        if let Some(slot) = self.threads.lock_or_recover().get_mut(index) {
+            *slot = Some(current_thread());
+        }
+        Running {
+            registry: self,
+            index,
+        }
+    }
+
+    /// Interrupts every registered vCPU thread but the calling one.
+    pub(crate) fn kick_others(&self) {
+        let me = current_thread();
+        // Threads leave the registry (under this lock) before they exit, so each one kicked
+        // here is alive; a vCPU thread calling this is outside KVM_RUN.
+        let threads = self.threads.lock_or_recover();
+        for &t in threads.iter().flatten() {
+            // SAFETY: pthread_equal only compares two thread handles.
+            if unsafe { libc::pthread_equal(t, me) } == 0 {
+                // SAFETY: `t` is alive (see above), and the signal has a handler installed
+                // (see `install`) that only touches thread-local state.
+                unsafe { libc::pthread_kill(t, kick_signal()) };
+            }
+        }
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.registry.threads.lock_or_recover().get_mut(self.index) {
+            *slot = None;
+        }
+        IMMEDIATE_EXIT.with(|c| c.set(std::ptr::null_mut()));
+    }
 }

@@ -1,9 +1,7 @@
 //! A machine: one KVM VM with its guest RAM, vCPUs, device buses and vCPU threads.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use kvm_ioctls::VmFd;
 use vmm_sys_util::eventfd::EventFd;
@@ -12,183 +10,28 @@ use crate::bus::{Bus, Route, Space};
 use crate::config::MachineConfig;
 use crate::devices::{DeviceSpec, HostSide};
 use crate::error::{Error, Result};
-use crate::exit::{DeviceAccess, Outcome};
+use crate::exit::{ExitKind, MachineError, Outcome};
+pub use crate::handler::ExitHandler;
+use crate::handoff::Handoff;
 use crate::irq::IoEvent;
 use crate::kick;
 use crate::kvm::KvmHost;
+pub use crate::lifecycle::State;
 use crate::loader::flat::{self, FlatBoot};
 use crate::loader::linux::{self, LinuxBoot, LoadedKernel};
 use crate::loader::multiboot::{self, LoadedMultiboot, MultibootBoot};
-use crate::mailbox::{Mailbox, ReplyError};
-use crate::memory::{GuestRam, MemoryOptions};
+use crate::memory::GuestRam;
+pub use crate::options::{MachineOptions, UnhandledPolicy};
 use crate::platform::Inventory;
-use crate::posted::{PostedQueue, PostedWrite};
 use crate::resources::Resources;
-use crate::runner::{self, lock};
-pub use crate::runner::{InlineAnswer, InlineVcpu};
+pub use crate::run::inline::{InlineAnswer, InlineVcpu};
+use crate::run::threaded::run_threaded;
+use crate::run::{Shared, VcpuContext};
 use crate::sandbox::Sandbox;
 use crate::stats::{StatsSnapshot, VcpuStats};
+use crate::sync::{LockExt, RwLockExt};
 use crate::vcpu::Vcpu;
 use crate::x86::{acpi, layout, mptable};
-
-/// Receives what the vCPU threads cannot settle in Rust.
-///
-/// The methods are called on vCPU threads and must not block: they hand the event over to
-/// whoever answers it (the Node binding queues it to the JS thread).
-pub trait ExitHandler: Send + Sync {
-    /// A user device must answer `access`; answer with [`Machine::reply`] or
-    /// [`Machine::fail`] for vCPU `vcpu`. The vCPU waits until then.
-    fn on_access(&self, vcpu: u32, access: &DeviceAccess);
-    /// Posted writes are waiting: take them with [`Machine::take_posted`]. Called when the
-    /// queue goes from empty to non-empty, not for every write.
-    fn on_posted(&self);
-    /// The output buffer of the serial port at `port` stopped being empty: take it with
-    /// [`crate::devices::serial::SerialHandle::take_output`]. Called when the buffer goes
-    /// from empty to non-empty.
-    fn on_output(&self, port: u32);
-    /// Every running vCPU has stopped at a pause point.
-    fn on_paused(&self);
-    /// The run ended; no further calls follow.
-    fn on_end(&self, outcome: &Outcome);
-}
-
-/// What to do with an access to a port or address no device claims.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UnhandledPolicy {
-    /// Stop the machine with an `UNHANDLED_EXIT` error naming the exit, address and RIP.
-    Error,
-    /// Reads return all-ones and writes are dropped, as on a bus with nothing on it.
-    Ignore,
-}
-
-/// Run-time behaviour of a machine.
-#[derive(Debug, Clone)]
-pub struct MachineOptions {
-    /// How long a vCPU spins waiting for a user device's answer before it sleeps.
-    pub handoff_spin: Duration,
-    /// What to do with unclaimed port and MMIO accesses.
-    pub unhandled: UnhandledPolicy,
-    /// Create the in-kernel interrupt controllers (PIC, IOAPIC, LAPICs) and PIT. With them,
-    /// `hlt` waits for an interrupt inside KVM instead of exiting.
-    pub irqchip: bool,
-    /// How guest RAM is backed and mapped.
-    pub memory: MemoryOptions,
-    /// Finish in kvmkit the instructions a software-assisted KVM's emulator gives up on,
-    /// where kvmkit can (`int3` and `int n`, by injecting the vector past them; `fwait`;
-    /// `xgetbv`; `clac`/`stac`; `clwb`/`clflushopt`; `ldmxcsr`/`stmxcsr`): see [`crate::fallback`].
-    /// Harmless on hardware virtualization, where those instructions never exit.
-    pub emulation_fallbacks: bool,
-    /// Confine each vCPU thread with a seccomp filter (see [`crate::sandbox`]); off by
-    /// default. Such a machine cannot be started inline.
-    pub sandbox: Option<Sandbox>,
-}
-
-impl Default for MachineOptions {
-    fn default() -> Self {
-        MachineOptions {
-            handoff_spin: Duration::from_micros(200),
-            unhandled: UnhandledPolicy::Error,
-            irqchip: false,
-            memory: MemoryOptions::default(),
-            emulation_fallbacks: true,
-            sandbox: None,
-        }
-    }
-}
-
-/// The lifecycle state of a machine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    /// Configured, not started: registers and memory may be set up.
-    Created,
-    /// vCPU threads are running.
-    Running,
-    /// A pause was asked for (every vCPU stops at its next pause point).
-    Paused,
-    /// The run ended; the outcome is known.
-    Ended,
-    /// Resources are released.
-    Closed,
-}
-
-impl State {
-    /// The state's name, for messages.
-    pub fn name(self) -> &'static str {
-        match self {
-            State::Created => "created",
-            State::Running => "running",
-            State::Paused => "paused",
-            State::Ended => "ended",
-            State::Closed => "closed",
-        }
-    }
-}
-
-/// State shared between the machine's owner and its vCPU threads.
-pub(crate) struct Shared {
-    pub(crate) ports: RwLock<Bus>,
-    pub(crate) mmio: RwLock<Bus>,
-    pub(crate) mailboxes: Vec<Mailbox>,
-    pub(crate) stats: Vec<VcpuStats>,
-    pub(crate) posted: PostedQueue,
-    /// The thread running each vCPU's loop right now, for kicks.
-    pub(crate) threads: Mutex<Vec<Option<libc::pthread_t>>>,
-    pub(crate) stop: AtomicBool,
-    pub(crate) pause: AtomicBool,
-    /// A thread is in [`Machine::poll_access`]: vCPUs leave their accesses to it.
-    pub(crate) js_polling: AtomicBool,
-    pub(crate) control: Mutex<Control>,
-    pub(crate) changed: Condvar,
-    pub(crate) options: MachineOptions,
-}
-
-pub(crate) struct Control {
-    pub(crate) state: State,
-    pub(crate) live: u32,
-    pub(crate) parked: u32,
-    pub(crate) outcome: Option<Outcome>,
-    pub(crate) handler: Option<Arc<dyn ExitHandler>>,
-}
-
-impl Shared {
-    pub(crate) fn control(&self) -> MutexGuard<'_, Control> {
-        self.control.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Records the first terminal outcome and asks every vCPU to stop.
-    pub(crate) fn end_with(&self, outcome: Outcome) {
-        let mut c = self.control();
-        c.outcome.get_or_insert(outcome);
-        drop(c);
-        self.stop_all();
-    }
-
-    /// Asks every vCPU to leave its loop: the flag, the condition variable and mailboxes
-    /// for those waiting, a kick for those inside `KVM_RUN` (such as an application
-    /// processor still waiting for its SIPI when the first vCPU powers off).
-    pub(crate) fn stop_all(&self) {
-        self.stop.store(true, Ordering::Release);
-        self.changed.notify_all();
-        for mb in &self.mailboxes {
-            mb.wake();
-        }
-        self.kick_all();
-    }
-
-    /// Interrupts every vCPU that is inside `KVM_RUN`, but the calling one.
-    pub(crate) fn kick_all(&self) {
-        // Threads leave the registry (under this lock) before they exit, so each one kicked
-        // here is alive; a vCPU thread calling this is outside KVM_RUN.
-        let me = kick::current_thread();
-        let threads = lock(&self.threads);
-        for &t in threads.iter().flatten() {
-            // SAFETY: pthread_equal only compares two thread handles.
-            if unsafe { libc::pthread_equal(t, me) } == 0 {
-                kick::kick(t);
-            }
-        }
-    }
-}
 
 /// A virtual machine.
 pub struct Machine {
@@ -234,28 +77,8 @@ impl Machine {
         let vcpus = (0..config.vcpus)
             .map(|i| Vcpu::new(&host, &vm, i, config.vcpus).map(|v| Arc::new(Mutex::new(v))))
             .collect::<Result<Vec<_>>>()?;
-        let n = vcpus.len();
         Ok(Machine {
-            shared: Arc::new(Shared {
-                ports: RwLock::new(Bus::ports()),
-                mmio: RwLock::new(Bus::mmio()),
-                mailboxes: (0..n).map(|_| Mailbox::default()).collect(),
-                stats: (0..n).map(|_| VcpuStats::default()).collect(),
-                posted: PostedQueue::default(),
-                threads: Mutex::new(vec![None; n]),
-                stop: AtomicBool::new(false),
-                pause: AtomicBool::new(false),
-                js_polling: AtomicBool::new(false),
-                control: Mutex::new(Control {
-                    state: State::Created,
-                    live: 0,
-                    parked: 0,
-                    outcome: None,
-                    handler: None,
-                }),
-                changed: Condvar::new(),
-                options,
-            }),
+            shared: Arc::new(Shared::new(vcpus.len(), options)),
             ram: Arc::new(ram),
             vcpus,
             threads: Mutex::new(Vec::new()),
@@ -289,12 +112,17 @@ impl Machine {
 
     /// The current lifecycle state.
     pub fn state(&self) -> State {
-        self.shared.control().state
+        self.shared.lifecycle.state()
     }
 
     /// The outcome, once the run has ended.
     pub fn outcome(&self) -> Option<Outcome> {
-        self.shared.control().outcome.clone()
+        self.shared.lifecycle.outcome()
+    }
+
+    /// The hand-off through which user devices take and answer the guest's accesses.
+    pub fn handoff(&self) -> &Arc<Handoff> {
+        &self.shared.handoff
     }
 
     /// Runs `f` on vCPU `index` while it is not inside `KVM_RUN`: before start, while paused,
@@ -326,7 +154,7 @@ impl Machine {
         }
         self.bus(space).insert(base, len, name, route)?;
         if space == Space::Mmio {
-            lock(&self.resources).reserve_mmio(base, len);
+            self.resources.lock_or_recover().reserve_mmio(base, len);
         }
         Ok(())
     }
@@ -335,9 +163,9 @@ impl Machine {
     pub fn remove_device(&self, space: Space, base: u64) -> bool {
         let removed = self.bus(space).remove(base);
         if removed {
-            lock(&self.inventory).remove(space, base);
+            self.inventory.lock_or_recover().remove(space, base);
             if space == Space::Mmio {
-                lock(&self.resources).release_mmio(base);
+                self.resources.lock_or_recover().release_mmio(base);
             }
         }
         removed
@@ -350,7 +178,7 @@ impl Machine {
     ///
     /// `INVALID_CONFIG` for a zero length, `BUS_RANGE` when the hole is full.
     pub fn allocate_mmio(&self, len: u64) -> Result<u64> {
-        lock(&self.resources).allocate_mmio(len)
+        self.resources.lock_or_recover().allocate_mmio(len)
     }
 
     /// A free interrupt line (GSI 5 to 23) that no built-in device and no irqfd has taken.
@@ -359,7 +187,7 @@ impl Machine {
     ///
     /// `INVALID_CONFIG` when every one is taken.
     pub fn allocate_gsi(&self) -> Result<u32> {
-        lock(&self.resources).allocate_gsi()
+        self.resources.lock_or_recover().allocate_gsi()
     }
 
     fn bus(&self, space: Space) -> std::sync::RwLockWriteGuard<'_, Bus> {
@@ -367,8 +195,7 @@ impl Machine {
             Space::Port => &self.shared.ports,
             Space::Mmio => &self.shared.mmio,
         }
-        .write()
-        .unwrap_or_else(|e| e.into_inner())
+        .write_or_recover()
     }
 
     /// MMIO exits only happen outside guest RAM: a device over RAM would never be reached.
@@ -395,23 +222,14 @@ impl Machine {
     }
 
     /// Moves a created machine to running with `handler`; returns the loop contexts.
-    fn begin(&self, handler: Arc<dyn ExitHandler>) -> Result<Vec<runner::VcpuThread>> {
+    fn begin(&self, handler: Arc<dyn ExitHandler>) -> Result<Vec<VcpuContext>> {
         kick::install()?;
-        let mut c = self.shared.control();
-        if c.state != State::Created {
-            return Err(Error::InvalidState {
-                op: "start",
-                state: c.state.name(),
-            });
-        }
-        c.handler = Some(handler);
-        c.state = State::Running;
-        c.live = self.vcpu_count();
+        self.shared.lifecycle.begin(handler, self.vcpu_count())?;
         Ok(self
             .vcpus
             .iter()
             .enumerate()
-            .map(|(i, vcpu)| runner::VcpuThread {
+            .map(|(i, vcpu)| VcpuContext {
                 index: i as u32,
                 vcpu: Arc::clone(vcpu),
                 shared: Arc::clone(&self.shared),
@@ -421,13 +239,20 @@ impl Machine {
             .collect())
     }
 
-    /// Starts one thread per vCPU. `handler` answers user-device accesses and learns the end.
+    /// Starts one thread per vCPU. `handler` hears of user-device accesses, posted writes,
+    /// serial output, pauses and the end.
+    ///
+    /// # Errors
+    ///
+    /// `INVALID_STATE` unless the machine was never started; `THREAD_FAILED` if the kick
+    /// signal or a vCPU thread cannot be set up (the run then ends as stopped).
     pub fn start(&self, handler: Arc<dyn ExitHandler>) -> Result<()> {
         let filter = self.shared.options.sandbox.map(Sandbox::vcpu_filter);
         let filter = filter.transpose()?.map(Arc::new);
         let contexts = self.begin(handler)?;
-        let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
-        for ctx in contexts {
+        let mut threads = self.threads.lock_or_recover();
+        let mut contexts = contexts.into_iter();
+        for ctx in contexts.by_ref() {
             let i = ctx.index;
             let filter = filter.clone();
             let spawned = std::thread::Builder::new()
@@ -436,20 +261,18 @@ impl Machine {
                     if let Some(filter) = filter {
                         crate::sandbox::confine_vcpu(&filter, &ctx);
                     }
-                    runner::run_threaded(ctx);
+                    run_threaded(ctx);
                 });
             match spawned {
                 Ok(t) => threads.push(t),
                 Err(e) => {
-                    // The contexts not yet moved into a thread were dropped: account for them.
-                    let mut c = self.shared.control();
-                    c.live = c
-                        .live
-                        .saturating_sub(self.vcpu_count() - threads.len() as u32);
-                    drop(c);
                     drop(threads);
                     self.shared.end_with(Outcome::Stopped);
-                    self.stop();
+                    // The vCPU whose thread failed and those not yet spawned never run.
+                    self.shared.lifecycle.leave();
+                    for _ in contexts {
+                        self.shared.lifecycle.leave();
+                    }
                     return Err(Error::Thread(e));
                 }
             }
@@ -460,6 +283,10 @@ impl Machine {
     /// Starts the machine with every vCPU driven by the caller: each returned
     /// [`InlineVcpu`] runs its guest on whatever thread calls its `step`, and returns the
     /// accesses to user devices for that thread to answer directly.
+    ///
+    /// # Errors
+    ///
+    /// As [`Machine::start`].
     pub fn start_inline(&self, handler: Arc<dyn ExitHandler>) -> Result<Vec<InlineVcpu>> {
         if self.shared.options.sandbox.is_some() {
             return Err(Error::config(
@@ -475,34 +302,29 @@ impl Machine {
             .collect())
     }
 
-    /// Moves from state `from` to `to` for `op`, or fails naming the current state.
-    fn transition(&self, op: &'static str, from: State, to: State) -> Result<()> {
-        let mut c = self.shared.control();
-        if c.state != from {
-            return Err(Error::InvalidState {
-                op,
-                state: c.state.name(),
-            });
-        }
-        c.state = to;
-        self.shared
-            .pause
-            .store(to == State::Paused, Ordering::Release);
-        Ok(())
-    }
-
-    /// Asks every vCPU to pause; [`ExitHandler::on_paused`] follows once all have.
+    /// Asks every vCPU to pause; [`ExitHandler::on_paused`] follows once all have. A vCPU
+    /// pauses after the access it was in completes, so its registers are the guest's.
+    ///
+    /// # Errors
+    ///
+    /// `INVALID_STATE` unless the machine is running.
     pub fn pause(&self) -> Result<()> {
-        self.transition("pause", State::Running, State::Paused)?;
-        self.shared.kick_all();
+        self.shared
+            .lifecycle
+            .transition("pause", State::Running, State::Paused)?;
+        self.shared.kicks.kick_others();
         Ok(())
     }
 
     /// Lets paused vCPUs run again.
+    ///
+    /// # Errors
+    ///
+    /// `INVALID_STATE` unless the machine is paused.
     pub fn resume(&self) -> Result<()> {
-        self.transition("resume", State::Paused, State::Running)?;
-        self.shared.changed.notify_all();
-        Ok(())
+        self.shared
+            .lifecycle
+            .transition("resume", State::Paused, State::Running)
     }
 
     /// Stops the run: every vCPU leaves its loop and the outcome becomes
@@ -514,107 +336,24 @@ impl Machine {
     /// Stops the run and waits for every vCPU thread to finish. Idempotent.
     pub fn close(&self) {
         self.stop();
-        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        let threads = std::mem::take(&mut *self.threads.lock_or_recover());
         for t in threads {
             let _ = t.join();
         }
-        let mut c = self.shared.control();
-        c.state = State::Closed;
-        c.handler = None;
+        self.shared.lifecycle.close();
     }
 
-    /// Moves every queued posted write into `out`, oldest first.
-    pub fn take_posted(&self, out: &mut Vec<PostedWrite>) {
-        self.shared.posted.drain_into(out);
-    }
-
-    /// Stops the machine with a `HANDLER_FAILED` error for a write that no vCPU waits on
-    /// (a posted write).
-    pub fn fail_posted(&self, write: &PostedWrite, message: String) {
-        self.shared
-            .end_with(Outcome::Error(crate::exit::MachineError {
-                code: "HANDLER_FAILED",
-                message: format!(
-                    "vCPU {}: posted write to {:#x}: {message}",
-                    write.vcpu, write.addr
-                ),
-                vcpu: write.vcpu,
-                exit: write.kind,
-                registers: None,
-                instruction: Vec::new(),
-            }));
-        self.stop();
-    }
-
-    /// Answers the access vCPU `vcpu` is waiting on (the bytes read; empty for writes).
-    pub fn reply(&self, vcpu: u32, bytes: &[u8]) -> Result<()> {
-        self.mailbox(vcpu)?
-            .reply(bytes)
-            .map_err(|e| reply_error(vcpu, e))
-    }
-
-    /// Fails the access vCPU `vcpu` is waiting on: the machine stops with `message`.
-    pub fn fail(&self, vcpu: u32, message: String) -> Result<()> {
-        self.mailbox(vcpu)?
-            .fail(message)
-            .map_err(|e| reply_error(vcpu, e))
-    }
-
-    /// Claims the access vCPU `vcpu` posted with number `seq` (see [`DeviceAccess::seq`]);
-    /// false if [`Machine::poll_access`] took it already or it is gone.
-    pub fn claim(&self, vcpu: u32, seq: u64) -> Result<bool> {
-        Ok(self.mailbox(vcpu)?.claim(Some(seq)))
-    }
-
-    /// Waits up to `spin`, spinning, for any vCPU to post an access to a user device; claims
-    /// it and passes it to `take` with the vCPU's index. Returns false if none came.
-    ///
-    /// While a thread polls, vCPUs skip [`ExitHandler::on_access`]: the thread answering
-    /// exits stays awake while they stream in, instead of being woken for each one.
-    pub fn poll_access(&self, spin: Duration, take: impl FnOnce(u32, &DeviceAccess)) -> bool {
-        let shared = &self.shared;
-        let claim_any = || shared.mailboxes.iter().position(|m| m.claim(None));
-        shared.js_polling.store(true, Ordering::SeqCst);
-        let start = std::time::Instant::now();
-        let mut spins = 0u32;
-        let mut found = None;
-        while !shared.stop.load(Ordering::Relaxed) {
-            found = claim_any();
-            spins = spins.wrapping_add(1);
-            if found.is_some() || (spins.is_multiple_of(64) && start.elapsed() >= spin) {
-                break;
-            }
-            std::hint::spin_loop();
-        }
-        shared.js_polling.store(false, Ordering::SeqCst);
-        // A vCPU that saw the flag just before it dropped left its access here: take it.
-        match found.or_else(claim_any) {
-            Some(i) => {
-                shared.mailboxes[i].read(|a| take(i as u32, a));
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// The bytes of the write vCPU `vcpu` posted and waits on (for string I/O).
-    pub fn posted_access_data(&self, vcpu: u32) -> Result<Vec<u8>> {
-        Ok(self.mailbox(vcpu)?.read(|a| a.data.clone()))
-    }
-
-    /// Whether posted writes are waiting to be taken.
-    pub fn has_posted(&self) -> bool {
-        !self.shared.posted.is_empty()
-    }
-
-    fn mailbox(&self, vcpu: u32) -> Result<&Mailbox> {
-        self.shared
-            .mailboxes
-            .get(vcpu as usize)
-            .ok_or(Error::NoSuchVcpu {
-                index: vcpu,
-                count: self.vcpu_count(),
-            })
+    /// Stops the machine with a `HANDLER_FAILED` error for a `kind` write to `addr` that
+    /// vCPU `vcpu` posted (no vCPU waits on it).
+    pub fn fail_posted(&self, vcpu: u32, kind: ExitKind, addr: u64, message: String) {
+        self.shared.end_with(Outcome::Error(MachineError {
+            code: "HANDLER_FAILED",
+            message: format!("vCPU {vcpu}: posted write to {addr:#x}: {message}"),
+            vcpu,
+            exit: kind,
+            registers: None,
+            instruction: Vec::new(),
+        }));
     }
 
     /// The counters of vCPU `index`.
@@ -646,7 +385,7 @@ impl Machine {
     pub fn register_irqfd(&self, gsi: u32) -> Result<EventFd> {
         self.need_irqchip("create an irqfd")?;
         let fd = crate::irq::register_irqfd(&self.vm, gsi)?;
-        lock(&self.resources).reserve_gsi(gsi);
+        self.resources.lock_or_recover().reserve_gsi(gsi);
         Ok(fd)
     }
 
@@ -695,7 +434,7 @@ impl Machine {
         let shared = Arc::downgrade(&self.shared);
         let port = u32::try_from(spec.base()).unwrap_or(u32::MAX);
         let notify = Box::new(move || {
-            let handler = shared.upgrade().and_then(|s| s.control().handler.clone());
+            let handler = shared.upgrade().and_then(|s| s.lifecycle.handler());
             if let Some(h) = handler {
                 h.on_output(port);
             }
@@ -704,9 +443,9 @@ impl Machine {
         let route = Route::BuiltIn(device);
         self.add_device(spec.space(), spec.base(), spec.len(), spec.name(), route)?;
         if let Some(gsi) = spec.irq() {
-            lock(&self.resources).reserve_gsi(gsi);
+            self.resources.lock_or_recover().reserve_gsi(gsi);
         }
-        lock(&self.inventory).add(spec);
+        self.inventory.lock_or_recover().add(spec);
         Ok(host)
     }
 
@@ -721,7 +460,7 @@ impl Machine {
     /// `BAD_IMAGE` for a kernel or initrd that cannot be loaded (nothing is written then),
     /// `INVALID_CONFIG` for a platform the tables cannot describe (too many vCPUs).
     pub fn load_linux(&self, boot: &LinuxBoot<'_>) -> Result<LoadedKernel> {
-        let platform = lock(&self.inventory).platform(self.vcpu_count());
+        let platform = self.inventory.lock_or_recover().platform(self.vcpu_count());
         // Checked before anything is written.
         let tables = acpi::tables(&platform)?;
         let mptable = mptable::table(&platform)?;
@@ -730,7 +469,11 @@ impl Machine {
             self.ram.write(addr, &data)?;
         }
         self.ram.write(layout::MPTABLE_ADDR, &mptable)?;
-        if !lock(&self.inventory).contains(&DeviceSpec::AcpiSleep) {
+        if !self
+            .inventory
+            .lock_or_recover()
+            .contains(&DeviceSpec::AcpiSleep)
+        {
             self.add(DeviceSpec::AcpiSleep)?;
         }
         Ok(loaded)
@@ -745,13 +488,6 @@ impl Machine {
     /// Loads a flat binary and sets vCPU 0 up to enter it; returns where it ends.
     pub fn load_flat(&self, boot: &FlatBoot<'_>) -> Result<u64> {
         self.with_vcpu(0, |v| flat::load(&self.ram, v, boot))
-    }
-}
-
-fn reply_error(vcpu: u32, e: ReplyError) -> Error {
-    match e {
-        ReplyError::NotWaiting => Error::NotWaiting { vcpu },
-        ReplyError::TooLong(len) => Error::ReplyTooLong { len },
     }
 }
 

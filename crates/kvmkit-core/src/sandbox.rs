@@ -18,7 +18,7 @@ use seccompiler::{
 
 use crate::error::{Error, Result};
 use crate::exit::{ExitKind, MachineError, Outcome};
-use crate::runner::VcpuThread;
+use crate::run::VcpuContext;
 
 /// What happens when a sandboxed thread makes a system call the filter does not allow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +112,7 @@ pub fn confine(filter: &BpfProgram) -> Result<()> {
 
 /// Confines the thread about to run `ctx`'s vCPU; if the kernel refuses, the run ends with
 /// a `SANDBOX_FAILED` error before the guest runs unconfined.
-pub(crate) fn confine_vcpu(filter: &BpfProgram, ctx: &VcpuThread) {
+pub(crate) fn confine_vcpu(filter: &BpfProgram, ctx: &VcpuContext) {
     if let Err(e) = confine(filter) {
         ctx.shared.end_with(Outcome::Error(MachineError {
             code: "SANDBOX_FAILED",

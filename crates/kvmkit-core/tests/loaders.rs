@@ -245,12 +245,12 @@ fn a_power_off_ends_the_run_while_another_vcpu_waits_for_its_startup_ipi() {
         std::thread::yield_now();
     }
     std::thread::sleep(std::time::Duration::from_millis(50));
-    m.reply(0, &[]).unwrap();
+    m.handoff().reply(0, &[]).unwrap();
     for _ in 1.."smp 3".len() {
         let Event::Access(0, _) = next(&rx) else {
             panic!("expected the rest of the command line");
         };
-        m.reply(0, &[]).unwrap();
+        m.handoff().reply(0, &[]).unwrap();
     }
     assert_eq!(end(&rx), powered_off());
 }

@@ -6,11 +6,12 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kvmkit_core::bus::{Route, Space};
+use kvmkit_core::bus::{BusDevice, DeviceAction, Route, Space};
 use kvmkit_core::config::{MachineConfig, MemoryRegionConfig};
 use kvmkit_core::devices::{DebugExit, DeviceSpec};
 use kvmkit_core::exit::{ExitKind, Outcome};
@@ -89,10 +90,8 @@ fn user_device_answers_port_reads_and_sees_writes() {
         (ExitKind::IoIn, 7, 0, 1)
     );
     // Registers are readable while the vCPU waits for the answer.
-    // KVM reports RIP at the `in` (0x1003) or past it, depending on the host.
-    let rip = m.with_vcpu(0, |v| v.get_regs()).unwrap().rip;
-    assert!(rip == ENTRY + 3 || rip == ENTRY + 4, "RIP {rip:#x}");
-    m.reply(0, &[0x41]).unwrap();
+    m.with_vcpu(0, |v| v.get_regs()).unwrap();
+    m.handoff().reply(0, &[0x41]).unwrap();
     let Event::Access(0, write) = next(&rx) else {
         panic!("expected a write")
     };
@@ -100,9 +99,85 @@ fn user_device_answers_port_reads_and_sees_writes() {
         (write.kind, write.data.as_slice()),
         (ExitKind::IoOut, &[0x42][..])
     );
-    m.reply(0, &[]).unwrap();
+    m.handoff().reply(0, &[]).unwrap();
     assert_eq!(end(&rx), Outcome::Halted);
-    assert_eq!(m.reply(0, &[]).unwrap_err().code(), "NOT_WAITING");
+    assert_eq!(m.handoff().reply(0, &[]).unwrap_err().code(), "NOT_WAITING");
+}
+
+#[test]
+fn a_vcpu_paused_after_a_port_read_shows_the_completed_read() {
+    let Some(m) = echo_machine() else {
+        return;
+    };
+    let rx = start(&m);
+    let Event::Access(0, read) = next(&rx) else {
+        panic!("expected a read")
+    };
+    assert_eq!(read.kind, ExitKind::IoIn);
+    m.pause().unwrap();
+    m.handoff().reply(0, &[0x41]).unwrap();
+    assert!(matches!(next(&rx), Event::Paused));
+    let regs = m.with_vcpu(0, |v| v.get_regs()).unwrap();
+    // `in al,dx` (at 0x1003) is complete: RIP is past it and AL holds the answer.
+    assert_eq!((regs.rip, regs.rax & 0xff), (ENTRY + 4, 0x41));
+    m.resume().unwrap();
+    let Event::Access(0, write) = next(&rx) else {
+        panic!("expected the write")
+    };
+    assert_eq!(write.data, [0x42]);
+    m.handoff().reply(0, &[]).unwrap();
+    assert_eq!(end(&rx), Outcome::Halted);
+}
+
+/// A Rust device whose reads return 0x5a once the test lets them (`go`), after saying they
+/// started (`reading`).
+struct Gate {
+    reading: Arc<AtomicBool>,
+    go: Arc<AtomicBool>,
+}
+
+impl BusDevice for Gate {
+    fn read(&mut self, _: u64, data: &mut [u8]) {
+        self.reading.store(true, Ordering::SeqCst);
+        while !self.go.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        data.fill(0x5a);
+    }
+    fn write(&mut self, _: u64, _: &[u8]) -> Option<DeviceAction> {
+        None
+    }
+}
+
+#[test]
+fn a_vcpu_paused_during_a_built_in_read_shows_the_completed_read() {
+    // mov dx,0x70 ; in al,dx ; hlt
+    let code = [0xba, 0x70, 0x00, 0xec, 0xf4];
+    let Some(m) = machine(&code, CpuMode::Real, MachineOptions::default()) else {
+        return;
+    };
+    let (reading, go) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let gate = Gate {
+        reading: Arc::clone(&reading),
+        go: Arc::clone(&go),
+    };
+    let route = Route::BuiltIn(Arc::new(Mutex::new(gate)));
+    m.add_device(Space::Port, 0x70, 1, "gate", route).unwrap();
+    let rx = start(&m);
+    while !reading.load(Ordering::SeqCst) {
+        std::thread::yield_now();
+    }
+    m.pause().unwrap();
+    go.store(true, Ordering::SeqCst);
+    assert!(matches!(next(&rx), Event::Paused));
+    let regs = m.with_vcpu(0, |v| v.get_regs()).unwrap();
+    // `in al,dx` (at 0x1003) is complete: RIP is past it and AL holds what it read.
+    assert_eq!((regs.rip, regs.rax & 0xff), (ENTRY + 4, 0x5a));
+    m.resume().unwrap();
+    assert_eq!(end(&rx), Outcome::Halted);
 }
 
 #[test]
@@ -125,13 +200,13 @@ fn string_io_reaches_devices_with_its_count() {
             Event::Access(_, a) => {
                 assert_eq!(a.count as usize, a.data.len());
                 seen.extend_from_slice(&a.data);
-                m.reply(0, &[]).unwrap();
+                m.handoff().reply(0, &[]).unwrap();
             }
             Event::End(o) => {
                 assert_eq!(o, Outcome::Halted);
                 break;
             }
-            Event::Paused | Event::Posted => unreachable!(),
+            Event::Paused | Event::Posted | Event::Doorbell => unreachable!(),
         }
     }
     assert_eq!(seen, b"abc");
@@ -199,12 +274,12 @@ fn long_mode_guest_reaches_an_mmio_device_above_ram() {
         (w.kind, w.offset, w.data.as_slice()),
         (ExitKind::MmioWrite, 0, &[0x78, 0x56, 0x34, 0x12][..])
     );
-    m.reply(0, &[]).unwrap();
+    m.handoff().reply(0, &[]).unwrap();
     let Event::Access(_, r) = next(&rx) else {
         panic!()
     };
     assert_eq!((r.kind, r.offset, r.size), (ExitKind::MmioRead, 4, 4));
-    m.reply(0, &[0xef, 0xbe, 0xad, 0xde]).unwrap();
+    m.handoff().reply(0, &[0xef, 0xbe, 0xad, 0xde]).unwrap();
     let Event::Access(_, w) = next(&rx) else {
         panic!()
     };
@@ -212,7 +287,7 @@ fn long_mode_guest_reaches_an_mmio_device_above_ram() {
         (w.offset, w.data.as_slice()),
         (8, &[0xef, 0xbe, 0xad, 0xde][..])
     );
-    m.reply(0, &[]).unwrap();
+    m.handoff().reply(0, &[]).unwrap();
     assert_eq!(end(&rx), Outcome::Halted);
 }
 
@@ -288,7 +363,7 @@ fn a_failing_handler_stops_the_machine_with_its_message() {
     let Event::Access(..) = next(&rx) else {
         panic!()
     };
-    m.fail(0, "device exploded".into()).unwrap();
+    m.handoff().fail(0, "device exploded".into()).unwrap();
     let Outcome::Error(e) = end(&rx) else {
         panic!()
     };
@@ -324,7 +399,7 @@ fn posted_writes_let_the_vcpu_run_on_and_arrive_in_order() {
     let mut posted = Vec::new();
     loop {
         match next(&rx) {
-            Event::Posted => m.take_posted(&mut posted),
+            Event::Posted => m.handoff().take_posted(&mut posted),
             Event::End(o) => {
                 assert_eq!(o, Outcome::Halted);
                 break;
@@ -332,7 +407,7 @@ fn posted_writes_let_the_vcpu_run_on_and_arrive_in_order() {
             _ => panic!("posted writes wait for nobody"),
         }
     }
-    m.take_posted(&mut posted);
+    m.handoff().take_posted(&mut posted);
     let values: Vec<u64> = posted.iter().map(|w| w.value).collect();
     assert_eq!(values, [1, 2, 3]);
     assert!(
@@ -348,7 +423,7 @@ fn an_inline_vcpu_returns_accesses_to_its_caller() {
         return;
     };
     let (tx, rx) = channel();
-    let mut vcpus = m.start_inline(Arc::new(Channel(Mutex::new(tx)))).unwrap();
+    let mut vcpus = m.start_inline(Channel::taking(tx, &m)).unwrap();
     let vcpu = &mut vcpus[0];
     let read = vcpu.step(None).unwrap().clone();
     assert_eq!((read.kind, read.device), (ExitKind::IoIn, 7));
@@ -372,7 +447,7 @@ fn an_inline_vcpu_can_be_stopped_from_another_thread() {
     };
     let m = Arc::new(m);
     let (tx, rx) = channel();
-    let mut vcpus = m.start_inline(Arc::new(Channel(Mutex::new(tx)))).unwrap();
+    let mut vcpus = m.start_inline(Channel::taking(tx, &m)).unwrap();
     let stopper = Arc::clone(&m);
     let t = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(50));
@@ -428,7 +503,7 @@ fn single_stepping_exits_with_debug_which_the_policy_reports() {
 }
 
 #[test]
-fn a_polling_thread_takes_accesses_without_notices() {
+fn a_polling_thread_takes_accesses_without_doorbells() {
     let Some(m) = echo_machine() else {
         return;
     };
@@ -441,30 +516,25 @@ fn a_polling_thread_takes_accesses_without_notices() {
         for _ in 0..2 {
             let mut got = None;
             while got.is_none() {
-                poller.poll_access(Duration::from_millis(100), |vcpu, a| {
-                    got = Some((vcpu, a.clone()))
-                });
+                poller
+                    .handoff()
+                    .poll(Duration::from_millis(100), |vcpu, a| {
+                        got = Some((vcpu, a.clone()))
+                    });
             }
             let (vcpu, a) = got.unwrap();
-            poller.reply(vcpu, &[0x41]).unwrap();
-            seen.push((a.kind, a.seq));
+            poller.handoff().reply(vcpu, &[0x41]).unwrap();
+            seen.push(a.kind);
         }
         seen
     });
-    m.start(Arc::new(Channel(Mutex::new(tx)))).unwrap();
-    let seen = t.join().unwrap();
-    assert_eq!(
-        seen.iter().map(|s| s.0).collect::<Vec<_>>(),
-        [ExitKind::IoIn, ExitKind::IoOut]
-    );
-    // Notices that raced the poller cannot claim what it took.
-    let mut notices = 0;
+    m.start(Channel::ringing(tx)).unwrap();
+    assert_eq!(t.join().unwrap(), [ExitKind::IoIn, ExitKind::IoOut]);
+    // A doorbell rings only for an access that found no poller waiting.
+    let mut doorbells = 0;
     loop {
         match next(&rx) {
-            Event::Access(vcpu, a) => {
-                notices += 1;
-                assert!(!m.claim(vcpu, a.seq).unwrap());
-            }
+            Event::Doorbell => doorbells += 1,
             Event::End(o) => {
                 assert_eq!(o, Outcome::Halted);
                 break;
@@ -472,7 +542,7 @@ fn a_polling_thread_takes_accesses_without_notices() {
             _ => {}
         }
     }
-    assert!(notices <= 2);
+    assert!(doorbells <= 2);
 }
 
 /// A Rust device that raises its interrupt line when the guest writes to it.

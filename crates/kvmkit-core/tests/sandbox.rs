@@ -18,7 +18,7 @@ use std::time::Duration;
 use kvmkit_core::bus::{Route, Space};
 use kvmkit_core::config::{MachineConfig, MemoryRegionConfig};
 use kvmkit_core::devices::DeviceSpec;
-use kvmkit_core::exit::{DeviceAccess, Outcome};
+use kvmkit_core::exit::Outcome;
 use kvmkit_core::machine::{ExitHandler, Machine, MachineOptions};
 use kvmkit_core::sandbox::{Sandbox, Violation};
 use kvmkit_core::x86::mode::CpuMode;
@@ -39,7 +39,7 @@ enum Seen {
 struct Probe(Mutex<Sender<Seen>>);
 
 impl ExitHandler for Probe {
-    fn on_access(&self, _vcpu: u32, _access: &DeviceAccess) {
+    fn on_access(&self) {
         eprintln!("{PROBING}");
         let opened = std::fs::File::open(PROBED_FILE)
             .err()
@@ -109,7 +109,7 @@ fn run(sandbox: Option<Sandbox>) -> Option<(Option<i32>, Vec<u8>)> {
         panic!("expected the guest's read first");
     };
     assert_eq!(name.as_deref(), Some("kvmkit-vcpu0"));
-    m.reply(0, &[0x2a]).unwrap();
+    m.handoff().reply(0, &[0x2a]).unwrap();
     let Seen::End(outcome) = next(&rx) else {
         panic!("expected the end");
     };

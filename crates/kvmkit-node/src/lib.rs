@@ -14,21 +14,21 @@
 mod convert;
 mod devices;
 mod error;
-mod event;
-mod hot;
+mod handoff;
 mod irq;
 mod loaders;
 mod machine;
 mod memory;
+pub mod protocol;
 mod serial;
 mod vcpu;
 
 pub use convert::Registers;
 pub use devices::{COM1_IRQ, COM1_PORT, DEBUG_CONSOLE_PORT, DEBUG_EXIT_PORT};
-pub use event::NativeEvent;
-pub use hot::{
-    InlineRun, MachineHandle, claim_access, inline_access_data, inline_fail, inline_step,
-    inline_step_bytes, poll_access, polled_access_data, reply_access,
+pub use handoff::{
+    InlineRun, MachineHandle, NativeEvent, access_data, fail_access, fail_posted,
+    inline_access_data, inline_fail, inline_step, inline_step_bytes, poll_access, reply_and_poll,
+    reply_bytes, take_posted,
 };
 pub use irq::NativeEventFd;
 pub use machine::{NativeMachine, stop_machine};

@@ -4,20 +4,17 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use napi::Either;
-use napi::bindgen_prelude::{Buffer, External, Function};
+use napi::bindgen_prelude::{External, Function};
 use napi_derive::napi;
 
 use kvmkit_core::config::{MachineConfig, MemoryRegionConfig};
-use kvmkit_core::exit::ExitKind;
 use kvmkit_core::machine::{InlineVcpu, Machine, MachineOptions, UnhandledPolicy};
 use kvmkit_core::memory::{Backing, MemoryOptions};
-use kvmkit_core::posted::PostedWrite;
 use kvmkit_core::x86::layout;
 
 use crate::convert::u64_from_js;
-use crate::error::{Result, core, invalid_arg, napi};
-use crate::event::{JsEvents, NativeEvent, NativeOutcome, to_js};
-use crate::hot::{InlineRun, MachineHandle};
+use crate::error::{Result, core, invalid_arg};
+use crate::handoff::{InlineRun, JsEvents, MachineHandle, NativeEvent, NativeOutcome, to_js};
 use crate::memory::{NativeMemory, NativeRegion};
 use crate::vcpu::NativeVcpu;
 
@@ -41,26 +38,12 @@ pub struct NativeConfig {
     pub kvm_path: Option<String>,
 }
 
-/// A write queued for a posted device.
-#[napi(object)]
-pub struct NativePostedWrite {
-    pub vcpu: u32,
-    pub device: u32,
-    pub exit: u32,
-    pub offset: f64,
-    pub addr: f64,
-    pub size: u32,
-    pub value: u32,
-    pub value_hi: u32,
-}
-
 /// The native half of a `Machine`. `close()` drops the core machine, releasing its fds,
 /// mappings and threads at once rather than when JS garbage-collects this object.
 #[napi]
 pub struct NativeMachine {
     machine: Mutex<Option<Arc<Machine>>>,
     inline: Arc<Mutex<Vec<InlineVcpu>>>,
-    posted: Mutex<Vec<PostedWrite>>,
     id: u32,
 }
 
@@ -78,16 +61,6 @@ pub fn stop_machine(id: u32) -> bool {
         .find(|(i, _)| *i == id)
         .and_then(|(_, m)| m.upgrade());
     machine.map(|m| m.stop()).is_some()
-}
-
-/// The handler that forwards a machine's events to `on_event` on the JS thread.
-fn js_events(on_event: Function<NativeEvent, ()>) -> Result<Arc<JsEvents>> {
-    let callback = on_event
-        .build_threadsafe_function()
-        .callee_handled::<false>()
-        .build()
-        .map_err(napi)?;
-    Ok(Arc::new(JsEvents::new(callback)))
 }
 
 /// The machine behind `weak`, or an `INVALID_STATE` error once it is closed.
@@ -182,7 +155,6 @@ impl NativeMachine {
         Ok(NativeMachine {
             machine: Mutex::new(Some(machine)),
             inline: Arc::new(Mutex::new(Vec::new())),
-            posted: Mutex::new(Vec::new()),
             id,
         })
     }
@@ -206,22 +178,10 @@ impl NativeMachine {
         Ok(NativeMemory::new(&self.m()?))
     }
 
-    /// Starts the vCPU threads; `on_event` receives accesses, pauses and the end.
+    /// Starts the vCPU threads; `on_event` receives doorbells, pauses and the end.
     #[napi(catch_unwind)]
     pub fn start(&self, on_event: Function<NativeEvent, ()>) -> Result<()> {
-        self.m()?.start(js_events(on_event)?).map_err(core)
-    }
-
-    /// Answers a string-I/O read on vCPU `vcpu` with `data`.
-    #[napi(catch_unwind)]
-    pub fn reply_bytes(&self, vcpu: u32, data: Buffer) -> Result<()> {
-        self.m()?.reply(vcpu, &data).map_err(core)
-    }
-
-    /// Fails the access vCPU `vcpu` waits on: the machine stops with `message`.
-    #[napi(catch_unwind)]
-    pub fn fail(&self, vcpu: u32, message: String) -> Result<()> {
-        self.m()?.fail(vcpu, message).map_err(core)
+        self.m()?.start(JsEvents::new(on_event)?).map_err(core)
     }
 
     /// Asks every vCPU to pause; a paused event follows.
@@ -279,10 +239,10 @@ impl NativeMachine {
         self.m().map_or(0, |m| m.vcpu_count())
     }
 
-    /// A handle for the hot-path calls (`pollAccess`, `replyAccess`, `claimAccess`).
+    /// The handle every hand-off call takes (`pollAccess`, `replyAndPoll`, `takePosted`…).
     #[napi(catch_unwind)]
     pub fn handle(&self) -> Result<External<MachineHandle>> {
-        Ok(External::new(MachineHandle(Arc::downgrade(&self.m()?))))
+        Ok(External::new(MachineHandle::new(&self.m()?)))
     }
 
     /// This machine's id, for `stopMachine` from another thread.
@@ -297,53 +257,14 @@ impl NativeMachine {
         self.m().ok()?.outcome().as_ref().map(to_js)
     }
 
-    /// Takes every queued posted write, oldest first.
-    #[napi(catch_unwind)]
-    pub fn take_posted(&self) -> Result<Vec<NativePostedWrite>> {
-        let m = self.m()?;
-        let mut posted = self.posted.lock().unwrap_or_else(|e| e.into_inner());
-        posted.clear();
-        m.take_posted(&mut posted);
-        Ok(posted
-            .iter()
-            .map(|w| NativePostedWrite {
-                vcpu: w.vcpu,
-                device: w.device,
-                exit: w.kind as u32,
-                offset: w.offset as f64,
-                addr: w.addr as f64,
-                size: w.size,
-                value: w.value as u32,
-                value_hi: (w.value >> 32) as u32,
-            })
-            .collect())
-    }
-
-    /// Stops the machine because the handler of a posted write to `addr` failed.
-    #[napi(catch_unwind)]
-    pub fn fail_posted(&self, vcpu: u32, exit: u32, addr: f64, message: String) -> Result<()> {
-        let write = PostedWrite {
-            vcpu,
-            device: 0,
-            kind: if exit == ExitKind::MmioWrite as u32 {
-                ExitKind::MmioWrite
-            } else {
-                ExitKind::IoOut
-            },
-            offset: 0,
-            addr: u64_from_js("addr", addr)?,
-            size: 0,
-            value: 0,
-        };
-        self.m()?.fail_posted(&write, message);
-        Ok(())
-    }
-
     /// Starts the machine with its vCPUs driven by `inlineStep` calls instead of threads;
     /// returns the handle those calls take.
     #[napi(catch_unwind)]
     pub fn start_inline(&self, on_event: Function<NativeEvent, ()>) -> Result<External<InlineRun>> {
-        let vcpus = self.m()?.start_inline(js_events(on_event)?).map_err(core)?;
+        let vcpus = self
+            .m()?
+            .start_inline(JsEvents::new(on_event)?)
+            .map_err(core)?;
         *self.inline.lock().unwrap_or_else(|e| e.into_inner()) = vcpus;
         Ok(External::new(InlineRun(Arc::clone(&self.inline))))
     }

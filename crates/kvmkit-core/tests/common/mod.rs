@@ -8,39 +8,73 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kvmkit_core::exit::{DeviceAccess, Outcome};
+use kvmkit_core::handoff::Handoff;
 use kvmkit_core::kvm::KvmHost;
 use kvmkit_core::machine::{ExitHandler, Machine};
 
 /// What the handler saw.
 pub enum Event {
-    /// A device access on a vCPU (only tests/machine.rs reads them).
+    /// A device access on a vCPU, taken from the hand-off when its doorbell rang.
     #[allow(dead_code)]
     Access(u32, DeviceAccess),
+    /// An access doorbell, for a channel that leaves accesses to a poller.
+    #[allow(dead_code)]
+    Doorbell,
     Posted,
     Paused,
     End(Outcome),
 }
 
 /// Forwards every event to its sender.
-pub struct Channel(pub Mutex<Sender<Event>>);
+pub struct Channel {
+    tx: Mutex<Sender<Event>>,
+    /// Where accesses are taken from when their doorbell rings.
+    handoff: Option<Arc<Handoff>>,
+}
+
+impl Channel {
+    /// Forwards each access announced on `m`, taken from its hand-off.
+    pub fn taking(tx: Sender<Event>, m: &Machine) -> Arc<Self> {
+        Arc::new(Channel {
+            tx: Mutex::new(tx),
+            handoff: Some(Arc::clone(m.handoff())),
+        })
+    }
+
+    /// Forwards access doorbells as they are, leaving the accesses to a poller.
+    #[allow(dead_code)]
+    pub fn ringing(tx: Sender<Event>) -> Arc<Self> {
+        Arc::new(Channel {
+            tx: Mutex::new(tx),
+            handoff: None,
+        })
+    }
+
+    fn send(&self, event: Event) {
+        let _ = self.tx.lock().unwrap().send(event);
+    }
+}
 
 impl ExitHandler for Channel {
-    fn on_access(&self, vcpu: u32, access: &DeviceAccess) {
-        let _ = self
-            .0
-            .lock()
-            .unwrap()
-            .send(Event::Access(vcpu, access.clone()));
+    fn on_access(&self) {
+        match &self.handoff {
+            Some(h) => {
+                h.poll(Duration::ZERO, |vcpu, a| {
+                    self.send(Event::Access(vcpu, a.clone()))
+                });
+            }
+            None => self.send(Event::Doorbell),
+        }
     }
     fn on_posted(&self) {
-        let _ = self.0.lock().unwrap().send(Event::Posted);
+        self.send(Event::Posted);
     }
     fn on_output(&self, _device: u32) {}
     fn on_paused(&self) {
-        let _ = self.0.lock().unwrap().send(Event::Paused);
+        self.send(Event::Paused);
     }
     fn on_end(&self, outcome: &Outcome) {
-        let _ = self.0.lock().unwrap().send(Event::End(outcome.clone()));
+        self.send(Event::End(outcome.clone()));
     }
 }
 
@@ -59,7 +93,7 @@ pub fn host() -> Option<KvmHost> {
 /// Starts `m`, returning where its events arrive.
 pub fn start(m: &Machine) -> Receiver<Event> {
     let (tx, rx) = channel();
-    m.start(Arc::new(Channel(Mutex::new(tx)))).unwrap();
+    m.start(Channel::taking(tx, m)).unwrap();
     rx
 }
 

@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex};
 
 use crate::exit::ExitKind;
+use crate::sync::{CondvarExt, LockExt};
 
 /// Most writes queued before vCPUs wait for the consumer.
 pub const CAPACITY: usize = 4096;
@@ -53,16 +54,14 @@ impl PostedQueue {
     /// Queues `write`, waiting while the queue is full unless `stopping()`. Returns whether
     /// the consumer must be notified (the queue was empty), or `None` if it gave up.
     pub fn push(&self, write: PostedWrite, stopping: impl Fn() -> bool) -> Option<bool> {
-        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let mut q = self.queue.lock_or_recover();
         while q.len() >= CAPACITY {
             if stopping() {
                 return None;
             }
             q = self
                 .drained
-                .wait_timeout(q, std::time::Duration::from_millis(10))
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+                .wait_timeout_or_recover(q, std::time::Duration::from_millis(10));
         }
         let was_empty = q.is_empty();
         q.push_back(write);
@@ -71,15 +70,12 @@ impl PostedQueue {
 
     /// Whether no write is queued.
     pub fn is_empty(&self) -> bool {
-        self.queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty()
+        self.queue.lock_or_recover().is_empty()
     }
 
     /// Moves every queued write into `out`, oldest first.
     pub fn drain_into(&self, out: &mut Vec<PostedWrite>) {
-        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let mut q = self.queue.lock_or_recover();
         out.extend(q.drain(..));
         drop(q);
         self.drained.notify_all();

@@ -1,0 +1,281 @@
+//! One vCPU's slot in the hand-off: the access it waits on, and the answer.
+//!
+//! The vCPU thread posts an access (its record is swapped in, not copied), rings the
+//! doorbell unless a thread is polling, and waits for the answer: spinning while that pays
+//! (see [`super::spin`]), then parking. The answering thread claims the access, reads it,
+//! and replies or fails it; the vCPU hands the reply bytes straight to whoever writes them
+//! into `kvm_run`, and takes its record back.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread::Thread;
+use std::time::Duration;
+
+use super::spin::{Adaptive, Partner, Spin};
+use crate::exit::DeviceAccess;
+use crate::sync::LockExt;
+
+const IDLE: u32 = 0;
+/// Posted and not yet claimed.
+const WAITING: u32 = 1;
+/// Posted and claimed by the thread that will answer it.
+const CLAIMED: u32 = 2;
+const REPLIED: u32 = 3;
+const FAILED: u32 = 4;
+
+/// The largest reply: string I/O data lives in the vCPU's `kvm_run` page.
+pub const MAX_REPLY: usize = 4096;
+
+/// How a posted access was answered.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Answer<'a> {
+    /// The handler answered with these bytes (for reads; empty or ignored for writes).
+    Replied(&'a [u8]),
+    /// The handler failed with this message.
+    Failed(String),
+    /// The machine is stopping; the access stays unanswered.
+    Cancelled,
+}
+
+/// Errors of [`Mailbox::reply`] and [`Mailbox::fail`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyError {
+    /// No access is waiting for an answer (never posted, already answered, or cancelled).
+    #[error("no device access is waiting for an answer on this vCPU")]
+    NotWaiting,
+    /// The reply is longer than any access can take.
+    #[error("reply of {0} bytes is longer than the maximum of 4096")]
+    TooLong(usize),
+}
+
+/// A one-slot mailbox per vCPU.
+#[derive(Debug)]
+pub struct Mailbox {
+    state: AtomicU32,
+    access: Mutex<DeviceAccess>,
+    reply: Mutex<Reply>,
+    waiter: Mutex<Option<Thread>>,
+    waits: Adaptive,
+}
+
+#[derive(Debug)]
+struct Reply {
+    len: usize,
+    bytes: Box<[u8; MAX_REPLY]>,
+    failure: Option<String>,
+}
+
+impl Default for Mailbox {
+    fn default() -> Self {
+        Mailbox {
+            state: AtomicU32::new(IDLE),
+            access: Mutex::new(DeviceAccess::with_capacity(MAX_REPLY)),
+            reply: Mutex::new(Reply {
+                len: 0,
+                bytes: Box::new([0; MAX_REPLY]),
+                failure: None,
+            }),
+            waiter: Mutex::new(None),
+            waits: Adaptive::default(),
+        }
+    }
+}
+
+impl Mailbox {
+    /// Posts `access` from the current thread, which then calls [`Mailbox::wait`]. The
+    /// record is swapped with the mailbox's own (no copy); `wait` swaps it back.
+    pub fn post(&self, access: &mut DeviceAccess) {
+        let mut waiter = self.waiter.lock_or_recover();
+        if waiter.is_none() {
+            *waiter = Some(std::thread::current());
+        }
+        drop(waiter);
+        std::mem::swap(&mut *self.access.lock_or_recover(), access);
+        self.state.store(WAITING, Ordering::SeqCst);
+    }
+
+    /// Claims the posted access for answering; false if there is none or it was claimed.
+    pub fn claim(&self) -> bool {
+        self.state
+            .compare_exchange(WAITING, CLAIMED, Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Calls `f` with the posted access.
+    pub fn read<T>(&self, f: impl FnOnce(&DeviceAccess) -> T) -> T {
+        f(&self.access.lock_or_recover())
+    }
+
+    /// Waits for the answer to the access posted from `access`, given by a thread that last
+    /// ran on `answerer`'s CPU: spinning up to `budget` (less when answers lately took
+    /// longer), then parking; stops waiting as soon as `cancelled()`. Passes the answer and
+    /// the access (back in `access`) to `complete`.
+    pub fn wait<R>(
+        &self,
+        access: &mut DeviceAccess,
+        budget: Duration,
+        answerer: &Partner,
+        cancelled: impl Fn() -> bool,
+        complete: impl FnOnce(&DeviceAccess, Answer<'_>) -> R,
+    ) -> R {
+        let mut spin = Spin::new(self.waits.limit(budget), answerer);
+        let mut spinning = true;
+        let state = loop {
+            let state = self.state.load(Ordering::Acquire);
+            if state == REPLIED || state == FAILED {
+                break state;
+            }
+            if cancelled() {
+                break IDLE;
+            }
+            spinning = spinning && spin.pause();
+            if !spinning {
+                std::thread::park_timeout(Duration::from_millis(50));
+            }
+        };
+        self.waits.learn(spin.elapsed(), budget);
+        std::mem::swap(&mut *self.access.lock_or_recover(), access);
+        let mut reply = self.reply.lock_or_recover();
+        let failure = reply.failure.take();
+        let answer = match state {
+            REPLIED => Answer::Replied(&reply.bytes[..reply.len]),
+            FAILED => Answer::Failed(failure.unwrap_or_default()),
+            // A reply racing with the cancel is dropped: the machine is stopping.
+            _ => Answer::Cancelled,
+        };
+        let result = complete(access, answer);
+        self.state.store(IDLE, Ordering::Release);
+        result
+    }
+
+    /// Answers the waiting access with `bytes` (empty for writes).
+    pub fn reply(&self, bytes: &[u8]) -> Result<(), ReplyError> {
+        if bytes.len() > MAX_REPLY {
+            return Err(ReplyError::TooLong(bytes.len()));
+        }
+        let mut reply = self.reply.lock_or_recover();
+        if !self.is_waiting() {
+            return Err(ReplyError::NotWaiting);
+        }
+        reply.bytes[..bytes.len()].copy_from_slice(bytes);
+        reply.len = bytes.len();
+        self.finish(reply, REPLIED);
+        Ok(())
+    }
+
+    /// Fails the waiting access: the machine stops with `message`.
+    pub fn fail(&self, message: String) -> Result<(), ReplyError> {
+        let mut reply = self.reply.lock_or_recover();
+        if !self.is_waiting() {
+            return Err(ReplyError::NotWaiting);
+        }
+        reply.failure = Some(message);
+        self.finish(reply, FAILED);
+        Ok(())
+    }
+
+    fn finish(&self, guard: std::sync::MutexGuard<'_, Reply>, state: u32) {
+        self.state.store(state, Ordering::Release);
+        drop(guard);
+        self.wake();
+    }
+
+    /// Wakes the waiting thread if it parked (after a cancel, for example).
+    pub fn wake(&self) {
+        if let Some(thread) = self.waiter.lock_or_recover().as_ref() {
+            thread.unpark();
+        }
+    }
+
+    /// Whether an access is waiting for an answer (claimed or not).
+    pub fn is_waiting(&self) -> bool {
+        matches!(self.state.load(Ordering::Acquire), WAITING | CLAIMED)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    /// The answer as owned values, and the address of the record handed back.
+    fn owned(a: &DeviceAccess, answer: Answer<'_>) -> (Result<Vec<u8>, Option<String>>, u64) {
+        let answer = match answer {
+            Answer::Replied(bytes) => Ok(bytes.to_vec()),
+            Answer::Failed(message) => Err(Some(message)),
+            Answer::Cancelled => Err(None),
+        };
+        (answer, a.addr)
+    }
+
+    #[test]
+    fn reply_reaches_the_waiter_after_it_parks_with_its_record() {
+        let mb = Arc::new(Mailbox::default());
+        let waiter = Arc::clone(&mb);
+        let t = std::thread::spawn(move || {
+            let mut a = DeviceAccess::port_read(0x60);
+            waiter.post(&mut a);
+            waiter.wait(&mut a, Duration::ZERO, &Partner::default(), || false, owned)
+        });
+        while !mb.is_waiting() {
+            std::thread::yield_now();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(mb.claim());
+        assert_eq!(mb.read(|a| a.addr), 0x60);
+        mb.reply(&[0x34, 0x12]).unwrap();
+        assert_eq!(t.join().unwrap(), (Ok(vec![0x34, 0x12]), 0x60));
+        assert_eq!(mb.reply(&[1]), Err(ReplyError::NotWaiting));
+    }
+
+    #[test]
+    fn failure_and_cancel_are_reported() {
+        let mb = Mailbox::default();
+        let mut a = DeviceAccess::port_read(0);
+        mb.post(&mut a);
+        mb.fail("boom".into()).unwrap();
+        assert_eq!(
+            mb.wait(&mut a, Duration::ZERO, &Partner::default(), || false, owned)
+                .0,
+            Err(Some("boom".into()))
+        );
+        mb.post(&mut a);
+        let stop = AtomicBool::new(true);
+        assert_eq!(
+            mb.wait(
+                &mut a,
+                Duration::ZERO,
+                &Partner::default(),
+                || stop.load(Ordering::Relaxed),
+                owned
+            )
+            .0,
+            Err(None)
+        );
+        assert_eq!(mb.reply(&[]), Err(ReplyError::NotWaiting));
+    }
+
+    #[test]
+    fn oversized_replies_are_refused() {
+        let mb = Mailbox::default();
+        mb.post(&mut DeviceAccess::port_read(0));
+        assert_eq!(
+            mb.reply(&[0; MAX_REPLY + 1]),
+            Err(ReplyError::TooLong(MAX_REPLY + 1))
+        );
+    }
+
+    #[test]
+    fn an_access_is_claimed_once() {
+        let mb = Mailbox::default();
+        assert!(!mb.claim(), "nothing posted");
+        let mut a = DeviceAccess::port_read(0x60);
+        mb.post(&mut a);
+        assert!(mb.claim());
+        assert!(!mb.claim(), "claimed already");
+        mb.reply(&[]).unwrap();
+        let _ = mb.wait(&mut a, Duration::ZERO, &Partner::default(), || false, owned);
+        assert!(!mb.claim(), "answered");
+    }
+}

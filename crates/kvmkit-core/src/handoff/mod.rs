@@ -1,0 +1,309 @@
+//! The hand-off of guest accesses to the thread that answers them (the Node binding's JS
+//! thread): the one carrier between the vCPU loops and user devices.
+//!
+//! Two kinds of record travel through it:
+//! - an **access** a vCPU waits on ([`DeviceAccess`]), one per vCPU at a time, in that
+//!   vCPU's [`mailbox::Mailbox`];
+//! - a **posted write** no vCPU waits on ([`PostedWrite`]), queued in order in the
+//!   [`posted::PostedQueue`].
+//!
+//! Both are announced by payload-less doorbells ([`ExitHandler::on_access`],
+//! [`ExitHandler::on_posted`]); the answering thread then takes the records itself: accesses
+//! with [`Handoff::poll`], posted writes with [`Handoff::take_posted`]. While a thread polls,
+//! vCPUs do not ring: a streak of accesses is answered by one thread that stays awake, with
+//! one call per access when it answers and polls at once ([`Handoff::reply_and_poll`]).
+//! Later record kinds (a virtio request, a batch of descriptor chains) are further queues
+//! behind the same doorbells.
+
+pub mod mailbox;
+pub mod posted;
+pub mod spin;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::exit::DeviceAccess;
+use crate::handler::ExitHandler;
+use mailbox::{Answer, Mailbox, ReplyError};
+use posted::{PostedQueue, PostedWrite};
+use spin::{Partner, Spin};
+
+/// The hand-off of one machine.
+#[derive(Debug)]
+pub struct Handoff {
+    mailboxes: Vec<Mailbox>,
+    posted: PostedQueue,
+    /// A thread is in [`Handoff::poll`]: vCPUs leave their accesses to it without ringing.
+    poller_active: AtomicBool,
+    /// The machine is stopping: nobody waits any more.
+    cancelled: AtomicBool,
+    /// The longest a vCPU spins for its answer.
+    spin: Duration,
+    /// Where the answering thread last ran, for the vCPUs' waits.
+    answerer: Partner,
+    /// Where the vCPU that posted last ran, for the answering thread's polls.
+    poster: Partner,
+}
+
+impl Handoff {
+    /// A hand-off for `vcpus` vCPUs that spin up to `spin` for their answers.
+    pub(crate) fn new(vcpus: usize, spin: Duration) -> Self {
+        Handoff {
+            mailboxes: (0..vcpus).map(|_| Mailbox::default()).collect(),
+            posted: PostedQueue::default(),
+            poller_active: AtomicBool::new(false),
+            cancelled: AtomicBool::new(false),
+            spin,
+            answerer: Partner::default(),
+            poster: Partner::default(),
+        }
+    }
+
+    /// Whether the machine is stopping.
+    pub(crate) fn cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+
+    /// Stops every wait: vCPUs waiting for an answer or for room in the posted queue give up.
+    pub(crate) fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
+        for mb in &self.mailboxes {
+            mb.wake();
+        }
+    }
+
+    /// Posts `access` for vCPU `vcpu`, rings `handler`'s doorbell unless a thread polls,
+    /// waits for the answer and passes it to `complete` with the access (back in `access`).
+    pub(crate) fn exchange<R>(
+        &self,
+        vcpu: u32,
+        access: &mut DeviceAccess,
+        handler: &dyn ExitHandler,
+        complete: impl FnOnce(&DeviceAccess, Answer<'_>) -> R,
+    ) -> R {
+        let mailbox = &self.mailboxes[vcpu as usize];
+        self.poster.here();
+        mailbox.post(access);
+        // Ordered after the post (both SeqCst): a poller that stops polling after this load
+        // saw `true` still finds the access in its last look (see `poll`).
+        if !self.poller_active.load(Ordering::SeqCst) {
+            handler.on_access();
+        }
+        mailbox.wait(
+            access,
+            self.spin,
+            &self.answerer,
+            || self.cancelled(),
+            complete,
+        )
+    }
+
+    /// Queues a posted write, ringing `handler`'s doorbell when the queue was empty; false if
+    /// the machine stopped while the queue was full.
+    pub(crate) fn post_write(&self, write: PostedWrite, handler: &dyn ExitHandler) -> bool {
+        match self.posted.push(write, || self.cancelled()) {
+            Some(true) => handler.on_posted(),
+            Some(false) => {}
+            None => return false,
+        }
+        true
+    }
+
+    /// Waits up to `spin` for any vCPU to post an access; claims it and passes it to `take`
+    /// with the vCPU's index. Returns false if none came.
+    ///
+    /// While a thread polls, vCPUs skip [`ExitHandler::on_access`]: the thread answering
+    /// exits stays awake while they stream in, instead of being woken for each one. It
+    /// yields its CPU while it waits when the vCPU that posted last shares it (see
+    /// [`spin`]), so it does not hold up the vCPU it waits for.
+    pub fn poll(&self, spin: Duration, take: impl FnOnce(u32, &DeviceAccess)) -> bool {
+        let claim_any = || self.mailboxes.iter().position(Mailbox::claim);
+        self.answerer.here();
+        self.poller_active.store(true, Ordering::SeqCst);
+        let mut waiting = Spin::new(spin, &self.poster);
+        let mut found = None;
+        while !self.cancelled() {
+            found = claim_any();
+            if found.is_some() || !waiting.pause() {
+                break;
+            }
+        }
+        self.poller_active.store(false, Ordering::SeqCst);
+        // A vCPU that saw the flag just before it dropped left its access here: take it.
+        match found.or_else(claim_any) {
+            Some(i) => {
+                self.mailboxes[i].read(|a| take(i as u32, a));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Answers the access vCPU `vcpu` waits on (the bytes read; empty for writes).
+    ///
+    /// # Errors
+    ///
+    /// `NO_SUCH_VCPU`, `NOT_WAITING` when the vCPU waits on nothing (answered already, or the
+    /// machine stopped), `REPLY_TOO_LONG` beyond 4096 bytes.
+    pub fn reply(&self, vcpu: u32, bytes: &[u8]) -> Result<()> {
+        self.mailbox(vcpu)?
+            .reply(bytes)
+            .map_err(|e| reply_error(vcpu, e))
+    }
+
+    /// Answers the access vCPU `vcpu` waits on, then polls for the next one as
+    /// [`Handoff::poll`] does: one call per access for a thread answering a streak.
+    ///
+    /// # Errors
+    ///
+    /// As [`Handoff::reply`]; nothing is polled then.
+    pub fn reply_and_poll(
+        &self,
+        vcpu: u32,
+        bytes: &[u8],
+        spin: Duration,
+        take: impl FnOnce(u32, &DeviceAccess),
+    ) -> Result<bool> {
+        self.reply(vcpu, bytes)?;
+        Ok(self.poll(spin, take))
+    }
+
+    /// Fails the access vCPU `vcpu` waits on: the machine stops with `message`.
+    ///
+    /// # Errors
+    ///
+    /// `NO_SUCH_VCPU`, or `NOT_WAITING` when the vCPU waits on nothing.
+    pub fn fail(&self, vcpu: u32, message: String) -> Result<()> {
+        self.mailbox(vcpu)?
+            .fail(message)
+            .map_err(|e| reply_error(vcpu, e))
+    }
+
+    /// Calls `f` with the access vCPU `vcpu` waits on (its string-I/O bytes, say).
+    ///
+    /// # Errors
+    ///
+    /// `NO_SUCH_VCPU`.
+    pub fn read<T>(&self, vcpu: u32, f: impl FnOnce(&DeviceAccess) -> T) -> Result<T> {
+        Ok(self.mailbox(vcpu)?.read(f))
+    }
+
+    /// Moves every queued posted write into `out`, oldest first.
+    pub fn take_posted(&self, out: &mut Vec<PostedWrite>) {
+        self.posted.drain_into(out);
+    }
+
+    /// Whether posted writes are waiting to be taken.
+    pub fn has_posted(&self) -> bool {
+        !self.posted.is_empty()
+    }
+
+    fn mailbox(&self, vcpu: u32) -> Result<&Mailbox> {
+        self.mailboxes.get(vcpu as usize).ok_or(Error::NoSuchVcpu {
+            index: vcpu,
+            count: self.mailboxes.len() as u32,
+        })
+    }
+}
+
+fn reply_error(vcpu: u32, e: ReplyError) -> Error {
+    match e {
+        ReplyError::NotWaiting => Error::NotWaiting { vcpu },
+        ReplyError::TooLong(len) => Error::ReplyTooLong { len },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exit::Outcome;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicU32;
+
+    #[derive(Default)]
+    struct Doorbells(AtomicU32);
+
+    impl ExitHandler for Doorbells {
+        fn on_access(&self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+        fn on_posted(&self) {}
+        fn on_output(&self, _: u32) {}
+        fn on_paused(&self) {}
+        fn on_end(&self, _: &Outcome) {}
+    }
+
+    /// Runs `accesses` reads on vCPU `vcpu` of `h` in a thread; returns the bytes each got.
+    fn vcpu(
+        h: &Arc<Handoff>,
+        bells: &Arc<Doorbells>,
+        vcpu: u32,
+        accesses: u64,
+    ) -> std::thread::JoinHandle<Vec<u8>> {
+        let (h, bells) = (Arc::clone(h), Arc::clone(bells));
+        std::thread::spawn(move || {
+            (0..accesses)
+                .map(|i| {
+                    let mut a = DeviceAccess::port_read(0x60 + i);
+                    h.exchange(vcpu, &mut a, bells.as_ref(), |_, answer| match answer {
+                        Answer::Replied(b) => b[0],
+                        _ => 0xee,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    #[test]
+    fn a_doorbell_announces_an_access_that_a_poll_then_takes() {
+        let h = Arc::new(Handoff::new(1, Duration::ZERO));
+        let bells = Arc::new(Doorbells::default());
+        let t = vcpu(&h, &bells, 0, 1);
+        let mut seen = None;
+        while !h.poll(Duration::ZERO, |v, a| seen = Some((v, a.addr))) {
+            std::thread::yield_now();
+        }
+        assert_eq!(seen, Some((0, 0x60)));
+        h.reply(0, &[7]).unwrap();
+        assert_eq!(t.join().unwrap(), [7]);
+        assert_eq!(bells.0.load(Ordering::SeqCst), 1);
+        assert_eq!(h.reply(0, &[7]).unwrap_err().code(), "NOT_WAITING");
+    }
+
+    #[test]
+    fn reply_and_poll_answers_a_streak_one_call_per_access() {
+        let h = Arc::new(Handoff::new(1, Duration::from_millis(100)));
+        let bells = Arc::new(Doorbells::default());
+        let t = vcpu(&h, &bells, 0, 3);
+        let mut next = None;
+        while !h.poll(Duration::ZERO, |v, a| next = Some((v, a.addr))) {
+            std::thread::yield_now();
+        }
+        let mut answered = Vec::new();
+        while let Some((v, addr)) = next.take() {
+            answered.push(addr);
+            let byte = (addr & 0xff) as u8;
+            h.reply_and_poll(v, &[byte], Duration::from_millis(50), |v, a| {
+                next = Some((v, a.addr));
+            })
+            .unwrap();
+        }
+        assert_eq!(answered, [0x60, 0x61, 0x62]);
+        assert_eq!(t.join().unwrap(), [0x60, 0x61, 0x62]);
+    }
+
+    #[test]
+    fn a_cancel_releases_a_waiting_vcpu_and_later_answers_are_refused() {
+        let h = Arc::new(Handoff::new(2, Duration::ZERO));
+        let bells = Arc::new(Doorbells::default());
+        let t = vcpu(&h, &bells, 1, 1);
+        while bells.0.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        h.cancel();
+        assert_eq!(t.join().unwrap(), [0xee]);
+        assert_eq!(h.reply(1, &[]).unwrap_err().code(), "NOT_WAITING");
+        assert_eq!(h.fail(2, String::new()).unwrap_err().code(), "NO_SUCH_VCPU");
+    }
+}

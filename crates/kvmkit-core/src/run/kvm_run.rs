@@ -1,0 +1,124 @@
+//! Every read of the `kvm_run` union: the exit, decoded without holding on to its borrow,
+//! and the data areas of I/O and MMIO exits.
+
+use kvm_bindings::{KVM_EXIT_IO_OUT, kvm_run};
+use kvm_ioctls::VcpuExit;
+
+use crate::exit::ExitKind;
+
+/// An exit, decoded without holding on to the `kvm_run` borrow.
+pub(super) enum Raw {
+    Io,
+    Mmio {
+        addr: u64,
+        len: usize,
+        write: bool,
+        data: [u8; 8],
+    },
+    Hlt,
+    Shutdown,
+    SystemEvent(u32),
+    InternalError,
+    FailEntry(u64, u32),
+    Interrupted,
+    Unclaimed(ExitKind, u32),
+    RunFailed(kvm_ioctls::Error),
+}
+
+impl Raw {
+    /// Whether the exit is an I/O or MMIO access, which KVM completes (writing a read's
+    /// data into the guest's registers, moving RIP past the instruction) only when the vCPU
+    /// next enters `KVM_RUN`.
+    pub(super) fn completes_on_entry(&self) -> bool {
+        matches!(self, Raw::Io | Raw::Mmio { .. })
+    }
+}
+
+/// Decodes the result of `KVM_RUN`.
+pub(super) fn decode(result: Result<VcpuExit<'_>, kvm_ioctls::Error>) -> Raw {
+    match result {
+        Ok(VcpuExit::IoIn(..) | VcpuExit::IoOut(..)) => Raw::Io,
+        Ok(VcpuExit::MmioRead(addr, data)) => Raw::Mmio {
+            addr,
+            len: data.len().min(8),
+            write: false,
+            data: [0; 8],
+        },
+        Ok(VcpuExit::MmioWrite(addr, data)) => {
+            let mut copy = [0u8; 8];
+            let len = data.len().min(8);
+            copy[..len].copy_from_slice(&data[..len]);
+            Raw::Mmio {
+                addr,
+                len,
+                write: true,
+                data: copy,
+            }
+        }
+        Ok(VcpuExit::Hlt) => Raw::Hlt,
+        Ok(VcpuExit::Shutdown) => Raw::Shutdown,
+        Ok(VcpuExit::SystemEvent(t, _)) => Raw::SystemEvent(t),
+        Ok(VcpuExit::InternalError) => Raw::InternalError,
+        Ok(VcpuExit::FailEntry(reason, cpu)) => Raw::FailEntry(reason, cpu),
+        Ok(VcpuExit::Intr) => Raw::Interrupted,
+        Ok(VcpuExit::Debug(_)) => Raw::Unclaimed(ExitKind::Debug, kvm_bindings::KVM_EXIT_DEBUG),
+        Ok(VcpuExit::IrqWindowOpen) => Raw::Unclaimed(
+            ExitKind::IrqWindowOpen,
+            kvm_bindings::KVM_EXIT_IRQ_WINDOW_OPEN,
+        ),
+        Ok(VcpuExit::Unknown) => Raw::Unclaimed(ExitKind::Unknown, kvm_bindings::KVM_EXIT_UNKNOWN),
+        Ok(VcpuExit::Unsupported(reason)) => Raw::Unclaimed(ExitKind::Other, reason),
+        Ok(_) => Raw::Unclaimed(ExitKind::Other, u32::MAX),
+        Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Raw::Interrupted,
+        Err(e) => Raw::RunFailed(e),
+    }
+}
+
+/// A port-I/O exit: where it goes, and its data in the `kvm_run` area.
+pub(super) struct IoExit<'a> {
+    pub(super) port: u16,
+    pub(super) size: usize,
+    pub(super) write: bool,
+    pub(super) data: &'a mut [u8],
+}
+
+/// The port, element size, direction and data of a `KVM_EXIT_IO` exit; `None` if KVM
+/// placed the data outside the `mmap_size` bytes of the mapping.
+pub(super) fn io_exit(run: &mut kvm_run, mmap_size: usize) -> Option<IoExit<'_>> {
+    // SAFETY: only called after KVM_RUN returned KVM_EXIT_IO, so `io` is the active member.
+    let io = unsafe { run.__bindgen_anon_1.io };
+    let size = usize::from(io.size);
+    let len = size * io.count as usize;
+    let offset = usize::try_from(io.data_offset).ok()?;
+    if size == 0 || offset.checked_add(len)? > mmap_size {
+        return None;
+    }
+    let base = std::ptr::from_mut(run).cast::<u8>();
+    // SAFETY: the kvm_run mapping is `mmap_size` bytes long and the range was checked to lie
+    // inside it; the kernel does not touch it while the vCPU is outside KVM_RUN, and the
+    // returned slice borrows `run` mutably, so nothing else aliases it.
+    let data = unsafe { std::slice::from_raw_parts_mut(base.add(offset), len) };
+    Some(IoExit {
+        port: io.port,
+        size,
+        write: u32::from(io.direction) == KVM_EXIT_IO_OUT,
+        data,
+    })
+}
+
+/// The data bytes of a `KVM_EXIT_MMIO` exit.
+pub(super) fn mmio_data(run: &mut kvm_run) -> &mut [u8] {
+    // SAFETY: only called after KVM_RUN returned KVM_EXIT_MMIO, so `mmio` is the active member.
+    let mmio = unsafe { &mut run.__bindgen_anon_1.mmio };
+    let len = (mmio.len as usize).min(mmio.data.len());
+    &mut mmio.data[..len]
+}
+
+/// The suberror and data words of a `KVM_EXIT_INTERNAL_ERROR` exit.
+pub(super) fn internal_error(run: &kvm_run) -> (u32, Vec<u64>) {
+    // SAFETY: only called after KVM_RUN returned KVM_EXIT_INTERNAL_ERROR, so `internal` is
+    // the active member of the union.
+    let internal = unsafe { run.__bindgen_anon_1.internal };
+    let n = (internal.ndata as usize).min(internal.data.len());
+    (internal.suberror, internal.data[..n].to_vec())
+}

@@ -1,0 +1,415 @@
+//! The loop each vCPU runs: `KVM_RUN`, dispatch the exit, repeat.
+//!
+//! Built-in devices are answered here without leaving the thread. An access to a user device
+//! leaves the loop with the access in [`Looper::access`], for the threaded or inline driver to
+//! have answered; [`complete`] then writes the answer into `kvm_run`. Nothing on this path
+//! allocates: the access record is reused for every exit.
+//!
+//! Pause points are at the top of the loop. KVM finishes an I/O or MMIO exit (a read's data
+//! into the guest's registers, RIP past the instruction) only when the vCPU next enters
+//! `KVM_RUN`, so a vCPU paused right after such an exit first enters it once more with
+//! `immediate_exit` set, which completes the access and returns before any guest code runs:
+//! registers read while paused are the guest's real state. (Read from inside a device
+//! handler, while the vCPU waits for the answer, they are the state before the access
+//! completes.)
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use kvm_bindings::{
+    KVM_INTERNAL_ERROR_EMULATION, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET,
+    KVM_SYSTEM_EVENT_SHUTDOWN,
+};
+
+use super::kvm_run::{Raw, decode, internal_error, io_exit, mmio_data};
+use super::route::route;
+use super::{Shared, Step, VcpuContext};
+use crate::exit::{DeviceAccess, ExitKind, MachineError, Outcome, SystemEvent};
+use crate::fallback;
+use crate::handler::ExitHandler;
+use crate::handoff::mailbox::{Answer, MAX_REPLY};
+use crate::handoff::posted::PostedWrite;
+use crate::kick::Running;
+use crate::sync::{LockExt, RwLockExt};
+use crate::vcpu::Vcpu;
+
+/// The per-vCPU loop state, reused for every exit.
+pub(super) struct Looper {
+    pub(super) ctx: VcpuContext,
+    pub(super) handler: Arc<dyn ExitHandler>,
+    /// Driven by its caller's thread: posted writes are answered like other accesses.
+    inline: bool,
+    /// The access a user device must answer, after [`Looper::run_until_user`] returned true.
+    pub(super) access: DeviceAccess,
+    immediate_exit: *mut u8,
+    exited_at: Option<Instant>,
+    /// The last exit was an access KVM completes on the next entry.
+    completes_on_entry: bool,
+}
+
+// SAFETY: `immediate_exit` points into the vCPU's kvm_run mapping, which `ctx.vcpu` keeps
+// alive; it is published only to the thread currently running the loop (see `register`).
+unsafe impl Send for Looper {}
+
+/// Registers the current thread as the one running `looper`'s vCPU, so kicks reach it,
+/// until the returned guard is dropped (on this thread, before `looper`).
+pub(super) fn register<'a>(shared: &'a Shared, looper: &Looper) -> Running<'a> {
+    // SAFETY: `immediate_exit` points into the kvm_run mapping of `looper.ctx.vcpu`, which
+    // lives as long as the looper; callers drop the guard on this thread before the looper.
+    unsafe {
+        shared
+            .kicks
+            .enter(looper.ctx.index as usize, looper.immediate_exit)
+    }
+}
+
+impl Looper {
+    /// `None` if the machine was not started with a handler (the vCPU is then accounted as
+    /// gone).
+    pub(super) fn new(ctx: VcpuContext, inline: bool) -> Option<Self> {
+        let Some(handler) = ctx.shared.lifecycle.handler() else {
+            ctx.shared.lifecycle.leave();
+            return None;
+        };
+        let immediate_exit = std::ptr::addr_of_mut!(
+            ctx.vcpu
+                .lock_or_recover()
+                .fd_mut()
+                .get_kvm_run()
+                .immediate_exit
+        );
+        Some(Looper {
+            ctx,
+            handler,
+            inline,
+            access: DeviceAccess::with_capacity(MAX_REPLY),
+            immediate_exit,
+            exited_at: None,
+            completes_on_entry: false,
+        })
+    }
+
+    /// Ends the run with an `INTERNAL_PANIC` error after the loop panicked.
+    pub(super) fn panicked(&self) {
+        self.ctx.shared.end_with(Outcome::Error(MachineError {
+            code: "INTERNAL_PANIC",
+            message: format!("vCPU {}: kvmkit's run loop panicked", self.ctx.index),
+            vcpu: self.ctx.index,
+            exit: ExitKind::Other,
+            registers: None,
+            instruction: Vec::new(),
+        }));
+    }
+
+    /// Accounts for this vCPU leaving the run.
+    pub(super) fn finish(self) {
+        self.ctx.shared.lifecycle.leave();
+    }
+
+    /// Runs the guest until an access needs a user answer (true: it is in `self.access`)
+    /// or the loop ends (false).
+    pub(super) fn run_until_user(&mut self) -> bool {
+        let shared = Arc::clone(&self.ctx.shared);
+        let vcpu_lock = Arc::clone(&self.ctx.vcpu);
+        let stats = &shared.stats[self.ctx.index as usize];
+        // Held from one exit to the next while built-in devices answer them: nobody else
+        // may use the vCPU in between, and relocking would cost every such exit.
+        let mut held = None;
+        loop {
+            if shared.lifecycle.stopping() {
+                return false;
+            }
+            let pausing = shared.lifecycle.pausing();
+            if pausing && !self.completes_on_entry {
+                drop(held.take());
+                shared.lifecycle.park();
+                self.exited_at = None;
+                continue;
+            }
+            let vcpu = held.get_or_insert_with(|| vcpu_lock.lock_or_recover());
+            if pausing {
+                // Complete the last access before parking (see the module's doc).
+                vcpu.fd_mut().set_kvm_immediate_exit(1);
+            }
+            if let Some(t) = self.exited_at {
+                stats.record_latency(t.elapsed());
+            }
+            let raw = decode(vcpu.fd_mut().run());
+            self.exited_at = Some(Instant::now());
+            self.completes_on_entry = raw.completes_on_entry();
+            match self.dispatch(&shared, vcpu, raw) {
+                Step::Continue => {}
+                Step::User { posted, .. } => {
+                    if !(posted && !self.inline && !self.access.is_read()) {
+                        return true;
+                    }
+                    drop(held.take());
+                    if !self.post() {
+                        return false;
+                    }
+                }
+                Step::Halt => return false,
+                Step::End(outcome) => {
+                    shared.end_with(outcome);
+                    return false;
+                }
+                Step::Fail {
+                    code,
+                    exit,
+                    message,
+                } => {
+                    let error = machine_error(&self.ctx, vcpu, code, exit, message);
+                    shared.end_with(Outcome::Error(error));
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Queues the write in `self.access` for a posted device; false if the machine stopped
+    /// while the queue was full.
+    fn post(&self) -> bool {
+        let a = &self.access;
+        let size = (a.size as usize).max(1);
+        a.data.chunks_exact(size).all(|element| {
+            let write = PostedWrite {
+                vcpu: self.ctx.index,
+                device: a.device,
+                kind: a.kind,
+                offset: a.offset,
+                addr: a.addr,
+                size: a.size,
+                value: crate::exit::value_of(element),
+            };
+            self.ctx
+                .shared
+                .handoff
+                .post_write(write, self.handler.as_ref())
+        })
+    }
+
+    fn dispatch(&mut self, shared: &Shared, vcpu: &mut Vcpu, raw: Raw) -> Step {
+        let stats = &shared.stats[self.ctx.index as usize];
+        let policy = shared.options.unhandled;
+        let index = self.ctx.index;
+        match raw {
+            Raw::Io => {
+                let run = vcpu.fd_mut().get_kvm_run();
+                let Some(io) = io_exit(run, self.ctx.vcpu_mmap_size) else {
+                    stats.count(ExitKind::Other);
+                    return Step::Fail {
+                        code: "KVM_RUN_FAILED",
+                        exit: ExitKind::Other,
+                        message: "KVM reported port-I/O data outside the kvm_run area".into(),
+                    };
+                };
+                let kind = if io.write {
+                    ExitKind::IoOut
+                } else {
+                    ExitKind::IoIn
+                };
+                stats.count(kind);
+                let addr = u64::from(io.port);
+                let step = route(
+                    &shared.ports.read_or_recover(),
+                    policy,
+                    index,
+                    kind,
+                    addr,
+                    io.size,
+                    io.data,
+                );
+                fill(&mut self.access, &step, kind, addr, io.size, io.data);
+                step
+            }
+            Raw::Mmio {
+                addr,
+                len,
+                write,
+                mut data,
+            } => {
+                let kind = if write {
+                    ExitKind::MmioWrite
+                } else {
+                    ExitKind::MmioRead
+                };
+                stats.count(kind);
+                let data = &mut data[..len];
+                let step = route(
+                    &shared.mmio.read_or_recover(),
+                    policy,
+                    index,
+                    kind,
+                    addr,
+                    len,
+                    data,
+                );
+                if !write && step == Step::Continue {
+                    mmio_data(vcpu.fd_mut().get_kvm_run()).copy_from_slice(data);
+                }
+                fill(&mut self.access, &step, kind, addr, len, data);
+                step
+            }
+            Raw::Hlt => {
+                stats.count(ExitKind::Hlt);
+                Step::Halt
+            }
+            Raw::Shutdown => {
+                stats.count(ExitKind::Shutdown);
+                Step::End(Outcome::TripleFault { vcpu: index })
+            }
+            Raw::SystemEvent(t) => {
+                stats.count(ExitKind::SystemEvent);
+                let event = match t {
+                    KVM_SYSTEM_EVENT_SHUTDOWN => SystemEvent::Shutdown,
+                    KVM_SYSTEM_EVENT_RESET => SystemEvent::Reset,
+                    KVM_SYSTEM_EVENT_CRASH => SystemEvent::Crash,
+                    other => SystemEvent::Other(other),
+                };
+                Step::End(Outcome::SystemEvent { event, vcpu: index })
+            }
+            Raw::InternalError => {
+                stats.count(ExitKind::InternalError);
+                if shared.options.emulation_fallbacks
+                    && fallback::finish_unemulated(&self.ctx.ram, vcpu)
+                {
+                    return Step::Continue;
+                }
+                let (suberror, data) = internal_error(vcpu.fd_mut().get_kvm_run());
+                let data: Vec<String> = data.iter().map(|d| format!("{d:#x}")).collect();
+                let (code, what) = if suberror == KVM_INTERNAL_ERROR_EMULATION {
+                    (
+                        "EMULATION_FAILURE",
+                        "the host's KVM could not emulate the guest's instruction",
+                    )
+                } else {
+                    ("INTERNAL_ERROR", "KVM reported an internal error")
+                };
+                Step::Fail {
+                    code,
+                    exit: ExitKind::InternalError,
+                    message: format!("{what} (suberror {suberror}, data [{}])", data.join(", ")),
+                }
+            }
+            Raw::FailEntry(reason, cpu) => {
+                stats.count(ExitKind::FailEntry);
+                Step::Fail {
+                    code: "FAIL_ENTRY",
+                    exit: ExitKind::FailEntry,
+                    message: format!(
+                        "the host could not enter the guest (hardware reason {reason:#x}, host \
+                         CPU {cpu})"
+                    ),
+                }
+            }
+            Raw::Interrupted => {
+                stats.count(ExitKind::Interrupted);
+                vcpu.fd_mut().set_kvm_immediate_exit(0);
+                Step::Continue
+            }
+            Raw::Unclaimed(kind, reason) => {
+                stats.count(kind);
+                Step::Fail {
+                    code: "UNHANDLED_EXIT",
+                    exit: kind,
+                    message: format!(
+                        "no handler for the {} exit (KVM exit reason {reason})",
+                        kind.name()
+                    ),
+                }
+            }
+            Raw::RunFailed(e) => Step::Fail {
+                code: "KVM_RUN_FAILED",
+                exit: ExitKind::Other,
+                message: format!("KVM_RUN failed: {e}"),
+            },
+        }
+    }
+}
+
+/// Fills `access` for a user device's `step`; other steps leave it alone.
+fn fill(
+    access: &mut DeviceAccess,
+    step: &Step,
+    kind: ExitKind,
+    addr: u64,
+    size: usize,
+    data: &[u8],
+) {
+    let Step::User { device, offset, .. } = *step else {
+        return;
+    };
+    access.kind = kind;
+    access.device = device;
+    access.offset = offset;
+    access.addr = addr;
+    access.size = size as u32;
+    access.count = (data.len() / size.max(1)) as u32;
+    access.data.clear();
+    if !access.is_read() {
+        access.data.extend_from_slice(data);
+    }
+}
+
+/// Completes `access` on `ctx`'s vCPU with `answer`: a read's bytes go into `kvm_run`, a
+/// failure ends the run. Returns false when the loop must end.
+pub(super) fn complete(ctx: &VcpuContext, access: &DeviceAccess, answer: Answer<'_>) -> bool {
+    match answer {
+        Answer::Replied(bytes) => {
+            if access.is_read() {
+                let mut vcpu = ctx.vcpu.lock_or_recover();
+                let run = vcpu.fd_mut().get_kvm_run();
+                let target = if access.kind == ExitKind::IoIn {
+                    io_exit(run, ctx.vcpu_mmap_size).map(|io| io.data)
+                } else {
+                    Some(mmio_data(run))
+                };
+                if let Some(target) = target {
+                    let n = bytes.len().min(target.len());
+                    target[..n].copy_from_slice(&bytes[..n]);
+                    target[n..].fill(0);
+                }
+            }
+            true
+        }
+        Answer::Failed(message) => {
+            let vcpu = ctx.vcpu.lock_or_recover();
+            let error = machine_error(ctx, &vcpu, "HANDLER_FAILED", access.kind, message);
+            ctx.shared.end_with(Outcome::Error(error));
+            false
+        }
+        Answer::Cancelled => false,
+    }
+}
+
+/// The error that ends the run on `ctx`'s vCPU, with its registers and instruction bytes.
+fn machine_error(
+    ctx: &VcpuContext,
+    vcpu: &Vcpu,
+    code: &'static str,
+    exit: ExitKind,
+    message: String,
+) -> MachineError {
+    let registers = vcpu.snapshot();
+    let instruction = registers
+        .as_ref()
+        .map(|r| vcpu.instruction_bytes(&ctx.ram, r))
+        .unwrap_or_default();
+    let mut message = format!("vCPU {}: {message}", ctx.index);
+    if let Some(r) = &registers {
+        message.push_str(&format!(" (RIP {:#x}", r.rip));
+        if !instruction.is_empty() {
+            let bytes: Vec<String> = instruction.iter().map(|b| format!("{b:02x}")).collect();
+            message.push_str(&format!(", instruction bytes {}", bytes.join(" ")));
+        }
+        message.push(')');
+    }
+    MachineError {
+        code,
+        message,
+        vcpu: ctx.index,
+        exit,
+        registers,
+        instruction,
+    }
+}

@@ -1,0 +1,225 @@
+//! Where a port or MMIO access goes: a built-in device answers it here, a user device gets
+//! it through the loop, and an access nobody claims follows the machine's
+//! [`UnhandledPolicy`]. A pure function of the bus and the exit, so it is tested with
+//! synthetic exits.
+
+use crate::bus::{Bus, DeviceAction, Route};
+use crate::exit::{ExitKind, Outcome, SystemEvent, value_of};
+use crate::options::UnhandledPolicy;
+use crate::sync::LockExt;
+
+use super::Step;
+
+/// Routes an access of `data.len() / size` elements of `size` bytes at `addr` by vCPU
+/// `vcpu`. For reads answered here, `data` receives the bytes read.
+pub(super) fn route(
+    bus: &Bus,
+    policy: UnhandledPolicy,
+    vcpu: u32,
+    kind: ExitKind,
+    addr: u64,
+    size: usize,
+    data: &mut [u8],
+) -> Step {
+    let write = kind.is_write();
+    let Some(target) = bus.resolve(addr, size as u64) else {
+        return unclaimed(policy, kind, addr, size, data);
+    };
+    match target.route {
+        Route::BuiltIn(device) => {
+            let mut device = device.lock_or_recover();
+            for element in data.chunks_exact_mut(size.max(1)) {
+                if !write {
+                    device.read(target.offset, element);
+                    continue;
+                }
+                let event = match device.write(target.offset, element) {
+                    None => continue,
+                    Some(DeviceAction::Exit { device, status }) => {
+                        return Step::End(Outcome::DeviceRequest {
+                            device: device.into(),
+                            status,
+                        });
+                    }
+                    Some(DeviceAction::Reset { .. }) => SystemEvent::Reset,
+                    Some(DeviceAction::PowerOff { .. }) => SystemEvent::Shutdown,
+                };
+                return Step::End(Outcome::SystemEvent { event, vcpu });
+            }
+            Step::Continue
+        }
+        Route::User { device, posted } => Step::User {
+            device: *device,
+            offset: target.offset,
+            posted: *posted,
+        },
+    }
+}
+
+fn unclaimed(
+    policy: UnhandledPolicy,
+    kind: ExitKind,
+    addr: u64,
+    size: usize,
+    data: &mut [u8],
+) -> Step {
+    let write = kind.is_write();
+    if policy == UnhandledPolicy::Ignore {
+        if !write {
+            data.fill(0xff);
+        }
+        return Step::Continue;
+    }
+    let space = if matches!(kind, ExitKind::IoIn | ExitKind::IoOut) {
+        "port"
+    } else {
+        "address"
+    };
+    let what = if write {
+        format!("write of {:#x}", value_of(&data[..size.min(data.len())]))
+    } else {
+        "read".to_string()
+    };
+    let count = data.len() / size.max(1);
+    let repeat = if count > 1 {
+        format!(", repeated {count} times")
+    } else {
+        String::new()
+    };
+    Step::Fail {
+        code: "UNHANDLED_EXIT",
+        exit: kind,
+        message: format!(
+            "unhandled {} at {space} {addr:#x}: {size}-byte {what}{repeat}, and no device is \
+             registered there",
+            kind.name()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::BusDevice;
+    use std::sync::{Arc, Mutex};
+
+    /// Reads 0x5a; a write of 0xff asks for a reset, any other ends the run with its value.
+    struct Probe;
+
+    impl BusDevice for Probe {
+        fn read(&mut self, _: u64, data: &mut [u8]) {
+            data.fill(0x5a);
+        }
+        fn write(&mut self, offset: u64, data: &[u8]) -> Option<DeviceAction> {
+            match (offset, data[0]) {
+                (0, _) => None,
+                (_, 0xff) => Some(DeviceAction::Reset { device: "probe" }),
+                (_, status) => Some(DeviceAction::Exit {
+                    device: "probe",
+                    status: status.into(),
+                }),
+            }
+        }
+    }
+
+    fn bus() -> Bus {
+        let mut bus = Bus::ports();
+        bus.insert(
+            0x70,
+            2,
+            "probe",
+            Route::BuiltIn(Arc::new(Mutex::new(Probe))),
+        )
+        .unwrap();
+        let user = Route::User {
+            device: 7,
+            posted: true,
+        };
+        bus.insert(0x60, 8, "echo", user).unwrap();
+        bus
+    }
+
+    fn port(kind: ExitKind, addr: u64, size: usize, data: &mut [u8]) -> Step {
+        route(&bus(), UnhandledPolicy::Error, 1, kind, addr, size, data)
+    }
+
+    #[test]
+    fn a_built_in_device_answers_every_element_of_a_string_read() {
+        let mut data = [0u8; 4];
+        assert_eq!(port(ExitKind::IoIn, 0x70, 2, &mut data), Step::Continue);
+        assert_eq!(data, [0x5a; 4]);
+    }
+
+    #[test]
+    fn a_user_device_gets_the_access_with_its_offset_and_posting() {
+        let step = port(ExitKind::IoOut, 0x62, 1, &mut [1]);
+        assert_eq!(
+            step,
+            Step::User {
+                device: 7,
+                offset: 2,
+                posted: true
+            }
+        );
+    }
+
+    #[test]
+    fn a_device_action_ends_the_run_after_the_elements_before_it() {
+        assert_eq!(port(ExitKind::IoOut, 0x70, 1, &mut [9, 9]), Step::Continue);
+        let step = port(ExitKind::IoOut, 0x71, 1, &mut [3]);
+        let Step::End(Outcome::DeviceRequest { device, status }) = step else {
+            panic!("expected a device request, got {step:?}");
+        };
+        assert_eq!((device.as_str(), status), ("probe", 3));
+        assert_eq!(
+            port(ExitKind::IoOut, 0x71, 1, &mut [0xff]),
+            Step::End(Outcome::SystemEvent {
+                event: SystemEvent::Reset,
+                vcpu: 1
+            })
+        );
+    }
+
+    #[test]
+    fn an_unclaimed_write_fails_naming_port_width_value_and_repeat() {
+        let Step::Fail {
+            code,
+            exit,
+            message,
+        } = port(ExitKind::IoOut, 0x80, 1, &mut [0x55, 0x56])
+        else {
+            panic!("expected a failure");
+        };
+        assert_eq!((code, exit), ("UNHANDLED_EXIT", ExitKind::IoOut));
+        assert_eq!(
+            message,
+            "unhandled io-out at port 0x80: 1-byte write of 0x55, repeated 2 times, and no \
+             device is registered there"
+        );
+    }
+
+    #[test]
+    fn the_ignore_policy_reads_all_ones_and_drops_writes() {
+        let mut data = [0u8; 2];
+        let step = route(
+            &bus(),
+            UnhandledPolicy::Ignore,
+            0,
+            ExitKind::IoIn,
+            0x80,
+            2,
+            &mut data,
+        );
+        assert_eq!((step, data), (Step::Continue, [0xff; 2]));
+        let step = route(
+            &bus(),
+            UnhandledPolicy::Ignore,
+            0,
+            ExitKind::MmioWrite,
+            0x80,
+            4,
+            &mut [1; 4],
+        );
+        assert_eq!(step, Step::Continue);
+    }
+}

@@ -1,0 +1,434 @@
+//! The hand-off seen from JS: the core's [`kvmkit_core::handoff::Handoff`] and inline vCPUs,
+//! in the slot layout of [`crate::protocol`].
+//!
+//! Events reach JS through a threadsafe function: doorbells without payload (an access or
+//! posted writes wait), a pause, the end. Everything else is a call from JS over an
+//! `External` handle: free functions, which napi calls with less overhead than class
+//! methods — the hot ones (`replyAndPoll`, `inlineStep`) answer one access and return the
+//! next in the caller's reused `Float64Array`, so a streak of exits costs one napi call per
+//! exit; the cold ones (string-I/O bytes, failures, posted writes) go through the same
+//! handle, so the TypeScript side has one counterpart.
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use napi::bindgen_prelude::{BigInt, Buffer, External, Float64Array, Float64ArraySlice, Function};
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi_derive::napi;
+
+use kvmkit_core::exit::{DeviceAccess, ExitKind, Outcome, SystemEvent};
+use kvmkit_core::handoff::posted::PostedWrite;
+use kvmkit_core::machine::{ExitHandler, InlineAnswer, InlineVcpu, Machine};
+use kvmkit_core::sync::LockExt;
+
+use crate::convert::u64_from_js;
+use crate::error::{Result, core, invalid_arg, napi};
+use crate::protocol::{
+    EVENT_ACCESS, EVENT_END, EVENT_OUTPUT, EVENT_PAUSED, EVENT_POSTED, EXIT_MMIO_WRITE,
+    POLL_ACCESS, POLL_ACCESS_AFTER_POSTED, POLL_NONE, RECORD_ACCESS, RECORD_POSTED_WRITE,
+    SLOT_ADDR, SLOT_COUNT, SLOT_DEVICE, SLOT_EXIT, SLOT_FIELDS, SLOT_KIND, SLOT_OFFSET, SLOT_SIZE,
+    SLOT_VALUE, SLOT_VALUE_HI, SLOT_VCPU,
+};
+
+const FIELDS: usize = SLOT_FIELDS as usize;
+
+/// The vCPUs of an inline run, shared with their machine so that close() releases them.
+pub struct InlineRun(pub Arc<Mutex<Vec<InlineVcpu>>>);
+
+/// A machine's hand-off, for the calls below; weak, so it does not outlive close().
+pub struct MachineHandle {
+    machine: Weak<Machine>,
+    /// Reused for every batch of posted writes.
+    posted: Mutex<Vec<PostedWrite>>,
+}
+
+impl MachineHandle {
+    /// A handle on `machine`.
+    pub fn new(machine: &Arc<Machine>) -> Self {
+        MachineHandle {
+            machine: Arc::downgrade(machine),
+            posted: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn get(&self) -> Result<Arc<Machine>> {
+        self.machine.upgrade().ok_or_else(|| {
+            core(kvmkit_core::Error::InvalidState {
+                op: "use the machine",
+                state: "closed",
+            })
+        })
+    }
+}
+
+/// One slot of `out`, checked to be long enough.
+fn slot<'a>(out: &'a mut Float64ArraySlice<'_>) -> Result<&'a mut [f64]> {
+    // SAFETY: the slice is a view of a JS Float64Array that the JS thread, which is running
+    // this call, does not touch until it returns.
+    let out = unsafe { out.as_mut() };
+    if out.len() < FIELDS {
+        return Err(invalid_arg("slot", format!("needs {FIELDS} elements")));
+    }
+    Ok(&mut out[..FIELDS])
+}
+
+/// Writes one record: its kind, then the access's fields in `SLOT_*` order.
+#[allow(clippy::too_many_arguments)] // One argument per slot field.
+fn write_record(
+    out: &mut [f64],
+    kind: u32,
+    vcpu: u32,
+    exit: ExitKind,
+    device: u32,
+    offset: u64,
+    addr: u64,
+    size: u32,
+    count: u32,
+    value: u64,
+) {
+    let fields = [
+        (SLOT_KIND, f64::from(kind)),
+        (SLOT_VCPU, f64::from(vcpu)),
+        (SLOT_EXIT, f64::from(exit as u32)),
+        (SLOT_DEVICE, f64::from(device)),
+        (SLOT_OFFSET, offset as f64),
+        (SLOT_ADDR, addr as f64),
+        (SLOT_SIZE, f64::from(size)),
+        (SLOT_COUNT, f64::from(count)),
+        (SLOT_VALUE, f64::from(value as u32)),
+        (SLOT_VALUE_HI, f64::from((value >> 32) as u32)),
+    ];
+    for (field, value) in fields {
+        out[field as usize] = value;
+    }
+}
+
+fn write_access(out: &mut [f64], vcpu: u32, a: &DeviceAccess) {
+    // String I/O's bytes are fetched with `accessData`; a single write's value travels here.
+    let value = if a.count == 1 { a.value() } else { 0 };
+    write_record(
+        out,
+        RECORD_ACCESS,
+        vcpu,
+        a.kind,
+        a.device,
+        a.offset,
+        a.addr,
+        a.size,
+        a.count,
+        value,
+    );
+}
+
+fn step(
+    run: &External<InlineRun>,
+    vcpu: u32,
+    answer: InlineAnswer<'_>,
+    mut out: Float64ArraySlice<'_>,
+) -> Result<bool> {
+    let out = slot(&mut out)?;
+    let mut vcpus = run.0.lock_or_recover();
+    let count = vcpus.len() as u32;
+    let v = vcpus
+        .get_mut(vcpu as usize)
+        .ok_or_else(|| core(kvmkit_core::Error::NoSuchVcpu { index: vcpu, count }))?;
+    Ok(match v.step(Some(answer)) {
+        Some(access) => {
+            write_access(out, vcpu, access);
+            true
+        }
+        None => false,
+    })
+}
+
+fn word(value: u32, value_hi: u32) -> [u8; 8] {
+    ((u64::from(value_hi) << 32) | u64::from(value)).to_le_bytes()
+}
+
+/// Answers vCPU `vcpu`'s pending access (if any) with a value of up to 8 bytes and runs it
+/// to its next access, written into `out`; false once its run ended.
+#[napi(catch_unwind)]
+pub fn inline_step(
+    run: &External<InlineRun>,
+    vcpu: u32,
+    value: u32,
+    value_hi: u32,
+    out: Float64ArraySlice,
+) -> Result<bool> {
+    step(run, vcpu, InlineAnswer::Reply(&word(value, value_hi)), out)
+}
+
+/// Answers a string-I/O read with `data` and runs the vCPU to its next access.
+#[napi(catch_unwind)]
+pub fn inline_step_bytes(
+    run: &External<InlineRun>,
+    vcpu: u32,
+    data: Buffer,
+    out: Float64ArraySlice,
+) -> Result<bool> {
+    step(run, vcpu, InlineAnswer::Reply(&data), out)
+}
+
+/// Fails vCPU `vcpu`'s pending access: the machine stops with `message`.
+#[napi(catch_unwind)]
+pub fn inline_fail(
+    run: &External<InlineRun>,
+    vcpu: u32,
+    message: String,
+    out: Float64ArraySlice,
+) -> Result<bool> {
+    step(run, vcpu, InlineAnswer::Fail(message), out)
+}
+
+/// The bytes of vCPU `vcpu`'s pending string-I/O write (empty if it has none).
+#[napi(catch_unwind)]
+pub fn inline_access_data(run: &External<InlineRun>, vcpu: u32) -> Buffer {
+    let vcpus = run.0.lock_or_recover();
+    vcpus
+        .get(vcpu as usize)
+        .and_then(InlineVcpu::pending)
+        .map(|a| a.data.clone())
+        .unwrap_or_default()
+        .into()
+}
+
+/// Polls the hand-off for up to `spin_micros`, writing an access into `out`; a `POLL_*`
+/// result.
+fn poll(m: &Machine, spin_micros: u32, out: &mut [f64]) -> u32 {
+    let h = m.handoff();
+    let got = h.poll(Duration::from_micros(spin_micros.into()), |vcpu, a| {
+        write_access(out, vcpu, a)
+    });
+    match (got, got && h.has_posted()) {
+        (false, _) => POLL_NONE,
+        (true, false) => POLL_ACCESS,
+        (true, true) => POLL_ACCESS_AFTER_POSTED,
+    }
+}
+
+/// Waits up to `spin_micros` for a vCPU's access to a user device and writes it into
+/// `out`; returns a `POLL_*` value.
+#[napi(catch_unwind)]
+pub fn poll_access(
+    handle: &External<MachineHandle>,
+    spin_micros: u32,
+    mut out: Float64ArraySlice,
+) -> Result<u32> {
+    let out = slot(&mut out)?;
+    let m = handle.get()?;
+    Ok(poll(&m, spin_micros, out))
+}
+
+/// Answers the access vCPU `vcpu` waits on with a value of up to 8 bytes, then polls for the
+/// next one as `pollAccess` does: one call per exit for a streak.
+#[napi(catch_unwind)]
+pub fn reply_and_poll(
+    handle: &External<MachineHandle>,
+    vcpu: u32,
+    value: u32,
+    value_hi: u32,
+    spin_micros: u32,
+    mut out: Float64ArraySlice,
+) -> Result<u32> {
+    let out = slot(&mut out)?;
+    let m = handle.get()?;
+    m.handoff()
+        .reply(vcpu, &word(value, value_hi))
+        .map_err(core)?;
+    Ok(poll(&m, spin_micros, out))
+}
+
+/// Answers a string-I/O read vCPU `vcpu` waits on with `data`.
+#[napi(catch_unwind)]
+pub fn reply_bytes(handle: &External<MachineHandle>, vcpu: u32, data: Buffer) -> Result<()> {
+    handle.get()?.handoff().reply(vcpu, &data).map_err(core)
+}
+
+/// Fails the access vCPU `vcpu` waits on: the machine stops with `message`.
+#[napi(catch_unwind)]
+pub fn fail_access(handle: &External<MachineHandle>, vcpu: u32, message: String) -> Result<()> {
+    handle.get()?.handoff().fail(vcpu, message).map_err(core)
+}
+
+/// The bytes of the string-I/O write vCPU `vcpu` waits on.
+#[napi(catch_unwind)]
+pub fn access_data(handle: &External<MachineHandle>, vcpu: u32) -> Result<Buffer> {
+    let m = handle.get()?;
+    m.handoff()
+        .read(vcpu, |a| a.data.clone().into())
+        .map_err(core)
+}
+
+/// Takes every queued posted write, oldest first: one `RECORD_POSTED_WRITE` slot each.
+#[napi(catch_unwind)]
+pub fn take_posted(handle: &External<MachineHandle>) -> Result<Float64Array> {
+    let m = handle.get()?;
+    let mut posted = handle.posted.lock_or_recover();
+    posted.clear();
+    m.handoff().take_posted(&mut posted);
+    let mut out = vec![0.0; posted.len() * FIELDS];
+    for (w, slot) in posted.iter().zip(out.chunks_exact_mut(FIELDS)) {
+        write_record(
+            slot,
+            RECORD_POSTED_WRITE,
+            w.vcpu,
+            w.kind,
+            w.device,
+            w.offset,
+            w.addr,
+            w.size,
+            1,
+            w.value,
+        );
+    }
+    Ok(Float64Array::new(out))
+}
+
+/// Stops the machine because the handler of a posted write to `addr` failed.
+#[napi(catch_unwind)]
+pub fn fail_posted(
+    handle: &External<MachineHandle>,
+    vcpu: u32,
+    exit: u32,
+    addr: f64,
+    message: String,
+) -> Result<()> {
+    let kind = if exit == EXIT_MMIO_WRITE {
+        ExitKind::MmioWrite
+    } else {
+        ExitKind::IoOut
+    };
+    let addr = u64_from_js("addr", addr)?;
+    handle.get()?.fail_posted(vcpu, kind, addr, message);
+    Ok(())
+}
+
+/// One event from the vCPU threads.
+#[napi(object)]
+pub struct NativeEvent {
+    /// `EVENT_*`.
+    pub r#type: u32,
+    /// The serial port of an `EVENT_OUTPUT`.
+    pub device: u32,
+    /// How the run ended, for `EVENT_END`.
+    pub outcome: Option<NativeOutcome>,
+}
+
+/// How a run ended.
+#[napi(object)]
+pub struct NativeOutcome {
+    /// `halted`, `triple-fault`, `shutdown`, `reset`, `crash`, `system-event`,
+    /// `device-request`, `stopped` or `error`.
+    pub reason: String,
+    pub vcpu: Option<u32>,
+    pub device: Option<String>,
+    pub status: Option<u32>,
+    pub code: Option<String>,
+    pub message: Option<String>,
+    pub exit: Option<String>,
+    pub rip: Option<BigInt>,
+    pub instruction: Option<Buffer>,
+}
+
+type Callback = ThreadsafeFunction<NativeEvent, (), NativeEvent, napi::Status, false>;
+
+/// Forwards core events to a JS callback. Dropping the callback after the end lets Node exit.
+pub struct JsEvents(Mutex<Option<Callback>>);
+
+impl JsEvents {
+    /// Forwards to `on_event` on the JS thread.
+    pub fn new(on_event: Function<NativeEvent, ()>) -> Result<Arc<Self>> {
+        let callback = on_event
+            .build_threadsafe_function()
+            .callee_handled::<false>()
+            .build()
+            .map_err(napi)?;
+        Ok(Arc::new(JsEvents(Mutex::new(Some(callback)))))
+    }
+
+    fn send(&self, r#type: u32, device: u32, outcome: Option<NativeOutcome>) {
+        if let Some(cb) = self.0.lock_or_recover().as_ref() {
+            let event = NativeEvent {
+                r#type,
+                device,
+                outcome,
+            };
+            cb.call(event, ThreadsafeFunctionCallMode::NonBlocking);
+        }
+    }
+}
+
+impl ExitHandler for JsEvents {
+    fn on_access(&self) {
+        self.send(EVENT_ACCESS, 0, None);
+    }
+
+    fn on_posted(&self) {
+        self.send(EVENT_POSTED, 0, None);
+    }
+
+    fn on_output(&self, device: u32) {
+        self.send(EVENT_OUTPUT, device, None);
+    }
+
+    fn on_paused(&self) {
+        self.send(EVENT_PAUSED, 0, None);
+    }
+
+    fn on_end(&self, outcome: &Outcome) {
+        self.send(EVENT_END, 0, Some(to_js(outcome)));
+        // Release the callback: queued calls still run, then Node may exit.
+        self.0.lock_or_recover().take();
+    }
+}
+
+/// Converts a core outcome.
+pub fn to_js(outcome: &Outcome) -> NativeOutcome {
+    let mut o = NativeOutcome {
+        reason: String::new(),
+        vcpu: None,
+        device: None,
+        status: None,
+        code: None,
+        message: None,
+        exit: None,
+        rip: None,
+        instruction: None,
+    };
+    o.reason = match outcome {
+        Outcome::Halted => "halted",
+        Outcome::Stopped => "stopped",
+        Outcome::TripleFault { vcpu } => {
+            o.vcpu = Some(*vcpu);
+            "triple-fault"
+        }
+        Outcome::SystemEvent { event, vcpu } => {
+            o.vcpu = Some(*vcpu);
+            match event {
+                SystemEvent::Shutdown => "shutdown",
+                SystemEvent::Reset => "reset",
+                SystemEvent::Crash => "crash",
+                SystemEvent::Other(t) => {
+                    o.status = Some(*t);
+                    "system-event"
+                }
+            }
+        }
+        Outcome::DeviceRequest { device, status } => {
+            o.device = Some(device.clone());
+            o.status = Some(*status);
+            "device-request"
+        }
+        Outcome::Error(err) => {
+            o.vcpu = Some(err.vcpu);
+            o.code = Some(err.code.into());
+            o.message = Some(err.message.clone());
+            o.exit = Some(err.exit.name().into());
+            o.rip = err.registers.map(|r| BigInt::from(r.rip));
+            o.instruction = Some(err.instruction.clone().into());
+            "error"
+        }
+    }
+    .into();
+    o
+}
