@@ -406,6 +406,8 @@ export interface NativeConfig {
   /** Transparent huge pages. */
   hugePages: boolean
   kvmPath?: string
+  /** Confine vCPU threads with a seccomp filter; what a refused call does. */
+  sandbox?: 'fail' | 'kill-process'
 }
 
 /** Where a built-in device was put. */

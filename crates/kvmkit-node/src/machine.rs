@@ -10,6 +10,7 @@ use napi_derive::napi;
 use kvmkit_core::config::{MachineConfig, MemoryRegionConfig};
 use kvmkit_core::machine::{InlineVcpu, Machine, MachineOptions, UnhandledPolicy};
 use kvmkit_core::memory::{Backing, MemoryOptions};
+use kvmkit_core::sandbox::{Sandbox, Violation};
 use kvmkit_core::x86::layout;
 
 use crate::convert::u64_from_js;
@@ -36,6 +37,9 @@ pub struct NativeConfig {
     /// Transparent huge pages.
     pub huge_pages: bool,
     pub kvm_path: Option<String>,
+    /// Confine vCPU threads with a seccomp filter; what a refused call does.
+    #[napi(ts_type = "'fail' | 'kill-process'")]
+    pub sandbox: Option<String>,
 }
 
 /// The native half of a `Machine`. `close()` drops the core machine, releasing its fds,
@@ -136,7 +140,22 @@ impl NativeMachine {
                 huge_pages: config.huge_pages,
             },
             emulation_fallbacks: true,
-            sandbox: None,
+            sandbox: config
+                .sandbox
+                .as_deref()
+                .map(|violation| match violation {
+                    "fail" => Ok(Sandbox {
+                        violation: Violation::Fail,
+                    }),
+                    "kill-process" => Ok(Sandbox {
+                        violation: Violation::KillProcess,
+                    }),
+                    other => Err(invalid_arg(
+                        "sandbox",
+                        format!("{other:?} is not \"fail\" or \"kill-process\""),
+                    )),
+                })
+                .transpose()?,
         };
         let machine = Machine::new(
             host,
