@@ -6,7 +6,7 @@
 use std::io::Cursor;
 
 use kvmkit_core::loader::bzimage::{Header, is_bzimage, load_protected_mode, vmlinux};
-use kvmkit_core::loader::linux::HIGHMEM_START;
+use kvmkit_core::x86::layout::HIGHMEM_START;
 use kvmkit_fuzz::RAM;
 use libfuzzer_sys::fuzz_target;
 use linux_loader::loader::KernelLoader;

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use kvmkit_core::devices::SerialDevice;
-use kvmkit_core::devices::debug_console::ConsoleOutput;
+use kvmkit_core::devices::output::ConsoleOutput;
 use kvmkit_core::devices::serial::SERIAL_PORTS;
 use kvmkit_fuzz::{accesses, apply};
 use libfuzzer_sys::fuzz_target;
