@@ -13,6 +13,7 @@ use crate::config::MachineConfig;
 use crate::devices::acpi_sleep::ACPI_SLEEP_PORTS;
 use crate::devices::debug_console::ConsoleOutput;
 use crate::devices::i8042::I8042_PORT;
+use crate::devices::rtc::RTC_PORT;
 use crate::devices::serial::SERIAL_PORTS;
 use crate::devices::{AcpiSleep, SerialDevice};
 use crate::error::{Error, Result};
@@ -31,7 +32,7 @@ pub use crate::runner::{InlineAnswer, InlineVcpu};
 use crate::stats::{StatsSnapshot, VcpuStats};
 use crate::vcpu::Vcpu;
 use crate::x86::acpi::{self, Platform, SerialPortInfo};
-use crate::x86::mptable;
+use crate::x86::{bios, mptable};
 
 /// Where the identity-map page and TSS live for real-mode emulation on Intel hosts: just
 /// below the BIOS area at the top of the 32-bit space, as QEMU and Firecracker place them.
@@ -650,40 +651,58 @@ impl Machine {
 
     /// Loads a Linux kernel (and initrd, command line) and sets vCPU 0 up to enter it, with
     /// the platform described to it: ACPI tables (the vCPUs, the IOAPIC, the UARTs added so
-    /// far, the i8042 if there is one, and the sleep registers through which the kernel
+    /// far, the i8042 and the CMOS clock if there are, and the sleep registers through which the kernel
     /// powers off, served by [`AcpiSleep`]) and an MP table.
     pub fn load_linux(&self, boot: &LinuxBoot<'_>) -> Result<LoadedKernel> {
-        let platform = Platform {
-            vcpus: self.vcpu_count(),
-            serial: lock(&self.serial_ports).clone(),
-            i8042: self
-                .shared
-                .ports
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .starts_named("i8042")
-                .contains(&I8042_PORT.into()),
-        };
+        let platform = self.platform();
         // Checked before anything is written.
         let tables = acpi::tables(&platform)?;
         let mptable = mptable::table(platform.vcpus)?;
         let loaded = self.with_vcpu(0, |v| linux::load(&self.ram, v, boot, acpi::RSDP_ADDR))?;
+        self.install_acpi(tables)?;
+        self.ram.write(mptable::MPTABLE_ADDR, &mptable)?;
+        Ok(loaded)
+    }
+
+    /// What the ACPI tables describe: the vCPUs, the UARTs added so far, the i8042 and the
+    /// CMOS clock if there are.
+    fn platform(&self) -> Platform {
+        let ports = self.shared.ports.read().unwrap_or_else(|e| e.into_inner());
+        Platform {
+            vcpus: self.vcpu_count(),
+            serial: lock(&self.serial_ports).clone(),
+            i8042: ports.starts_named("i8042").contains(&I8042_PORT.into()),
+            rtc: ports.starts_named("rtc").contains(&RTC_PORT.into()),
+        }
+    }
+
+    /// Writes the ACPI tables and adds the sleep registers they name, served by
+    /// [`AcpiSleep`].
+    fn install_acpi(&self, tables: Vec<(u64, Vec<u8>)>) -> Result<()> {
         for (addr, data) in tables {
             self.ram.write(addr, &data)?;
         }
-        self.ram.write(mptable::MPTABLE_ADDR, &mptable)?;
         let sleep = Route::BuiltIn(Arc::new(Mutex::new(AcpiSleep)));
         let port = acpi::SLEEP_CONTROL_PORT.into();
         if !self.bus(Space::Port).starts_named("acpi").contains(&port) {
             self.add_device(Space::Port, port, ACPI_SLEEP_PORTS.into(), "acpi", sleep)?;
         }
-        Ok(loaded)
+        Ok(())
     }
 
     /// Loads a Multiboot (v1) kernel with its command line and modules, and sets vCPU 0 up
-    /// to enter it.
+    /// to enter it, in the machine a PC BIOS leaves, as under QEMU's `-kernel`: a real-mode
+    /// interrupt table, the PICs programmed with the BIOS's vectors (with the in-kernel
+    /// irqchip), and ACPI tables (see [`bios`]).
     pub fn load_multiboot(&self, boot: &MultibootBoot<'_>) -> Result<LoadedMultiboot> {
-        self.with_vcpu(0, |v| multiboot::load(&self.ram, v, boot))
+        let tables = acpi::tables(&self.platform())?;
+        let loaded = self.with_vcpu(0, |v| multiboot::load(&self.ram, v, boot))?;
+        bios::write_ivt(&self.ram)?;
+        if self.shared.options.irqchip {
+            bios::program_pics(&self.vm)?;
+        }
+        self.install_acpi(tables)?;
+        Ok(loaded)
     }
 
     /// Loads a flat binary and sets vCPU 0 up to enter it; returns where it ends.
