@@ -20,7 +20,8 @@
 # Pieces (Debian's kernel and modules, busybox: see scripts/fixtures.sh) are cached in
 # fixtures/cache/hwvm. Settings: HWVM_TIMEOUT (seconds, default 3600), HWVM_ACCEL (default
 # tcg,thread=single: thread=multi aborted under load), HWVM_MEMORY (default 4G), HWVM_SMP
-# (default 2), HWVM_FORCE=1 (use the L1 even on a host with vmx/svm).
+# (default 2), HWVM_FORCE=1 (use the L1 even on a host with vmx/svm), HWVM_OUTPUT_DIR (a
+# host directory the L1 may write, at the same path: for reports such as vitest's JSON).
 set -euo pipefail
 [ "${1:-}" = "--" ] && shift
 (($#)) || { echo "usage: scripts/hwvm.sh [--] COMMAND [ARG...]" >&2; exit 2; }
@@ -85,10 +86,15 @@ mount -t devpts devpts /host/dev/pts
 mount -t tmpfs shm /host/dev/shm
 mount -t tmpfs tmp /host/tmp
 while read -r dir; do
+  mkdir -p "/host$dir" 2>/dev/null
   [ -n "$dir" ] && mount -t tmpfs scratch "/host$dir"
 done < /out/writable
 mkdir -p /host/tmp/hwvm-out
 mount --bind /out /host/tmp/hwvm-out
+if [ -s /out/output-dir ]; then
+  mkdir -p "/host$(cat /out/output-dir)" 2>/dev/null
+  mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 output "/host$(cat /out/output-dir)" || fail "cannot mount HWVM_OUTPUT_DIR"
+fi
 echo "hwvm: L1 up after $(cut -d' ' -f1 /proc/uptime) s; $(grep -cw svm /proc/cpuinfo) CPUs with svm; /dev/kvm is kvm_amd" > /dev/ttyS0
 chroot /host /bin/bash /tmp/hwvm-out/command.sh < /dev/null > /dev/ttyS0 2>&1
 echo $? > /out/status
@@ -113,6 +119,13 @@ trap 'rm -rf "$out"' EXIT
 writable=("${KVMKIT_CACHE_DIR:-$HOME/.cache/kvmkit}" "$PWD/node_modules/.vite" "$PWD/node_modules/.vite-temp")
 for dir in "${writable[@]}"; do mkdir -p "$dir"; done
 printf '%s\n' "${writable[@]}" > "$out/writable"
+shares=()
+if [ -n "${HWVM_OUTPUT_DIR:-}" ]; then
+  mkdir -p "$HWVM_OUTPUT_DIR"
+  output_dir=$(cd "$HWVM_OUTPUT_DIR" && pwd)
+  echo "$output_dir" > "$out/output-dir"
+  shares=(-virtfs "local,path=$output_dir,mount_tag=output,security_model=none,multidevs=remap")
+fi
 {
   echo "set -e"
   echo "export HOME=/tmp/home PATH=$(printf %q "$PATH") TERM=dumb"
@@ -134,7 +147,7 @@ boot() {
     -kernel "$cache/vmlinuz" -initrd "$cache/initramfs" \
     -append "console=ttyS0 quiet loglevel=1 panic=-1 rdinit=/init" \
     -virtfs "local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap" \
-    -virtfs "local,path=$out,mount_tag=out,security_model=none,multidevs=remap" \
+    -virtfs "local,path=$out,mount_tag=out,security_model=none,multidevs=remap" "${shares[@]}" \
     -display none -monitor none -serial stdio -no-reboot 2> "$out/qemu.err"
   qemu_status=$?
   set -e
