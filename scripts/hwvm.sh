@@ -13,6 +13,10 @@
 # COMMAND runs in the current directory with PATH, CI and KVMKIT_* passed on; its output
 # comes back on the L1's serial console and its status through a second, writable 9p share.
 #
+# The L1 runs with tsc=reliable: TCG gives every vCPU the same clock, but the L1 kernel's
+# TSC-warp check, timed across TCG's round-robin vCPUs, marks it unstable otherwise, and its
+# KVM then moves each L2 vCPU's TSC on its own, so that an L2 with 2 vCPUs sees them apart.
+#
 # An outer-QEMU crash (TCG's assertions under load) is reported as such and retried once;
 # it never reads as COMMAND's failure. Exit status: COMMAND's; 125 if the test machine
 # could not run it (no hardware KVM in the L1, L1 boot failure, QEMU crashed twice).
@@ -145,7 +149,7 @@ boot() {
   timeout --foreground "${HWVM_TIMEOUT:-3600}" qemu-system-x86_64 \
     -accel "${HWVM_ACCEL:-tcg,thread=single}" -cpu max -m "${HWVM_MEMORY:-4G}" -smp "${HWVM_SMP:-2}" \
     -kernel "$cache/vmlinuz" -initrd "$cache/initramfs" \
-    -append "console=ttyS0 quiet loglevel=1 panic=-1 rdinit=/init" \
+    -append "console=ttyS0 quiet loglevel=1 panic=-1 rdinit=/init tsc=reliable" \
     -virtfs "local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap" \
     -virtfs "local,path=$out,mount_tag=out,security_model=none,multidevs=remap" "${shares[@]}" \
     -display none -monitor none -serial stdio -no-reboot 2> "$out/qemu.err"
