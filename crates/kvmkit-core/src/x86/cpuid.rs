@@ -16,6 +16,10 @@ const KVM_SIGNATURE_LEAF: u32 = 0x4000_0000;
 const TSC_FREQUENCY_LEAF: u32 = 0x4000_0010;
 /// KVM's local APIC timer runs at 1 GHz.
 const KVM_APIC_BUS_KHZ: u32 = 1_000_000;
+/// The processor brand string (0x8000_0002-4) and the L1 and L2 cache and TLB descriptions
+/// (0x8000_0005-6): leaves with nothing per-vCPU in them, which QEMU's `-cpu host` takes
+/// from the host's CPUID instruction.
+const HOST_LEAVES: std::ops::RangeInclusive<u32> = 0x8000_0002..=0x8000_0006;
 /// Leaf 0xB/0x1F ECX[15:8] level types.
 const LEVEL_SMT: u32 = 1;
 const LEVEL_CORE: u32 = 2;
@@ -122,6 +126,27 @@ pub fn present_kvm(cpuid: &mut CpuId, host: HostTimers) {
             _ => {}
         }
     }
+}
+
+/// Fills the leaves in [`HOST_LEAVES`] that `cpuid` lists with `host`'s answer for them,
+/// where that answer is not all zeroes. KVM's supported set can leave the brand string
+/// and the TLB sizes out (measured under nested AMD-V: Linux then named the CPU "AMD
+/// Hammer" and saw no 2M TLB entries, where QEMU's guest saw the host's).
+pub fn take_from_host(cpuid: &mut CpuId, host: impl Fn(u32) -> [u32; 4]) {
+    for entry in cpuid.as_mut_slice() {
+        if HOST_LEAVES.contains(&entry.function) {
+            let answer = host(entry.function);
+            if answer != [0; 4] {
+                [entry.eax, entry.ebx, entry.ecx, entry.edx] = answer;
+            }
+        }
+    }
+}
+
+/// The host CPU's answer to CPUID `leaf` (subleaf 0).
+pub fn host_cpuid(leaf: u32) -> [u32; 4] {
+    let r = std::arch::x86_64::__cpuid(leaf);
+    [r.eax, r.ebx, r.ecx, r.edx]
 }
 
 #[cfg(test)]
@@ -273,5 +298,26 @@ mod tests {
                 .all(|e| e.function != TSC_FREQUENCY_LEAF)
         );
         assert_eq!(cpuid.as_slice()[0].ecx & HYPERVISOR, HYPERVISOR);
+    }
+
+    #[test]
+    fn takes_the_brand_string_and_cache_leaves_from_the_host() {
+        let mut cpuid = CpuId::from_entries(&[
+            entry(0x8000_0002, 0, 0, 0, 0, 0),
+            entry(0x8000_0006, 0, 0, 0x4200_0000, 0x0200_6140, 0),
+            entry(0x8000_0008, 0, 0x3030, 0, 0, 0),
+        ])
+        .unwrap();
+        take_from_host(&mut cpuid, |leaf| match leaf {
+            0x8000_0006 => [0; 4],
+            _ => [leaf, 1, 2, 3],
+        });
+        let e = cpuid.as_slice();
+        assert_eq!(e[0].eax, 0x8000_0002, "filled");
+        assert_eq!(
+            e[1].ebx, 0x4200_0000,
+            "zeroes from the host keep KVM's answer"
+        );
+        assert_eq!(e[2].eax, 0x3030, "0x8000_0008 is per machine: not taken");
     }
 }
