@@ -11,10 +11,18 @@ import { describeHw } from './hardware.js';
 
 const cli = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
 
+/**
+ * In the test machine (scripts/hwvm.sh), the L1's vCPUs take turns on one TCG thread, and a
+ * guest's check for TSC warps between its vCPUs fails there under QEMU as under kvmkit
+ * (measured in the same L1: "Marking TSC unstable due to TSCs unsynchronized" in both).
+ */
+const nestedUnderTcg = process.env.KVMKIT_TEST_MACHINE === 'nested-tcg';
+
 /** What QEMU's guest does not show either: every device probes, the clocks are KVM's. */
 function expectCleanBoot(log: string): void {
   expect(log).not.toMatch(/probe of \S+ failed/);
-  expect(log).not.toContain('Marking TSC unstable');
+  const unstable = [...log.matchAll(/Marking TSC unstable due to (.*?)\r?$/gm)].map((m) => m[1]);
+  expect(unstable.filter((why) => !(nestedUnderTcg && why === 'TSCs unsynchronized'))).toEqual([]);
   expect(log).not.toMatch(/Switched to clocksource (refined-)?jiffies/);
   expect(log).toContain('kvm-clock: Using msrs');
   expect(log).toContain('clocksource: Switched to clocksource kvm-clock');
