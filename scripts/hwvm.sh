@@ -13,9 +13,9 @@
 # COMMAND runs in the current directory with PATH, CI and KVMKIT_* passed on; its output
 # comes back on the L1's serial console and its status through a second, writable 9p share.
 #
-# The L1 runs with tsc=reliable: TCG gives every vCPU the same clock, but the L1 kernel's
-# TSC-warp check, timed across TCG's round-robin vCPUs, marks it unstable otherwise, and its
-# KVM then moves each L2 vCPU's TSC on its own, so that an L2 with 2 vCPUs sees them apart.
+# The L1 runs with tsc=reliable (it matters with HWVM_SMP above 1): TCG gives every vCPU the
+# same clock, but the L1 kernel's TSC-warp check, timed across TCG's round-robin vCPUs, marks
+# it unstable otherwise, and its KVM then moves each L2 vCPU's TSC on its own.
 #
 # An outer-QEMU crash (TCG's assertions under load) is reported as such and retried once;
 # it never reads as COMMAND's failure. Exit status: COMMAND's; 125 if the test machine
