@@ -3,7 +3,7 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
-    exclude: ['test/boot/**'],
+    exclude: ['test/boot/**', 'test/hw/**'],
     testTimeout: 30_000,
     hookTimeout: 30_000,
   },

@@ -3,13 +3,15 @@
 #   vmlinuz    Debian's stock linux-image-amd64 kernel (bzImage)
 #   vmlinux    the same kernel's ELF image, extracted from vmlinuz's XZ payload
 #   initramfs  a busybox-static initramfs whose init prints a marker and powers off
+#   debs/      the two Debian packages they come from (scripts/hwvm.sh builds its L1 from them)
 # Needs apt-get, dpkg-deb, xz and cpio; on a fresh machine, run as root so it can install
 # what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$(pwd)/fixtures/cache
 mkdir -p "$out"
-if [ -s "$out/vmlinux" ] && [ -s "$out/vmlinuz" ] && [ -s "$out/initramfs" ]; then
+if [ -s "$out/vmlinux" ] && [ -s "$out/vmlinuz" ] && [ -s "$out/initramfs" ] &&
+  ls "$out"/debs/linux-image-*.deb >/dev/null 2>&1; then
   echo "fixtures: cached in $out"
   exit 0
 fi
@@ -24,12 +26,17 @@ fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+mkdir -p "$out/debs"
+if ! ls "$out"/debs/linux-image-*.deb "$out"/debs/busybox-static_*.deb >/dev/null 2>&1; then
+  [ -n "$(apt-cache policy linux-image-amd64 | awk '/Candidate/{print $2}')" ] || apt-get update -qq
+  image=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+  # apt's sandbox user cannot write everywhere root can: download as root, then move.
+  (cd "$work" && apt-get download -qq -o APT::Sandbox::User=root "$image" busybox-static)
+  mv "$work"/*.deb "$out/debs/"
+fi
 cd "$work"
-[ -n "$(apt-cache policy linux-image-amd64 | awk '/Candidate/{print $2}')" ] || apt-get update -qq
-image=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
-apt-get download -qq "$image" busybox-static
-dpkg-deb -x linux-image-*.deb kernel
-dpkg-deb -x busybox-static_*.deb busybox
+dpkg-deb -x "$out"/debs/linux-image-*.deb kernel
+dpkg-deb -x "$out"/debs/busybox-static_*.deb busybox
 vmlinuz=$(ls kernel/boot/vmlinuz-*)
 
 # The payload is XZ: decompress from its magic, as the kernel's extract-vmlinux does.

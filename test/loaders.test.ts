@@ -43,6 +43,17 @@ describeKvm('loaders', () => {
     expect(text(console)).toBe('console=none the module');
   });
 
+  it('leaves a Multiboot kernel the machine a PC BIOS leaves: interrupt table, ACPI tables, PICs at 0x08/0x70', async () => {
+    const vm = track(Machine.create({ memory: '16M', irqchip: true }));
+    vm.addDebugExit();
+    vm.loadMultiboot(built('mbfirmware.elf'));
+    // IRQ 0 from the PIT, which the guest starts, arrives at the BIOS's vector for it.
+    expect(await vm.run()).toEqual({ reason: 'device-request', device: 'debug-exit', status: 0x08 });
+    // The slave's first vector (IRQ 8) leads into the BIOS segment too.
+    const ivt = Buffer.from(vm.memory.read(0, 0x400));
+    expect(ivt.readUInt16LE(0x70 * 4 + 2)).toBe(0xf000);
+  });
+
   it('refuses what it cannot load, naming the file', () => {
     const vm = track(Machine.create({ memory: '16M' }));
     const text = tempFile('not-a-kernel', 'hello');

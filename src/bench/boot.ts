@@ -42,6 +42,13 @@ export interface BootTimes {
   readonly seconds: readonly (number | null)[];
   /** The median of the boots that reached it, if any did. */
   readonly median?: number;
+  /**
+   * The guest's uptime at the milestone, per boot: the last kernel log timestamp printed
+   * before it (`null` where it was not reached, or the kernel printed no timestamp).
+   */
+  readonly uptime: readonly (number | null)[];
+  /** The median uptime of the boots that reached the milestone with one. */
+  readonly medianUptime?: number;
   /** Why there are no figures, when there are none (QEMU not installed, say). */
   readonly unavailable?: string;
 }
@@ -64,7 +71,13 @@ function qemuCpu(): string {
 }
 
 /** Seconds from creating the machine (loading included) to the milestone, or `null`. */
-async function bootKvmkit(options: BootBenchOptions, cmdline: string, timeoutMs: number): Promise<number | null> {
+/** One boot: seconds to the milestone and the guest's uptime then, or `null`s. */
+interface Boot {
+  readonly seconds: number | null;
+  readonly uptime: number | null;
+}
+
+async function bootKvmkit(options: BootBenchOptions, cmdline: string, timeoutMs: number): Promise<Boot> {
   const start = performance.now();
   const { vm, console } = createLinuxMachine({
     kernel: options.kernel,
@@ -82,12 +95,7 @@ async function bootKvmkit(options: BootBenchOptions, cmdline: string, timeoutMs:
 }
 
 /** Seconds from spawning QEMU to the milestone on its serial console, or `null`. */
-async function bootQemu(
-  qemu: string,
-  options: BootBenchOptions,
-  cmdline: string,
-  timeoutMs: number,
-): Promise<number | null> {
+async function bootQemu(qemu: string, options: BootBenchOptions, cmdline: string, timeoutMs: number): Promise<Boot> {
   const args = [
     ...['-machine', 'microvm', '-accel', 'kvm', '-cpu', qemuCpu()],
     ...['-m', String(options.memoryMib ?? 512), '-smp', String(options.vcpus ?? 1)],
@@ -106,20 +114,32 @@ async function bootQemu(
   }
 }
 
-/** Resolves with the seconds since `start` when `output` matches `milestone`, else `null`. */
+/** A kernel log line's timestamp: `[   12.345678] `. */
+const LOG_TIMESTAMP = /^\[\s*(\d+\.\d+)\]/gm;
+
+/**
+ * Resolves with the seconds since `start` when `output` matches `milestone`, and the last
+ * kernel log timestamp printed by then; with `null`s if it does not match in time.
+ */
 function untilMilestone(
   output: NodeJS.ReadableStream,
   milestone: RegExp,
   timeoutMs: number,
   start: number,
   ended: Promise<unknown>,
-): Promise<number | null> {
+): Promise<Boot> {
   return new Promise((resolve) => {
     let text = '';
+    let uptime: number | null = null;
     const timer = setTimeout(() => finish(null), timeoutMs);
     const onData = (chunk: Buffer) => {
       text += chunk.toString('latin1');
-      if (milestone.test(text)) {
+      const matched = milestone.exec(text);
+      const logged = matched === null ? text : text.slice(0, matched.index);
+      for (const [, stamp] of logged.matchAll(LOG_TIMESTAMP)) {
+        uptime = Number(stamp);
+      }
+      if (matched !== null) {
         finish((performance.now() - start) / 1000);
       }
       // Keep the tail: a milestone line is never longer than this.
@@ -128,16 +148,25 @@ function untilMilestone(
     function finish(seconds: number | null) {
       clearTimeout(timer);
       output.off('data', onData);
-      resolve(seconds);
+      resolve({ seconds, uptime: seconds === null ? null : uptime });
     }
     output.on('data', onData);
     void ended.then(() => finish(null));
   });
 }
 
-function times(vmm: BootTimes['vmm'], seconds: (number | null)[]): BootTimes {
+function times(vmm: BootTimes['vmm'], boots: readonly Boot[]): BootTimes {
+  const seconds = boots.map((b) => b.seconds);
+  const uptime = boots.map((b) => b.uptime);
   const reached = seconds.filter((s): s is number => s !== null);
-  return { vmm, seconds, ...(reached.length === 0 ? {} : { median: median(reached) }) };
+  const stamped = uptime.filter((s): s is number => s !== null);
+  return {
+    vmm,
+    seconds,
+    uptime,
+    ...(reached.length === 0 ? {} : { median: median(reached) }),
+    ...(stamped.length === 0 ? {} : { medianUptime: median(stamped) }),
+  };
 }
 
 /** Boots `options.kernel` `runs` times with each VMM, alternating, and reports the times. */
@@ -147,8 +176,8 @@ export async function benchBoot(options: BootBenchOptions): Promise<BootReport> 
   const cmdline = withHostWorkarounds(options.cmdline);
   const qemu = options.skipQemu ? { unavailable: 'left out (--no-qemu)' } : findQemu();
   const total = runs * ('path' in qemu ? 2 : 1);
-  const kvmkit: (number | null)[] = [];
-  const qemuTimes: (number | null)[] = [];
+  const kvmkit: Boot[] = [];
+  const qemuTimes: Boot[] = [];
   for (let i = 0; i < runs; i++) {
     kvmkit.push(await bootKvmkit(options, cmdline, timeoutMs));
     options.progress?.(kvmkit.length + qemuTimes.length, total, `kvmkit boot ${i + 1}`);
@@ -163,28 +192,37 @@ export async function benchBoot(options: BootBenchOptions): Promise<BootReport> 
     cmdline,
     results: [
       times('kvmkit', kvmkit),
-      'path' in qemu ? times('qemu', qemuTimes) : { vmm: 'qemu', seconds: [], unavailable: qemu.unavailable },
+      'path' in qemu
+        ? times('qemu', qemuTimes)
+        : { vmm: 'qemu', seconds: [], uptime: [], unavailable: qemu.unavailable },
     ],
   };
 }
 
-/** The report as a table: each VMM's boots, median, and kvmkit's ratio to QEMU. */
+/**
+ * The report as a table: each VMM's boots (wall time, and the guest's uptime in
+ * parentheses), medians, and kvmkit's ratios to QEMU.
+ */
 export function formatBootTable(report: BootReport): string {
   const [kvmkit, qemu] = report.results;
-  const cell = (s: number | null) => (s === null ? 'not reached' : `${s.toFixed(2)} s`);
+  const secs = (s: number | undefined) => (s === undefined ? '—' : `${s.toFixed(2)} s`);
+  const cell = (s: number | null, up: number | null | undefined) =>
+    s === null ? 'not reached' : `${s.toFixed(2)} s${up == null ? '' : ` (${up.toFixed(2)} s)`}`;
   const lines = [
     `boot of ${report.kernel} to /${report.milestone}/`,
     `command line: ${report.cmdline}`,
     '',
-    `${'vmm'.padEnd(8)}${'median'.padStart(12)}   boots`,
+    `${'vmm'.padEnd(8)}${'median'.padStart(12)}${'uptime'.padStart(12)}   boots (guest uptime)`,
   ];
   for (const r of report.results) {
-    const median = r.median === undefined ? '—' : `${r.median.toFixed(2)} s`;
-    const boots = r.unavailable ?? r.seconds.map(cell).join(', ');
-    lines.push(`${r.vmm.padEnd(8)}${median.padStart(12)}   ${boots}`);
+    const boots = r.unavailable ?? r.seconds.map((s, i) => cell(s, r.uptime[i])).join(', ');
+    lines.push(`${r.vmm.padEnd(8)}${secs(r.median).padStart(12)}${secs(r.medianUptime).padStart(12)}   ${boots}`);
   }
   if (kvmkit?.median !== undefined && qemu?.median !== undefined) {
-    lines.push('', `kvmkit / qemu: ${(kvmkit.median / qemu.median).toFixed(2)}×`);
+    lines.push('', `kvmkit / qemu: ${(kvmkit.median / qemu.median).toFixed(2)}× wall`);
+    if (kvmkit.medianUptime !== undefined && qemu.medianUptime !== undefined) {
+      lines.push(`kvmkit / qemu: ${(kvmkit.medianUptime / qemu.medianUptime).toFixed(2)}× guest uptime`);
+    }
   }
   return `${lines.join('\n')}\n`;
 }

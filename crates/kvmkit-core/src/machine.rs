@@ -22,7 +22,7 @@ use crate::loader::linux::{self, LinuxBoot, LoadedKernel};
 use crate::loader::multiboot::{self, LoadedMultiboot, MultibootBoot};
 use crate::memory::GuestRam;
 pub use crate::options::{MachineOptions, UnhandledPolicy};
-use crate::platform::Inventory;
+use crate::platform::{Inventory, Platform};
 use crate::resources::Resources;
 pub use crate::run::inline::{InlineAnswer, InlineVcpu};
 use crate::run::threaded::run_threaded;
@@ -31,7 +31,7 @@ use crate::sandbox::Sandbox;
 use crate::stats::{StatsSnapshot, VcpuStats};
 use crate::sync::{LockExt, RwLockExt};
 use crate::vcpu::Vcpu;
-use crate::x86::{acpi, layout, mptable};
+use crate::x86::{acpi, bios, layout, mptable};
 
 /// A virtual machine.
 pub struct Machine {
@@ -460,15 +460,27 @@ impl Machine {
     /// `BAD_IMAGE` for a kernel or initrd that cannot be loaded (nothing is written then),
     /// `INVALID_CONFIG` for a platform the tables cannot describe (too many vCPUs).
     pub fn load_linux(&self, boot: &LinuxBoot<'_>) -> Result<LoadedKernel> {
-        let platform = self.inventory.lock_or_recover().platform(self.vcpu_count());
+        let platform = self.platform();
         // Checked before anything is written.
         let tables = acpi::tables(&platform)?;
         let mptable = mptable::table(&platform)?;
         let loaded = self.with_vcpu(0, |v| linux::load(&self.ram, v, boot, layout::RSDP_ADDR))?;
+        self.install_acpi(tables)?;
+        self.ram.write(layout::MPTABLE_ADDR, &mptable)?;
+        Ok(loaded)
+    }
+
+    /// What the firmware tables describe: the vCPUs and the built-ins added so far.
+    fn platform(&self) -> Platform {
+        self.inventory.lock_or_recover().platform(self.vcpu_count())
+    }
+
+    /// Writes the ACPI tables and attaches the sleep registers they name
+    /// ([`DeviceSpec::AcpiSleep`]) unless they are there already.
+    fn install_acpi(&self, tables: Vec<(u64, Vec<u8>)>) -> Result<()> {
         for (addr, data) in tables {
             self.ram.write(addr, &data)?;
         }
-        self.ram.write(layout::MPTABLE_ADDR, &mptable)?;
         if !self
             .inventory
             .lock_or_recover()
@@ -476,13 +488,22 @@ impl Machine {
         {
             self.add(DeviceSpec::AcpiSleep)?;
         }
-        Ok(loaded)
+        Ok(())
     }
 
     /// Loads a Multiboot (v1) kernel with its command line and modules, and sets vCPU 0 up
-    /// to enter it.
+    /// to enter it, in the machine a PC BIOS leaves, as under QEMU's `-kernel`: a real-mode
+    /// interrupt table, the PICs programmed with the BIOS's vectors (with the in-kernel
+    /// irqchip), and ACPI tables (see [`bios`]).
     pub fn load_multiboot(&self, boot: &MultibootBoot<'_>) -> Result<LoadedMultiboot> {
-        self.with_vcpu(0, |v| multiboot::load(&self.ram, v, boot))
+        let tables = acpi::tables(&self.platform())?;
+        let loaded = self.with_vcpu(0, |v| multiboot::load(&self.ram, v, boot))?;
+        bios::write_ivt(&self.ram)?;
+        if self.shared.options.irqchip {
+            bios::program_pics(&self.vm)?;
+        }
+        self.install_acpi(tables)?;
+        Ok(loaded)
     }
 
     /// Loads a flat binary and sets vCPU 0 up to enter it; returns where it ends.

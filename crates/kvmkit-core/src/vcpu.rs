@@ -5,7 +5,7 @@ use kvm_bindings::{
     kvm_guest_debug, kvm_lapic_state, kvm_mp_state, kvm_msr_entry, kvm_regs, kvm_sregs,
     kvm_vcpu_events,
 };
-use kvm_ioctls::{VcpuFd, VmFd};
+use kvm_ioctls::{Cap, VcpuFd, VmFd};
 
 use crate::error::{Error, Result};
 use crate::exit::RegisterSnapshot;
@@ -26,13 +26,20 @@ pub struct Vcpu {
 
 impl Vcpu {
     /// Creates vCPU `index` of `count` of `vm` with the host's supported CPUID, given its
-    /// APIC ID and the machine's topology.
+    /// APIC ID and the machine's topology, the host's brand string and cache leaves (see
+    /// [`cpuid::take_from_host`]), presented as a KVM guest's (see [`cpuid::present_kvm`]).
     pub fn new(host: &KvmHost, vm: &VmFd, index: u32, count: u32) -> Result<Self> {
         let fd = vm
             .create_vcpu(u64::from(index))
             .map_err(Error::kvm("KVM_CREATE_VCPU"))?;
         let mut cpuid = host.supported_cpuid()?;
         cpuid::normalize(&mut cpuid, index, count);
+        cpuid::take_from_host(&mut cpuid, cpuid::host_cpuid);
+        let timers = cpuid::HostTimers {
+            tsc_deadline: host.kvm().check_extension(Cap::TscDeadlineTimer),
+            tsc_khz: fd.get_tsc_khz().ok().filter(|&khz| khz != 0),
+        };
+        cpuid::present_kvm(&mut cpuid, timers);
         fd.set_cpuid2(&cpuid)
             .map_err(Error::kvm("KVM_SET_CPUID2"))?;
         Ok(Vcpu { fd, index })

@@ -1,6 +1,7 @@
 //! ACPI tables for a PC without firmware: RSDP, XSDT, FADT (hardware-reduced, with a sleep
 //! control register so the guest can power off), MADT (one local APIC per vCPU and the
-//! IOAPIC) and a DSDT describing the serial ports and the S5 sleep state. Built with the
+//! IOAPIC) and a DSDT describing the serial ports, the i8042, the CMOS clock and the S5
+//! sleep state. Built with the
 //! rust-vmm `acpi_tables` crate and written to the BIOS area below 1 MiB, where a kernel
 //! that is not told the RSDP's address also finds it by scanning.
 
@@ -29,6 +30,30 @@ const OEM_REVISION: u32 = 1;
 /// FADT `IAPC_BOOT_ARCH` bits: legacy devices present, 8042 present.
 const BOOT_ARCH_LEGACY_DEVICES: u16 = 1 << 0;
 const BOOT_ARCH_8042: u16 = 1 << 1;
+
+/// A legacy ISA device in the DSDT: `_HID`, its port ranges (first port, length), its IRQ.
+/// Its IRQ must be in `_CRS`: a hardware-reduced ACPI machine has no legacy PIC, so Linux
+/// maps ISA IRQs only where the DSDT gives them (without it, rtc_cmos's request for IRQ 8
+/// fails with -EINVAL).
+fn isa_device(body: &mut Vec<u8>, name: &str, hid: &str, ports: &[(u16, u8)], irq: u32) {
+    let io: Vec<aml::IO> = ports
+        .iter()
+        .map(|&(port, len)| aml::IO::new(port, port, 1, len))
+        .collect();
+    let irq = aml::Interrupt::new(true, true, false, false, irq);
+    let mut resources: Vec<&dyn Aml> = io.iter().map(|io| io as &dyn Aml).collect();
+    resources.push(&irq);
+    let hid = aml::EISAName::new(hid);
+    let crs = aml::ResourceTemplate::new(resources);
+    aml::Device::new(
+        name.into(),
+        vec![
+            &aml::Name::new("_HID".into(), &hid),
+            &aml::Name::new("_CRS".into(), &crs),
+        ],
+    )
+    .to_aml_bytes(body);
+}
 
 fn oem_table_id(signature: &[u8; 4]) -> [u8; 8] {
     let mut id = *b"KVMK    ";
@@ -60,6 +85,20 @@ fn dsdt(platform: &Platform) -> Sdt {
             ],
         )
         .to_aml_bytes(&mut body);
+    }
+    if platform.i8042 {
+        // The keyboard controller, without PNP0F13: there is no mouse behind it, and Linux
+        // takes a missing auxiliary device as "no AUX port" rather than probing for one.
+        isa_device(
+            &mut body,
+            "_SB_.PS2K",
+            "PNP0303",
+            &[(0x60, 1), (0x64, 1)],
+            1,
+        );
+    }
+    if platform.rtc {
+        isa_device(&mut body, "_SB_.RTC_", "PNP0B00", &[(0x70, 2)], 8);
     }
     // \_S5_: the SLP_TYP values for soft off, written with SLP_EN to the sleep control register.
     aml::Name::new(
@@ -178,7 +217,7 @@ mod tests {
                 irq: Some(4),
             }],
             i8042: true,
-            ..Platform::default()
+            rtc: true,
         }
     }
 
@@ -255,6 +294,29 @@ mod tests {
         assert!(has(&[0x47, 1, 0xf8, 3, 0xf8, 3, 1, 8]));
         // The interrupt descriptor: extended IRQ, consumer + edge, one interrupt: 4.
         assert!(has(&[0x89, 6, 0, 3, 1, 4, 0, 0, 0]));
+    }
+
+    #[test]
+    fn the_dsdt_gives_the_i8042_and_the_clock_their_ports_and_irqs() {
+        let dsdt = |p: &Platform| tables(p).unwrap()[4].1.clone();
+        let has = |dsdt: &[u8], needle: &[u8]| dsdt.windows(needle.len()).any(|w| w == needle);
+        let full = dsdt(&platform());
+        // EISA IDs: PNP0303 and PNP0B00, compressed (0x0c <u32>).
+        let pnp = |id: u16| [0x0c, 0x41, 0xd0, (id >> 8) as u8, id as u8];
+        assert!(has(&full, &pnp(0x0303)));
+        assert!(has(&full, &pnp(0x0b00)));
+        assert!(!has(&full, &pnp(0x0f13)), "no mouse");
+        assert!(has(&full, &[0x47, 1, 0x60, 0, 0x60, 0, 1, 1]));
+        assert!(has(&full, &[0x47, 1, 0x64, 0, 0x64, 0, 1, 1]));
+        assert!(has(&full, &[0x89, 6, 0, 3, 1, 1, 0, 0, 0]), "IRQ 1");
+        assert!(has(&full, &[0x47, 1, 0x70, 0, 0x70, 0, 1, 2]));
+        assert!(has(&full, &[0x89, 6, 0, 3, 1, 8, 0, 0, 0]), "IRQ 8");
+        let bare = dsdt(&Platform {
+            i8042: false,
+            rtc: false,
+            ..platform()
+        });
+        assert!(!has(&bare, &pnp(0x0303)) && !has(&bare, &pnp(0x0b00)));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! x86 platform setup done by the host before a vCPU first runs.
 
 pub mod acpi;
+pub mod bios;
 pub mod cpuid;
 pub mod gdt;
 pub mod layout;
