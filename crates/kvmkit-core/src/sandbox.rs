@@ -46,6 +46,10 @@ const IOCTL_TYPE_MASK: u64 = 0xff << 8;
 const VCPU_SYSCALLS: &[i64] = &[
     // Locks, condition variables, parking while a device answers.
     libc::SYS_futex,
+    // The hand-off's waits: yielding to a partner on the same CPU, and finding which CPU
+    // this thread runs on where the vDSO does not answer (see `handoff::spin`).
+    libc::SYS_sched_yield,
+    libc::SYS_getcpu,
     // Eventfds (irqfd lines, the binding's wake-ups to Node's event loop), stderr.
     libc::SYS_write,
     // Returning from the kick signal's handler.
