@@ -221,6 +221,12 @@ mod tests {
             Some(DeviceAction::Reset { device: "i8042" })
         );
         assert_eq!(dev.write(4, &[0xff]), None, "pulsing no line");
+        // Found by the i8042 fuzz target: any pulse command with bit 0 clear (here 0xf6, bits
+        // 0 and 3) pulses the reset line, as on a PC, not only Linux's 0xfe.
+        assert_eq!(
+            dev.write(4, &[0xf6]),
+            Some(DeviceAction::Reset { device: "i8042" })
+        );
         assert_eq!(dev.write(4, &[CMD_WRITE_OUTPUT_PORT]), None);
         assert_eq!(
             dev.write(0, &[OUTPUT_A20]),
