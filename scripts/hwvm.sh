@@ -93,7 +93,11 @@ mount -t devtmpfs dev /host/dev
 mkdir -p /host/dev/pts /host/dev/shm
 mount -t devpts devpts /host/dev/pts
 mount -t tmpfs shm /host/dev/shm
+# A checkout under /tmp (CI's clones may be) stays visible through the tmpfs over /tmp.
+checkout=$(cat /out/checkout)
+case $checkout in /tmp/*) mkdir -p /keep && mount --bind "/host$checkout" /keep ;; esac
 mount -t tmpfs tmp /host/tmp
+case $checkout in /tmp/*) mkdir -p "/host$checkout" && mount --bind /keep "/host$checkout" ;; esac
 while read -r dir; do
   mkdir -p "/host$dir" 2>/dev/null
   [ -n "$dir" ] && mount -t tmpfs scratch "/host$dir"
@@ -128,6 +132,7 @@ trap 'rm -rf "$out"' EXIT
 writable=("${KVMKIT_CACHE_DIR:-$HOME/.cache/kvmkit}" "$PWD/node_modules/.vite" "$PWD/node_modules/.vite-temp")
 for dir in "${writable[@]}"; do mkdir -p "$dir"; done
 printf '%s\n' "${writable[@]}" > "$out/writable"
+echo "$root" > "$out/checkout"
 shares=()
 if [ -n "${HWVM_OUTPUT_DIR:-}" ]; then
   mkdir -p "$HWVM_OUTPUT_DIR"
