@@ -34,6 +34,7 @@ pub mod sandbox;
 pub mod stats;
 pub mod sync;
 pub mod vcpu;
+pub mod virtio;
 pub mod x86;
 
 pub use error::{Error, Result};

@@ -15,6 +15,31 @@ pub struct SerialPortInfo {
     pub irq: Option<u32>,
 }
 
+/// A virtio-mmio device the firmware tables name (`LNRO0005`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VirtioMmioInfo {
+    /// The start of its register window.
+    pub base: u64,
+    /// The window's length.
+    pub len: u64,
+    /// Its (edge-triggered) interrupt line.
+    pub gsi: u32,
+}
+
+impl VirtioMmioInfo {
+    /// How Linux is told of it on its command line when it has no ACPI:
+    /// `virtio_mmio.device=4K@0xc0000000:5` (kernels built with
+    /// `CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES`).
+    pub fn cmdline(&self) -> String {
+        format!(
+            "virtio_mmio.device={}K@{:#x}:{}",
+            self.len / 1024,
+            self.base,
+            self.gsi
+        )
+    }
+}
+
 /// What the firmware tables describe.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Platform {
@@ -26,12 +51,17 @@ pub struct Platform {
     pub i8042: bool,
     /// Whether a CMOS RTC is at ports 0x70/0x71.
     pub rtc: bool,
+    /// The virtio-mmio devices, in the order they were added.
+    pub virtio_mmio: Vec<VirtioMmioInfo>,
 }
 
-/// The built-in devices attached to a machine, in the order they were added.
+/// The built-in devices attached to a machine, in the order they were added. virtio devices
+/// are listed apart: they carry backends (files, host streams) rather than a plain
+/// description, so they are not [`DeviceSpec`]s.
 #[derive(Debug, Default)]
 pub struct Inventory {
     devices: Vec<DeviceSpec>,
+    virtio: Vec<VirtioMmioInfo>,
 }
 
 impl Inventory {
@@ -40,10 +70,18 @@ impl Inventory {
         self.devices.push(spec);
     }
 
+    /// Records an attached virtio-mmio device.
+    pub fn add_virtio(&mut self, info: VirtioMmioInfo) {
+        self.virtio.push(info);
+    }
+
     /// Forgets the device whose `space` range starts at `base`, if it is a built-in.
     pub fn remove(&mut self, space: Space, base: u64) {
         self.devices
             .retain(|d| !(d.space() == space && d.base() == base));
+        if space == Space::Mmio {
+            self.virtio.retain(|v| v.base != base);
+        }
     }
 
     /// Whether a device equal to `spec` is attached.
@@ -55,6 +93,7 @@ impl Inventory {
     pub fn platform(&self, vcpus: u32) -> Platform {
         let mut platform = Platform {
             vcpus,
+            virtio_mmio: self.virtio.clone(),
             ..Platform::default()
         };
         for device in &self.devices {
@@ -107,6 +146,7 @@ mod tests {
                 ],
                 i8042: true,
                 rtc: false,
+                virtio_mmio: Vec::new(),
             }
         );
         inventory.remove(Space::Port, 0x60);

@@ -13,6 +13,9 @@ pub const GSI_FIRST: u32 = 5;
 /// The last GSI handed out.
 pub const GSI_LAST: u32 = 23;
 
+/// The CMOS RTC's interrupt line, never handed out.
+const RTC_GSI: u32 = 8;
+
 /// The allocator. Reservations of ranges and lines chosen by hand (a UART at IRQ 4, a user
 /// device at a fixed address) keep allocations off them.
 #[derive(Debug)]
@@ -30,11 +33,12 @@ impl Default for Resources {
 }
 
 impl Resources {
-    /// Nothing taken.
+    /// Nothing taken but GSI 8, the CMOS RTC's line on every PC (whether or not the
+    /// machine has one, a guest may expect it there).
     pub fn new() -> Self {
         Resources {
             mmio: Vec::new(),
-            gsis: 0,
+            gsis: 1 << RTC_GSI,
         }
     }
 
@@ -164,7 +168,7 @@ mod tests {
         r.reserve_gsi(6);
         assert_eq!(r.allocate_gsi().unwrap(), 5);
         assert_eq!(r.allocate_gsi().unwrap(), 7);
-        for _ in 8..=GSI_LAST {
+        for _ in 9..=GSI_LAST {
             r.allocate_gsi().unwrap();
         }
         assert_eq!(r.allocate_gsi().unwrap_err().code(), "INVALID_CONFIG");

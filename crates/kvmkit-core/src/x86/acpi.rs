@@ -100,6 +100,25 @@ fn dsdt(platform: &Platform) -> Sdt {
     if platform.rtc {
         isa_device(&mut body, "_SB_.RTC_", "PNP0B00", &[(0x70, 2)], 8);
     }
+    for (uid, virtio) in platform.virtio_mmio.iter().enumerate() {
+        // As Firecracker and QEMU's microvm describe virtio-mmio; Linux's virtio_mmio driver
+        // matches the ID.
+        let name = format!("_SB_.V{uid:03X}");
+        let mem = aml::Memory32Fixed::new(true, virtio.base as u32, virtio.len as u32);
+        let irq = aml::Interrupt::new(true, true, false, false, virtio.gsi);
+        let crs = aml::ResourceTemplate::new(vec![&mem, &irq]);
+        let uid = uid as u32;
+        aml::Device::new(
+            name.as_str().into(),
+            vec![
+                &aml::Name::new("_HID".into(), &"LNRO0005"),
+                &aml::Name::new("_UID".into(), &uid),
+                &aml::Name::new("_CCA".into(), &aml::ONE),
+                &aml::Name::new("_CRS".into(), &crs),
+            ],
+        )
+        .to_aml_bytes(&mut body);
+    }
     // \_S5_: the SLP_TYP values for soft off, written with SLP_EN to the sleep control register.
     aml::Name::new(
         "_S5_".into(),
@@ -218,6 +237,7 @@ mod tests {
             }],
             i8042: true,
             rtc: true,
+            virtio_mmio: Vec::new(),
         }
     }
 
@@ -314,6 +334,7 @@ mod tests {
         let bare = dsdt(&Platform {
             i8042: false,
             rtc: false,
+            virtio_mmio: Vec::new(),
             ..platform()
         });
         assert!(!has(&bare, &pnp(0x0303)) && !has(&bare, &pnp(0x0b00)));

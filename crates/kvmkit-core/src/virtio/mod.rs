@@ -1,0 +1,151 @@
+//! virtio devices: the virtio-mmio transport ([`mmio`]), interrupts ([`interrupt`]), the
+//! I/O thread that serves queues ([`worker`]) and the device models.
+//!
+//! A device implements [`VirtioDevice`]: what it is (type, queues, features, configuration
+//! space) and what it does with its queues once the driver has set them up. The transport
+//! owns the register file and hands the queues over on `DRIVER_OK` ([`Activation`]);
+//! notifications reach the device on the machine's I/O thread through ioeventfds, never on a
+//! vCPU thread and never on Node's event loop; it interrupts the guest through an irqfd.
+//! Queues come from rust-vmm's `virtio-queue`, which validates every ring index, descriptor
+//! and address a guest hands over.
+
+pub mod interrupt;
+pub mod mmio;
+pub mod rng;
+pub mod worker;
+
+use std::os::fd::RawFd;
+use std::sync::Arc;
+
+use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
+use virtio_queue::{DescriptorChain, Queue, QueueT};
+
+pub use interrupt::Interrupt;
+
+/// Guest memory as devices see it.
+pub type Memory = vm_memory::GuestMemoryMmap;
+
+/// A chain popped from a queue.
+pub type Chain<'a> = DescriptorChain<&'a Memory>;
+
+/// The feature bits every kvmkit device offers besides its own: virtio 1.x, indirect
+/// descriptors and `VIRTIO_F_EVENT_IDX` (interrupt and notification suppression).
+pub const TRANSPORT_FEATURES: u64 =
+    (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_INDIRECT_DESC) | (1 << VIRTIO_RING_F_EVENT_IDX);
+
+/// Whether `features` has bit `bit`.
+pub fn has_feature(features: u64, bit: u32) -> bool {
+    features & (1 << bit) != 0
+}
+
+/// What a device gets on `DRIVER_OK`.
+pub struct Activation {
+    /// Guest RAM, for the queues' rings and buffers.
+    pub mem: Memory,
+    /// Its queues, in order, as the driver set them up (a queue the driver left out is not
+    /// ready; see [`QueueT::ready`]).
+    pub queues: Vec<Queue>,
+    /// Interrupts to the driver, and the way to report a broken device.
+    pub interrupt: Arc<Interrupt>,
+}
+
+impl std::fmt::Debug for Activation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Activation")
+            .field("queues", &self.queues.len())
+            .finish()
+    }
+}
+
+/// A virtio device model.
+///
+/// The transport calls the register-side methods on a vCPU thread and the queue-side ones
+/// on the I/O thread, always under the same lock, so a device never sees two calls at once.
+/// Nothing a guest puts in a queue may make it panic: a malformed request completes with an
+/// error status, a broken ring is reported through [`Interrupt::fail`].
+pub trait VirtioDevice: Send {
+    /// The virtio device ID (`virtio_bindings::virtio_ids`).
+    fn device_type(&self) -> u32;
+
+    /// Its name in messages and on the bus (`virtio-blk`).
+    fn name(&self) -> &'static str;
+
+    /// The largest size of each queue; their number is the number of queues.
+    fn queue_max_sizes(&self) -> &[u16];
+
+    /// Its own feature bits (the transport adds [`TRANSPORT_FEATURES`]).
+    fn features(&self) -> u64;
+
+    /// The features the driver accepted (a subset of those offered, with the transport's),
+    /// before [`VirtioDevice::activate`].
+    fn ack_features(&mut self, _features: u64) {}
+
+    /// Reads `data.len()` bytes of its configuration space at `offset` (bytes past its end
+    /// read as 0).
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+
+    /// Takes a driver's write to its configuration space (ignored by default).
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
+
+    /// Takes the queues on `DRIVER_OK`. Runs on a vCPU thread: store them and return.
+    ///
+    /// # Errors
+    ///
+    /// A message saying why the device cannot run; the transport then sets
+    /// `DEVICE_NEEDS_RESET`.
+    fn activate(&mut self, activation: Activation) -> Result<(), String>;
+
+    /// Queue `index` was notified (or may hold work: after activation every queue is
+    /// looked at once). Runs on the I/O thread, only while the device is active.
+    fn process_queue(&mut self, index: usize);
+
+    /// File descriptors the I/O thread watches for this device besides its queues (host
+    /// input, a backend's completions); the device hears of them through
+    /// [`VirtioDevice::process_backend`]. Asked once, when the device is attached.
+    fn backend_fds(&self) -> Vec<RawFd> {
+        Vec::new()
+    }
+
+    /// Backend descriptor `index` (into [`VirtioDevice::backend_fds`]) is readable. Runs on
+    /// the I/O thread whether or not the device is active: drain what is there.
+    fn process_backend(&mut self, _index: usize) {}
+
+    /// The driver reset the device: drop the queues and anything in flight, and be ready to
+    /// be activated again.
+    fn reset(&mut self);
+}
+
+/// Pops every chain available on `queue`, hands each to `handle` (which returns how many
+/// bytes it wrote into the chain's writable buffers), returns them to the driver, and
+/// interrupts it when the ring asks for it — the loop of virtio-queue's documentation, with
+/// notifications suppressed while it drains.
+///
+/// # Errors
+///
+/// The ring's error when the driver broke it (an avail index past the queue size, rings
+/// outside RAM); chains already handled are returned first.
+pub fn drain_queue(
+    queue: &mut Queue,
+    mem: &Memory,
+    interrupt: &Interrupt,
+    mut handle: impl FnMut(Chain<'_>) -> u32,
+) -> Result<(), virtio_queue::Error> {
+    let mut used = false;
+    let result = (|| loop {
+        queue.disable_notification(mem)?;
+        while let Some(chain) = queue.pop_descriptor_chain(mem) {
+            let head = chain.head_index();
+            let len = handle(chain);
+            queue.add_used(mem, head, len)?;
+            used = true;
+        }
+        if !queue.enable_notification(mem)? {
+            return Ok(());
+        }
+    })();
+    if used && queue.needs_notification(mem)? {
+        interrupt.signal_used();
+    }
+    result
+}

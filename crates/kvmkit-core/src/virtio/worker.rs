@@ -1,0 +1,177 @@
+//! The machine's I/O thread: one `event-manager` loop that waits on every virtio device's
+//! queue eventfds (signalled by KVM when the guest writes `QueueNotify`) and backend file
+//! descriptors, and calls the device. Nothing here runs on a vCPU thread or on Node's event
+//! loop. A device that panics is marked `DEVICE_NEEDS_RESET` and stopped; the others go on.
+
+use std::os::fd::RawFd;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+
+use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, RemoteEndpoint};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::error::{Error, Result};
+use crate::sync::LockExt;
+use crate::virtio::Interrupt;
+use crate::virtio::mmio::Slot;
+
+type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
+
+/// Event data of backend descriptors starts here; below it is a queue index.
+const BACKEND_BASE: u32 = 1 << 16;
+
+/// The I/O thread. Dropping it stops and joins the thread.
+pub struct IoThread {
+    endpoint: RemoteEndpoint<Subscriber>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for IoThread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IoThread").finish_non_exhaustive()
+    }
+}
+
+impl IoThread {
+    /// Starts the thread (named `kvmkit-io`).
+    ///
+    /// # Errors
+    ///
+    /// `THREAD_FAILED` if the thread or its epoll instance cannot be created.
+    pub fn spawn() -> Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        let stopping = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("kvmkit-io".into())
+            .spawn(move || {
+                let mut manager = match EventManager::<Subscriber>::new() {
+                    Ok(m) => m,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = tx.send(Ok(manager.remote_endpoint()));
+                while !stopping.load(Ordering::Acquire) {
+                    if manager.run_with_timeout(-1).is_err() {
+                        // EINTR and the like: go round again.
+                        continue;
+                    }
+                }
+            })
+            .map_err(Error::Thread)?;
+        let endpoint = rx
+            .recv()
+            .map_err(|_| Error::Thread(std::io::Error::other("the I/O thread ended at once")))?
+            .map_err(|e| Error::Thread(std::io::Error::other(format!("epoll: {e:?}"))))?;
+        Ok(IoThread {
+            endpoint,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Serves the device in `slot`: its queues are `queue_evts` (queue `i` is the `i`th),
+    /// `backend` the descriptors it asked to watch.
+    ///
+    /// # Errors
+    ///
+    /// `THREAD_FAILED` if the I/O thread is gone.
+    pub fn serve(
+        &self,
+        slot: Arc<Mutex<Slot>>,
+        interrupt: Arc<Interrupt>,
+        queue_evts: Vec<EventFd>,
+        backend: Vec<RawFd>,
+    ) -> Result<()> {
+        let worker: Subscriber = Arc::new(Mutex::new(DeviceWorker {
+            slot,
+            interrupt,
+            queue_evts,
+            backend,
+        }));
+        self.endpoint
+            .call_blocking(
+                move |ops| -> std::result::Result<(), event_manager::Error> {
+                    ops.add_subscriber(worker);
+                    Ok(())
+                },
+            )
+            .map_err(|e| Error::Thread(std::io::Error::other(format!("I/O thread: {e:?}"))))
+    }
+}
+
+impl Drop for IoThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.endpoint.kick();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One device's subscription.
+struct DeviceWorker {
+    slot: Arc<Mutex<Slot>>,
+    interrupt: Arc<Interrupt>,
+    queue_evts: Vec<EventFd>,
+    backend: Vec<RawFd>,
+}
+
+impl DeviceWorker {
+    fn call(&self, what: &str, f: impl FnOnce(&mut Slot)) {
+        let mut slot = self.slot.lock_or_recover();
+        let name = slot.device.name();
+        if catch_unwind(AssertUnwindSafe(|| f(&mut slot))).is_err() {
+            slot.active = false;
+            drop(slot);
+            self.interrupt
+                .fail(format!("{name}: the device model failed on {what}"));
+        }
+    }
+}
+
+impl MutEventSubscriber for DeviceWorker {
+    fn init(&mut self, ops: &mut EventOps) {
+        for (i, evt) in self.queue_evts.iter().enumerate() {
+            let _ = ops.add(Events::with_data(evt, i as u32, EventSet::IN));
+        }
+        for (i, &fd) in self.backend.iter().enumerate() {
+            let data = BACKEND_BASE + i as u32;
+            let _ = ops.add(Events::with_data_raw(fd, data, EventSet::IN));
+        }
+    }
+
+    fn process(&mut self, events: Events, ops: &mut EventOps) {
+        let data = events.data();
+        if data < BACKEND_BASE {
+            let index = data as usize;
+            let Some(evt) = self.queue_evts.get(index) else {
+                return;
+            };
+            let _ = evt.read();
+            self.call("a queue notification", |slot| {
+                if slot.active {
+                    slot.device.process_queue(index);
+                }
+            });
+        } else {
+            let index = (data - BACKEND_BASE) as usize;
+            if events
+                .event_set()
+                .intersects(EventSet::ERROR | EventSet::HANG_UP)
+            {
+                // Level-triggered: a dead descriptor would wake the loop forever.
+                let _ = ops.remove(Events::empty_raw(events.fd()));
+            }
+            self.call("a backend event", |slot| {
+                slot.device.process_backend(index);
+            });
+        }
+    }
+}
