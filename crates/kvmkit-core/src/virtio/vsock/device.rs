@@ -1,0 +1,264 @@
+//! The virtio-vsock device: its three queues (RX, TX, event), its configuration space (the
+//! guest's CID) and the muxer behind them, all served on the I/O thread.
+
+use std::os::fd::RawFd;
+use std::path::Path;
+use std::sync::Arc;
+
+use virtio_bindings::virtio_ids::VIRTIO_ID_VSOCK;
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
+
+use super::host::{Shared, VsockHost};
+use super::muxer::Muxer;
+use super::packet::{RxPacket, read_tx};
+use crate::error::{Error, Result};
+use crate::virtio::{Activation, Interrupt, Memory, VirtioDevice, drain_queue};
+
+/// Each queue's size.
+pub const QUEUE_SIZE: u16 = 256;
+const RX: usize = 0;
+const TX: usize = 1;
+const EVENT: usize = 2;
+/// `virtio_vsock_event.id` of a transport reset.
+const EVENT_TRANSPORT_RESET: u32 = 0;
+/// The largest CID a guest may have: Linux keeps CIDs in 32 bits and `u32::MAX` means any.
+const MAX_CID: u64 = u32::MAX as u64 - 1;
+
+struct Active {
+    mem: Memory,
+    queues: Vec<Queue>,
+    interrupt: Arc<Interrupt>,
+}
+
+/// The vsock device of a guest with context ID `cid`.
+pub struct Vsock {
+    cid: u64,
+    muxer: Muxer,
+    host: VsockHost,
+    active: Option<Active>,
+}
+
+impl std::fmt::Debug for Vsock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vsock")
+            .field("cid", &self.cid)
+            .field("active", &self.active.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Vsock {
+    /// A device giving the guest context ID `cid`; with `uds`, it also serves Firecracker's
+    /// Unix sockets (`<uds>` for the host to connect through, `<uds>_<port>` for guest
+    /// connections to host port `port`).
+    ///
+    /// # Errors
+    ///
+    /// `INVALID_CONFIG` for a CID below 3 (0–2 are reserved, 2 is the host) or above
+    /// 4294967294, or a `uds` path that cannot be bound (see
+    /// [`UdsListener::bind`](super::uds::UdsListener::bind)); `EVENTFD_FAILED` or
+    /// `DEVICE_FAILED` if its eventfd or epoll instance cannot be made.
+    pub fn new(cid: u64, uds: Option<&Path>) -> Result<Self> {
+        if !(3..=MAX_CID).contains(&cid) {
+            return Err(Error::config(
+                "vsock.cid",
+                format!(
+                    "{cid} cannot be a guest's CID: use 3 to {MAX_CID} (0 to 2 are reserved, 2 \
+                     is the host)"
+                ),
+            ));
+        }
+        let shared = Shared::new()?;
+        Ok(Vsock {
+            cid,
+            muxer: Muxer::new(cid, uds, Arc::clone(&shared))?,
+            host: VsockHost::new(shared),
+            active: None,
+        })
+    }
+
+    /// The host's handle: listen and connect.
+    pub fn host(&self) -> VsockHost {
+        self.host.clone()
+    }
+
+    fn fail(&mut self, what: &str, e: virtio_queue::Error) {
+        if let Some(active) = self.active.take() {
+            active
+                .interrupt
+                .fail(format!("virtio-vsock {what} queue: {e}"));
+        }
+        self.muxer.set_active(false);
+    }
+
+    fn process_tx(&mut self) {
+        let Some(Active {
+            mem,
+            queues,
+            interrupt,
+        }) = self.active.as_mut()
+        else {
+            return;
+        };
+        let muxer = &mut self.muxer;
+        let result = drain_queue(&mut queues[TX], mem, interrupt, |mut chain| {
+            // A chain that is not a packet is returned unread.
+            if let Ok(pkt) = read_tx(mem, &mut chain) {
+                muxer.send(&pkt);
+            }
+            0
+        });
+        if let Err(e) = result {
+            self.fail("TX", e);
+        }
+    }
+
+    fn process_rx(&mut self) {
+        let Some(Active {
+            mem,
+            queues,
+            interrupt,
+        }) = self.active.as_mut()
+        else {
+            return;
+        };
+        let queue = &mut queues[RX];
+        let muxer = &mut self.muxer;
+        let mut used = false;
+        let result = (|| loop {
+            queue.disable_notification(mem)?;
+            let mut stalled = false;
+            while muxer.has_rx() {
+                let Some(mut chain) = queue.pop_descriptor_chain(&*mem) else {
+                    break;
+                };
+                let head = chain.head_index();
+                let len = match RxPacket::new(mem, &mut chain) {
+                    Ok(mut rx) => muxer.fill_rx(&mut rx),
+                    // A buffer that cannot hold a packet is returned empty.
+                    Err(_) => Some(0),
+                };
+                let Some(len) = len else {
+                    queue.go_to_previous_position();
+                    stalled = true;
+                    break;
+                };
+                queue.add_used(mem, head, len)?;
+                used = true;
+            }
+            if stalled || !muxer.has_rx() || !queue.enable_notification(mem)? {
+                return Ok(());
+            }
+        })();
+        let notify = result.and_then(|()| Ok(used && queue.needs_notification(mem)?));
+        match notify {
+            Ok(true) => interrupt.signal_used(),
+            Ok(false) => {}
+            Err(e) => self.fail("RX", e),
+        }
+    }
+
+    fn process_event(&mut self) {
+        let Some(Active {
+            mem,
+            queues,
+            interrupt,
+        }) = self.active.as_mut()
+        else {
+            return;
+        };
+        if !self.muxer.transport_reset_owed() {
+            return;
+        }
+        let queue = &mut queues[EVENT];
+        // Without an event buffer, it waits for the driver to post one.
+        let Some(chain) = queue.pop_descriptor_chain(&*mem) else {
+            return;
+        };
+        self.muxer.transport_reset_sent();
+        let head = chain.head_index();
+        let written = chain
+            .writer(mem)
+            .ok()
+            .and_then(|mut w| w.write_obj(EVENT_TRANSPORT_RESET.to_le()).ok())
+            .map_or(0, |()| 4);
+        let result = queue
+            .add_used(mem, head, written)
+            .and_then(|()| queue.needs_notification(mem));
+        match result {
+            Ok(true) => interrupt.signal_used(),
+            Ok(false) => {}
+            Err(e) => self.fail("event", e),
+        }
+    }
+}
+
+impl VirtioDevice for Vsock {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_VSOCK
+    }
+
+    fn name(&self) -> &'static str {
+        "virtio-vsock"
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[QUEUE_SIZE; 3]
+    }
+
+    fn features(&self) -> u64 {
+        0
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        let config = self.cid.to_le_bytes();
+        for (i, byte) in data.iter_mut().enumerate() {
+            let at = offset
+                .checked_add(i as u64)
+                .and_then(|o| usize::try_from(o).ok());
+            *byte = at.and_then(|o| config.get(o)).copied().unwrap_or(0);
+        }
+    }
+
+    fn activate(&mut self, activation: Activation) -> std::result::Result<(), String> {
+        let Activation {
+            mem,
+            queues,
+            interrupt,
+        } = activation;
+        if queues.len() != 3 {
+            return Err("virtio-vsock has three queues".into());
+        }
+        self.active = Some(Active {
+            mem,
+            queues,
+            interrupt,
+        });
+        self.muxer.set_active(true);
+        Ok(())
+    }
+
+    fn process_queue(&mut self, index: usize) {
+        match index {
+            TX => self.process_tx(),
+            EVENT => self.process_event(),
+            _ => {}
+        }
+        self.process_rx();
+    }
+
+    fn backend_fds(&self) -> Vec<RawFd> {
+        vec![self.muxer.epoll_fd()]
+    }
+
+    fn process_backend(&mut self, _index: usize) {
+        self.muxer.process_host();
+        self.process_rx();
+        self.process_event();
+    }
+
+    fn reset(&mut self) {
+        self.active = None;
+        self.muxer.set_active(false);
+    }
+}
