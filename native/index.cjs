@@ -841,6 +841,7 @@ module.exports.NativeMachine = nativeBinding.NativeMachine
 module.exports.NativeMemory = nativeBinding.NativeMemory
 module.exports.NativeSerial = nativeBinding.NativeSerial
 module.exports.NativeVcpu = nativeBinding.NativeVcpu
+module.exports.NativeVsock = nativeBinding.NativeVsock
 module.exports.accessData = nativeBinding.accessData
 module.exports.COM1_IRQ = nativeBinding.COM1_IRQ
 module.exports.COM1_PORT = nativeBinding.COM1_PORT

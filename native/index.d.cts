@@ -124,6 +124,11 @@ export declare class NativeMachine {
   startInline(onEvent: (arg: NativeEvent) => void): ExternalObject<InlineRun>
   /** Adds a virtio entropy device (virtio-rng) fed from the host's `getrandom`. */
   addRng(): NativeVirtioInfo
+  /**
+   * Adds a virtio-vsock device giving the guest context ID `cid`, with Firecracker's
+   * Unix sockets at `uds` if given.
+   */
+  addVsock(cid: number, uds?: string | undefined | null): NativeVsock
 }
 
 /**
@@ -202,6 +207,23 @@ export declare class NativeVcpu {
   setEvents(events: VcpuEvents): void
   /** Exit counters and latency histogram of this vCPU. */
   stats(): NativeStats
+}
+
+/** The host side of a vsock device. */
+export declare class NativeVsock {
+  /** Where the device sits. */
+  get info(): NativeVirtioInfo
+  /**
+   * Calls `on_connection` with the host end's file descriptor of each connection the guest
+   * opens to host port `port`.
+   */
+  listen(port: number, onConnection: (arg: number) => void): void
+  /** Stops listening on `port`; returns whether it was listened on. */
+  unlisten(port: number): boolean
+  /** Connects to guest port `port`; `done` hears how it went. */
+  connect(port: number, done: (arg: NativeVsockConnected) => void): void
+  /** Stops every listener and resets every connection; later calls fail. */
+  close(): void
 }
 
 /** The bytes of the string-I/O write vCPU `vcpu` waits on. */
@@ -513,6 +535,14 @@ export interface NativeVirtioInfo {
   length: number
   /** Its interrupt line (GSI). */
   irq: number
+}
+
+/** How a host connection to a guest port ended up. */
+export interface NativeVsockConnected {
+  /** The host end's file descriptor, once the guest accepted. */
+  fd?: number
+  /** Why not, otherwise. */
+  error?: string
 }
 
 /** Non-maskable interrupt state. */

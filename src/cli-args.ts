@@ -168,6 +168,29 @@ export function countFlag(value: string | boolean | undefined, flag: string, fal
   return n;
 }
 
+/** `--vsock CID[,uds=PATH]`: `{ vsock }` for the run's devices, or nothing without the flag. */
+export function vsockFlag(
+  value: string | boolean | undefined,
+  flag: string,
+): { vsock?: { cid: number; uds?: string } } {
+  if (typeof value !== 'string') {
+    return {};
+  }
+  const [first = '', ...rest] = value.split(',');
+  const cid = Number(first);
+  if (first.trim() === '' || !Number.isSafeInteger(cid) || cid < 3) {
+    throw new ConfigError(flag, `expected CID[,uds=PATH] with a CID of 3 or more, got ${JSON.stringify(value)}`);
+  }
+  const options = rest.join(',');
+  if (options === '') {
+    return { vsock: { cid } };
+  }
+  if (!options.startsWith('uds=') || options.length === 4) {
+    throw new ConfigError(flag, `expected uds=PATH after the CID, got ${JSON.stringify(options)}`);
+  }
+  return { vsock: { cid, uds: options.slice(4) } };
+}
+
 /** A flag that takes a comma-separated list of `allowed` names. */
 export function listFlag<T extends string>(value: string, flag: string, allowed: readonly T[]): T[] {
   const items = value.split(',').map((v) => v.trim());

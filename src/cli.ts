@@ -15,6 +15,7 @@ import {
   parseCommand,
   sizeFlag,
   UsageError,
+  vsockFlag,
 } from './cli-args.js';
 import { describeOutcome, runDemo } from './demo.js';
 import { ConfigError, KvmkitError } from './errors.js';
@@ -66,6 +67,11 @@ const COMMANDS: Record<string, CommandSpec> = {
         help: 'enter a bzImage through its own decompressor (default: decompress\nit on the host, cached in $KVMKIT_CACHE_DIR or ~/.cache/kvmkit)',
       },
       rng: { type: 'boolean', help: 'a virtio entropy device (/dev/hwrng in the guest)' },
+      vsock: {
+        type: 'string',
+        value: 'CID[,uds=PATH]',
+        help: 'a virtio-vsock device giving the guest context ID CID (3 or more);\nwith uds=PATH, Firecracker-style Unix sockets: the host connects\nto PATH and writes "CONNECT <port>\\n", guest connections to host\nport P reach PATH_P',
+      },
     },
     notes: 'Exits 0 when the guest powers off, resets or is quit; 1 with the reason otherwise.',
   },
@@ -221,7 +227,7 @@ async function main(argv: string[]): Promise<number> {
         memory: sizeFlag(v.memory, '--memory', 512 * MIB),
         cpus: countFlag(v.cpus, '--cpus', 1),
         ...(v['standard-bzimage'] === true ? { bzImage: 'standard' as const } : {}),
-        devices: { rng: v.rng === true },
+        devices: { rng: v.rng === true, ...vsockFlag(v.vsock, '--vsock') },
       });
       process.stderr.write(`\nkvmkit: ${describeOutcome(outcome)}\n`);
       return cleanEnd(outcome) ? 0 : 1;

@@ -82,3 +82,4 @@ export {
   type VcpuEvents,
   type VcpuSetup,
 } from './vcpu.js';
+export { Vsock, type VsockListener, type VsockOptions } from './virtio/vsock.js';

@@ -9,6 +9,7 @@ import { type LoadedKernel, type LoadLinuxOptions, Machine } from './machine.js'
 import type { SerialPort } from './serial.js';
 import type { Size } from './size.js';
 import { type CpuidMask, maskCpuid } from './vcpu.js';
+import type { Vsock, VsockOptions } from './virtio/vsock.js';
 
 /**
  * The virtio devices of a Linux machine. They are added before the kernel is loaded, so
@@ -17,13 +18,16 @@ import { type CpuidMask, maskCpuid } from './vcpu.js';
 export interface LinuxDevices {
   /** A virtio entropy device (`/dev/hwrng`), fed from the host's `getrandom(2)`. */
   rng?: boolean;
+  /** A vsock device (the guest's `AF_VSOCK` sockets): see {@link LinuxMachine.vsock}. */
+  vsock?: VsockOptions;
 }
 
-/** Adds the virtio devices `devices` asks for to `vm`. */
-function addLinuxDevices(vm: Machine, devices: LinuxDevices): void {
+/** Adds the virtio devices `devices` asks for to `vm`; returns those the host talks to. */
+function addLinuxDevices(vm: Machine, devices: LinuxDevices): { vsock?: Vsock } {
   if (devices.rng === true) {
     vm.addRng();
   }
+  return devices.vsock === undefined ? {} : { vsock: vm.addVsock(devices.vsock) };
 }
 
 /** What to boot, and on what. */
@@ -98,6 +102,8 @@ export interface LinuxMachine {
   readonly console: SerialPort;
   /** Where the kernel was loaded and how it is entered. */
   readonly loaded: LoadedKernel;
+  /** The vsock device, when `vsock` was given. */
+  readonly vsock?: Vsock;
 }
 
 /**
@@ -124,7 +130,7 @@ export function createLinuxMachine(options: LinuxOptions): LinuxMachine {
     const console = vm.addSerial();
     vm.addI8042();
     vm.addRtc();
-    addLinuxDevices(vm, options);
+    const devices = addLinuxDevices(vm, options);
     const masks = options.cpuidMasks ?? cpuidMasksForHost();
     for (const vcpu of vm.vcpus) {
       vcpu.setCpuid(maskCpuid(vcpu.cpuid(), masks));
@@ -139,7 +145,7 @@ export function createLinuxMachine(options: LinuxOptions): LinuxMachine {
       withHostWorkarounds(options.cmdline ?? DEFAULT_CMDLINE),
       loadOptions,
     );
-    return { vm, console, loaded };
+    return { vm, console, loaded, ...devices };
   } catch (error) {
     void vm.close();
     throw error instanceof KvmkitError ? error : new KvmkitError('BAD_IMAGE', String(error), { cause: error });

@@ -11,6 +11,7 @@ use crate::machine::NativeMachine;
 
 /// Where a virtio device was attached.
 #[napi(object)]
+#[derive(Clone)]
 pub struct NativeVirtioInfo {
     pub name: String,
     #[napi(ts_type = "'mmio'")]
