@@ -21,7 +21,8 @@ export type GuestName =
   | 'smp'
   | 'spin'
   | 'unhandled'
-  | 'virtio-rng';
+  | 'virtio-rng'
+  | 'virtio-vsock';
 
 /** Where each bundled guest is loaded, and the mode it starts in. */
 export const GUEST_LAYOUT = {

@@ -21,6 +21,7 @@ const MODES: Record<Exclude<GuestName, 'bench'>, 'real' | 'long'> = {
   spin: 'real',
   unhandled: 'real',
   'virtio-rng': 'long',
+  'virtio-vsock': 'long',
 };
 
 /** A machine with `guest` loaded and every vCPU set up to run it. */
