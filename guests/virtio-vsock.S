@@ -5,7 +5,8 @@
 # Checks the device's identity and CID, sets up its RX, TX and event queues, connects from
 # guest port 1000 to host port 1234 (CID 2), sends "hello, vsock" and prints what comes back
 # to the debug console, then shuts the connection down and waits for the host's reset.
-# Then the hostile part: data for a connection that does not exist and an unknown operation
+# Then it takes a connection from the host to its port 5000, echoes what comes, and when the
+# host is done sending shuts down too. Then the hostile part: data for a connection that does not exist and an unknown operation
 # (each answered with a reset), and a header whose length its buffer does not hold (returned
 # unread, the device not broken). Exits with 0x55 when all went as expected, else with the
 # number of the check that failed.
@@ -25,6 +26,7 @@
     .set NRX, 4
     .set HOST_PORT, 1234
     .set MY_PORT, 1000
+    .set LISTEN_PORT, 5000
 
     .set OP_REQUEST, 1
     .set OP_RESPONSE, 2
@@ -170,6 +172,63 @@ _start:
     check a, 5
     jmp     4b
 5:
+    # The host connects to port 5000: accept, echo one packet's payload, and shut down once
+    # the host has.
+    call    recv
+    cmpw    $OP_REQUEST, H_OP(%rbx)
+    check e, 9
+    cmpl    $LISTEN_PORT, H_DST_PORT(%rbx)
+    check e, 9
+    mov     H_SRC_PORT(%rbx), %eax
+    mov     %eax, peer(%rip)
+    movl    $0, received(%rip)      # the new connection's fwd_cnt
+    call    repost
+    mov     $OP_RESPONSE, %eax
+    mov     $LISTEN_PORT, %ebx
+    xor     %r13d, %r13d
+    call    send
+6:  call    recv
+    cmpw    $OP_CREDIT_UPDATE, H_OP(%rbx)
+    je      7f
+    cmpw    $OP_RW, H_OP(%rbx)
+    check e, 10
+    mov     H_LEN(%rbx), %r13d
+    cmp     $16, %r13d
+    check be, 10
+    mov     %rbp, %rsi
+    push    %rdi
+    mov     $TXD, %rdi
+    mov     %r13d, %ecx
+    rep movsb
+    pop     %rdi
+    add     %r13d, received(%rip)
+    call    repost
+    mov     $OP_RW, %eax
+    mov     $LISTEN_PORT, %ebx
+    call    send
+    jmp     8f
+7:  call    repost
+    jmp     6b
+8:  call    recv
+    movzwl  H_OP(%rbx), %eax
+    call    repost
+    cmp     $OP_SHUTDOWN, %eax
+    je      9f
+    cmp     $OP_CREDIT_UPDATE, %eax
+    check e, 11
+    jmp     8b
+9:  mov     $OP_SHUTDOWN, %eax
+    mov     $LISTEN_PORT, %ebx
+    xor     %r13d, %r13d
+    movl    $3, flags(%rip)
+    call    send
+    movl    $0, flags(%rip)
+    call    recv
+    cmpw    $OP_RST, H_OP(%rbx)
+    check e, 12
+    call    repost
+    movl    $HOST_PORT, peer(%rip)
+
     # Data for a connection that does not exist: reset.
     mov     $OP_RW, %eax
     mov     $2000, %ebx
@@ -204,19 +263,20 @@ _start:
     outb    %al, $0xf4
     hlt
 
-# Sends a packet from guest port EBX to HOST_PORT at CID 2: op EAX, R13D bytes of payload
+# Sends a packet from guest port EBX to host port `peer` at CID 2: op EAX, R13D bytes of payload
 # from TXD (the data descriptor holds at most 16 bytes: a longer length is a lie), the
 # `flags` variable; waits (bounded) for the device to take it. Clobbers RAX, RCX, RDX,
 # R8-R11, RSI.
 send:
     mov     $TXH, %rsi
+    movw    %ax, 30(%rsi)           # op
     movq    $3, (%rsi)              # src_cid
     movq    $2, 8(%rsi)             # dst_cid
     movl    %ebx, 16(%rsi)
-    movl    $HOST_PORT, 20(%rsi)
+    mov     peer(%rip), %eax
+    movl    %eax, 20(%rsi)
     movl    %r13d, 24(%rsi)         # len
     movw    $1, 28(%rsi)            # type: stream
-    movw    %ax, 30(%rsi)           # op
     mov     flags(%rip), %eax
     movl    %eax, 32(%rsi)
     movl    $0x10000, 36(%rsi)      # buf_alloc
@@ -303,4 +363,5 @@ sent:       .long 0
 received:   .long 0
 flags:      .long 0
 rx_id:      .long 0
+peer:       .long HOST_PORT
 rx_seen:    .word 0

@@ -1,5 +1,6 @@
+import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer, type Socket } from 'node:net';
+import { createConnection, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, expect, it } from 'vitest';
@@ -27,14 +28,34 @@ function vsockGuest(uds?: string) {
   return { vm, vsock, console };
 }
 
-/** Echoes `socket` back, upper-cased, and records what it saw. */
-function echo(socket: Socket, seen: string[]): void {
+/**
+ * Answers the guest's connection: echoes it back upper-cased and records what it saw; when
+ * the guest has shut down, `then` runs (the guest then waits for a connection to its port 5000).
+ */
+function echo(socket: Socket, seen: string[], then: () => void): void {
   socket.on('data', (data: Buffer) => {
     seen.push(data.toString());
     socket.write(data.toString().toUpperCase());
   });
-  socket.on('end', () => socket.end());
-  socket.on('error', () => {});
+  socket.on('end', () => {
+    socket.end();
+    then();
+  });
+}
+
+/** Sends `ping` on `socket`, which the guest echoes; resolves with the answer once the guest shut down. */
+function ping(socket: Socket): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let answer = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (data: string) => {
+      answer += data;
+      socket.end();
+    });
+    socket.on('end', () => resolve(answer));
+    socket.on('error', reject);
+    socket.write('ping');
+  });
 }
 
 describeKvm('virtio-vsock', () => {
@@ -42,10 +63,16 @@ describeKvm('virtio-vsock', () => {
     const { vm, vsock, console } = vsockGuest();
     expect(vsock.info).toEqual({ name: 'virtio-vsock', space: 'mmio', base: 0xc000_0000, length: 0x1000, irq: 5 });
     const seen: string[] = [];
-    const listener = vsock.listen(1234, (socket) => echo(socket, seen));
+    let answer: Promise<string> | undefined;
+    const listener = vsock.listen(1234, (socket) =>
+      echo(socket, seen, () => {
+        answer = vsock.connect(5000).then(ping);
+      }),
+    );
     const outcome = await vm.run();
     expect(outcome).toEqual({ reason: 'device-request', device: 'debug-exit', status: 0x55 });
     expect(seen.join('')).toBe('hello, vsock');
+    expect(await answer).toBe('ping');
     expect(Buffer.from(console.take()).toString()).toBe('HELLO, VSOCK');
     listener.close();
     listener.close();
@@ -55,7 +82,20 @@ describeKvm('virtio-vsock', () => {
     const dir = tempDir();
     const uds = join(dir, 'v.sock');
     const seen: string[] = [];
-    const server = createServer((socket) => echo(socket, seen));
+    let answer: Promise<string> | undefined;
+    // Firecracker's other direction: CONNECT on <uds>, answered with OK and the host port.
+    const viaUds = async (): Promise<string> => {
+      const socket = createConnection(uds);
+      socket.write('CONNECT 5000\n');
+      const [ok] = (await once(socket, 'data')) as [Buffer];
+      expect(ok.toString()).toBe(`OK ${2 ** 30}\n`);
+      return ping(socket);
+    };
+    const server = createServer((socket) =>
+      echo(socket, seen, () => {
+        answer = viaUds();
+      }),
+    );
     await new Promise<void>((resolve) => server.listen(`${uds}_1234`, resolve));
     try {
       const { vm, console } = vsockGuest(uds);
@@ -63,6 +103,7 @@ describeKvm('virtio-vsock', () => {
       expect(outcome).toEqual({ reason: 'device-request', device: 'debug-exit', status: 0x55 });
       expect(seen.join('')).toBe('hello, vsock');
       expect(Buffer.from(console.take()).toString()).toBe('HELLO, VSOCK');
+      expect(await answer).toBe('ping');
     } finally {
       server.close();
     }
