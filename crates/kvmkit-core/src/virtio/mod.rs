@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
-use virtio_queue::{DescriptorChain, Queue, QueueT};
+use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 
 pub use interrupt::Interrupt;
 
@@ -117,6 +117,20 @@ pub trait VirtioDevice: Send {
     fn reset(&mut self);
 }
 
+/// The next chain available on `queue`, if any.
+///
+/// # Errors
+///
+/// The ring's error when the driver broke it: an avail index more than the queue size ahead
+/// (`Queue::pop_descriptor_chain` would say `None` while `enable_notification` kept saying
+/// there is more, and a device loop would never end).
+pub fn pop_chain<'a>(
+    queue: &mut Queue,
+    mem: &'a Memory,
+) -> Result<Option<Chain<'a>>, virtio_queue::Error> {
+    Ok(queue.iter(mem)?.next())
+}
+
 /// Pops every chain available on `queue`, hands each to `handle` (which returns how many
 /// bytes it wrote into the chain's writable buffers), returns them to the driver, and
 /// interrupts it when the ring asks for it — the loop of virtio-queue's documentation, with
@@ -135,7 +149,7 @@ pub fn drain_queue(
     let mut used = false;
     let result = (|| loop {
         queue.disable_notification(mem)?;
-        while let Some(chain) = queue.pop_descriptor_chain(mem) {
+        while let Some(chain) = pop_chain(queue, mem)? {
             let head = chain.head_index();
             let len = handle(chain);
             queue.add_used(mem, head, len)?;

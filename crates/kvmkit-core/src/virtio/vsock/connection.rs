@@ -8,13 +8,13 @@
 //! buffer is there to read into, so nothing is buffered on this side.
 
 use std::collections::VecDeque;
-use std::io::{ErrorKind, Write};
+use std::io::ErrorKind;
 use std::net::Shutdown;
 use std::num::Wrapping;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
-use vm_memory::{ReadVolatile, WriteVolatile};
+use vm_memory::{ReadVolatile, VolatileSlice};
 
 use super::packet::{
     Header, OP_CREDIT_REQUEST, OP_CREDIT_UPDATE, OP_REQUEST, OP_RESPONSE, OP_RST, OP_RW,
@@ -272,7 +272,7 @@ impl Connection {
             OnAccept::UdsAck => {
                 // A fresh socket's buffer takes a short line at once.
                 let ack = format!("OK {}\n", self.local_port);
-                match (&self.stream).write(ack.as_bytes()) {
+                match send(&self.stream, ack.as_bytes()) {
                     Ok(n) if n == ack.len() => Verdict::Keep,
                     _ => Verdict::Reset,
                 }
@@ -296,7 +296,7 @@ impl Connection {
         self.recv_cnt += data.len() as u32;
         let mut written = 0;
         if self.tx_buf.is_empty() {
-            match (&self.stream).write_volatile(&data) {
+            match send_guest_data(&self.stream, &data) {
                 Ok(n) => written = n,
                 Err(e) if e.would_block() => {}
                 Err(_) => return Verdict::Reset,
@@ -327,7 +327,7 @@ impl Connection {
     fn flush_host(&mut self) -> Verdict {
         while !self.tx_buf.is_empty() {
             let (front, _) = self.tx_buf.as_slices();
-            match (&self.stream).write(front) {
+            match send(&self.stream, front) {
                 Ok(0) => return Verdict::Reset,
                 Ok(n) => {
                     self.tx_buf.drain(..n);
@@ -427,6 +427,30 @@ impl Connection {
             Err(_) => (None, Verdict::Reset),
         }
     }
+}
+
+/// `send(2)` with `MSG_NOSIGNAL`: a host end that is gone is an error (`EPIPE`), not a
+/// `SIGPIPE` that would end a process that does not ignore it.
+///
+/// # Safety
+///
+/// `ptr` must be valid for reads of `len` bytes for the call.
+unsafe fn send_raw(stream: &UnixStream, ptr: *const u8, len: usize) -> std::io::Result<usize> {
+    // SAFETY: the caller vouches for `ptr` and `len`; the descriptor is the stream's own.
+    let n = unsafe { libc::send(stream.as_raw_fd(), ptr.cast(), len, libc::MSG_NOSIGNAL) };
+    usize::try_from(n).map_err(|_| std::io::Error::last_os_error())
+}
+
+fn send(stream: &UnixStream, buf: &[u8]) -> std::io::Result<usize> {
+    // SAFETY: `buf` is valid for reads of its length.
+    unsafe { send_raw(stream, buf.as_ptr(), buf.len()) }
+}
+
+fn send_guest_data(stream: &UnixStream, data: &VolatileSlice<'_, ()>) -> std::io::Result<usize> {
+    let guard = data.ptr_guard();
+    // SAFETY: a VolatileSlice is valid for reads of its length while its guard lives (the
+    // kernel copies from guest RAM as vm-memory's own `write_volatile` has it do).
+    unsafe { send_raw(stream, guard.as_ptr(), data.len()) }
 }
 
 impl Verdict {

@@ -12,7 +12,7 @@ use super::host::{Shared, VsockHost};
 use super::muxer::Muxer;
 use super::packet::{RxPacket, read_tx};
 use crate::error::{Error, Result};
-use crate::virtio::{Activation, Interrupt, Memory, VirtioDevice, drain_queue};
+use crate::virtio::{Activation, Interrupt, Memory, VirtioDevice, drain_queue, pop_chain};
 
 /// Each queue's size.
 pub const QUEUE_SIZE: u16 = 256;
@@ -129,7 +129,7 @@ impl Vsock {
             queue.disable_notification(mem)?;
             let mut stalled = false;
             while muxer.has_rx() {
-                let Some(mut chain) = queue.pop_descriptor_chain(&*mem) else {
+                let Some(mut chain) = pop_chain(queue, mem)? else {
                     break;
                 };
                 let head = chain.head_index();
@@ -172,8 +172,10 @@ impl Vsock {
         }
         let queue = &mut queues[EVENT];
         // Without an event buffer, it waits for the driver to post one.
-        let Some(chain) = queue.pop_descriptor_chain(&*mem) else {
-            return;
+        let chain = match pop_chain(queue, mem) {
+            Ok(Some(chain)) => chain,
+            Ok(None) => return,
+            Err(e) => return self.fail("event", e),
         };
         self.muxer.transport_reset_sent();
         let head = chain.head_index();

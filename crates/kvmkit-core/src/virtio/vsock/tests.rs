@@ -82,6 +82,7 @@ struct Guest<'m> {
     rx_bufs: HashMap<u16, (u64, u64)>,
     next_buf: u64,
     dev: Vsock,
+    interrupt: Arc<Interrupt>,
 }
 
 impl<'m> Guest<'m> {
@@ -96,11 +97,12 @@ impl<'m> Guest<'m> {
             rx_bufs: HashMap::new(),
             next_buf: 0x10000,
             dev,
+            interrupt: Arc::new(Interrupt::new(EventFd::new(EFD_NONBLOCK).unwrap())),
         };
         let activation = Activation {
             mem: mem.clone(),
             queues: g.queues.iter().map(|q| q.create_queue().unwrap()).collect(),
-            interrupt: Arc::new(Interrupt::new(EventFd::new(EFD_NONBLOCK).unwrap())),
+            interrupt: Arc::clone(&g.interrupt),
         };
         g.dev.activate(activation).unwrap();
         g
@@ -516,4 +518,16 @@ fn a_driver_reset_refuses_waiting_host_connections() {
         rx.try_recv().unwrap().unwrap_err().kind(),
         ErrorKind::ConnectionRefused
     );
+}
+
+#[test]
+fn an_avail_index_past_the_queue_size_breaks_the_device_instead_of_hanging_it() {
+    let mem = memory();
+    let (mut g, mut host) = connected(&mem);
+    let avail = g.queues[RX].avail_addr();
+    mem.write_obj(1000u16, avail.unchecked_add(2)).unwrap();
+    host.write_all(b"for the guest").unwrap();
+    g.host_events();
+    let failure = g.interrupt.failure().unwrap();
+    assert!(failure.contains("RX queue"), "{failure}");
 }
