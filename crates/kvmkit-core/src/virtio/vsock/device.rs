@@ -82,50 +82,54 @@ impl Vsock {
         self.host.clone()
     }
 
-    fn fail(&mut self, what: &str, e: virtio_queue::Error) {
-        if let Some(active) = self.active.take() {
+    /// Runs `work` on the active queues; a ring the driver broke fails the device.
+    fn serve(
+        &mut self,
+        what: &str,
+        work: impl FnOnce(&mut Active, &mut Muxer) -> std::result::Result<(), virtio_queue::Error>,
+    ) {
+        let Some(active) = self.active.as_mut() else {
+            return;
+        };
+        if let Err(e) = work(active, &mut self.muxer) {
             active
                 .interrupt
                 .fail(format!("virtio-vsock {what} queue: {e}"));
+            self.active = None;
+            self.muxer.set_active(false);
         }
-        self.muxer.set_active(false);
     }
+}
 
-    fn process_tx(&mut self) {
-        let Some(Active {
+type QueueResult = std::result::Result<(), virtio_queue::Error>;
+
+impl Active {
+    /// Hands the guest's packets to the muxer.
+    fn process_tx(&mut self, muxer: &mut Muxer) -> QueueResult {
+        let Active {
             mem,
             queues,
             interrupt,
-        }) = self.active.as_mut()
-        else {
-            return;
-        };
-        let muxer = &mut self.muxer;
-        let result = drain_queue(&mut queues[TX], mem, interrupt, |mut chain| {
+        } = self;
+        drain_queue(&mut queues[TX], mem, interrupt, |mut chain| {
             // A chain that is not a packet is returned unread.
             if let Ok(pkt) = read_tx(mem, &mut chain) {
                 muxer.send(&pkt);
             }
             0
-        });
-        if let Err(e) = result {
-            self.fail("TX", e);
-        }
+        })
     }
 
-    fn process_rx(&mut self) {
-        let Some(Active {
+    /// Fills RX buffers with what the muxer owes the guest, as long as both last.
+    fn process_rx(&mut self, muxer: &mut Muxer) -> QueueResult {
+        let Active {
             mem,
             queues,
             interrupt,
-        }) = self.active.as_mut()
-        else {
-            return;
-        };
+        } = self;
         let queue = &mut queues[RX];
-        let muxer = &mut self.muxer;
         let mut used = false;
-        let result = (|| loop {
+        loop {
             queue.disable_notification(mem)?;
             let mut stalled = false;
             while muxer.has_rx() {
@@ -147,51 +151,42 @@ impl Vsock {
                 used = true;
             }
             if stalled || !muxer.has_rx() || !queue.enable_notification(mem)? {
-                return Ok(());
+                break;
             }
-        })();
-        let notify = result.and_then(|()| Ok(used && queue.needs_notification(mem)?));
-        match notify {
-            Ok(true) => interrupt.signal_used(),
-            Ok(false) => {}
-            Err(e) => self.fail("RX", e),
         }
+        if used && queue.needs_notification(mem)? {
+            interrupt.signal_used();
+        }
+        Ok(())
     }
 
-    fn process_event(&mut self) {
-        let Some(Active {
+    /// Sends a transport reset event if one is owed and the driver posted a buffer for it.
+    fn process_event(&mut self, muxer: &mut Muxer) -> QueueResult {
+        if !muxer.transport_reset_owed() {
+            return Ok(());
+        }
+        let Active {
             mem,
             queues,
             interrupt,
-        }) = self.active.as_mut()
-        else {
-            return;
-        };
-        if !self.muxer.transport_reset_owed() {
-            return;
-        }
+        } = self;
         let queue = &mut queues[EVENT];
         // Without an event buffer, it waits for the driver to post one.
-        let chain = match pop_chain(queue, mem) {
-            Ok(Some(chain)) => chain,
-            Ok(None) => return,
-            Err(e) => return self.fail("event", e),
+        let Some(chain) = pop_chain(queue, mem)? else {
+            return Ok(());
         };
-        self.muxer.transport_reset_sent();
+        muxer.transport_reset_sent();
         let head = chain.head_index();
         let written = chain
             .writer(mem)
             .ok()
             .and_then(|mut w| w.write_obj(EVENT_TRANSPORT_RESET.to_le()).ok())
             .map_or(0, |()| 4);
-        let result = queue
-            .add_used(mem, head, written)
-            .and_then(|()| queue.needs_notification(mem));
-        match result {
-            Ok(true) => interrupt.signal_used(),
-            Ok(false) => {}
-            Err(e) => self.fail("event", e),
+        queue.add_used(mem, head, written)?;
+        if queue.needs_notification(mem)? {
+            interrupt.signal_used();
         }
+        Ok(())
     }
 }
 
@@ -242,11 +237,11 @@ impl VirtioDevice for Vsock {
 
     fn process_queue(&mut self, index: usize) {
         match index {
-            TX => self.process_tx(),
-            EVENT => self.process_event(),
+            TX => self.serve("TX", Active::process_tx),
+            EVENT => self.serve("event", Active::process_event),
             _ => {}
         }
-        self.process_rx();
+        self.serve("RX", Active::process_rx);
     }
 
     fn backend_fds(&self) -> Vec<RawFd> {
@@ -255,8 +250,8 @@ impl VirtioDevice for Vsock {
 
     fn process_backend(&mut self, _index: usize) {
         self.muxer.process_host();
-        self.process_rx();
-        self.process_event();
+        self.serve("RX", Active::process_rx);
+        self.serve("event", Active::process_event);
     }
 
     fn reset(&mut self) {
