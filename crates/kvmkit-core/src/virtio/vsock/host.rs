@@ -59,6 +59,17 @@ impl Shared {
     pub(super) fn closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
+
+    /// The device is gone (its machine was closed): every later call fails, and requests
+    /// nobody will serve are refused.
+    pub(super) fn detach(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.listeners.lock_or_recover().clear();
+        for request in self.take_requests() {
+            let Request::Connect(_, done) = request;
+            done(Err(std::io::ErrorKind::ConnectionRefused.into()));
+        }
+    }
 }
 
 /// The host side of a vsock device (cheap to clone; every clone is the same device).
@@ -84,7 +95,7 @@ impl VsockHost {
         if self.shared.closed() {
             return Err(Error::InvalidState {
                 op,
-                state: "closed (its vsock device was closed)",
+                state: "closed (its vsock device or its machine was closed)",
             });
         }
         Ok(())
@@ -122,13 +133,13 @@ impl VsockHost {
     ///
     /// # Errors
     ///
-    /// `INVALID_STATE` after [`VsockHost::close`].
+    /// `INVALID_STATE` after [`VsockHost::close`] or once the machine is closed.
     pub fn connect(&self, port: u32, done: Connected) -> Result<()> {
+        let mut requests = self.shared.requests.lock_or_recover();
+        // Checked under the lock, so a device going away refuses what was queued before.
         self.check_open("connect to a vsock port")?;
-        self.shared
-            .requests
-            .lock_or_recover()
-            .push(Request::Connect(port, done));
+        requests.push(Request::Connect(port, done));
+        drop(requests);
         // An eventfd write fails only when its counter is saturated: it is signalled anyway.
         let _ = self.shared.wake.write(1);
         Ok(())

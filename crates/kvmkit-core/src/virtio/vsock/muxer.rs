@@ -79,6 +79,13 @@ impl std::fmt::Debug for Muxer {
     }
 }
 
+impl Drop for Muxer {
+    fn drop(&mut self) {
+        self.host.detach();
+        self.drop_connections();
+    }
+}
+
 impl Muxer {
     /// A muxer for guest `cid`, serving `host`'s requests, and Firecracker's Unix sockets
     /// at `uds` if given.

@@ -531,3 +531,21 @@ fn an_avail_index_past_the_queue_size_breaks_the_device_instead_of_hanging_it() 
     let failure = g.interrupt.failure().unwrap();
     assert!(failure.contains("RX queue"), "{failure}");
 }
+
+#[test]
+fn a_dropped_device_refuses_what_was_asked_of_it() {
+    let dev = Vsock::new(CID, None).unwrap();
+    let host = dev.host();
+    let (tx, rx) = mpsc::channel();
+    host.connect(7, Box::new(move |r| tx.send(r).unwrap()))
+        .unwrap();
+    drop(dev);
+    assert_eq!(
+        rx.try_recv().unwrap().unwrap_err().kind(),
+        ErrorKind::ConnectionRefused
+    );
+    assert_eq!(
+        host.connect(7, Box::new(|_| {})).unwrap_err().code(),
+        "INVALID_STATE"
+    );
+}
