@@ -85,9 +85,9 @@ export class Vsock {
   /**
    * Connects to guest port `port` (as the host, CID 2). Resolves once the guest accepts;
    * rejects with a `CONNECTION_REFUSED` {@link KvmkitError} if nothing listens there, the
-   * guest's driver is not running, or the device is reset meanwhile.
-   *
-   * @throws {@link KvmkitError} `INVALID_STATE` after {@link Vsock.close}.
+   * guest's driver is not running, or the device is reset meanwhile, and with
+   * `INVALID_STATE` after {@link Vsock.close} or once the machine is closed. A guest that
+   * never answers leaves it pending (Linux answers at once, accepting or refusing).
    */
   connect(port_: number): Promise<Socket> {
     const guestPort = port(port_);
@@ -110,7 +110,7 @@ export class Vsock {
    * `onConnection`, ahead of a Unix socket `<uds>_<port>`.
    *
    * @throws {@link KvmkitError} `PORT_IN_USE` if `port` is listened on already;
-   * `INVALID_STATE` after {@link Vsock.close}.
+   * `INVALID_STATE` after {@link Vsock.close} or once the machine is closed.
    */
   listen(port_: number, onConnection: (socket: Socket) => void): VsockListener {
     const hostPort = port(port_);
