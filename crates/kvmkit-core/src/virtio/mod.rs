@@ -9,6 +9,7 @@
 //! Queues come from rust-vmm's `virtio-queue`, which validates every ring index, descriptor
 //! and address a guest hands over.
 
+pub mod block;
 pub mod interrupt;
 pub mod mmio;
 pub mod rng;
