@@ -118,7 +118,7 @@ export function parseCommand(spec: CommandSpec, argv: readonly string[]): Parsed
     }
     values[token.name] = token.value ?? true;
     if (option.repeatable === true && token.value !== undefined) {
-      (lists[token.name] ??= []).push(token.value);
+      lists[token.name] = [...(lists[token.name] ?? []), token.value];
     }
   }
   if (!help && positionals.length > spec.positionals.length) {
