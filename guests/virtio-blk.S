@@ -37,14 +37,6 @@
     .set S_IOERR, 1
     .set S_UNSUPP, 2
 
-.macro check cond, code
-    j\cond  1f
-    mov     $\code, %al
-    outb    %al, $0xf4
-    hlt
-1:
-.endm
-
 # A request of type \type at sector \sector with \len bytes at \buf (\flags: 0 for the
 # device to read them, VIO_D_WRITE for it to write them; \len 0: no data descriptor);
 # leaves the status byte in EAX and the used length in EBP.

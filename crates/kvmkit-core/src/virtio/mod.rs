@@ -59,6 +59,46 @@ impl std::fmt::Debug for Activation {
     }
 }
 
+/// What a device with one queue holds between activation and reset.
+pub struct OneQueue {
+    /// Guest RAM.
+    pub mem: Memory,
+    /// The queue.
+    pub queue: Queue,
+    /// Interrupts to the driver.
+    pub interrupt: Arc<Interrupt>,
+}
+
+impl OneQueue {
+    /// Takes the one queue of `activation`.
+    ///
+    /// # Errors
+    ///
+    /// A message naming `device` if the activation holds no queue.
+    pub fn take(activation: Activation, device: &str) -> Result<Self, String> {
+        let Activation {
+            mem,
+            queues,
+            interrupt,
+        } = activation;
+        let queue = queues
+            .into_iter()
+            .next()
+            .ok_or_else(|| format!("{device} has one queue"))?;
+        Ok(OneQueue {
+            mem,
+            queue,
+            interrupt,
+        })
+    }
+}
+
+impl std::fmt::Debug for OneQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OneQueue").finish_non_exhaustive()
+    }
+}
+
 /// A virtio device model.
 ///
 /// The transport calls the register-side methods on a vCPU thread and the queue-side ones

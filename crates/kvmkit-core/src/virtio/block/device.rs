@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::os::fd::RawFd;
-use std::sync::Arc;
 
 use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO,
@@ -21,7 +20,7 @@ use crate::virtio::block::request::{
 };
 #[cfg(test)]
 use crate::virtio::has_feature;
-use crate::virtio::{Activation, Chain, Interrupt, Memory, VirtioDevice, drain_queue};
+use crate::virtio::{Activation, Chain, Interrupt, Memory, OneQueue, VirtioDevice, drain_queue};
 
 /// The request queue's size.
 pub const QUEUE_SIZE: u16 = 256;
@@ -66,12 +65,6 @@ pub struct BlockOptions {
     pub serial: String,
 }
 
-struct Active {
-    mem: Memory,
-    queue: Queue,
-    interrupt: Arc<Interrupt>,
-}
-
 /// An external request waiting for its completion.
 struct Pending {
     head: u16,
@@ -95,16 +88,10 @@ struct Policy {
 pub struct Block {
     policy: Policy,
     backend: Backend,
-    active: Option<Active>,
+    active: Option<OneQueue>,
     /// External requests handed over and not yet completed, by id.
     pending: HashMap<u64, Pending>,
     next_id: u64,
-}
-
-impl std::fmt::Debug for Active {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Active").finish_non_exhaustive()
-    }
 }
 
 impl std::fmt::Debug for Pending {
@@ -338,8 +325,8 @@ impl Block {
     }
 
     /// Serves the queue on a synchronous backend.
-    fn process_sync(policy: &Policy, disk: &mut dyn DiskBackend, active: &mut Active) {
-        let Active {
+    fn process_sync(policy: &Policy, disk: &mut dyn DiskBackend, active: &mut OneQueue) {
+        let OneQueue {
             mem,
             queue,
             interrupt,
@@ -364,7 +351,7 @@ impl Block {
         else {
             return;
         };
-        let Active {
+        let OneQueue {
             mem,
             queue,
             interrupt,
@@ -440,7 +427,7 @@ impl Block {
 
     /// Returns completed external requests to the driver.
     fn complete(&mut self, done: Vec<(u64, bool)>) {
-        let Some(Active {
+        let Some(OneQueue {
             mem,
             queue,
             interrupt,
@@ -520,20 +507,7 @@ impl VirtioDevice for Block {
     }
 
     fn activate(&mut self, activation: Activation) -> Result<(), String> {
-        let Activation {
-            mem,
-            queues,
-            interrupt,
-        } = activation;
-        let queue = queues
-            .into_iter()
-            .next()
-            .ok_or("virtio-blk has one queue")?;
-        self.active = Some(Active {
-            mem,
-            queue,
-            interrupt,
-        });
+        self.active = Some(OneQueue::take(activation, "virtio-blk")?);
         Ok(())
     }
 
@@ -571,8 +545,8 @@ impl VirtioDevice for Block {
 #[cfg(test)]
 pub(crate) mod tests {
     use std::path::PathBuf;
-    use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
 
     use virtio_bindings::virtio_blk::{
         VIRTIO_BLK_T_DISCARD, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN,
