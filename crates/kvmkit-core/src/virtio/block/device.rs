@@ -20,7 +20,9 @@ use crate::virtio::block::request::{
 };
 #[cfg(test)]
 use crate::virtio::has_feature;
-use crate::virtio::{Activation, Chain, Interrupt, Memory, OneQueue, VirtioDevice, drain_queue};
+use crate::virtio::{
+    Activation, Chain, Interrupt, Memory, OneQueue, VirtioDevice, drain_queue, next_chain,
+};
 
 /// The request queue's size.
 pub const QUEUE_SIZE: u16 = 256;
@@ -360,7 +362,7 @@ impl Block {
         let mut used = false;
         let result = (|| loop {
             queue.disable_notification(mem)?;
-            while let Some(chain) = queue.pop_descriptor_chain(&*mem) {
+            while let Some(chain) = next_chain(queue, mem)? {
                 let head = chain.head_index();
                 let req = match parse(chain) {
                     Ok(req) => req,
@@ -612,6 +614,7 @@ pub(crate) mod tests {
         /// The driver's side of the queue (made once: making one zeroes the rings).
         mq: MockSplitQueue<'static, GuestMemoryMmap>,
         block: Block,
+        interrupt: Arc<Interrupt>,
         posted: u16,
         used: u16,
     }
@@ -623,17 +626,19 @@ pub(crate) mod tests {
             let mq = MockSplitQueue::new(mem, 16);
             let mut block = Block::new(backend, options);
             let queue = mq.create_queue::<Queue>().unwrap();
+            let interrupt = Arc::new(Interrupt::new(EventFd::new(EFD_NONBLOCK).unwrap()));
             block
                 .activate(Activation {
                     mem: mem.clone(),
                     queues: vec![queue],
-                    interrupt: Arc::new(Interrupt::new(EventFd::new(EFD_NONBLOCK).unwrap())),
+                    interrupt: Arc::clone(&interrupt),
                 })
                 .unwrap();
             Rig {
                 mem,
                 mq,
                 block,
+                interrupt,
                 posted: 0,
                 used: 0,
             }
@@ -805,6 +810,18 @@ pub(crate) mod tests {
         // An unknown request type.
         let h = rig.header(99, 0);
         assert_eq!(rig.request(&[h, STATUS_DESC]), vec![(UNSUPP, 1)]);
+    }
+
+    #[test]
+    fn an_avail_index_past_the_queue_breaks_the_device_without_spinning() {
+        let (mut rig, _file) = Rig::file(&pattern(SECTORS), &BlockOptions::default());
+        rig.mq.avail().idx().store(100);
+        rig.block.process_queue(0);
+        assert!(rig.interrupt.needs_reset());
+        let (mut rig, _seen, _completer) = external(SECTORS * 512);
+        rig.mq.avail().idx().store(100);
+        rig.block.process_queue(0);
+        assert!(rig.interrupt.needs_reset());
     }
 
     #[test]
