@@ -1,5 +1,6 @@
 import { readFileSync, rmSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
+import { diskFlag, parseCommand } from '../src/cli-args.js';
 import type { BlockBackend, DiskOptions, Machine } from '../src/index.js';
 import { closedAfterEach, machineWith, tempFile } from './guests.js';
 import { describeKvm } from './kvm.js';
@@ -150,9 +151,16 @@ describeKvm('virtio-blk', () => {
   });
 });
 
-describe('--disk', () => {
-  it('parses FILE[,ro][,overlay]', async () => {
-    const { diskFlag } = await import('../src/cli-args.js');
+describe('kvmkit run --disk', () => {
+  it('is repeatable, in order, and parses FILE[,ro][,overlay]', () => {
+    const spec = {
+      name: 'run',
+      summary: '',
+      positionals: [],
+      options: { disk: { type: 'string', repeatable: true, help: '' } },
+    } as const;
+    const parsed = parseCommand(spec, ['--disk', 'a.img', '--disk=b.img,ro']);
+    expect(parsed.lists.disk?.map(diskFlag)).toEqual([{ path: 'a.img' }, { path: 'b.img', readOnly: true }]);
     expect(diskFlag('a.img')).toEqual({ path: 'a.img' });
     expect(diskFlag('a,b.img,ro')).toEqual({ path: 'a,b.img', readOnly: true });
     expect(diskFlag('a.img,overlay')).toEqual({ path: 'a.img', overlay: true });
