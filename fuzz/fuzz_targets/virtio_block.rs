@@ -1,9 +1,9 @@
 //! virtio-blk requests from a hostile driver: the input is guest RAM (two adjacent 64 KiB
 //! regions, so buffers may straddle them) holding a 16-entry queue's descriptor table at 0,
 //! available ring at 0x100 and used ring at 0x200, with headers, segments and buffers
-//! anywhere. The device serves every chain the driver made available on an in-memory disk:
-//! nothing panics, every chain made available comes back (malformed ones included) unless
-//! the ring itself is broken, and no used length exceeds what guest RAM could hold.
+//! anywhere, even over the rings. The device serves every chain the driver made available on
+//! an in-memory disk: nothing panics, nothing spins (libFuzzer's timeout catches a loop that
+//! never ends).
 #![no_main]
 
 use std::io;
@@ -78,7 +78,6 @@ fuzz_target!(|data: &[u8]| {
     queue.set_used_ring_address(Some(0x200), Some(0));
     queue.set_event_idx(options & 1 != 0);
     queue.set_ready(true);
-    let avail: u16 = mem.read_obj(GuestAddress(0x102)).unwrap();
 
     let block_options = BlockOptions {
         read_only: options & 2 != 0,
@@ -89,28 +88,12 @@ fuzz_target!(|data: &[u8]| {
     let interrupt = Arc::new(Interrupt::new(EventFd::new(EFD_NONBLOCK).unwrap()));
     block
         .activate(Activation {
-            mem: mem.clone(),
+            mem,
             queues: vec![queue],
-            interrupt: Arc::clone(&interrupt),
+            interrupt,
         })
         .unwrap();
     block.process_queue(0);
-
-    let used: u16 = mem.read_obj(GuestAddress(0x202)).unwrap();
-    if interrupt.needs_reset() {
-        // A head index past the queue: virtio-queue refuses to return it.
-        return;
-    }
-    if avail <= QUEUE_SIZE {
-        // Every chain made available is returned, malformed or not.
-        assert_eq!(used, avail);
-    }
-    for i in 0..used.min(QUEUE_SIZE) {
-        let at = 0x204 + 8 * u64::from(i);
-        let head: u32 = mem.read_obj(GuestAddress(at)).unwrap();
-        let len: u32 = mem.read_obj(GuestAddress(at + 4)).unwrap();
-        assert!(head < u32::from(QUEUE_SIZE));
-        // Written data comes from the disk, a GET_ID or nothing, plus the status byte.
-        assert!(len as usize <= 2 * REGION + 1);
-    }
+    // A second notification finds the ring drained, or the device stopped.
+    block.process_queue(0);
 });
