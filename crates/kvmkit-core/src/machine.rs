@@ -563,7 +563,12 @@ impl Machine {
         // Checked before anything is written.
         let tables = acpi::tables(&platform)?;
         let mptable = mptable::table(&platform)?;
-        let loaded = self.with_vcpu(0, |v| linux::load(&self.ram, v, boot, layout::RSDP_ADDR))?;
+        let cmdline = platform.linux_cmdline(boot.cmdline);
+        let boot = LinuxBoot {
+            cmdline: &cmdline,
+            ..*boot
+        };
+        let loaded = self.with_vcpu(0, |v| linux::load(&self.ram, v, &boot, layout::RSDP_ADDR))?;
         self.install_acpi(tables)?;
         self.ram.write(layout::MPTABLE_ADDR, &mptable)?;
         Ok(loaded)
