@@ -505,9 +505,15 @@ impl Machine {
         backend: Vec<std::os::fd::RawFd>,
     ) -> Result<()> {
         let name = device.name();
-        let interrupt = Arc::new(Interrupt::new(crate::irq::register_irqfd(
-            &self.vm, info.gsi,
-        )?));
+        let shared = Arc::downgrade(&self.shared);
+        let report = Box::new(move |why: &str| {
+            let handler = shared.upgrade().and_then(|s| s.lifecycle.handler());
+            if let Some(h) = handler {
+                h.on_device_error(name, info.base, why);
+            }
+        });
+        let line = crate::irq::register_irqfd(&self.vm, info.gsi)?;
+        let interrupt = Arc::new(Interrupt::with_report(line, report));
         let mut evts = Vec::with_capacity(queues);
         for i in 0..queues {
             let event = IoEvent {
