@@ -479,7 +479,7 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
   }
 
   /**
-   * A free interrupt line (5 to 23) that no built-in device and no {@link createIrqFd} has taken,
+   * A free interrupt line (5 to 23, never 8, the CMOS clock's) that no built-in or virtio device and no {@link createIrqFd} has taken,
    * for a device of yours to raise (raising it needs `irqchip`).
    */
   allocateIrq(): number {
