@@ -268,6 +268,9 @@ export interface DescriptorTable {
 /** Event type: an access waits in the hand-off (a doorbell: take it with `pollAccess`). */
 export declare const EVENT_ACCESS: number
 
+/** Event type: the virtio device whose window is at `device` failed (`name`, `message`). */
+export declare const EVENT_DEVICE_ERROR: number
+
 /** Event type: the run ended (`outcome` says how). */
 export declare const EVENT_END: number
 
@@ -443,6 +446,12 @@ export interface NativeConfig {
   sandbox?: 'fail' | 'kill-process'
 }
 
+/** A device's failure. */
+export interface NativeDeviceFailure {
+  name: string
+  message: string
+}
+
 /** Where a built-in device was put. */
 export interface NativeDeviceInfo {
   name: string
@@ -466,10 +475,12 @@ export interface NativeDiskFile {
 export interface NativeEvent {
   /** `EVENT_*`. */
   type: number
-  /** The serial port of an `EVENT_OUTPUT`. */
+  /** The serial port of an `EVENT_OUTPUT`; the window of an `EVENT_DEVICE_ERROR`. */
   device: number
   /** How the run ended, for `EVENT_END`. */
   outcome?: NativeOutcome
+  /** The device's name and why it failed, for `EVENT_DEVICE_ERROR`. */
+  failure?: NativeDeviceFailure
 }
 
 /** How to load a Linux kernel. */
