@@ -1,7 +1,7 @@
-import { readFileSync, rmSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { diskFlag, parseCommand } from '../src/cli-args.js';
-import type { BlockBackend, DiskOptions, Machine } from '../src/index.js';
+import { type BlockBackend, type DiskOptions, Machine } from '../src/index.js';
 import { closedAfterEach, machineWith, tempFile } from './guests.js';
 import { describeKvm } from './kvm.js';
 
@@ -143,6 +143,24 @@ describeKvm('virtio-blk', () => {
     expect(() => vm.addDisk({ data: image(), serial: 'x'.repeat(21) })).toThrow(
       expect.objectContaining({ argument: 'disk.serial' }),
     );
+  });
+
+  it('closes every image, overlay and eventfd with its machine', async () => {
+    const path = file('blk-leak.img', image(8));
+    const once = async () => {
+      const vm = Machine.create({ memory: '64K', irqchip: true });
+      vm.addDisk({ path });
+      vm.addDisk({ path, overlay: true });
+      vm.addDisk({ data: image(8) });
+      await vm.close();
+    };
+    const fds = () => readdirSync('/proc/self/fd').length;
+    await once();
+    const before = fds();
+    for (let i = 0; i < 100; i++) {
+      await once();
+    }
+    expect(fds() - before).toBeLessThanOrEqual(2);
   });
 
   it('needs the in-kernel irqchip', () => {

@@ -9,7 +9,7 @@
 //! a completion for a request the device forgot (it was reset meanwhile) is dropped.
 
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
@@ -52,16 +52,20 @@ struct Shared {
     ready: EventFd,
 }
 
-/// Completes external requests from any thread.
+/// Completes external requests from any thread. It does not keep the device's eventfd
+/// open: once the device is gone, completions go nowhere.
 #[derive(Debug, Clone)]
-pub struct Completer(Arc<Shared>);
+pub struct Completer(Weak<Shared>);
 
 impl Completer {
     /// Request `id` is done: `ok` or failed (the driver sees `VIRTIO_BLK_S_IOERR`).
     pub fn complete(&self, id: u64, ok: bool) {
-        self.0.done.lock_or_recover().push((id, ok));
+        let Some(shared) = self.0.upgrade() else {
+            return;
+        };
+        shared.done.lock_or_recover().push((id, ok));
         // Fails only when the counter is saturated: the I/O thread is being woken anyway.
-        let _ = self.0.ready.write(1);
+        let _ = shared.ready.write(1);
     }
 }
 
@@ -98,7 +102,7 @@ impl External {
             done: Mutex::new(Vec::new()),
             ready: EventFd::new(EFD_NONBLOCK).map_err(Error::EventFd)?,
         });
-        let completer = Completer(Arc::clone(&shared));
+        let completer = Completer(Arc::downgrade(&shared));
         Ok((
             External {
                 submit,
