@@ -8,9 +8,10 @@
 # (GET_ID) and prints its 20 bytes, flushes. Then the hostile requests: an unknown type
 # (UNSUPP), reads past the end and at a sector that overflows (IOERR), a chain with no
 # status byte (returned with nothing written), a buffer outside RAM (IOERR); the device
-# still serves a read after them. On the read-only disk: RO is offered, a read succeeds and
-# a write fails with IOERR. Exits with 0x55 when all went as expected, else with the
-# number of the check that failed (0x63: a request never came back).
+# still serves a read after them; a reset with a read in flight is followed by a clean
+# start. On the read-only disk: RO is offered, a read succeeds and a write fails with IOERR.
+# Exits with 0x55 when all went as expected, else with the number of the check that failed
+# (0x63: a request never came back).
 
     .include "virtio.inc"
 
@@ -168,6 +169,34 @@ _start:
     cmp     $S_OK, %eax
     check   e, 13
 
+    # A reset with a read in flight, then the device set up again: whenever the read
+    # completes, it must not land in the new queue.
+    mov     $T_IN, %r15d
+    xor     %ebx, %ebx
+    mov     $DATA, %r12
+    mov     $512, %r13d
+    mov     $VIO_D_WRITE, %r14d
+    call    blk_build
+    xor     %esi, %esi
+    mov     $QSIZE, %ecx
+    xor     %r8d, %r8d
+    call    vio_post
+    movl    $0, VIO_STATUS(%rdi)
+    mov     $VIO_F_VERSION_1, %rsi
+    call    vio_setup
+    test    $VIO_S_FEATURES_OK, %eax
+    check   nz, 17
+    xor     %esi, %esi
+    mov     $RING_A, %rdx
+    mov     $QSIZE, %ecx
+    call    vio_queue
+    call    vio_driver_ok
+    blk     T_IN, 0, DATA, 512, VIO_D_WRITE
+    cmp     $S_OK, %eax
+    check   e, 17
+    cmpw    $1, 0x202(%rdx)                 # the used index: this request only
+    check   e, 17
+
     # The read-only disk.
     mov     $DISK_B, %rdi
     cmpl    $2, VIO_DEVICE_ID(%rdi)
@@ -196,8 +225,14 @@ _start:
     hlt
 
 # The request the `blk` macro describes (type R15D, sector RBX, data R12 / R13D / flags
-# R14W), on the device at RDI and ring area RDX, built in descriptors 0-2.
+# R14W), on the device at RDI and ring area RDX, built in descriptors 0-2, posted and
+# waited for.
 blk_rw:
+    call    blk_build
+    jmp     post_and_wait
+
+# Builds that request in descriptors 0-2.
+blk_build:
     movl    %r15d, HDR
     movl    $0, HDR + 4
     mov     %rbx, HDR + 8
@@ -223,8 +258,7 @@ blk_rw:
     mov     $1, %r9d
     mov     $VIO_D_WRITE, %r10w
     xor     %r11d, %r11d
-    call    vio_desc
-    # Fall through.
+    jmp     vio_desc
 
 # Posts the chain at descriptor 0 and waits for it; EAX = the status byte, EBP = the used
 # length. Exits with 0x63 if it never comes back.

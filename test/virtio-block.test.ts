@@ -104,8 +104,10 @@ describeKvm('virtio-blk', () => {
     };
     expectPassed(await runGuest({ backend, size: 128 * SECTOR }));
     expect(sector(data, 1)).toEqual(WRITTEN);
-    // Hostile requests never reach the backend.
-    expect(calls).toEqual(['read 0 512', 'write 1 512', 'read 1 512', 'flush', 'read 0 512']);
+    // Hostile requests never reach the backend. The read in flight at the reset reaches it
+    // only if the I/O thread took it before the reset.
+    expect(calls.slice(0, 5)).toEqual(['read 0 512', 'write 1 512', 'read 1 512', 'flush', 'read 0 512']);
+    expect(calls.slice(5)).toEqual(calls.length === 7 ? ['read 0 512', 'read 0 512'] : ['read 0 512']);
   });
 
   it('reports a backend that fails as an I/O error to the guest', async () => {
