@@ -52,6 +52,14 @@ pub trait DiskBackend: Send {
     fn write_zeroes(&mut self, offset: u64, len: u64, unmap: bool) -> io::Result<()>;
 }
 
+impl std::fmt::Debug for dyn DiskBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskBackend")
+            .field("size", &self.size())
+            .finish()
+    }
+}
+
 /// The `iovec`s of `bufs`.
 fn iovecs(bufs: &[VolatileSlice<'_>]) -> Vec<libc::iovec> {
     bufs.iter()

@@ -50,14 +50,6 @@ pub enum Backend {
     External(External),
 }
 
-impl std::fmt::Debug for dyn DiskBackend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DiskBackend")
-            .field("size", &self.size())
-            .finish()
-    }
-}
-
 /// How a disk looks to the guest.
 #[derive(Debug, Clone, Default)]
 pub struct BlockOptions {
@@ -68,6 +60,7 @@ pub struct BlockOptions {
 }
 
 /// An external request waiting for its completion.
+#[derive(Debug)]
 struct Pending {
     head: u16,
     status: GuestAddress,
@@ -94,12 +87,6 @@ pub struct Block {
     /// External requests handed over and not yet completed, by id.
     pending: HashMap<u64, Pending>,
     next_id: u64,
-}
-
-impl std::fmt::Debug for Pending {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pending").field("head", &self.head).finish()
-    }
 }
 
 /// How a request ends: its status, and how many data bytes the device wrote into it.
