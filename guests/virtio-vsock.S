@@ -41,14 +41,6 @@
     .set H_LEN, 24
     .set H_OP, 30
 
-.macro check cond, code
-    j\cond  1f
-    mov     $\code, %al
-    outb    %al, $0xf4
-    hlt
-1:
-.endm
-
     .code64
     .globl _start
 _start:

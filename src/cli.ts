@@ -9,6 +9,7 @@ import {
   type CommandSpec,
   closest,
   countFlag,
+  diskFlag,
   formatHelp,
   listFlag,
   type ParsedCommand,
@@ -67,6 +68,12 @@ const COMMANDS: Record<string, CommandSpec> = {
         help: 'enter a bzImage through its own decompressor (default: decompress\nit on the host, cached in $KVMKIT_CACHE_DIR or ~/.cache/kvmkit)',
       },
       rng: { type: 'boolean', help: 'a virtio entropy device (/dev/hwrng in the guest)' },
+      disk: {
+        type: 'string',
+        value: 'FILE[,ro]',
+        repeatable: true,
+        help: 'a virtio disk on a raw image (/dev/vda, then vdb… in order; repeat\nfor more); ,ro: read-only; ,overlay: writes go to a temporary\ncopy-on-write overlay and the image is never written',
+      },
       vsock: {
         type: 'string',
         value: 'CID[,uds=PATH]',
@@ -227,7 +234,11 @@ async function main(argv: string[]): Promise<number> {
         memory: sizeFlag(v.memory, '--memory', 512 * MIB),
         cpus: countFlag(v.cpus, '--cpus', 1),
         ...(v['standard-bzimage'] === true ? { bzImage: 'standard' as const } : {}),
-        devices: { rng: v.rng === true, ...vsockFlag(v.vsock, '--vsock') },
+        devices: {
+          rng: v.rng === true,
+          disks: (parsed.lists.disk ?? []).map(diskFlag),
+          ...vsockFlag(v.vsock, '--vsock'),
+        },
       });
       process.stderr.write(`\nkvmkit: ${describeOutcome(outcome)}\n`);
       return cleanEnd(outcome) ? 0 : 1;

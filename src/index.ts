@@ -42,6 +42,7 @@ export {
   type AccessEvent,
   type BuiltinDevice,
   type DebugConsole,
+  type DeviceError,
   type FlatBinaryOptions,
   type IoEventFd,
   type IoEventFdOptions,
@@ -82,4 +83,14 @@ export {
   type VcpuEvents,
   type VcpuSetup,
 } from './vcpu.js';
+export {
+  type BackendDiskOptions,
+  type BlockBackend,
+  type Disk,
+  type DiskCommonOptions,
+  type DiskOptions,
+  type FileDiskOptions,
+  type MemoryDiskOptions,
+  SECTOR_SIZE,
+} from './virtio/disk.js';
 export { Vsock, type VsockListener, type VsockOptions } from './virtio/vsock.js';

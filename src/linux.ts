@@ -9,6 +9,7 @@ import { type LoadedKernel, type LoadLinuxOptions, Machine } from './machine.js'
 import type { SerialPort } from './serial.js';
 import type { Size } from './size.js';
 import { type CpuidMask, maskCpuid } from './vcpu.js';
+import type { DiskOptions } from './virtio/disk.js';
 import type { Vsock, VsockOptions } from './virtio/vsock.js';
 
 /**
@@ -18,6 +19,8 @@ import type { Vsock, VsockOptions } from './virtio/vsock.js';
 export interface LinuxDevices {
   /** A virtio entropy device (`/dev/hwrng`), fed from the host's `getrandom(2)`. */
   rng?: boolean;
+  /** virtio-blk disks, `/dev/vda`, `/dev/vdb`… in this order (see {@link Machine.addDisk}). */
+  disks?: DiskOptions[];
   /** A vsock device (the guest's `AF_VSOCK` sockets): see {@link LinuxMachine.vsock}. */
   vsock?: VsockOptions;
 }
@@ -26,6 +29,9 @@ export interface LinuxDevices {
 function addLinuxDevices(vm: Machine, devices: LinuxDevices): { vsock?: Vsock } {
   if (devices.rng === true) {
     vm.addRng();
+  }
+  for (const disk of devices.disks ?? []) {
+    vm.addDisk(disk);
   }
   return devices.vsock === undefined ? {} : { vsock: vm.addVsock(devices.vsock) };
 }

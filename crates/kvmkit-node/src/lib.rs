@@ -25,6 +25,7 @@ pub mod protocol;
 mod serial;
 mod vcpu;
 mod virtio;
+mod virtio_block;
 mod vsock;
 
 pub use convert::Registers;
@@ -40,6 +41,7 @@ pub use memory::NativeMemory;
 pub use serial::{NativeConsole, NativeSerial};
 pub use vcpu::NativeVcpu;
 pub use virtio::NativeVirtioInfo;
+pub use virtio_block::{NativeBlockRequest, NativeDisk, NativeDiskFile};
 pub use vsock::{NativeVsock, NativeVsockConnected};
 
 use napi_derive::napi;

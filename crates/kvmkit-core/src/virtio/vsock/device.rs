@@ -12,7 +12,7 @@ use super::host::{Shared, VsockHost};
 use super::muxer::Muxer;
 use super::packet::{RxPacket, read_tx};
 use crate::error::{Error, Result};
-use crate::virtio::{Activation, Interrupt, Memory, VirtioDevice, drain_queue, pop_chain};
+use crate::virtio::{Activation, Interrupt, Memory, VirtioDevice, drain_queue, next_chain};
 
 /// Each queue's size.
 pub const QUEUE_SIZE: u16 = 256;
@@ -133,7 +133,7 @@ impl Active {
             queue.disable_notification(mem)?;
             let mut stalled = false;
             while muxer.has_rx() {
-                let Some(mut chain) = pop_chain(queue, mem)? else {
+                let Some(mut chain) = next_chain(queue, mem)? else {
                     break;
                 };
                 let head = chain.head_index();
@@ -172,7 +172,7 @@ impl Active {
         } = self;
         let queue = &mut queues[EVENT];
         // Without an event buffer, it waits for the driver to post one.
-        let Some(chain) = pop_chain(queue, mem)? else {
+        let Some(chain) = next_chain(queue, mem)? else {
             return Ok(());
         };
         muxer.transport_reset_sent();
