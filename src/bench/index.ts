@@ -31,6 +31,7 @@ export {
   VIRTIO_TESTS,
   type VirtioBenchOptions,
   type VirtioReport,
+  type VirtioRunTimes,
   type VirtioTest,
   type VirtioTimes,
 } from './virtio.js';

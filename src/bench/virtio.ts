@@ -43,14 +43,14 @@ export const VIRTIO_TESTS = ['seq-read', 'seq-write', 'read-4k-qd1'] as const;
 export type VirtioTest = (typeof VIRTIO_TESTS)[number];
 
 /** One run's seconds per test (`null` where the guest did not report it). */
-type RunTimes = Record<VirtioTest, number | null>;
+export type VirtioRunTimes = Record<VirtioTest, number | null>;
 
 /** One VMM's runs. */
 export interface VirtioTimes {
   /** `kvmkit` or `qemu`. */
   readonly vmm: 'kvmkit' | 'qemu';
   /** Each run's seconds per test. */
-  readonly runs: readonly RunTimes[];
+  readonly runs: readonly VirtioRunTimes[];
   /** The median seconds per test, over the runs that reported it. */
   readonly median: Partial<Record<VirtioTest, number>>;
   /** Why there are no figures, when there are none. */
@@ -72,8 +72,8 @@ const RESULT = /^kvmkit-bench (\S+) real\s+(\d+)m\s*([\d.]+)s/gm;
 const DONE = 'kvmkit-bench done';
 
 /** The seconds per test in a guest's console output. */
-export function parseVirtioResults(text: string): RunTimes {
-  const times: RunTimes = { 'seq-read': null, 'seq-write': null, 'read-4k-qd1': null };
+export function parseVirtioResults(text: string): VirtioRunTimes {
+  const times: VirtioRunTimes = { 'seq-read': null, 'seq-write': null, 'read-4k-qd1': null };
   for (const [, name, minutes, seconds] of text.matchAll(RESULT)) {
     if ((VIRTIO_TESTS as readonly string[]).includes(name ?? '')) {
       times[name as VirtioTest] = Number(minutes) * 60 + Number(seconds);
@@ -142,7 +142,7 @@ async function runQemu(qemu: string, options: VirtioBenchOptions, disk: string, 
   }
 }
 
-function summary(vmm: VirtioTimes['vmm'], runs: readonly RunTimes[]): VirtioTimes {
+function summary(vmm: VirtioTimes['vmm'], runs: readonly VirtioRunTimes[]): VirtioTimes {
   const med: Partial<Record<VirtioTest, number>> = {};
   for (const test of VIRTIO_TESTS) {
     const seen = runs.map((r) => r[test]).filter((s): s is number => s !== null);
@@ -169,8 +169,8 @@ export async function benchVirtio(options: VirtioBenchOptions): Promise<VirtioRe
   const disk = join(tmpdir(), `kvmkit-bench-${process.pid}.img`);
   writeFileSync(disk, Buffer.alloc(diskMib << 20, 0x5a));
   const total = runs * ('path' in qemu ? 2 : 1);
-  const kvmkit: RunTimes[] = [];
-  const qemuRuns: RunTimes[] = [];
+  const kvmkit: VirtioRunTimes[] = [];
+  const qemuRuns: VirtioRunTimes[] = [];
   try {
     for (let i = 0; i < runs; i++) {
       kvmkit.push(await runKvmkit(options, disk, cmdline, timeoutMs));
