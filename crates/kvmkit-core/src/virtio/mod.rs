@@ -9,8 +9,10 @@
 //! Queues come from rust-vmm's `virtio-queue`, which validates every ring index, descriptor
 //! and address a guest hands over.
 
+pub mod console;
 pub mod interrupt;
 pub mod mmio;
+pub mod net;
 pub mod rng;
 pub mod worker;
 
@@ -131,16 +133,44 @@ pub fn drain_queue(
     interrupt: &Interrupt,
     mut handle: impl FnMut(Chain<'_>) -> u32,
 ) -> Result<(), virtio_queue::Error> {
+    drain_queue_while(
+        queue,
+        mem,
+        interrupt,
+        &mut (),
+        |_| true,
+        |_, chain| handle(chain),
+    )
+}
+
+/// [`drain_queue`] for a device that can take a chain only at times: a chain is popped
+/// only while `ready(state)` holds (host input waits for the guest's buffers, output for
+/// room on the host), and the others stay in the ring until the device is called again.
+///
+/// # Errors
+///
+/// As [`drain_queue`].
+pub fn drain_queue_while<S: ?Sized>(
+    queue: &mut Queue,
+    mem: &Memory,
+    interrupt: &Interrupt,
+    state: &mut S,
+    ready: impl Fn(&S) -> bool,
+    mut handle: impl FnMut(&mut S, Chain<'_>) -> u32,
+) -> Result<(), virtio_queue::Error> {
     let mut used = false;
     let result = (|| loop {
         queue.disable_notification(mem)?;
-        while let Some(chain) = queue.pop_descriptor_chain(mem) {
+        while ready(state) {
+            let Some(chain) = queue.pop_descriptor_chain(mem) else {
+                break;
+            };
             let head = chain.head_index();
-            let len = handle(chain);
+            let len = handle(state, chain);
             queue.add_used(mem, head, len)?;
             used = true;
         }
-        if !queue.enable_notification(mem)? {
+        if !queue.enable_notification(mem)? || !ready(state) {
             return Ok(());
         }
     })();
