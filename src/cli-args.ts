@@ -20,6 +20,8 @@ export interface OptionSpec {
   readonly value?: string;
   /** One line (or a few) of help. */
   readonly help: string;
+  /** Whether the option may be given more than once (its values go to `lists`). */
+  readonly multiple?: boolean;
 }
 
 /** A command: its name, what it does, its positional arguments and its options. */
@@ -40,6 +42,8 @@ export interface CommandSpec {
 export interface ParsedCommand {
   /** Option values by long name. */
   readonly values: Readonly<Record<string, string | boolean | undefined>>;
+  /** The values of each option that may be repeated, in order, by long name. */
+  readonly lists: Readonly<Record<string, readonly string[]>>;
   /** Positional arguments. */
   readonly positionals: readonly string[];
   /** Whether `--help` or `-h` was given. */
@@ -85,6 +89,7 @@ export function parseCommand(spec: CommandSpec, argv: readonly string[]): Parsed
     tokens: true,
   });
   const values: Record<string, string | boolean | undefined> = {};
+  const lists: Record<string, string[]> = {};
   const positionals: string[] = [];
   let help = false;
   for (const token of tokens) {
@@ -110,13 +115,17 @@ export function parseCommand(spec: CommandSpec, argv: readonly string[]): Parsed
     if (option.type === 'boolean' && token.value !== undefined) {
       throw new UsageError(`${token.rawName} takes no value (got "${token.value}")`);
     }
-    values[token.name] = token.value ?? true;
+    if (option.multiple === true && token.value !== undefined) {
+      (lists[token.name] ??= []).push(token.value);
+    } else {
+      values[token.name] = token.value ?? true;
+    }
   }
   if (!help && positionals.length > spec.positionals.length) {
     const extra = positionals.slice(spec.positionals.length).join(' ');
     throw new UsageError(`unexpected argument ${JSON.stringify(extra)}`);
   }
-  return { values, positionals, help };
+  return { values, lists, positionals, help };
 }
 
 /** The help of one command. */
@@ -131,7 +140,7 @@ export function formatHelp(spec: CommandSpec): string {
     lines.push('', 'Options:');
     for (const [name, o] of entries) {
       const flag = `--${name}${o.value === undefined ? '' : ` ${o.value}`}`;
-      const [first = '', ...rest] = o.help.split('\n');
+      const [first = '', ...rest] = `${o.help}${o.multiple === true ? ' (repeatable)' : ''}`.split('\n');
       lines.push(`  ${flag.padEnd(20)} ${first}`, ...rest.map((r) => `${' '.repeat(23)}${r}`));
     }
   }

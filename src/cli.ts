@@ -21,6 +21,7 @@ import { ConfigError, KvmkitError } from './errors.js';
 import { formatHostReport, hostReport } from './info-command.js';
 import { DEFAULT_CMDLINE } from './linux.js';
 import { cleanEnd, keepConsole, runCommand } from './run-command.js';
+import type { NetOptions } from './virtio/net.js';
 
 const MIB = 2 ** 20;
 
@@ -66,6 +67,16 @@ const COMMANDS: Record<string, CommandSpec> = {
         help: 'enter a bzImage through its own decompressor (default: decompress\nit on the host, cached in $KVMKIT_CACHE_DIR or ~/.cache/kvmkit)',
       },
       rng: { type: 'boolean', help: 'a virtio entropy device (/dev/hwrng in the guest)' },
+      net: {
+        type: 'string',
+        value: 'tap=IFNAME',
+        help: 'a virtio network device on an existing TAP interface\n(ip tuntap add dev IFNAME mode tap user $USER); add\n,mac=02:00:00:00:00:01 to choose its MAC address',
+        multiple: true,
+      },
+      'virtio-console': {
+        type: 'boolean',
+        help: 'a virtio console (hvc0): its output is shown with COM1\'s and\nthe terminal types into it (boot with --append "... console=hvc0")',
+      },
     },
     notes: 'Exits 0 when the guest powers off, resets or is quit; 1 with the reason otherwise.',
   },
@@ -221,7 +232,11 @@ async function main(argv: string[]): Promise<number> {
         memory: sizeFlag(v.memory, '--memory', 512 * MIB),
         cpus: countFlag(v.cpus, '--cpus', 1),
         ...(v['standard-bzimage'] === true ? { bzImage: 'standard' as const } : {}),
-        devices: { rng: v.rng === true },
+        devices: {
+          rng: v.rng === true,
+          virtioConsole: v['virtio-console'] === true,
+          net: (parsed.lists.net ?? []).map(netFlag),
+        },
       });
       process.stderr.write(`\nkvmkit: ${describeOutcome(outcome)}\n`);
       return cleanEnd(outcome) ? 0 : 1;
@@ -232,6 +247,24 @@ async function main(argv: string[]): Promise<number> {
       return 'error' in report.kvm ? 1 : 0;
     }
   }
+}
+
+/** A `--net` value: `tap=IFNAME[,mac=MAC]`. */
+function netFlag(value: string): NetOptions {
+  const fields = new Map<string, string>();
+  for (const item of value.split(',')) {
+    const [key = '', ...rest] = item.split('=');
+    if (!['tap', 'mac'].includes(key) || rest.length === 0 || fields.has(key)) {
+      throw new ConfigError('--net', `expected tap=IFNAME[,mac=MAC], got ${JSON.stringify(value)}`);
+    }
+    fields.set(key, rest.join('='));
+  }
+  const tap = fields.get('tap');
+  if (tap === undefined || tap === '') {
+    throw new ConfigError('--net', `expected tap=IFNAME[,mac=MAC], got ${JSON.stringify(value)}: name the TAP`);
+  }
+  const mac = fields.get('mac');
+  return mac === undefined ? { tap } : { tap, mac };
 }
 
 function writeIf(file: string | undefined, content: () => string): void {

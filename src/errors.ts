@@ -25,6 +25,9 @@ export type ErrorCode =
   | 'EVENTFD_FAILED'
   | 'DEVICE_FAILED'
   | 'BAD_IMAGE'
+  | 'TAP_NOT_FOUND'
+  | 'TAP_PERMISSION_DENIED'
+  | 'TAP_FAILED'
   | 'NATIVE_BINDING_MISSING'
   | 'INTERNAL_PANIC'
   | MachineErrorCode;

@@ -25,6 +25,8 @@ pub mod protocol;
 mod serial;
 mod vcpu;
 mod virtio;
+mod virtio_console;
+mod virtio_net;
 
 pub use convert::Registers;
 pub use devices::{COM1_IRQ, COM1_PORT, DEBUG_CONSOLE_PORT, DEBUG_EXIT_PORT};
@@ -39,6 +41,8 @@ pub use memory::NativeMemory;
 pub use serial::{NativeConsole, NativeSerial};
 pub use vcpu::NativeVcpu;
 pub use virtio::NativeVirtioInfo;
+pub use virtio_console::NativeVirtioConsole;
+pub use virtio_net::{NativeNet, NativeNetCounters};
 
 use napi_derive::napi;
 
