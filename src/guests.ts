@@ -21,6 +21,8 @@ export type GuestName =
   | 'smp'
   | 'spin'
   | 'unhandled'
+  | 'virtio-console'
+  | 'virtio-net'
   | 'virtio-rng';
 
 /** Where each bundled guest is loaded, and the mode it starts in. */

@@ -20,6 +20,8 @@ const MODES: Record<Exclude<GuestName, 'bench'>, 'real' | 'long'> = {
   smp: 'long',
   spin: 'real',
   unhandled: 'real',
+  'virtio-console': 'long',
+  'virtio-net': 'long',
   'virtio-rng': 'long',
 };
 
