@@ -116,7 +116,7 @@ export function parseCommand(spec: CommandSpec, argv: readonly string[]): Parsed
       throw new UsageError(`${token.rawName} takes no value (got "${token.value}")`);
     }
     if (option.multiple === true && token.value !== undefined) {
-      (lists[token.name] ??= []).push(token.value);
+      lists[token.name] = [...(lists[token.name] ?? []), token.value];
     } else {
       values[token.name] = token.value ?? true;
     }

@@ -7,6 +7,7 @@
  * @module kvmkit
  */
 
+export { ByteStreamDevice } from './byte-stream.js';
 export type { MachineConfig, MemoryBacking, MemoryRegion, UnhandledPolicy } from './config.js';
 export type { Access, Device, DeviceHandle, ReadValue } from './devices.js';
 export {
@@ -59,21 +60,8 @@ export {
 } from './machine.js';
 export { GuestMemory, type RamRegion } from './memory.js';
 export type { Outcome } from './outcome.js';
-export { ByteStreamDevice } from './byte-stream.js';
 export { type SerialOptions, SerialPort } from './serial.js';
 export { parseSize, type Size } from './size.js';
-export { VirtioConsole } from './virtio/console.js';
-export {
-  createSwitch,
-  type FramesNetOptions,
-  type NetCommonOptions,
-  type NetCounters,
-  NetDevice,
-  type NetOptions,
-  NetSwitch,
-  type SwitchNetOptions,
-  type TapNetOptions,
-} from './virtio/net.js';
 export type { ExitKindName, LatencyBucket, LatencyStats, VcpuStats } from './stats.js';
 export {
   type CpuidEntry,
@@ -95,3 +83,15 @@ export {
   type VcpuEvents,
   type VcpuSetup,
 } from './vcpu.js';
+export { VirtioConsole } from './virtio/console.js';
+export {
+  createSwitch,
+  type FramesNetOptions,
+  type NetCommonOptions,
+  type NetCounters,
+  NetDevice,
+  type NetOptions,
+  NetSwitch,
+  type SwitchNetOptions,
+  type TapNetOptions,
+} from './virtio/net.js';

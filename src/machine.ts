@@ -19,11 +19,11 @@ import {
 } from './native.js';
 import { type Outcome, toOutcome } from './outcome.js';
 import { type SerialOptions, SerialPort } from './serial.js';
-import { VirtioConsole } from './virtio/console.js';
-import { addNet, type NetDevice, type NetOptions } from './virtio/net.js';
 import type { VcpuStats } from './stats.js';
 import { describe, deviceArgs, eachOf, object, oneOf, optionalText, string, text, wholeNumber } from './validate.js';
 import { type CpuMode, Vcpu } from './vcpu.js';
+import { VirtioConsole } from './virtio/console.js';
+import { addNet, type NetDevice, type NetOptions } from './virtio/net.js';
 
 /** The lifecycle state of a {@link Machine}. */
 export type MachineState = 'created' | 'running' | 'paused' | 'ended' | 'closed';

@@ -88,11 +88,15 @@ describeKvm('virtio-net', () => {
     const vm = netGuest();
     const bad = (options: unknown) => () => vm.addNet(options as never);
     expect(bad({ frames: () => {}, mac: '01:00:5e:00:00:01' })).toThrow(/multicast/);
-    expect(bad({ frames: () => {}, mac: '02:00:00:00:00' })).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+    expect(bad({ frames: () => {}, mac: '02:00:00:00:00' })).toThrow(
+      expect.objectContaining({ code: 'INVALID_ARGUMENT' }),
+    );
     expect(bad({ frames: () => {}, mtu: 20 })).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
     expect(bad({})).toThrow(/exactly one of tap, frames or switch/);
     expect(bad({ tap: 'kvmkit-none0' })).toThrow(expect.objectContaining({ code: 'TAP_NOT_FOUND' }));
-    expect(bad({ tap: 'lo' })).toThrow(expect.objectContaining({ code: 'TAP_NOT_FOUND', message: expect.stringMatching(/not a TAP/) }));
+    expect(bad({ tap: 'lo' })).toThrow(
+      expect.objectContaining({ code: 'TAP_NOT_FOUND', message: expect.stringMatching(/not a TAP/) }),
+    );
     const net = vm.addNet({ frames: () => {} });
     expect(() => net.send(Buffer.alloc(4))).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
   });
@@ -114,23 +118,26 @@ function canCreateTaps(): string | undefined {
 const noTap = canCreateTaps();
 
 describeKvm('virtio-net on a TAP', () => {
-  it.skipIf(noTap !== undefined)(`reaches the host's network stack${noTap === undefined ? '' : ` (skipped: ${noTap})`}`, async () => {
-    const tap = `kvmkit${process.pid % 100_000}`;
-    const ip = (...args: string[]) => execFileSync('ip', args, { stdio: 'pipe' });
-    ip('tuntap', 'add', 'dev', tap, 'mode', 'tap');
-    try {
-      execFileSync('sysctl', ['-q', '-w', `net.ipv6.conf.${tap}.disable_ipv6=1`], { stdio: 'ignore' });
-      ip('addr', 'add', '10.0.0.1/24', 'dev', tap);
-      ip('link', 'set', tap, 'up');
-      const vm = netGuest();
-      const net = vm.addNet({ tap, mac: GUEST_MAC });
-      // The guest asks who has 10.0.0.1; the host's kernel answers to its MAC, which ends it.
-      expect(await vm.run()).toEqual(SUCCESS);
-      expect(net.counters.txFrames).toBeGreaterThanOrEqual(1);
-      expect(net.counters.rxFrames).toBeGreaterThanOrEqual(1);
-    } finally {
-      // Deleting the link works while a (failed) machine still holds the TAP open.
-      ip('link', 'del', 'dev', tap);
-    }
-  });
+  it.skipIf(noTap !== undefined)(
+    `reaches the host's network stack${noTap === undefined ? '' : ` (skipped: ${noTap})`}`,
+    async () => {
+      const tap = `kvmkit${process.pid % 100_000}`;
+      const ip = (...args: string[]) => execFileSync('ip', args, { stdio: 'pipe' });
+      ip('tuntap', 'add', 'dev', tap, 'mode', 'tap');
+      try {
+        execFileSync('sysctl', ['-q', '-w', `net.ipv6.conf.${tap}.disable_ipv6=1`], { stdio: 'ignore' });
+        ip('addr', 'add', '10.0.0.1/24', 'dev', tap);
+        ip('link', 'set', tap, 'up');
+        const vm = netGuest();
+        const net = vm.addNet({ tap, mac: GUEST_MAC });
+        // The guest asks who has 10.0.0.1; the host's kernel answers to its MAC, which ends it.
+        expect(await vm.run()).toEqual(SUCCESS);
+        expect(net.counters.txFrames).toBeGreaterThanOrEqual(1);
+        expect(net.counters.rxFrames).toBeGreaterThanOrEqual(1);
+      } finally {
+        // Deleting the link works while a (failed) machine still holds the TAP open.
+        ip('link', 'del', 'dev', tap);
+      }
+    },
+  );
 });

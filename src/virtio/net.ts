@@ -218,7 +218,10 @@ function parseMac(value: unknown, name: string): Buffer {
   }
   const octets = Buffer.from(mac.replaceAll(':', ''), 'hex');
   if ((octets[0] ?? 0) % 2 === 1) {
-    throw new ArgumentError(name, `${mac} is a multicast address: a network device needs a unicast one (first octet even)`);
+    throw new ArgumentError(
+      name,
+      `${mac} is a multicast address: a network device needs a unicast one (first octet even)`,
+    );
   }
   if (octets.every((b) => b === 0)) {
     throw new ArgumentError(name, 'expected a MAC address other than 00:00:00:00:00:00');
@@ -246,7 +249,10 @@ export function addNet(options: NetOptions, add: AddNative): NetDevice {
   const o = object(options, 'options');
   const kinds = ['tap', 'frames', 'switch'].filter((k) => o[k] !== undefined);
   if (kinds.length !== 1) {
-    throw new ArgumentError('options', `expected exactly one of tap, frames or switch, got ${kinds.join(', ') || 'none'}`);
+    throw new ArgumentError(
+      'options',
+      `expected exactly one of tap, frames or switch, got ${kinds.join(', ') || 'none'}`,
+    );
   }
   const mac = o.mac === undefined ? randomMac() : parseMac(o.mac, 'options.mac');
   const mtu = o.mtu === undefined ? undefined : wholeNumber(o.mtu, 'options.mtu', 68, 65_535);
