@@ -11,6 +11,7 @@ import {
   countFlag,
   formatHelp,
   listFlag,
+  netFlag,
   type ParsedCommand,
   parseCommand,
   sizeFlag,
@@ -21,7 +22,6 @@ import { ConfigError, KvmkitError } from './errors.js';
 import { formatHostReport, hostReport } from './info-command.js';
 import { DEFAULT_CMDLINE } from './linux.js';
 import { cleanEnd, keepConsole, runCommand } from './run-command.js';
-import type { NetOptions } from './virtio/net.js';
 
 const MIB = 2 ** 20;
 
@@ -247,24 +247,6 @@ async function main(argv: string[]): Promise<number> {
       return 'error' in report.kvm ? 1 : 0;
     }
   }
-}
-
-/** A `--net` value: `tap=IFNAME[,mac=MAC]`. */
-function netFlag(value: string): NetOptions {
-  const fields = new Map<string, string>();
-  for (const item of value.split(',')) {
-    const [key = '', ...rest] = item.split('=');
-    if (!['tap', 'mac'].includes(key) || rest.length === 0 || fields.has(key)) {
-      throw new ConfigError('--net', `expected tap=IFNAME[,mac=MAC], got ${JSON.stringify(value)}`);
-    }
-    fields.set(key, rest.join('='));
-  }
-  const tap = fields.get('tap');
-  if (tap === undefined || tap === '') {
-    throw new ConfigError('--net', `expected tap=IFNAME[,mac=MAC], got ${JSON.stringify(value)}: name the TAP`);
-  }
-  const mac = fields.get('mac');
-  return mac === undefined ? { tap } : { tap, mac };
 }
 
 function writeIf(file: string | undefined, content: () => string): void {
