@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
-use virtio_queue::{DescriptorChain, Queue, QueueT};
+use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 
 pub use interrupt::Interrupt;
 
@@ -125,8 +125,8 @@ pub trait VirtioDevice: Send {
 ///
 /// # Errors
 ///
-/// The ring's error when the driver broke it (an avail index past the queue size, rings
-/// outside RAM); chains already handled are returned first.
+/// The ring's error when the driver broke it (an avail index more than the queue size
+/// ahead, rings outside RAM); chains already handled are returned first.
 pub fn drain_queue(
     queue: &mut Queue,
     mem: &Memory,
@@ -162,7 +162,9 @@ pub fn drain_queue_while<S: ?Sized>(
     let result = (|| loop {
         queue.disable_notification(mem)?;
         while ready(state) {
-            let Some(chain) = queue.pop_descriptor_chain(mem) else {
+            // Not `pop_descriptor_chain`, which hides a broken avail index as "nothing
+            // available" while `enable_notification` keeps saying there is: a loop forever.
+            let Some(chain) = queue.iter(mem)?.next() else {
                 break;
             };
             let head = chain.head_index();

@@ -598,6 +598,20 @@ mod tests {
         assert!(handle.send(&[0; 4]).is_err(), "a runt is refused");
     }
 
+    /// Found by the `virtio_net` fuzz target: an avail index more than a queue's size ahead
+    /// of the device made virtio-queue's `pop_descriptor_chain` return nothing while
+    /// `enable_notification` said more was available, and `drain_queue` looped forever on
+    /// the I/O thread.
+    #[test]
+    fn an_avail_index_too_far_ahead_breaks_the_device_instead_of_spinning() {
+        let mem = memory();
+        let (mut dev, handle, _rx, tx) = active(&mem);
+        mem.write_obj(100u16, tx.avail_addr().unchecked_add(2)).unwrap();
+        dev.process_queue(TX_QUEUE);
+        assert!(dev.active.is_none(), "the device gave its queues up");
+        assert_eq!(handle.counters().tx_frames, 0);
+    }
+
     #[test]
     fn without_receive_buffers_frames_queue_up_to_a_bound_then_drop() {
         let (_dev, handle) = Net::new(
