@@ -17,24 +17,10 @@
     .set RX_BUF, 0x210000
     .set QSIZE, 8
 
-.macro check cond, code
-    j\cond  1f
-    mov     $\code, %al
-    outb    %al, $0xf4
-    hlt
-1:
-.endm
-
     .code64
     .globl _start
 _start:
-    cli
-    set_gate idt, 0x40, handler
-    lidt    idt_ptr(%rip)
-    mov     $GSI, %edi
-    mov     $0x40, %esi
-    call    ioapic_route
-    sti
+    vio_irq_setup handler, GSI
 
     mov     $BASE, %rdi
     cmpl    $0x74726976, VIO_MAGIC(%rdi)
@@ -74,7 +60,7 @@ _start:
     xor     %r8d, %r8d
     call    vio_post
     mov     $1, %eax
-    call    wait_used
+    call    vio_sleep_used
     cmpl    $0, 0x208(%rdx)         # nothing written into a transmitted chain
     check e, 3
 
@@ -91,7 +77,7 @@ _start:
     xor     %r8d, %r8d
     call    vio_post
     mov     $1, %eax
-    call    wait_used
+    call    vio_sleep_used
     movl    0x208(%rdx), %ebx       # the bytes received
     test    %ebx, %ebx
     check nz, 4
@@ -111,36 +97,13 @@ _start:
     mov     $2, %r8w
     call    vio_post
     mov     $2, %eax
-    call    wait_used
+    call    vio_sleep_used
 
     mov     $0x55, %al
     outb    %al, $0xf4
     hlt
 
-# Waits until the used index of the ring area at RDX reaches EAX, sleeping in hlt between
-# looks (sti's one-instruction shadow lets no interrupt slip in between the look and hlt).
-wait_used:
-    mov     %eax, %r8d
-1:  cli
-    movzwl  0x202(%rdx), %eax
-    cmp     %r8d, %eax
-    je      2f
-    sti
-    hlt
-    jmp     1b
-2:  sti
-    ret
-
-handler:
-    push    %rax
-    push    %rdi
-    mov     $BASE, %rdi
-    movl    VIO_INT_STATUS(%rdi), %eax
-    movl    %eax, VIO_INT_ACK(%rdi)
-    call    lapic_eoi
-    pop     %rdi
-    pop     %rax
-    iretq
+    vio_ack_handler handler, BASE
 
     virtio_driver
 

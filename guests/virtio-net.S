@@ -23,24 +23,10 @@
     .set F_MAC, 1 << 5
     .set F_STATUS, 1 << 16
 
-.macro check cond, code
-    j\cond  1f
-    mov     $\code, %al
-    outb    %al, $0xf4
-    hlt
-1:
-.endm
-
     .code64
     .globl _start
 _start:
-    cli
-    set_gate idt, 0x40, handler
-    lidt    idt_ptr(%rip)
-    mov     $GSI, %edi
-    mov     $0x40, %esi
-    call    ioapic_route
-    sti
+    vio_irq_setup handler, GSI
 
     mov     $BASE, %rdi
     cmpl    $0x74726976, VIO_MAGIC(%rdi)
@@ -106,7 +92,7 @@ next_frame:
     mov     rx_used(%rip), %eax
     inc     %eax
     mov     $RX_RING, %rdx
-    call    wait_used
+    call    vio_sleep_used
     mov     rx_used(%rip), %eax
     incl    rx_used(%rip)
     and     $QSIZE - 1, %eax
@@ -176,7 +162,7 @@ transmit:
     call    vio_post
     incl    tx_used(%rip)
     mov     tx_used(%rip), %eax
-    call    wait_used
+    call    vio_sleep_used
     pop     %rdi
     ret
 
@@ -198,30 +184,7 @@ post_rx:
     pop     %rdi
     ret
 
-# Waits until the used index of the ring area at RDX reaches EAX, sleeping in hlt between
-# looks (sti's one-instruction shadow lets no interrupt slip in between the look and hlt).
-wait_used:
-    mov     %eax, %r8d
-1:  cli
-    movzwl  0x202(%rdx), %eax
-    cmp     %r8w, %ax
-    je      2f
-    sti
-    hlt
-    jmp     1b
-2:  sti
-    ret
-
-handler:
-    push    %rax
-    push    %rdi
-    mov     $BASE, %rdi
-    movl    VIO_INT_STATUS(%rdi), %eax
-    movl    %eax, VIO_INT_ACK(%rdi)
-    call    lapic_eoi
-    pop     %rdi
-    pop     %rax
-    iretq
+    vio_ack_handler handler, BASE
 
     virtio_driver
 

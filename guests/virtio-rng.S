@@ -19,24 +19,10 @@
     .set BUF, 0x210000
     .set QSIZE, 8
 
-.macro check cond, code
-    j\cond  1f
-    mov     $\code, %al
-    outb    %al, $0xf4
-    hlt
-1:
-.endm
-
     .code64
     .globl _start
 _start:
-    cli
-    set_gate idt, 0x40, handler
-    lidt    idt_ptr(%rip)
-    mov     $GSI, %edi
-    mov     $0x40, %esi
-    call    ioapic_route
-    sti
+    vio_irq_setup handler, GSI
 
     mov     $BASE, %rdi
     cmpl    $0x74726976, VIO_MAGIC(%rdi)

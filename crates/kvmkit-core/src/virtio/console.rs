@@ -13,15 +13,12 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex};
 
 use virtio_bindings::virtio_ids::VIRTIO_ID_CONSOLE;
-use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use crate::devices::output::ConsoleOutput;
 use crate::error::{Error, Result};
 use crate::sync::LockExt;
-use crate::virtio::{
-    Activation, Chain, Interrupt, Memory, VirtioDevice, drain_queue, drain_queue_while,
-};
+use crate::virtio::{Activation, Chain, VirtioDevice, drain_queue, drain_queue_while};
 
 /// The receive queue (host to guest).
 pub const RX_QUEUE: usize = 0;
@@ -59,17 +56,11 @@ impl Shared {
     }
 }
 
-struct Active {
-    mem: Memory,
-    queues: Vec<Queue>,
-    interrupt: Arc<Interrupt>,
-}
-
 /// The console device.
 pub struct VirtioConsole {
     shared: Arc<Shared>,
     wake: EventFd,
-    active: Option<Active>,
+    active: Option<Activation>,
 }
 
 impl std::fmt::Debug for VirtioConsole {
@@ -134,7 +125,10 @@ impl VirtioConsole {
         );
         drop(input);
         if let Err(e) = result {
-            self.fail(format!("virtio-console receive queue: {e}"));
+            Activation::fail(
+                &mut self.active,
+                format!("virtio-console receive queue: {e}"),
+            );
         }
     }
 
@@ -161,13 +155,10 @@ impl VirtioConsole {
             0
         });
         if let Err(e) = result {
-            self.fail(format!("virtio-console transmit queue: {e}"));
-        }
-    }
-
-    fn fail(&mut self, why: String) {
-        if let Some(active) = self.active.take() {
-            active.interrupt.fail(why);
+            Activation::fail(
+                &mut self.active,
+                format!("virtio-console transmit queue: {e}"),
+            );
         }
     }
 }
@@ -214,19 +205,7 @@ impl VirtioDevice for VirtioConsole {
     }
 
     fn activate(&mut self, activation: Activation) -> std::result::Result<(), String> {
-        let Activation {
-            mem,
-            queues,
-            interrupt,
-        } = activation;
-        if queues.len() != 2 || !queues.iter().all(QueueT::ready) {
-            return Err("virtio-console needs its receive and transmit queues".into());
-        }
-        self.active = Some(Active {
-            mem,
-            queues,
-            interrupt,
-        });
+        self.active = Some(activation.all_ready("virtio-console", 2)?);
         Ok(())
     }
 
@@ -292,6 +271,7 @@ impl VirtioConsoleHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::virtio::{Interrupt, Memory};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use virtio_queue::desc::{RawDescriptor, split::Descriptor};
     use virtio_queue::mock::MockSplitQueue;

@@ -52,6 +52,30 @@ pub struct Activation {
     pub interrupt: Arc<Interrupt>,
 }
 
+impl Activation {
+    /// Checks that the driver set up every one of the `count` queues of `device` (for a
+    /// device that cannot run with fewer).
+    ///
+    /// # Errors
+    ///
+    /// A message naming the device, for [`VirtioDevice::activate`] to return.
+    pub fn all_ready(self, device: &str, count: usize) -> Result<Self, String> {
+        if self.queues.len() == count && self.queues.iter().all(QueueT::ready) {
+            Ok(self)
+        } else {
+            Err(format!("{device} needs all its {count} queues set up"))
+        }
+    }
+
+    /// Reports the device broken because of `why` ([`Interrupt::fail`]) and gives its
+    /// queues up: what a device does with `active` when the driver broke a ring.
+    pub fn fail(active: &mut Option<Activation>, why: impl std::fmt::Display) {
+        if let Some(active) = active.take() {
+            active.interrupt.fail(why);
+        }
+    }
+}
+
 impl std::fmt::Debug for Activation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Activation")

@@ -22,13 +22,12 @@ use virtio_bindings::virtio_ids::VIRTIO_ID_NET;
 use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_MAC, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP,
 };
-use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use crate::error::{Error, Result};
 use crate::sync::LockExt;
 use crate::virtio::console::Notify;
-use crate::virtio::{Activation, Chain, Interrupt, Memory, VirtioDevice, drain_queue_while};
+use crate::virtio::{Activation, Chain, VirtioDevice, drain_queue_while};
 
 pub use tap::{Tap, TapError};
 
@@ -132,19 +131,13 @@ impl Shared {
     }
 }
 
-struct Active {
-    mem: Memory,
-    queues: Vec<Queue>,
-    interrupt: Arc<Interrupt>,
-}
-
 /// The network device.
 pub struct Net {
     config: NetConfig,
     backend: Backend,
     shared: Arc<Shared>,
     wake: EventFd,
-    active: Option<Active>,
+    active: Option<Activation>,
     /// A frame read from the TAP, reused.
     scratch: Vec<u8>,
 }
@@ -230,7 +223,7 @@ impl Net {
         );
         drop(frames);
         if let Err(e) = result {
-            self.fail(format!("virtio-net receive queue: {e}"));
+            Activation::fail(&mut self.active, format!("virtio-net receive queue: {e}"));
         }
     }
 
@@ -276,7 +269,7 @@ impl Net {
             notify();
         }
         if let Err(e) = result {
-            self.fail(format!("virtio-net transmit queue: {e}"));
+            Activation::fail(&mut self.active, format!("virtio-net transmit queue: {e}"));
         }
     }
 
@@ -290,12 +283,6 @@ impl Net {
                 break;
             };
             self.shared.push_rx(self.scratch[..n].to_vec());
-        }
-    }
-
-    fn fail(&mut self, why: String) {
-        if let Some(active) = self.active.take() {
-            active.interrupt.fail(why);
         }
     }
 }
@@ -370,19 +357,7 @@ impl VirtioDevice for Net {
     }
 
     fn activate(&mut self, activation: Activation) -> std::result::Result<(), String> {
-        let Activation {
-            mem,
-            queues,
-            interrupt,
-        } = activation;
-        if queues.len() != 2 || !queues.iter().all(QueueT::ready) {
-            return Err("virtio-net needs its receive and transmit queues".into());
-        }
-        self.active = Some(Active {
-            mem,
-            queues,
-            interrupt,
-        });
+        self.active = Some(activation.all_ready("virtio-net", 2)?);
         Ok(())
     }
 
@@ -479,6 +454,7 @@ impl NetHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::virtio::{Interrupt, Memory};
     use virtio_queue::desc::{RawDescriptor, split::Descriptor};
     use virtio_queue::mock::MockSplitQueue;
     use vm_memory::{Address, Bytes, GuestAddress};
@@ -606,7 +582,8 @@ mod tests {
     fn an_avail_index_too_far_ahead_breaks_the_device_instead_of_spinning() {
         let mem = memory();
         let (mut dev, handle, _rx, tx) = active(&mem);
-        mem.write_obj(100u16, tx.avail_addr().unchecked_add(2)).unwrap();
+        mem.write_obj(100u16, tx.avail_addr().unchecked_add(2))
+            .unwrap();
         dev.process_queue(TX_QUEUE);
         assert!(dev.active.is_none(), "the device gave its queues up");
         assert_eq!(handle.counters().tx_frames, 0);
