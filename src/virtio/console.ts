@@ -19,10 +19,15 @@ import type { NativeVirtioConsole } from '../native.js';
  *
  * @example
  * ```ts
- * const { vm } = createLinuxMachine({ kernel, virtioConsole: true, cmdline: `${DEFAULT_CMDLINE} console=hvc0` });
- * const hvc0 = vm.addVirtioConsole(); // or createLinuxMachine's `virtioConsole`
- * hvc0.output.pipe(process.stdout);
- * hvc0.input.write('uname -a\n');
+ * const { vm, virtioConsole } = createLinuxMachine({
+ *   kernel: 'vmlinuz',
+ *   initrd: 'initrd.img',
+ *   virtioConsole: true, // or vm.addVirtioConsole() on a machine of your own
+ *   cmdline: `${DEFAULT_CMDLINE} console=hvc0`,
+ * });
+ * virtioConsole?.output.pipe(process.stdout);
+ * virtioConsole?.input.write('uname -a\n');
+ * await vm.run();
  * ```
  */
 export class VirtioConsole extends ByteStreamDevice {

@@ -540,14 +540,15 @@ mod tests {
         let descs = [
             RawDescriptor::from(Descriptor::new(0x2_0000, HEADER_LEN as u32, 1, 1)),
             RawDescriptor::from(Descriptor::new(0x3_0000, 60, 0, 0)),
-            // Too short to hold a frame: dropped and counted.
+            // Too short to hold a frame, and too long for one: dropped and counted.
             RawDescriptor::from(Descriptor::new(0x4_0000, 20, 0, 0)),
+            RawDescriptor::from(Descriptor::new(0x5_0000, 70_000, 0, 0)),
         ];
         tx.build_multiple_desc_chains(&descs).unwrap();
         dev.process_queue(TX_QUEUE);
         assert_eq!(handle.take_frames(), vec![sent]);
         let counters = handle.counters();
-        assert_eq!((counters.tx_frames, counters.tx_dropped), (1, 1));
+        assert_eq!((counters.tx_frames, counters.tx_dropped), (1, 2));
     }
 
     #[test]
