@@ -9,6 +9,7 @@ import {
   type CommandSpec,
   closest,
   countFlag,
+  diskFlag,
   formatHelp,
   listFlag,
   netFlag,
@@ -67,11 +68,17 @@ const COMMANDS: Record<string, CommandSpec> = {
         help: 'enter a bzImage through its own decompressor (default: decompress\nit on the host, cached in $KVMKIT_CACHE_DIR or ~/.cache/kvmkit)',
       },
       rng: { type: 'boolean', help: 'a virtio entropy device (/dev/hwrng in the guest)' },
+      disk: {
+        type: 'string',
+        value: 'FILE[,ro]',
+        repeatable: true,
+        help: 'a virtio disk on a raw image (/dev/vda, then vdb… in order; repeat\nfor more); ,ro: read-only; ,overlay: writes go to a temporary\ncopy-on-write overlay and the image is never written',
+      },
       net: {
         type: 'string',
         value: 'tap=IFNAME',
-        help: 'a virtio network device on an existing TAP interface\n(ip tuntap add dev IFNAME mode tap user $USER); add\n,mac=02:00:00:00:00:01 to choose its MAC address',
-        multiple: true,
+        repeatable: true,
+        help: 'a virtio network device on an existing TAP interface (eth0, then\neth1… in order; repeat for more; make it with ip tuntap add dev\nIFNAME mode tap user $USER); ,mac=02:00:00:00:00:01 sets its MAC',
       },
       'virtio-console': {
         type: 'boolean',
@@ -234,6 +241,7 @@ async function main(argv: string[]): Promise<number> {
         ...(v['standard-bzimage'] === true ? { bzImage: 'standard' as const } : {}),
         devices: {
           rng: v.rng === true,
+          disks: (parsed.lists.disk ?? []).map(diskFlag),
           virtioConsole: v['virtio-console'] === true,
           net: (parsed.lists.net ?? []).map(netFlag),
         },

@@ -28,6 +28,7 @@ export type ErrorCode =
   | 'TAP_NOT_FOUND'
   | 'TAP_PERMISSION_DENIED'
   | 'TAP_FAILED'
+  | 'BAD_DISK'
   | 'NATIVE_BINDING_MISSING'
   | 'INTERNAL_PANIC'
   | MachineErrorCode;

@@ -21,6 +21,7 @@ export type GuestName =
   | 'smp'
   | 'spin'
   | 'unhandled'
+  | 'virtio-blk'
   | 'virtio-console'
   | 'virtio-net'
   | 'virtio-rng';

@@ -43,6 +43,7 @@ export {
   type AccessEvent,
   type BuiltinDevice,
   type DebugConsole,
+  type DeviceError,
   type FlatBinaryOptions,
   type IoEventFd,
   type IoEventFdOptions,
@@ -84,6 +85,16 @@ export {
   type VcpuSetup,
 } from './vcpu.js';
 export { VirtioConsole } from './virtio/console.js';
+export {
+  type BackendDiskOptions,
+  type BlockBackend,
+  type Disk,
+  type DiskCommonOptions,
+  type DiskOptions,
+  type FileDiskOptions,
+  type MemoryDiskOptions,
+  SECTOR_SIZE,
+} from './virtio/disk.js';
 export {
   createSwitch,
   type FramesNetOptions,

@@ -11,6 +11,7 @@ import type { Size } from './size.js';
 import { eachOf, object } from './validate.js';
 import { type CpuidMask, maskCpuid } from './vcpu.js';
 import type { VirtioConsole } from './virtio/console.js';
+import type { DiskOptions } from './virtio/disk.js';
 import type { NetDevice, NetOptions } from './virtio/net.js';
 
 /**
@@ -20,6 +21,8 @@ import type { NetDevice, NetOptions } from './virtio/net.js';
 export interface LinuxDevices {
   /** A virtio entropy device (`/dev/hwrng`), fed from the host's `getrandom(2)`. */
   rng?: boolean;
+  /** virtio-blk disks, `/dev/vda`, `/dev/vdb`… in this order (see {@link Machine.addDisk}). */
+  disks?: DiskOptions[];
   /**
    * A virtio console (`hvc0`), as {@link LinuxMachine.virtioConsole}. Add `console=hvc0` to
    * the command line to make it the kernel's console.
@@ -39,6 +42,9 @@ interface LinuxVirtioDevices {
 function addLinuxDevices(vm: Machine, devices: LinuxDevices): LinuxVirtioDevices {
   if (devices.rng === true) {
     vm.addRng();
+  }
+  for (const disk of devices.disks ?? []) {
+    vm.addDisk(disk);
   }
   const virtioConsole = devices.virtioConsole === true ? vm.addVirtioConsole() : undefined;
   if (devices.net !== undefined) {

@@ -23,6 +23,7 @@ import type { VcpuStats } from './stats.js';
 import { describe, deviceArgs, eachOf, object, oneOf, optionalText, string, text, wholeNumber } from './validate.js';
 import { type CpuMode, Vcpu } from './vcpu.js';
 import { VirtioConsole } from './virtio/console.js';
+import { addDisk, type Disk, type DiskOptions } from './virtio/disk.js';
 import { addNet, type NetDevice, type NetOptions } from './virtio/net.js';
 
 /** The lifecycle state of a {@link Machine}. */
@@ -56,8 +57,24 @@ export interface MachineEvents {
   paused: [];
   /** The vCPUs run again. */
   resumed: [];
+  /**
+   * A virtio device stopped working: the guest's driver broke one of its rings or gave it
+   * something it refuses (`message` says what). The device set `DEVICE_NEEDS_RESET` and
+   * serves nothing until the driver resets it; the run and the other devices go on.
+   */
+  'device-error': [error: DeviceError];
   /** The run ended. */
   end: [outcome: Outcome];
+}
+
+/** Why a virtio device stopped working (the {@link MachineEvents} `device-error` event). */
+export interface DeviceError {
+  /** The device: `virtio-rng`, `virtio-blk`, … */
+  readonly device: string;
+  /** Where its register window is. */
+  readonly base: number;
+  /** What the driver did. */
+  readonly message: string;
 }
 
 /** Where a kernel was loaded, and how vCPU 0 enters it. */
@@ -433,6 +450,28 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
   }
 
   /**
+   * Adds a virtio-blk disk: an image file, a `Uint8Array`, or a {@link BlockBackend} of your
+   * own. An image is served on the machine's I/O thread with `preadv`/`pwritev` (flush,
+   * discard and write-zeroes included), read-only if you say so, or under a copy-on-write
+   * overlay so many machines share one image; a memory disk or a backend is served by your
+   * code, with requests in batches and buffers as views of guest memory. Add disks before
+   * {@link loadLinux} so the ACPI tables name them (`/dev/vda`, `/dev/vdb`… in that order).
+   * Needs `irqchip: true`. A missing or unusable image throws `BAD_DISK`.
+   *
+   * @example
+   * ```ts
+   * const vm = Machine.create({ memory: '512M', irqchip: true });
+   * vm.addDisk({ path: 'debian.img', overlay: true }); // the image is never written
+   * vm.addDisk({ path: 'data.img', readOnly: true, serial: 'data' });
+   * const scratch = new Uint8Array(64 << 20);
+   * vm.addDisk({ data: scratch }); // the guest's writes land in `scratch`
+   * ```
+   */
+  addDisk(options: DiskOptions): Disk {
+    return addDisk(this.#native, this.memory, options);
+  }
+
+  /**
    * Adds a virtio console with one port (`hvc0` in a Linux guest: boot with `console=hvc0`
    * to make it the kernel's console), as Node streams; see {@link VirtioConsole}. Needs
    * `irqchip: true`; add it before {@link loadLinux} so the ACPI tables name it.
@@ -508,7 +547,7 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
   }
 
   /**
-   * A free interrupt line (5 to 23) that no built-in device and no {@link createIrqFd} has taken,
+   * A free interrupt line (5 to 23, never 8, the CMOS clock's) that no built-in or virtio device and no {@link createIrqFd} has taken,
    * for a device of yours to raise (raising it needs `irqchip`).
    */
   allocateIrq(): number {
@@ -678,6 +717,11 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
         break;
       case binding.EVENT_OUTPUT:
         this.#outputs.get(e.device)?.drain();
+        break;
+      case binding.EVENT_DEVICE_ERROR:
+        if (e.failure) {
+          this.emit('device-error', { device: e.failure.name, base: e.device, message: e.failure.message });
+        }
         break;
       case binding.EVENT_PAUSED:
         for (const w of this.#pauseWaiters.splice(0)) {

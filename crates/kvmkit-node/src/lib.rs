@@ -26,6 +26,7 @@ pub mod protocol;
 mod serial;
 mod vcpu;
 mod virtio;
+mod virtio_block;
 mod virtio_console;
 mod virtio_net;
 
@@ -42,6 +43,7 @@ pub use memory::NativeMemory;
 pub use serial::{NativeConsole, NativeSerial};
 pub use vcpu::NativeVcpu;
 pub use virtio::NativeVirtioInfo;
+pub use virtio_block::{NativeBlockRequest, NativeDisk, NativeDiskFile};
 pub use virtio_console::NativeVirtioConsole;
 pub use virtio_net::{NativeNet, NativeNetCounters};
 

@@ -9,6 +9,7 @@
 //! Queues come from rust-vmm's `virtio-queue`, which validates every ring index, descriptor
 //! and address a guest hands over.
 
+pub mod block;
 pub mod console;
 pub mod interrupt;
 pub mod mmio;
@@ -84,6 +85,46 @@ impl std::fmt::Debug for Activation {
     }
 }
 
+/// What a device with one queue holds between activation and reset.
+pub struct OneQueue {
+    /// Guest RAM.
+    pub mem: Memory,
+    /// The queue.
+    pub queue: Queue,
+    /// Interrupts to the driver.
+    pub interrupt: Arc<Interrupt>,
+}
+
+impl OneQueue {
+    /// Takes the one queue of `activation`.
+    ///
+    /// # Errors
+    ///
+    /// A message naming `device` if the activation holds no queue.
+    pub fn take(activation: Activation, device: &str) -> Result<Self, String> {
+        let Activation {
+            mem,
+            queues,
+            interrupt,
+        } = activation;
+        let queue = queues
+            .into_iter()
+            .next()
+            .ok_or_else(|| format!("{device} has one queue"))?;
+        Ok(OneQueue {
+            mem,
+            queue,
+            interrupt,
+        })
+    }
+}
+
+impl std::fmt::Debug for OneQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OneQueue").finish_non_exhaustive()
+    }
+}
+
 /// A virtio device model.
 ///
 /// The transport calls the register-side methods on a vCPU thread and the queue-side ones
@@ -142,6 +183,25 @@ pub trait VirtioDevice: Send {
     fn reset(&mut self);
 }
 
+/// The next chain the driver made available on `queue`, or `None` when there is none.
+///
+/// # Errors
+///
+/// The ring's error when the driver broke it (an available index more than the queue's size
+/// ahead): `pop_descriptor_chain` alone would answer `None` while the ring still shows work,
+/// and a loop waiting for the ring to drain would never end.
+pub fn next_chain<'m>(
+    queue: &mut Queue,
+    mem: &'m Memory,
+) -> Result<Option<Chain<'m>>, virtio_queue::Error> {
+    match queue.pop_descriptor_chain(mem) {
+        Some(chain) => Ok(Some(chain)),
+        None if !queue.ready() => Ok(None),
+        // Empty, or broken: `iter` tells which.
+        None => queue.iter(mem).map(|_| None),
+    }
+}
+
 /// Pops every chain available on `queue`, hands each to `handle` (which returns how many
 /// bytes it wrote into the chain's writable buffers), returns them to the driver, and
 /// interrupts it when the ring asks for it — the loop of virtio-queue's documentation, with
@@ -186,9 +246,7 @@ pub fn drain_queue_while<S: ?Sized>(
     let result = (|| loop {
         queue.disable_notification(mem)?;
         while ready(state) {
-            // Not `pop_descriptor_chain`, which hides a broken avail index as "nothing
-            // available" while `enable_notification` keeps saying there is: a loop forever.
-            let Some(chain) = queue.iter(mem)?.next() else {
+            let Some(chain) = next_chain(queue, mem)? else {
                 break;
             };
             let head = chain.head_index();

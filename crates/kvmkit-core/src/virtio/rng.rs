@@ -1,28 +1,21 @@
 //! virtio-rng: an entropy device whose one queue the host fills from `getrandom(2)`.
 
 use std::io::Write;
-use std::sync::Arc;
 
 use virtio_bindings::virtio_ids::VIRTIO_ID_RNG;
-use virtio_queue::Queue;
 
-use crate::virtio::{Activation, Interrupt, Memory, VirtioDevice, drain_queue};
+use crate::virtio::{Activation, OneQueue, VirtioDevice, drain_queue};
 
 /// Its one queue's size.
 pub const QUEUE_SIZE: u16 = 256;
-/// The most a single request is given (a driver asks for a page or less).
-const MAX_REQUEST: usize = 64 * 1024;
-
-struct Active {
-    mem: Memory,
-    queue: Queue,
-    interrupt: Arc<Interrupt>,
-}
+/// The most a single request is given: Linux asks for 64 bytes or less at a time, and a
+/// cap keeps a guest offering huge buffers from holding the I/O thread.
+const MAX_REQUEST: usize = 4096;
 
 /// The entropy device.
 #[derive(Default)]
 pub struct Rng {
-    active: Option<Active>,
+    active: Option<OneQueue>,
 }
 
 impl std::fmt::Debug for Rng {
@@ -74,20 +67,7 @@ impl VirtioDevice for Rng {
     }
 
     fn activate(&mut self, activation: Activation) -> Result<(), String> {
-        let Activation {
-            mem,
-            queues,
-            interrupt,
-        } = activation;
-        let queue = queues
-            .into_iter()
-            .next()
-            .ok_or("virtio-rng has one queue")?;
-        self.active = Some(Active {
-            mem,
-            queue,
-            interrupt,
-        });
+        self.active = Some(OneQueue::take(activation, "virtio-rng")?);
         Ok(())
     }
 
@@ -95,7 +75,7 @@ impl VirtioDevice for Rng {
         let Some(active) = self.active.as_mut() else {
             return;
         };
-        let mut random = vec![0u8; 4096];
+        let mut random = [0u8; MAX_REQUEST];
         let result = drain_queue(&mut active.queue, &active.mem, &active.interrupt, |chain| {
             let mem = chain.memory();
             let Ok(mut writer) = chain.clone().writer(mem) else {
