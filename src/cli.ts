@@ -23,6 +23,7 @@ import {
   diskFlag,
   formatHelp,
   listFlag,
+  netFlag,
   type ParsedCommand,
   parseCommand,
   sizeFlag,
@@ -84,6 +85,16 @@ const COMMANDS: Record<string, CommandSpec> = {
         value: 'FILE[,ro]',
         repeatable: true,
         help: 'a virtio disk on a raw image (/dev/vda, then vdb… in order; repeat\nfor more); ,ro: read-only; ,overlay: writes go to a temporary\ncopy-on-write overlay and the image is never written',
+      },
+      net: {
+        type: 'string',
+        value: 'tap=IFNAME',
+        repeatable: true,
+        help: 'a virtio network device on an existing TAP interface (eth0, then\neth1… in order; repeat for more; make it with ip tuntap add dev\nIFNAME mode tap user $USER); ,mac=02:00:00:00:00:01 sets its MAC',
+      },
+      'virtio-console': {
+        type: 'boolean',
+        help: 'a virtio console (hvc0): its output is shown with COM1\'s and\nthe terminal types into it (boot with --append "... console=hvc0")',
       },
       vsock: {
         type: 'string',
@@ -272,6 +283,8 @@ async function main(argv: string[]): Promise<number> {
         devices: {
           rng: v.rng === true,
           disks: (parsed.lists.disk ?? []).map(diskFlag),
+          virtioConsole: v['virtio-console'] === true,
+          net: (parsed.lists.net ?? []).map(netFlag),
           ...vsockFlag(v.vsock, '--vsock'),
         },
       });

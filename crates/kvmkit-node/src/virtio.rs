@@ -34,6 +34,12 @@ impl NativeVirtioInfo {
     }
 }
 
+/// The device number under which a virtio device at `base` announces its output (the
+/// `device` of an output event: MMIO windows sit below 4 GiB, above every port number).
+pub(crate) fn announced_as(base: u64) -> u32 {
+    u32::try_from(base).unwrap_or(u32::MAX)
+}
+
 #[napi]
 impl NativeMachine {
     /// Adds a virtio entropy device (virtio-rng) fed from the host's `getrandom`.

@@ -6,13 +6,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use virtio_bindings::virtio_ids::VIRTIO_ID_VSOCK;
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use virtio_queue::{QueueOwnedT, QueueT};
 
 use super::host::{Shared, VsockHost};
 use super::muxer::Muxer;
 use super::packet::{RxPacket, read_tx};
 use crate::error::{Error, Result};
-use crate::virtio::{Activation, Interrupt, Memory, VirtioDevice, drain_queue, next_chain};
+use crate::virtio::{Activation, VirtioDevice, drain_queue, next_chain};
 
 /// Each queue's size.
 pub const QUEUE_SIZE: u16 = 256;
@@ -24,18 +24,12 @@ const EVENT_TRANSPORT_RESET: u32 = 0;
 /// The largest CID a guest may have: Linux keeps CIDs in 32 bits and `u32::MAX` means any.
 const MAX_CID: u64 = u32::MAX as u64 - 1;
 
-struct Active {
-    mem: Memory,
-    queues: Vec<Queue>,
-    interrupt: Arc<Interrupt>,
-}
-
 /// The vsock device of a guest with context ID `cid`.
 pub struct Vsock {
     cid: u64,
     muxer: Muxer,
     host: VsockHost,
-    active: Option<Active>,
+    active: Option<Activation>,
 }
 
 impl std::fmt::Debug for Vsock {
@@ -83,19 +77,12 @@ impl Vsock {
     }
 
     /// Runs `work` on the active queues; a ring the driver broke fails the device.
-    fn serve(
-        &mut self,
-        what: &str,
-        work: impl FnOnce(&mut Active, &mut Muxer) -> std::result::Result<(), virtio_queue::Error>,
-    ) {
+    fn serve(&mut self, what: &str, work: impl FnOnce(&mut Activation, &mut Muxer) -> QueueResult) {
         let Some(active) = self.active.as_mut() else {
             return;
         };
         if let Err(e) = work(active, &mut self.muxer) {
-            active
-                .interrupt
-                .fail(format!("virtio-vsock {what} queue: {e}"));
-            self.active = None;
+            Activation::fail(&mut self.active, format!("virtio-vsock {what} queue: {e}"));
             self.muxer.set_active(false);
         }
     }
@@ -103,91 +90,92 @@ impl Vsock {
 
 type QueueResult = std::result::Result<(), virtio_queue::Error>;
 
-impl Active {
-    /// Hands the guest's packets to the muxer.
-    fn process_tx(&mut self, muxer: &mut Muxer) -> QueueResult {
-        let Active {
-            mem,
-            queues,
-            interrupt,
-        } = self;
-        drain_queue(&mut queues[TX], mem, interrupt, |mut chain| {
-            // A chain that is not a packet is returned unread.
-            if let Ok(pkt) = read_tx(mem, &mut chain) {
-                muxer.send(&pkt);
-            }
-            0
-        })
-    }
+/// Hands the guest's packets to the muxer.
+fn process_tx(active: &mut Activation, muxer: &mut Muxer) -> QueueResult {
+    let Activation {
+        mem,
+        queues,
+        interrupt,
+    } = active;
+    drain_queue(&mut queues[TX], mem, interrupt, |mut chain| {
+        // A chain that is not a packet is returned unread.
+        if let Ok(pkt) = read_tx(mem, &mut chain) {
+            muxer.send(&pkt);
+        }
+        0
+    })
+}
 
-    /// Fills RX buffers with what the muxer owes the guest, as long as both last.
-    fn process_rx(&mut self, muxer: &mut Muxer) -> QueueResult {
-        let Active {
-            mem,
-            queues,
-            interrupt,
-        } = self;
-        let queue = &mut queues[RX];
-        let mut used = false;
-        loop {
-            queue.disable_notification(mem)?;
-            let mut stalled = false;
-            while muxer.has_rx() {
-                let Some(mut chain) = next_chain(queue, mem)? else {
-                    break;
-                };
-                let head = chain.head_index();
-                let len = match RxPacket::new(mem, &mut chain) {
-                    Ok(mut rx) => muxer.fill_rx(&mut rx),
-                    // A buffer that cannot hold a packet is returned empty.
-                    Err(_) => Some(0),
-                };
-                let Some(len) = len else {
-                    queue.go_to_previous_position();
-                    stalled = true;
-                    break;
-                };
-                queue.add_used(mem, head, len)?;
-                used = true;
-            }
-            if stalled || !muxer.has_rx() || !queue.enable_notification(mem)? {
+/// Fills RX buffers with what the muxer owes the guest, as long as both last. Not
+/// `drain_queue_while`: the muxer may find out only once it holds a buffer that it has
+/// nothing to put in it after all (a socket that said readable and is not), and the buffer
+/// then goes back to the ring rather than to the driver empty.
+fn process_rx(active: &mut Activation, muxer: &mut Muxer) -> QueueResult {
+    let Activation {
+        mem,
+        queues,
+        interrupt,
+    } = active;
+    let queue = &mut queues[RX];
+    let mut used = false;
+    loop {
+        queue.disable_notification(mem)?;
+        let mut stalled = false;
+        while muxer.has_rx() {
+            let Some(mut chain) = next_chain(queue, mem)? else {
                 break;
-            }
+            };
+            let head = chain.head_index();
+            let len = match RxPacket::new(mem, &mut chain) {
+                Ok(mut rx) => muxer.fill_rx(&mut rx),
+                // A buffer that cannot hold a packet is returned empty.
+                Err(_) => Some(0),
+            };
+            let Some(len) = len else {
+                queue.go_to_previous_position();
+                stalled = true;
+                break;
+            };
+            queue.add_used(mem, head, len)?;
+            used = true;
         }
-        if used && queue.needs_notification(mem)? {
-            interrupt.signal_used();
+        if stalled || !muxer.has_rx() || !queue.enable_notification(mem)? {
+            break;
         }
-        Ok(())
     }
+    if used && queue.needs_notification(mem)? {
+        interrupt.signal_used();
+    }
+    Ok(())
+}
 
-    /// Sends a transport reset event if one is owed and the driver posted a buffer for it.
-    fn process_event(&mut self, muxer: &mut Muxer) -> QueueResult {
-        if !muxer.transport_reset_owed() {
-            return Ok(());
-        }
-        let Active {
-            mem,
-            queues,
-            interrupt,
-        } = self;
-        let queue = &mut queues[EVENT];
-        // Without an event buffer, it waits for the driver to post one.
-        let Some(chain) = next_chain(queue, mem)? else {
-            return Ok(());
-        };
-        muxer.transport_reset_sent();
-        let head = chain.head_index();
-        let written = chain
-            .writer(mem)
-            .ok()
-            .and_then(|mut w| w.write_obj(EVENT_TRANSPORT_RESET.to_le()).ok())
-            .map_or(0, |()| 4);
-        queue.add_used(mem, head, written)?;
-        if queue.needs_notification(mem)? {
-            interrupt.signal_used();
-        }
-        Ok(())
+/// Sends a transport reset event if one is owed and the driver posted a buffer for it.
+fn process_event(active: &mut Activation, muxer: &mut Muxer) -> QueueResult {
+    if !muxer.transport_reset_owed() {
+        return Ok(());
     }
+    let Activation {
+        mem,
+        queues,
+        interrupt,
+    } = active;
+    let queue = &mut queues[EVENT];
+    // Without an event buffer, it waits for the driver to post one.
+    let Some(chain) = next_chain(queue, mem)? else {
+        return Ok(());
+    };
+    muxer.transport_reset_sent();
+    let head = chain.head_index();
+    let written = chain
+        .writer(mem)
+        .ok()
+        .and_then(|mut w| w.write_obj(EVENT_TRANSPORT_RESET.to_le()).ok())
+        .map_or(0, |()| 4);
+    queue.add_used(mem, head, written)?;
+    if queue.needs_notification(mem)? {
+        interrupt.signal_used();
+    }
+    Ok(())
 }
 
 impl VirtioDevice for Vsock {
@@ -218,30 +206,18 @@ impl VirtioDevice for Vsock {
     }
 
     fn activate(&mut self, activation: Activation) -> std::result::Result<(), String> {
-        let Activation {
-            mem,
-            queues,
-            interrupt,
-        } = activation;
-        if queues.len() != 3 {
-            return Err("virtio-vsock has three queues".into());
-        }
-        self.active = Some(Active {
-            mem,
-            queues,
-            interrupt,
-        });
+        self.active = Some(activation.all_ready("virtio-vsock", 3)?);
         self.muxer.set_active(true);
         Ok(())
     }
 
     fn process_queue(&mut self, index: usize) {
         match index {
-            TX => self.serve("TX", Active::process_tx),
-            EVENT => self.serve("event", Active::process_event),
+            TX => self.serve("TX", process_tx),
+            EVENT => self.serve("event", process_event),
             _ => {}
         }
-        self.serve("RX", Active::process_rx);
+        self.serve("RX", process_rx);
     }
 
     fn backend_fds(&self) -> Vec<RawFd> {
@@ -250,8 +226,8 @@ impl VirtioDevice for Vsock {
 
     fn process_backend(&mut self, _index: usize) {
         self.muxer.process_host();
-        self.serve("RX", Active::process_rx);
-        self.serve("event", Active::process_event);
+        self.serve("RX", process_rx);
+        self.serve("event", process_event);
     }
 
     fn reset(&mut self) {
