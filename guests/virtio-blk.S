@@ -55,8 +55,7 @@
 _start:
     cli
     mov     $DISK_A, %rdi
-    cmpl    $2, VIO_DEVICE_ID(%rdi)
-    check   e, 1
+    vio_identify 2
     movl    $0, VIO_FEATURES_SEL(%rdi)
     movl    VIO_FEATURES(%rdi), %eax
     test    $F_FLUSH, %eax
@@ -67,10 +66,7 @@ _start:
     check   nz, 2
     test    $F_RO, %eax
     check   z, 2
-    mov     $VIO_F_VERSION_1 | F_FLUSH, %rsi
-    call    vio_setup
-    test    $VIO_S_FEATURES_OK, %eax
-    check   nz, 3
+    vio_negotiate VIO_F_VERSION_1 | F_FLUSH, 3
     xor     %esi, %esi
     mov     $RING_A, %rdx
     mov     $QSIZE, %ecx
@@ -182,10 +178,7 @@ _start:
     xor     %r8d, %r8d
     call    vio_post
     movl    $0, VIO_STATUS(%rdi)
-    mov     $VIO_F_VERSION_1, %rsi
-    call    vio_setup
-    test    $VIO_S_FEATURES_OK, %eax
-    check   nz, 17
+    vio_negotiate VIO_F_VERSION_1, 17
     xor     %esi, %esi
     mov     $RING_A, %rdx
     mov     $QSIZE, %ecx
@@ -204,10 +197,7 @@ _start:
     movl    $0, VIO_FEATURES_SEL(%rdi)
     testl   $F_RO, VIO_FEATURES(%rdi)
     check   nz, 14
-    mov     $VIO_F_VERSION_1 | F_RO, %rsi
-    call    vio_setup
-    test    $VIO_S_FEATURES_OK, %eax
-    check   nz, 14
+    vio_negotiate VIO_F_VERSION_1 | F_RO, 14
     xor     %esi, %esi
     mov     $RING_B, %rdx
     mov     $QSIZE, %ecx

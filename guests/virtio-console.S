@@ -23,14 +23,8 @@ _start:
     vio_irq_setup handler, GSI
 
     mov     $BASE, %rdi
-    cmpl    $0x74726976, VIO_MAGIC(%rdi)
-    check e, 1
-    cmpl    $3, VIO_DEVICE_ID(%rdi)
-    check e, 1
-    mov     $VIO_F_VERSION_1, %rsi
-    call    vio_setup
-    test    $VIO_S_FEATURES_OK, %eax
-    check nz, 2
+    vio_identify 3
+    vio_negotiate VIO_F_VERSION_1
     xor     %esi, %esi
     mov     $RX_RING, %rdx
     mov     $QSIZE, %ecx

@@ -29,14 +29,8 @@ _start:
     vio_irq_setup handler, GSI
 
     mov     $BASE, %rdi
-    cmpl    $0x74726976, VIO_MAGIC(%rdi)
-    check e, 1
-    cmpl    $1, VIO_DEVICE_ID(%rdi)
-    check e, 1
-    mov     $VIO_F_VERSION_1 | F_MAC | F_STATUS, %rsi
-    call    vio_setup
-    test    $VIO_S_FEATURES_OK, %eax
-    check nz, 2
+    vio_identify 1
+    vio_negotiate VIO_F_VERSION_1 | F_MAC | F_STATUS
     testw   $1, VIO_CONFIG + 6(%rdi)   # VIRTIO_NET_S_LINK_UP
     check nz, 3
     # The MAC address, a byte at a time as the configuration space allows.

@@ -25,12 +25,7 @@ _start:
     vio_irq_setup handler, GSI
 
     mov     $BASE, %rdi
-    cmpl    $0x74726976, VIO_MAGIC(%rdi)
-    check e, 1
-    cmpl    $2, VIO_VERSION(%rdi)
-    check e, 1
-    cmpl    $4, VIO_DEVICE_ID(%rdi)
-    check e, 1
+    vio_identify 4
 
     # Feature bit 0 was never offered: FEATURES_OK is refused.
     mov     $VIO_F_VERSION_1 | 1, %rsi

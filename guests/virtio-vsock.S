@@ -46,19 +46,13 @@
 _start:
     cli
     mov     $BASE, %rdi
-    cmpl    $0x74726976, VIO_MAGIC(%rdi)
-    check e, 1
-    cmpl    $19, VIO_DEVICE_ID(%rdi)
-    check e, 1
+    vio_identify 19
     cmpl    $3, VIO_CONFIG(%rdi)    # guest_cid, 64 bits
     check e, 1
     cmpl    $0, VIO_CONFIG+4(%rdi)
     check e, 1
 
-    mov     $VIO_F_VERSION_1, %rsi
-    call    vio_setup
-    test    $VIO_S_FEATURES_OK, %eax
-    check nz, 2
+    vio_negotiate VIO_F_VERSION_1
     xor     %esi, %esi
     mov     $RXQ, %rdx
     mov     $QSIZE, %ecx
