@@ -122,6 +122,8 @@ export declare class NativeMachine {
    * returns the handle those calls take.
    */
   startInline(onEvent: (arg: NativeEvent) => void): ExternalObject<InlineRun>
+  /** Adds a virtio entropy device (virtio-rng) fed from the host's `getrandom`. */
+  addRng(): NativeVirtioInfo
 }
 
 /**
@@ -501,6 +503,16 @@ export interface NativeStats {
   p999Ns: number
   /** The non-empty histogram buckets. */
   buckets: Array<LatencyBucket>
+}
+
+/** Where a virtio device was attached. */
+export interface NativeVirtioInfo {
+  name: string
+  space: 'mmio'
+  base: number
+  length: number
+  /** Its interrupt line (GSI). */
+  irq: number
 }
 
 /** Non-maskable interrupt state. */

@@ -65,6 +65,7 @@ const COMMANDS: Record<string, CommandSpec> = {
         type: 'boolean',
         help: 'enter a bzImage through its own decompressor (default: decompress\nit on the host, cached in $KVMKIT_CACHE_DIR or ~/.cache/kvmkit)',
       },
+      rng: { type: 'boolean', help: 'a virtio entropy device (/dev/hwrng in the guest)' },
     },
     notes: 'Exits 0 when the guest powers off, resets or is quit; 1 with the reason otherwise.',
   },
@@ -220,6 +221,7 @@ async function main(argv: string[]): Promise<number> {
         memory: sizeFlag(v.memory, '--memory', 512 * MIB),
         cpus: countFlag(v.cpus, '--cpus', 1),
         ...(v['standard-bzimage'] === true ? { bzImage: 'standard' as const } : {}),
+        devices: { rng: v.rng === true },
       });
       process.stderr.write(`\nkvmkit: ${describeOutcome(outcome)}\n`);
       return cleanEnd(outcome) ? 0 : 1;

@@ -20,7 +20,8 @@ export type GuestName =
   | 'serial'
   | 'smp'
   | 'spin'
-  | 'unhandled';
+  | 'unhandled'
+  | 'virtio-rng';
 
 /** Where each bundled guest is loaded, and the mode it starts in. */
 export const GUEST_LAYOUT = {

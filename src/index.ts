@@ -31,6 +31,7 @@ export {
   cpuidMasksForHost,
   createLinuxMachine,
   DEFAULT_CMDLINE,
+  type LinuxDevices,
   type LinuxMachine,
   type LinuxOptions,
   SOFTWARE_KVM_CPUID_MASKS,
@@ -54,6 +55,7 @@ export {
   type ModulePlacement,
   type MultibootModule,
   stopMachine,
+  type VirtioDeviceInfo,
 } from './machine.js';
 export { GuestMemory, type RamRegion } from './memory.js';
 export type { Outcome } from './outcome.js';

@@ -10,8 +10,24 @@ import type { SerialPort } from './serial.js';
 import type { Size } from './size.js';
 import { type CpuidMask, maskCpuid } from './vcpu.js';
 
+/**
+ * The virtio devices of a Linux machine. They are added before the kernel is loaded, so
+ * the ACPI tables name them (`LNRO0005`) and Debian's `virtio_mmio` module finds them.
+ */
+export interface LinuxDevices {
+  /** A virtio entropy device (`/dev/hwrng`), fed from the host's `getrandom(2)`. */
+  rng?: boolean;
+}
+
+/** Adds the virtio devices `devices` asks for to `vm`. */
+function addLinuxDevices(vm: Machine, devices: LinuxDevices): void {
+  if (devices.rng === true) {
+    vm.addRng();
+  }
+}
+
 /** What to boot, and on what. */
-export interface LinuxOptions extends LoadLinuxOptions {
+export interface LinuxOptions extends LoadLinuxOptions, LinuxDevices {
   /**
    * The kernel: an ELF `vmlinux` (PVH entry used where it has one) or a bzImage (by
    * default decompressed on the host and cached: see {@link LoadLinuxOptions}).
@@ -86,8 +102,9 @@ export interface LinuxMachine {
 
 /**
  * Creates a machine for Linux: in-kernel interrupt controllers and PIT, COM1 (16550A, IRQ 4),
- * the i8042 (its reset ends the run with `reset`), the CMOS clock, ACPI tables (an ACPI
- * power-off ends the run with `shutdown`) and an MP table, and the kernel loaded.
+ * the i8042 (its reset ends the run with `reset`), the CMOS clock, the virtio devices asked
+ * for ({@link LinuxDevices}), ACPI tables (an ACPI power-off ends the run with `shutdown`)
+ * and an MP table, and the kernel loaded.
  * Ports nothing claims read as all-ones, as on a PC's empty bus.
  * @example
  * ```ts
@@ -107,6 +124,7 @@ export function createLinuxMachine(options: LinuxOptions): LinuxMachine {
     const console = vm.addSerial();
     vm.addI8042();
     vm.addRtc();
+    addLinuxDevices(vm, options);
     const masks = options.cpuidMasks ?? cpuidMasksForHost();
     for (const vcpu of vm.vcpus) {
       vcpu.setCpuid(maskCpuid(vcpu.cpuid(), masks));

@@ -177,6 +177,15 @@ export interface BuiltinDevice {
   readonly length: number;
 }
 
+/** Where a virtio device sits: its virtio-mmio register window and its interrupt line. */
+export interface VirtioDeviceInfo extends BuiltinDevice {
+  /** `virtio-rng`, `virtio-blk`, … */
+  readonly name: string;
+  readonly space: 'mmio';
+  /** Its interrupt line (GSI), edge-triggered. */
+  readonly irq: number;
+}
+
 /** The built-in debug console (Bochs/QEMU `-debugcon` style), answered in Rust. */
 export interface DebugConsole {
   /** The port it listens on. */
@@ -401,6 +410,23 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
   /** Adds the i8042 keyboard controller at 0x60–0x64 (Rust): its reset command ends the run with a `reset` outcome. */
   addI8042(): BuiltinDevice {
     return this.#builtin({ kind: 'i8042' });
+  }
+
+  /**
+   * Adds a virtio entropy device (virtio-rng, `/dev/hwrng` in a Linux guest) fed from the
+   * host's `getrandom(2)`. Like every virtio device it sits on the virtio-mmio transport, in
+   * a page of the 32-bit MMIO hole with its own interrupt line, is served on the machine's
+   * I/O thread (never on a vCPU thread or Node's event loop), and is described to a Linux
+   * guest in the ACPI tables if added before {@link loadLinux}. Needs `irqchip: true`.
+   *
+   * @example
+   * ```ts
+   * const vm = Machine.create({ memory: '256M', irqchip: true });
+   * const rng = vm.addRng(); // { name: 'virtio-rng', base: 0xc0000000, irq: 5, … }
+   * ```
+   */
+  addRng(): VirtioDeviceInfo {
+    return callNative(() => this.#native.addRng());
   }
 
   /** Adds the CMOS real-time clock at 0x70–0x71 (Rust), reading the host's time. */

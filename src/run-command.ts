@@ -7,7 +7,7 @@ import type { Readable } from 'node:stream';
 import { ConfigError } from './errors.js';
 import { hardwareVirtualization } from './hardware.js';
 import { kvmInfo } from './kvm.js';
-import { createLinuxMachine, DEFAULT_CMDLINE, type LinuxMachine } from './linux.js';
+import { createLinuxMachine, DEFAULT_CMDLINE, type LinuxDevices, type LinuxMachine } from './linux.js';
 import type { Outcome } from './outcome.js';
 import { formatSize } from './size.js';
 
@@ -28,6 +28,8 @@ export interface RunCommandOptions {
   readonly cpus?: number;
   /** How a bzImage is entered (default: decompressed on the host). */
   readonly bzImage?: 'decompress' | 'standard';
+  /** The virtio devices (none by default). */
+  readonly devices?: LinuxDevices;
   /** Where the banner and the progress while the guest is silent go (default stderr). */
   readonly status?: NodeJS.WritableStream & { isTTY?: boolean };
 }
@@ -110,6 +112,7 @@ export async function runCommand(options: RunCommandOptions): Promise<Outcome> {
     memory,
     vcpus: cpus,
     ...(options.bzImage === undefined ? {} : { bzImage: options.bzImage }),
+    ...options.devices,
   });
   const { vm, console } = linux;
   status.write(banner(options, linux, memory));

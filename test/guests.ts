@@ -20,6 +20,7 @@ const MODES: Record<Exclude<GuestName, 'bench'>, 'real' | 'long'> = {
   smp: 'long',
   spin: 'real',
   unhandled: 'real',
+  'virtio-rng': 'long',
 };
 
 /** A machine with `guest` loaded and every vCPU set up to run it. */

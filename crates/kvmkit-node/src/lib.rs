@@ -24,6 +24,7 @@ mod memory;
 pub mod protocol;
 mod serial;
 mod vcpu;
+mod virtio;
 
 pub use convert::Registers;
 pub use devices::{COM1_IRQ, COM1_PORT, DEBUG_CONSOLE_PORT, DEBUG_EXIT_PORT};
@@ -37,6 +38,7 @@ pub use machine::{NativeMachine, stop_machine};
 pub use memory::NativeMemory;
 pub use serial::{NativeConsole, NativeSerial};
 pub use vcpu::NativeVcpu;
+pub use virtio::NativeVirtioInfo;
 
 use napi_derive::napi;
 

@@ -171,16 +171,16 @@ impl MmioTransport {
         match offset {
             reg::VIRTIO_MMIO_DEVICE_FEATURES_SEL => self.device_features_sel = value,
             reg::VIRTIO_MMIO_DRIVER_FEATURES_SEL => self.driver_features_sel = value,
-            reg::VIRTIO_MMIO_DRIVER_FEATURES => {
-                if self.has_status(VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_FEATURES_OK) {
-                    let shift = match self.driver_features_sel {
-                        0 => 0,
-                        1 => 32,
-                        _ => return,
-                    };
-                    self.driver_features &= !(0xffff_ffff_u64 << shift);
-                    self.driver_features |= u64::from(value) << shift;
-                }
+            reg::VIRTIO_MMIO_DRIVER_FEATURES
+                if self.has_status(VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_FEATURES_OK) =>
+            {
+                let shift = match self.driver_features_sel {
+                    0 => 0,
+                    1 => 32,
+                    _ => return,
+                };
+                self.driver_features &= !(0xffff_ffff_u64 << shift);
+                self.driver_features |= u64::from(value) << shift;
             }
             reg::VIRTIO_MMIO_QUEUE_SEL => self.queue_sel = value,
             reg::VIRTIO_MMIO_QUEUE_NUM if queue_setup => self.set_queue_size(value),
@@ -357,7 +357,7 @@ impl BusDevice for MmioTransport {
         if offset >= CONFIG_OFFSET {
             let slot = self.slot.lock_or_recover();
             slot.device.read_config(offset - CONFIG_OFFSET, data);
-        } else if data.len() == 4 && offset % 4 == 0 {
+        } else if data.len() == 4 && offset.is_multiple_of(4) {
             let value = self.read_register(offset as u32);
             data.copy_from_slice(&value.to_le_bytes());
         }
