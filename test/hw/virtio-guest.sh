@@ -33,8 +33,8 @@ echo "KVMKIT-VIRTIO-DEVICES${devices:- none}"
 
 # Block: the disk with an ext4 file system is mounted read-only and its hello.txt read; the
 # other disk gets a line written 4 KiB into it, which the host reads after the power-off.
-disks=$(cd /sys/block && ls -d vd* 2>/dev/null | tr '\n' ' ')
-if [ -z "$disks" ]; then
+disks=$(cd /sys/block && echo vd*)
+if [ "$disks" = "vd*" ]; then
   echo "KVMKIT-DISKS absent"
 else
   echo "KVMKIT-DISKS ok $disks"

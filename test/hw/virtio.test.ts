@@ -1,0 +1,199 @@
+/**
+ * Debian's kernel with kvmkit's virtio devices, on hardware virtualization: the test
+ * initramfs (scripts/fixtures.sh) loads Debian's virtio modules and, with
+ * `kvmkit.test=virtio`, runs test/hw/virtio-guest.sh, which exercises each device it finds
+ * and prints a `KVMKIT-<STEP>` line per step. The host side checks those lines and what the
+ * guest left behind (a disk written, a console shell's output, pings answered).
+ *
+ * Each test is driven by the devices kvmkit has: issue 11's devices land one by one, and a
+ * test whose device has not landed yet is registered as skipped with "pending: <why>" in
+ * its name, never dropped silently.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Readable, Writable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type LinuxDevices, Machine } from '../../src/index.js';
+import { initramfs, type RunningLinux, startLinux, vmlinuz } from '../boot/debian.js';
+import { describeHw } from './hardware.js';
+
+/** Whether `Machine` has this device's method yet (issue 11 lands its devices one by one). */
+const landed = (method: string) =>
+  typeof (Machine.prototype as unknown as Record<string, unknown>)[method] === 'function';
+const has = {
+  disks: landed('addDisk'),
+  virtioConsole: landed('addVirtioConsole'),
+  net: landed('addNet'),
+  vsock: landed('addVsock'),
+};
+
+/**
+ * The createLinuxMachine options and results of the devices still landing, as issue 11 and
+ * the virtio brief name them; only used once their `Machine` method exists.
+ */
+interface PendingDevices {
+  disks?: ({ path: string; readOnly?: boolean } | { data: Uint8Array; readOnly?: boolean })[];
+  virtioConsole?: boolean;
+  net?: { frames: (frame: Uint8Array) => void; mac?: string }[];
+  vsock?: { cid: number };
+}
+interface PendingHandles {
+  virtioConsole?: { input: Writable; output: Readable };
+  net?: { send(frame: Uint8Array): void }[];
+}
+
+/** `it`, or, while `ready` is false, a skipped test named with why it is pending. */
+function itOnce(ready: boolean, name: string, pending: string, test: () => Promise<void> | void): void {
+  if (ready) {
+    it(name, test);
+  } else {
+    it.skip(`${name} (pending: ${pending})`, test);
+  }
+}
+
+const cmdline = 'console=ttyS0 panic=-1 kvmkit.test=virtio';
+
+/** The value after `KVMKIT-<step> ` on the guest's console, or undefined if it did not print the step. */
+function marker(log: string, step: string): string | undefined {
+  return log.match(new RegExp(`^KVMKIT-${step} (.*?)\\r?$`, 'm'))?.[1];
+}
+
+describeHw("Debian's virtio drivers on kvmkit's devices", () => {
+  describe('one guest with every device kvmkit has', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kvmkit-virtio-'));
+    const data = join(dir, 'data.img');
+    const scratch = join(dir, 'scratch.img');
+    const token = `kvmkit-${Math.random().toString(36).slice(2)}`;
+    let guest: RunningLinux & PendingHandles;
+    let log = '';
+
+    beforeAll(async () => {
+      // An ext4 image made from a directory, without mounting (e2fsprogs' mke2fs -d).
+      mkdirSync(join(dir, 'files'));
+      writeFileSync(join(dir, 'files', 'hello.txt'), `${token}\n`);
+      execFileSync('mke2fs', ['-q', '-F', '-t', 'ext4', '-d', join(dir, 'files'), data, '16M'], {
+        env: { ...process.env, PATH: `${process.env.PATH}:/usr/sbin:/sbin` },
+      });
+      writeFileSync(scratch, Buffer.alloc(1 << 20));
+      const devices: LinuxDevices & PendingDevices = { rng: true };
+      if (has.disks) {
+        devices.disks = [{ path: data, readOnly: true }, { path: scratch }];
+      }
+      if (has.virtioConsole) {
+        devices.virtioConsole = true;
+      }
+      if (has.vsock) {
+        devices.vsock = { cid: 3 };
+      }
+      // The guest waits for a line on its serial console before it powers off (kvmkit.wait).
+      guest = startLinux({ kernel: vmlinuz, initrd: initramfs, cmdline: `${cmdline} kvmkit.wait`, ...devices });
+      await guest.waitFor(/^KVMKIT-VIRTIO-DONE/m, 300);
+      log = guest.log();
+    }, 330_000);
+
+    afterAll(async () => {
+      await guest?.close();
+      rmSync(dir, { recursive: true, force: true });
+    });
+
+    it('loads the virtio modules in order and binds a driver to each device', () => {
+      expect(log).not.toMatch(/^KVMKIT-\S+ FAIL/m);
+      expect(marker(log, 'MODULES')).toMatch(/^ok virtio_ring virtio virtio_mmio virtio_blk /);
+      const devices = marker(log, 'VIRTIO-DEVICES')?.split(' ').sort();
+      const expected = [
+        '0x0004=virtio_rng',
+        ...(has.disks ? ['0x0002=virtio_blk', '0x0002=virtio_blk'] : []),
+        ...(has.virtioConsole ? ['0x0003=virtio_console'] : []),
+        ...(has.vsock ? ['0x0013=vmw_vsock_virtio_transport'] : []),
+      ].sort();
+      expect(devices).toEqual(expected);
+    });
+
+    it('reads /dev/hwrng from virtio-rng', () => {
+      const [, source, random] = marker(log, 'HWRNG')?.match(/^ok (\S+) ([0-9a-f]*)$/) ?? [];
+      expect(source).toBe('virtio_rng.0');
+      expect(random).toMatch(/^[0-9a-f]{64}$/);
+      expect(random).not.toMatch(/^0+$/);
+    });
+
+    itOnce(has.disks, 'mounts the ext4 disk the test made and reads its file', 'virtio-blk (addDisk)', () => {
+      expect(marker(log, 'DISKS')).toBe('ok vda vdb');
+      expect(marker(log, 'DISK-READ')).toBe(`ok vda ${token}`);
+      expect(marker(log, 'DISK-WRITE')).toBe('ok vdb');
+    });
+
+    itOnce(has.virtioConsole, "carries a shell's output on hvc0", 'virtio-console (addVirtioConsole)', async () => {
+      expect(marker(log, 'HVC0')).toBe('ok a shell reads /dev/hvc0');
+      const hvc0 = guest.virtioConsole;
+      if (hvc0 === undefined) {
+        throw new Error('createLinuxMachine({ virtioConsole: true }) returned no virtioConsole');
+      }
+      let printed = '';
+      hvc0.output.on('data', (chunk: Buffer) => {
+        printed += chunk.toString('latin1');
+      });
+      // Bulk output, where hvc0 beats the 16550: 10000 lines, then a line the shell computes.
+      hvc0.input.write('seq 1 10000; echo "KVMKIT-HVC0-$((6 * 7))"\n');
+      const deadline = Date.now() + 60_000;
+      while (!printed.includes('KVMKIT-HVC0-42') && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      expect(printed).toContain('\n10000\n');
+      expect(printed).toContain('KVMKIT-HVC0-42');
+    });
+
+    // The guest side needs an AF_VSOCK client, and busybox has none: only the transport's
+    // binding is checked (above), until the initramfs gets one.
+    it.todo('round-trips a line over vsock to a TypeScript listener (pending: no AF_VSOCK client in the initramfs)');
+
+    it('powers off when told; the disk the guest wrote holds its line', async () => {
+      guest.console.input.write('\n');
+      expect(await guest.outcome).toEqual({ reason: 'shutdown', vcpu: expect.any(Number) });
+      if (has.disks) {
+        const written = readFileSync(scratch)
+          .subarray(4096, 4096 + 40)
+          .toString('latin1');
+        expect(written).toMatch(/^written by the guest to vdb\n\0/);
+      }
+    });
+  });
+
+  itOnce(has.net, 'two guests ping each other through a TypeScript switch', 'virtio-net (addNet)', async () => {
+    // Each guest's frames go to the other: the smallest switch, two ports.
+    const guests: (RunningLinux & PendingHandles)[] = [];
+    const port = (other: number) => ({ frames: (frame: Uint8Array) => guests[other]?.net?.[0]?.send(frame) });
+    const address = (n: number) => `10.0.2.${15 + n}`;
+    try {
+      for (const n of [0, 1]) {
+        const devices: PendingDevices = { net: [port(1 - n)] };
+        guests.push(
+          startLinux(
+            {
+              kernel: vmlinuz,
+              initrd: initramfs,
+              cmdline: `${cmdline} kvmkit.wait kvmkit.ip=${address(n)}/24 kvmkit.ping=${address(1 - n)}`,
+              ...devices,
+            },
+            `guest ${n}`,
+          ),
+        );
+      }
+      const pinged = await Promise.all(guests.map((g) => g.waitFor(/^KVMKIT-PING (.*?)\r?$/m, 300)));
+      expect(pinged.map((m) => m[1])).toEqual([
+        expect.stringMatching(`^ok ${address(1)} `),
+        expect.stringMatching(`^ok ${address(0)} `),
+      ]);
+      for (const g of guests) {
+        g.console.input.write('\n');
+      }
+      expect(await Promise.all(guests.map((g) => g.outcome))).toEqual([
+        { reason: 'shutdown', vcpu: expect.any(Number) },
+        { reason: 'shutdown', vcpu: expect.any(Number) },
+      ]);
+    } finally {
+      await Promise.all(guests.map((g) => g.close()));
+    }
+  });
+});
