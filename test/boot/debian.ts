@@ -17,7 +17,7 @@ export const vmlinux = fixture('vmlinux');
 export const vmlinuz = fixture('vmlinuz');
 export const initramfs = fixture('initramfs');
 
-/** A test's console log file in `KVMKIT_TEST_LOG_DIR`, if set: named after the test and `label`. */
+/** A test's console log file in `KVMKIT_TEST_LOG_DIR`, if set: named after the running test and `label`. */
 export class TestLog {
   readonly #file: WriteStream | undefined;
   readonly #start = performance.now();
@@ -25,8 +25,11 @@ export class TestLog {
   constructor(label = '') {
     const dir = process.env.KVMKIT_TEST_LOG_DIR;
     if (dir) {
-      const test = expect.getState().currentTestName ?? 'outside a test';
-      const name = `${test}${label ? ` ${label}` : ''}`.replace(/[^\w.,+-]+/g, '_').slice(0, 180);
+      // In a hook there is no test: the label names the log.
+      const test = expect.getState().currentTestName;
+      const name = ([test, label].filter(Boolean).join(' ') || 'outside a test')
+        .replace(/[^\w.,+-]+/g, '_')
+        .slice(0, 180);
       mkdirSync(dir, { recursive: true });
       this.#file = createWriteStream(join(dir, `${name}.log`));
     }

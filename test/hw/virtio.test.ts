@@ -88,7 +88,10 @@ describeHw("Debian's virtio drivers on kvmkit's devices", () => {
         devices.vsock = { cid: 3 };
       }
       // The guest waits for a line on its serial console before it powers off (kvmkit.wait).
-      guest = startLinux({ kernel: vmlinuz, initrd: initramfs, cmdline: `${cmdline} kvmkit.wait`, ...devices });
+      guest = startLinux(
+        { kernel: vmlinuz, initrd: initramfs, cmdline: `${cmdline} kvmkit.wait`, ...devices },
+        'virtio: one guest with every device',
+      );
       await guest.waitFor(/^KVMKIT-VIRTIO-DONE/m, 300);
       log = guest.log();
     }, 330_000);
