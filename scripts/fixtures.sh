@@ -6,7 +6,7 @@
 #              kvmkit.test=virtio on the command line it first loads Debian's virtio modules
 #              and runs the guest side of test/hw/virtio.test.ts (test/hw/virtio-guest.sh)
 #   debs/      the two Debian packages they come from (scripts/hwvm.sh builds its L1 from them)
-# Needs apt-get, dpkg-deb, xz, cpio and strings; on a fresh machine, run as root so it can install
+# Needs apt-get, dpkg-deb, xz, cpio and binutils; on a fresh machine, run as root so it can install
 # what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +17,7 @@ out=$repo/fixtures/cache
 mkdir -p "$out"
 if [ -s "$out/vmlinux" ] && [ -s "$out/vmlinuz" ] && [ -s "$out/initramfs" ] &&
   [ "$out/initramfs" -nt "$0" ] && [ "$out/initramfs" -nt test/hw/virtio-guest.sh ] &&
+  [ "$out/initramfs" -nt test/hw/vsock-cat.S ] &&
   ls "$out"/debs/linux-image-*.deb >/dev/null 2>&1; then
   echo "fixtures: cached in $out"
   exit 0
@@ -25,7 +26,7 @@ fi
 need=()
 command -v xz >/dev/null || need+=(xz-utils)
 command -v cpio >/dev/null || need+=(cpio)
-command -v strings >/dev/null || need+=(binutils)
+command -v strings >/dev/null && command -v as >/dev/null || need+=(binutils)
 if ((${#need[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
@@ -58,6 +59,9 @@ cp busybox/bin/busybox root/bin/busybox
 copy_modules kernel root/modules virtio_mmio virtio_blk virtio-rng virtio_console virtio_net \
   vmw_vsock_virtio_transport crc32c_generic ext4
 cp "$repo/test/hw/virtio-guest.sh" root/virtio-test.sh
+# busybox has no AF_VSOCK client: the test's own, a static program with no libc.
+as --fatal-warnings --64 -o vsock-cat.o "$repo/test/hw/vsock-cat.S"
+ld -static -o root/bin/vsock-cat vsock-cat.o
 cat > root/init <<'INIT'
 #!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc

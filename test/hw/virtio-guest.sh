@@ -9,6 +9,7 @@
 # Command-line parameters:
 #   kvmkit.ip=ADDR/LEN   configure eth0 with this address
 #   kvmkit.ping=ADDR     ping ADDR from eth0 until it answers (60 tries)
+#   kvmkit.vsock=PORT    send a line to the host's vsock PORT and print its answer
 #   kvmkit.wait          after the steps, wait for a line on the serial console before the
 #                        power-off (the host still talks to hvc0 or pings this guest)
 /bin/busybox --install -s /bin
@@ -99,15 +100,20 @@ else
   echo "KVMKIT-NET absent"
 fi
 
-# vsock: the transport binds the device (virtio id 19). Going further needs an AF_VSOCK
-# client in the guest, and busybox has none.
+# vsock: the transport binds the device (virtio id 19); with kvmkit.vsock=PORT, a line goes
+# to the host's PORT (CID 2) through vsock-cat and the answer comes back.
 vsock=$(grep -lx 0x0013 /sys/bus/virtio/devices/*/device 2>/dev/null | head -1)
+port=$(param vsock)
 if [ -z "$vsock" ]; then
   echo "KVMKIT-VSOCK absent"
-elif [ -e "${vsock%/device}/driver" ]; then
-  echo "KVMKIT-VSOCK ok $(basename "$(readlink "${vsock%/device}/driver")")"
-else
+elif [ ! -e "${vsock%/device}/driver" ]; then
   echo "KVMKIT-VSOCK FAIL no driver bound to ${vsock%/device}"
+elif [ -z "$port" ]; then
+  echo "KVMKIT-VSOCK ok $(basename "$(readlink "${vsock%/device}/driver")")"
+elif answer=$(echo "hello from the guest" | vsock-cat 2 "$port"); then
+  echo "KVMKIT-VSOCK ok $port answered: $answer"
+else
+  echo "KVMKIT-VSOCK FAIL vsock-cat 2 $port: errno $?"
 fi
 
 echo "KVMKIT-VIRTIO-DONE"
