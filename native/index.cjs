@@ -847,6 +847,7 @@ module.exports.COM1_PORT = nativeBinding.COM1_PORT
 module.exports.DEBUG_CONSOLE_PORT = nativeBinding.DEBUG_CONSOLE_PORT
 module.exports.DEBUG_EXIT_PORT = nativeBinding.DEBUG_EXIT_PORT
 module.exports.EVENT_ACCESS = nativeBinding.EVENT_ACCESS
+module.exports.EVENT_DEVICE_ERROR = nativeBinding.EVENT_DEVICE_ERROR
 module.exports.EVENT_END = nativeBinding.EVENT_END
 module.exports.EVENT_OUTPUT = nativeBinding.EVENT_OUTPUT
 module.exports.EVENT_PAUSED = nativeBinding.EVENT_PAUSED

@@ -248,6 +248,9 @@ export interface DescriptorTable {
 /** Event type: an access waits in the hand-off (a doorbell: take it with `pollAccess`). */
 export declare const EVENT_ACCESS: number
 
+/** Event type: the virtio device whose window is at `device` failed (`name`, `message`). */
+export declare const EVENT_DEVICE_ERROR: number
+
 /** Event type: the run ended (`outcome` says how). */
 export declare const EVENT_END: number
 
@@ -412,6 +415,12 @@ export interface NativeConfig {
   sandbox?: 'fail' | 'kill-process'
 }
 
+/** A device's failure. */
+export interface NativeDeviceFailure {
+  name: string
+  message: string
+}
+
 /** Where a built-in device was put. */
 export interface NativeDeviceInfo {
   name: string
@@ -424,10 +433,12 @@ export interface NativeDeviceInfo {
 export interface NativeEvent {
   /** `EVENT_*`. */
   type: number
-  /** The serial port of an `EVENT_OUTPUT`. */
+  /** The serial port of an `EVENT_OUTPUT`; the window of an `EVENT_DEVICE_ERROR`. */
   device: number
   /** How the run ended, for `EVENT_END`. */
   outcome?: NativeOutcome
+  /** The device's name and why it failed, for `EVENT_DEVICE_ERROR`. */
+  failure?: NativeDeviceFailure
 }
 
 /** How to load a Linux kernel. */

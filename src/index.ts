@@ -42,6 +42,7 @@ export {
   type AccessEvent,
   type BuiltinDevice,
   type DebugConsole,
+  type DeviceError,
   type FlatBinaryOptions,
   type IoEventFd,
   type IoEventFdOptions,

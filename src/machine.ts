@@ -54,8 +54,24 @@ export interface MachineEvents {
   paused: [];
   /** The vCPUs run again. */
   resumed: [];
+  /**
+   * A virtio device stopped working: the guest's driver broke one of its rings or gave it
+   * something it refuses (`message` says what). The device set `DEVICE_NEEDS_RESET` and
+   * serves nothing until the driver resets it; the run and the other devices go on.
+   */
+  'device-error': [error: DeviceError];
   /** The run ended. */
   end: [outcome: Outcome];
+}
+
+/** Why a virtio device stopped working (the {@link MachineEvents} `device-error` event). */
+export interface DeviceError {
+  /** The device: `virtio-rng`, `virtio-blk`, … */
+  readonly device: string;
+  /** Where its register window is. */
+  readonly base: number;
+  /** What the driver did. */
+  readonly message: string;
 }
 
 /** Where a kernel was loaded, and how vCPU 0 enters it. */
@@ -633,6 +649,11 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
         break;
       case binding.EVENT_OUTPUT:
         this.#serials.get(e.device)?.drain();
+        break;
+      case binding.EVENT_DEVICE_ERROR:
+        if (e.failure) {
+          this.emit('device-error', { device: e.failure.name, base: e.device, message: e.failure.message });
+        }
         break;
       case binding.EVENT_PAUSED:
         for (const w of this.#pauseWaiters.splice(0)) {

@@ -20,6 +20,11 @@ pub trait ExitHandler: Send + Sync {
     /// [`crate::machine::SerialHandle::take_output`]. Called when the buffer goes from empty
     /// to non-empty.
     fn on_output(&self, device: u32);
+    /// virtio device `device`, whose window is at `base`, stopped working because of
+    /// `message` (a ring the driver broke, a device-model failure): it set
+    /// `DEVICE_NEEDS_RESET` and waits for the driver to reset it. Called once per failure,
+    /// from a vCPU thread or the I/O thread. Ignored by default.
+    fn on_device_error(&self, _device: &str, _base: u64, _message: &str) {}
     /// Every running vCPU has stopped at a pause point.
     fn on_paused(&self);
     /// The run ended; no further calls follow.

@@ -505,9 +505,15 @@ impl Machine {
         backend: Vec<std::os::fd::RawFd>,
     ) -> Result<()> {
         let name = device.name();
-        let interrupt = Arc::new(Interrupt::new(crate::irq::register_irqfd(
-            &self.vm, info.gsi,
-        )?));
+        let shared = Arc::downgrade(&self.shared);
+        let report = Box::new(move |why: &str| {
+            let handler = shared.upgrade().and_then(|s| s.lifecycle.handler());
+            if let Some(h) = handler {
+                h.on_device_error(name, info.base, why);
+            }
+        });
+        let line = crate::irq::register_irqfd(&self.vm, info.gsi)?;
+        let interrupt = Arc::new(Interrupt::with_report(line, report));
         let mut evts = Vec::with_capacity(queues);
         for i in 0..queues {
             let event = IoEvent {
@@ -563,7 +569,12 @@ impl Machine {
         // Checked before anything is written.
         let tables = acpi::tables(&platform)?;
         let mptable = mptable::table(&platform)?;
-        let loaded = self.with_vcpu(0, |v| linux::load(&self.ram, v, boot, layout::RSDP_ADDR))?;
+        let cmdline = platform.linux_cmdline(boot.cmdline);
+        let boot = LinuxBoot {
+            cmdline: &cmdline,
+            ..*boot
+        };
+        let loaded = self.with_vcpu(0, |v| linux::load(&self.ram, v, &boot, layout::RSDP_ADDR))?;
         self.install_acpi(tables)?;
         self.ram.write(layout::MPTABLE_ADDR, &mptable)?;
         Ok(loaded)

@@ -55,6 +55,23 @@ pub struct Platform {
     pub virtio_mmio: Vec<VirtioMmioInfo>,
 }
 
+impl Platform {
+    /// `cmdline`, naming the virtio-mmio devices (`virtio_mmio.device=`) when it turns ACPI
+    /// off: the guest then has no DSDT to find them in.
+    pub fn linux_cmdline(&self, cmdline: &str) -> String {
+        let acpi_off = cmdline.split_whitespace().any(|w| w == "acpi=off");
+        if !acpi_off || self.virtio_mmio.is_empty() {
+            return cmdline.to_string();
+        }
+        let devices: Vec<String> = self
+            .virtio_mmio
+            .iter()
+            .map(VirtioMmioInfo::cmdline)
+            .collect();
+        format!("{cmdline} {}", devices.join(" "))
+    }
+}
+
 /// The built-in devices attached to a machine, in the order they were added. virtio devices
 /// are listed apart: they carry backends (files, host streams) rather than a plain
 /// description, so they are not [`DeviceSpec`]s.
@@ -149,9 +166,40 @@ mod tests {
                 virtio_mmio: Vec::new(),
             }
         );
+        inventory.add_virtio(VirtioMmioInfo {
+            base: 0xc000_1000,
+            len: 0x1000,
+            gsi: 6,
+        });
+        assert_eq!(inventory.platform(2).virtio_mmio.len(), 1);
+        inventory.remove(Space::Mmio, 0xc000_1000);
+        assert!(inventory.platform(2).virtio_mmio.is_empty());
         inventory.remove(Space::Port, 0x60);
         assert!(!inventory.platform(2).i8042);
         inventory.remove(Space::Mmio, 0x3f8);
         assert_eq!(inventory.platform(2).serial.len(), 2, "another space");
+    }
+
+    #[test]
+    fn a_kernel_without_acpi_is_told_of_virtio_devices_on_its_command_line() {
+        let mut platform = Platform::default();
+        assert_eq!(platform.linux_cmdline("acpi=off quiet"), "acpi=off quiet");
+        platform.virtio_mmio = vec![
+            VirtioMmioInfo {
+                base: 0xc000_0000,
+                len: 0x1000,
+                gsi: 5,
+            },
+            VirtioMmioInfo {
+                base: 0xc000_1000,
+                len: 0x1000,
+                gsi: 17,
+            },
+        ];
+        assert_eq!(platform.linux_cmdline("console=ttyS0"), "console=ttyS0");
+        assert_eq!(
+            platform.linux_cmdline("acpi=off"),
+            "acpi=off virtio_mmio.device=4K@0xc0000000:5 virtio_mmio.device=4K@0xc0001000:17"
+        );
     }
 }

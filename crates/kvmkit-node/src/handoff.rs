@@ -24,10 +24,10 @@ use kvmkit_core::sync::LockExt;
 use crate::convert::u64_from_js;
 use crate::error::{Result, core, invalid_arg, napi};
 use crate::protocol::{
-    EVENT_ACCESS, EVENT_END, EVENT_OUTPUT, EVENT_PAUSED, EVENT_POSTED, EXIT_MMIO_WRITE,
-    POLL_ACCESS, POLL_ACCESS_AFTER_POSTED, POLL_NONE, RECORD_ACCESS, RECORD_POSTED_WRITE,
-    SLOT_ADDR, SLOT_COUNT, SLOT_DEVICE, SLOT_EXIT, SLOT_FIELDS, SLOT_KIND, SLOT_OFFSET, SLOT_SIZE,
-    SLOT_VALUE, SLOT_VALUE_HI, SLOT_VCPU,
+    EVENT_ACCESS, EVENT_DEVICE_ERROR, EVENT_END, EVENT_OUTPUT, EVENT_PAUSED, EVENT_POSTED,
+    EXIT_MMIO_WRITE, POLL_ACCESS, POLL_ACCESS_AFTER_POSTED, POLL_NONE, RECORD_ACCESS,
+    RECORD_POSTED_WRITE, SLOT_ADDR, SLOT_COUNT, SLOT_DEVICE, SLOT_EXIT, SLOT_FIELDS, SLOT_KIND,
+    SLOT_OFFSET, SLOT_SIZE, SLOT_VALUE, SLOT_VALUE_HI, SLOT_VCPU,
 };
 
 const FIELDS: usize = SLOT_FIELDS as usize;
@@ -308,10 +308,19 @@ pub fn fail_posted(
 pub struct NativeEvent {
     /// `EVENT_*`.
     pub r#type: u32,
-    /// The serial port of an `EVENT_OUTPUT`.
+    /// The serial port of an `EVENT_OUTPUT`; the window of an `EVENT_DEVICE_ERROR`.
     pub device: u32,
     /// How the run ended, for `EVENT_END`.
     pub outcome: Option<NativeOutcome>,
+    /// The device's name and why it failed, for `EVENT_DEVICE_ERROR`.
+    pub failure: Option<NativeDeviceFailure>,
+}
+
+/// A device's failure.
+#[napi(object)]
+pub struct NativeDeviceFailure {
+    pub name: String,
+    pub message: String,
 }
 
 /// How a run ended.
@@ -347,12 +356,16 @@ impl JsEvents {
     }
 
     fn send(&self, r#type: u32, device: u32, outcome: Option<NativeOutcome>) {
+        self.send_event(NativeEvent {
+            r#type,
+            device,
+            outcome,
+            failure: None,
+        });
+    }
+
+    fn send_event(&self, event: NativeEvent) {
         if let Some(cb) = self.0.lock_or_recover().as_ref() {
-            let event = NativeEvent {
-                r#type,
-                device,
-                outcome,
-            };
             cb.call(event, ThreadsafeFunctionCallMode::NonBlocking);
         }
     }
@@ -369,6 +382,18 @@ impl ExitHandler for JsEvents {
 
     fn on_output(&self, device: u32) {
         self.send(EVENT_OUTPUT, device, None);
+    }
+
+    fn on_device_error(&self, device: &str, base: u64, message: &str) {
+        self.send_event(NativeEvent {
+            r#type: EVENT_DEVICE_ERROR,
+            device: u32::try_from(base).unwrap_or(u32::MAX),
+            outcome: None,
+            failure: Some(NativeDeviceFailure {
+                name: device.into(),
+                message: message.into(),
+            }),
+        });
     }
 
     fn on_paused(&self) {

@@ -87,3 +87,6 @@ pub const EVENT_POSTED: u32 = 3;
 /// Event type: serial port `device` has output (take it with `takeSerialOutput`).
 #[napi]
 pub const EVENT_OUTPUT: u32 = 4;
+/// Event type: the virtio device whose window is at `device` failed (`name`, `message`).
+#[napi]
+pub const EVENT_DEVICE_ERROR: u32 = 5;

@@ -10,13 +10,25 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::sync::LockExt;
 
+/// Told of a device's failure, once per failure.
+pub type FailureReport = Box<dyn Fn(&str) + Send + Sync>;
+
 /// The interrupt of one device.
-#[derive(Debug)]
 pub struct Interrupt {
     status: AtomicU32,
     needs_reset: AtomicBool,
     failure: Mutex<Option<String>>,
     line: EventFd,
+    report: Option<FailureReport>,
+}
+
+impl std::fmt::Debug for Interrupt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interrupt")
+            .field("status", &self.status())
+            .field("failure", &self.failure())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Interrupt {
@@ -27,6 +39,15 @@ impl Interrupt {
             needs_reset: AtomicBool::new(false),
             failure: Mutex::new(None),
             line,
+            report: None,
+        }
+    }
+
+    /// An interrupt on `line` that also tells `report` why, whenever the device fails.
+    pub fn with_report(line: EventFd, report: FailureReport) -> Self {
+        Interrupt {
+            report: Some(report),
+            ..Interrupt::new(line)
         }
     }
 
@@ -47,15 +68,20 @@ impl Interrupt {
     }
 
     /// Marks the device broken (`DEVICE_NEEDS_RESET`) because of `why`, keeps the first
-    /// reason for the host, and tells the driver.
+    /// reason for the host (and reports it), and tells the driver.
     pub fn fail(&self, why: impl std::fmt::Display) {
         let mut failure = self.failure.lock_or_recover();
-        if failure.is_none() {
+        let first = failure.is_none();
+        if first {
             *failure = Some(why.to_string());
         }
+        let reason = failure.clone().unwrap_or_default();
         drop(failure);
         self.needs_reset.store(true, Ordering::SeqCst);
         self.signal_config();
+        if let (true, Some(report)) = (first, &self.report) {
+            report(&reason);
+        }
     }
 
     /// Why the device was marked broken, if it was since the last reset.
@@ -105,12 +131,22 @@ mod tests {
 
     #[test]
     fn a_failure_keeps_its_first_reason_until_reset() {
-        let irq = Interrupt::new(EventFd::new(EFD_NONBLOCK).unwrap());
+        let reported = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let sink = std::sync::Arc::clone(&reported);
+        let irq = Interrupt::with_report(
+            EventFd::new(EFD_NONBLOCK).unwrap(),
+            Box::new(move |why| sink.lock().unwrap().push(why.to_string())),
+        );
         irq.fail("ring outside RAM");
         irq.fail("second");
         assert!(irq.needs_reset());
         assert_eq!(irq.failure().as_deref(), Some("ring outside RAM"));
         assert_eq!(irq.status(), VIRTIO_MMIO_INT_CONFIG);
+        assert_eq!(
+            *reported.lock().unwrap(),
+            ["ring outside RAM"],
+            "reported once"
+        );
         irq.reset();
         assert!(!irq.needs_reset());
         assert_eq!((irq.status(), irq.failure()), (0, None));

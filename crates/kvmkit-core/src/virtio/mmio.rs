@@ -374,3 +374,169 @@ impl BusDevice for MmioTransport {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::virtio::rng::Rng;
+    use vm_memory::{Bytes, GuestAddress};
+    use vmm_sys_util::eventfd::EFD_NONBLOCK;
+
+    const RING: u64 = 0x1000;
+    const BUF: u64 = 0x4000;
+
+    struct Fixture {
+        transport: MmioTransport,
+        slot: Arc<Mutex<Slot>>,
+        mem: Memory,
+        irq: EventFd,
+    }
+
+    fn fixture() -> Fixture {
+        let mem = Memory::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        let irq = EventFd::new(EFD_NONBLOCK).unwrap();
+        let interrupt = Arc::new(Interrupt::new(irq.try_clone().unwrap()));
+        let slot = Arc::new(Mutex::new(Slot {
+            device: Box::new(Rng::default()),
+            active: false,
+        }));
+        let evts = vec![EventFd::new(EFD_NONBLOCK).unwrap()];
+        let transport =
+            MmioTransport::new(Arc::clone(&slot), interrupt, mem.clone(), evts).unwrap();
+        Fixture {
+            transport,
+            slot,
+            mem,
+            irq,
+        }
+    }
+
+    fn write(t: &mut MmioTransport, offset: u32, value: u32) {
+        t.write(offset.into(), &value.to_le_bytes());
+    }
+
+    fn read(t: &mut MmioTransport, offset: u32) -> u32 {
+        let mut data = [0; 4];
+        t.read(offset.into(), &mut data);
+        u32::from_le_bytes(data)
+    }
+
+    /// Acknowledges, accepts `features` and asks for FEATURES_OK; returns the status.
+    fn negotiate(t: &mut MmioTransport, features: u64) -> u32 {
+        write(t, reg::VIRTIO_MMIO_STATUS, 0);
+        write(t, reg::VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE);
+        write(t, reg::VIRTIO_MMIO_STATUS, 3);
+        for sel in 0..2 {
+            write(t, reg::VIRTIO_MMIO_DRIVER_FEATURES_SEL, sel);
+            write(
+                t,
+                reg::VIRTIO_MMIO_DRIVER_FEATURES,
+                (features >> (32 * sel)) as u32,
+            );
+        }
+        write(t, reg::VIRTIO_MMIO_STATUS, 3 | VIRTIO_CONFIG_S_FEATURES_OK);
+        read(t, reg::VIRTIO_MMIO_STATUS)
+    }
+
+    fn set_up_queue(t: &mut MmioTransport, size: u32, at: u64) {
+        write(t, reg::VIRTIO_MMIO_QUEUE_SEL, 0);
+        write(t, reg::VIRTIO_MMIO_QUEUE_NUM, size);
+        write(t, reg::VIRTIO_MMIO_QUEUE_DESC_LOW, at as u32);
+        write(t, reg::VIRTIO_MMIO_QUEUE_AVAIL_LOW, (at + 0x100) as u32);
+        write(t, reg::VIRTIO_MMIO_QUEUE_USED_LOW, (at + 0x200) as u32);
+        write(t, reg::VIRTIO_MMIO_QUEUE_READY, 1);
+    }
+
+    #[test]
+    fn identifies_itself_as_a_version_2_device() {
+        let mut f = fixture();
+        let t = &mut f.transport;
+        assert_eq!(read(t, reg::VIRTIO_MMIO_MAGIC_VALUE), MAGIC);
+        assert_eq!(read(t, reg::VIRTIO_MMIO_VERSION), 2);
+        assert_eq!(read(t, reg::VIRTIO_MMIO_DEVICE_ID), 4);
+        write(t, reg::VIRTIO_MMIO_DEVICE_FEATURES_SEL, 1);
+        assert_eq!(read(t, reg::VIRTIO_MMIO_DEVICE_FEATURES), 1, "VERSION_1");
+        assert_eq!(read(t, reg::VIRTIO_MMIO_QUEUE_NUM_MAX), 256);
+        write(t, reg::VIRTIO_MMIO_QUEUE_SEL, 1);
+        assert_eq!(read(t, reg::VIRTIO_MMIO_QUEUE_NUM_MAX), 0, "no queue 1");
+        let mut narrow = [0xff; 2];
+        t.read(0, &mut narrow);
+        assert_eq!(narrow, [0, 0], "registers are read 4 bytes at a time");
+    }
+
+    #[test]
+    fn refuses_features_never_offered_or_without_version_1() {
+        let mut f = fixture();
+        let ok = VIRTIO_CONFIG_S_FEATURES_OK;
+        assert_eq!(negotiate(&mut f.transport, 1 << 32 | 1) & ok, 0);
+        assert_eq!(negotiate(&mut f.transport, 0) & ok, 0);
+        assert_eq!(negotiate(&mut f.transport, 1 << 32) & ok, ok);
+    }
+
+    #[test]
+    fn hands_the_queues_over_on_driver_ok_and_takes_them_back_on_reset() {
+        let mut f = fixture();
+        let t = &mut f.transport;
+        negotiate(t, 1 << 32);
+        set_up_queue(t, 8, RING);
+        // One 16-byte writable buffer, made available.
+        f.mem.write_obj(BUF, GuestAddress(RING)).unwrap();
+        f.mem.write_obj(16u32, GuestAddress(RING + 8)).unwrap();
+        f.mem.write_obj(2u16, GuestAddress(RING + 12)).unwrap();
+        f.mem.write_obj(1u16, GuestAddress(RING + 0x102)).unwrap();
+        write(t, reg::VIRTIO_MMIO_STATUS, 0xf);
+        assert!(f.slot.lock().unwrap().active);
+        f.slot.lock().unwrap().device.process_queue(0);
+        let used_idx: u16 = f.mem.read_obj(GuestAddress(RING + 0x202)).unwrap();
+        let used_len: u32 = f.mem.read_obj(GuestAddress(RING + 0x208)).unwrap();
+        assert_eq!((used_idx, used_len), (1, 16));
+        assert_eq!(f.irq.read().unwrap(), 1);
+        assert_eq!(read(t, reg::VIRTIO_MMIO_INTERRUPT_STATUS), 1);
+        write(t, reg::VIRTIO_MMIO_INTERRUPT_ACK, 1);
+        assert_eq!(read(t, reg::VIRTIO_MMIO_INTERRUPT_STATUS), 0);
+        // Queue registers are frozen once the driver is running.
+        write(t, reg::VIRTIO_MMIO_QUEUE_READY, 0);
+        assert_eq!(read(t, reg::VIRTIO_MMIO_QUEUE_READY), 1);
+        write(t, reg::VIRTIO_MMIO_STATUS, 0);
+        assert!(!f.slot.lock().unwrap().active);
+        assert_eq!(read(t, reg::VIRTIO_MMIO_STATUS), 0);
+        assert_eq!(read(t, reg::VIRTIO_MMIO_QUEUE_READY), 0);
+    }
+
+    #[test]
+    fn a_bad_queue_size_or_rings_outside_ram_need_a_reset() {
+        let mut f = fixture();
+        let t = &mut f.transport;
+        negotiate(t, 1 << 32);
+        write(t, reg::VIRTIO_MMIO_QUEUE_NUM, 3);
+        assert_ne!(
+            read(t, reg::VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET,
+            0
+        );
+        write(t, reg::VIRTIO_MMIO_STATUS, 0);
+        assert_eq!(read(t, reg::VIRTIO_MMIO_STATUS), 0);
+        negotiate(t, 1 << 32);
+        set_up_queue(t, 8, 0x8000_0000);
+        write(t, reg::VIRTIO_MMIO_STATUS, 0xf);
+        assert_ne!(
+            read(t, reg::VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET,
+            0
+        );
+        assert!(!f.slot.lock().unwrap().active, "never activated");
+    }
+
+    #[test]
+    fn status_bits_only_come_in_order() {
+        let mut f = fixture();
+        let t = &mut f.transport;
+        write(t, reg::VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_DRIVER_OK);
+        assert_eq!(read(t, reg::VIRTIO_MMIO_STATUS), 0, "DRIVER_OK first");
+        write(t, reg::VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE);
+        write(t, reg::VIRTIO_MMIO_STATUS, 1 | VIRTIO_CONFIG_S_FEATURES_OK);
+        assert_eq!(
+            read(t, reg::VIRTIO_MMIO_STATUS),
+            1,
+            "FEATURES_OK before DRIVER"
+        );
+    }
+}

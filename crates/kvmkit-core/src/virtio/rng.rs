@@ -10,8 +10,9 @@ use crate::virtio::{Activation, Interrupt, Memory, VirtioDevice, drain_queue};
 
 /// Its one queue's size.
 pub const QUEUE_SIZE: u16 = 256;
-/// The most a single request is given (a driver asks for a page or less).
-const MAX_REQUEST: usize = 64 * 1024;
+/// The most a single request is given: Linux asks for 64 bytes or less at a time, and a
+/// cap keeps a guest offering huge buffers from holding the I/O thread.
+const MAX_REQUEST: usize = 4096;
 
 struct Active {
     mem: Memory,
@@ -95,7 +96,7 @@ impl VirtioDevice for Rng {
         let Some(active) = self.active.as_mut() else {
             return;
         };
-        let mut random = vec![0u8; 4096];
+        let mut random = [0u8; MAX_REQUEST];
         let result = drain_queue(&mut active.queue, &active.mem, &active.interrupt, |chain| {
             let mem = chain.memory();
             let Ok(mut writer) = chain.clone().writer(mem) else {

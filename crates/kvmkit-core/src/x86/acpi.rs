@@ -317,6 +317,27 @@ mod tests {
     }
 
     #[test]
+    fn the_dsdt_names_each_virtio_mmio_device_with_its_window_and_line() {
+        let virtio = Platform {
+            virtio_mmio: vec![crate::platform::VirtioMmioInfo {
+                base: 0xc000_1000,
+                len: 0x1000,
+                gsi: 6,
+            }],
+            ..platform()
+        };
+        let tables = tables(&virtio).unwrap();
+        let dsdt = &tables[4].1;
+        let has = |needle: &[u8]| dsdt.windows(needle.len()).any(|w| w == needle);
+        assert!(has(b"V000"));
+        assert!(has(b"LNRO0005\0"));
+        // Memory32Fixed: 0x86, length 9, read-write, base, length.
+        assert!(has(&[0x86, 9, 0, 1, 0, 0x10, 0, 0xc0, 0, 0x10, 0, 0]));
+        // Extended IRQ: consumer + edge, one interrupt: 6.
+        assert!(has(&[0x89, 6, 0, 3, 1, 6, 0, 0, 0]));
+    }
+
+    #[test]
     fn the_dsdt_gives_the_i8042_and_the_clock_their_ports_and_irqs() {
         let dsdt = |p: &Platform| tables(p).unwrap()[4].1.clone();
         let has = |dsdt: &[u8], needle: &[u8]| dsdt.windows(needle.len()).any(|w| w == needle);

@@ -54,7 +54,16 @@ pub fn table(platform: &Platform) -> Result<Vec<u8>> {
     entries.extend_from_slice(&[ENTRY_IOAPIC, ioapic_id, IOAPIC_VERSION, 1]);
     entries.extend_from_slice(&IOAPIC_ADDR.to_le_bytes());
     count += 2;
-    for irq in 0..ISA_IRQS {
+    // The ISA lines, then the virtio-mmio devices' lines above them (GSI 16-23), so a kernel
+    // without ACPI routes each one it is told of on its command line.
+    let lines = (0..ISA_IRQS).chain(
+        platform
+            .virtio_mmio
+            .iter()
+            .filter_map(|v| u8::try_from(v.gsi).ok())
+            .filter(|&g| g >= ISA_IRQS),
+    );
+    for irq in lines {
         // Type, interrupt type, flags (conforming to the bus), source bus and IRQ, IOAPIC, pin.
         entries.extend_from_slice(&[
             ENTRY_IO_INTERRUPT,
@@ -163,6 +172,27 @@ mod tests {
         assert_eq!(at, config.len());
         assert_eq!(cpus, [(0, 3), (1, 1), (2, 1)]);
         assert_eq!(irqs, 16);
+    }
+
+    #[test]
+    fn routes_virtio_lines_above_the_isa_ones() {
+        let mut platform = cpus(1);
+        let info = |gsi| crate::platform::VirtioMmioInfo {
+            base: 0xc000_0000,
+            len: 0x1000,
+            gsi,
+        };
+        platform.virtio_mmio = vec![info(5), info(17)];
+        let t = table(&platform).unwrap();
+        let config = &t[16..];
+        // One 20-byte processor entry, then 8-byte entries.
+        let pins: Vec<u8> = config[44 + 20..]
+            .chunks(8)
+            .filter(|e| e[0] == ENTRY_IO_INTERRUPT)
+            .map(|e| e[7])
+            .collect();
+        let expected: Vec<u8> = (0..16).chain([17]).collect();
+        assert_eq!(pins, expected, "5 is an ISA line already; 17 is added");
     }
 
     #[test]
