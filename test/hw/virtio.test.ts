@@ -46,7 +46,7 @@ interface PendingHandles {
 }
 
 /** `it`, or, while `ready` is false, a skipped test named with why it is pending. */
-function itOnce(ready: boolean, name: string, pending: string, test: () => Promise<void> | void): void {
+function itWhenLanded(ready: boolean, name: string, pending: string, test: () => Promise<void> | void): void {
   if (ready) {
     it(name, test);
   } else {
@@ -56,9 +56,9 @@ function itOnce(ready: boolean, name: string, pending: string, test: () => Promi
 
 const cmdline = 'console=ttyS0 panic=-1 kvmkit.test=virtio';
 
-/** The value after `KVMKIT-<step> ` on the guest's console, or undefined if it did not print the step. */
+/** The rest of the line `KVMKIT-<step> …` on the guest's console (once whole), or undefined if it did not print the step. */
 function marker(log: string, step: string): string | undefined {
-  return log.match(new RegExp(`^KVMKIT-${step} (.*?)\\r?$`, 'm'))?.[1];
+  return log.match(new RegExp(`^KVMKIT-${step} (.*?)\\r?\\n`, 'm'))?.[1];
 }
 
 describeHw("Debian's virtio drivers on kvmkit's devices", () => {
@@ -135,33 +135,39 @@ describeHw("Debian's virtio drivers on kvmkit's devices", () => {
       expect(random).not.toMatch(/^0+$/);
     });
 
-    itOnce(has.disks, 'mounts the ext4 disk the test made and reads its file', 'virtio-blk (addDisk)', () => {
+    itWhenLanded(has.disks, 'mounts the ext4 disk the test made and reads its file', 'virtio-blk (addDisk)', () => {
       expect(marker(log, 'DISKS')).toBe('ok vda vdb');
       expect(marker(log, 'DISK-READ')).toBe(`ok vda ${token}`);
       expect(marker(log, 'DISK-WRITE')).toBe('ok vdb');
     });
 
-    itOnce(has.virtioConsole, "carries a shell's output on hvc0", 'virtio-console (addVirtioConsole)', async () => {
-      expect(marker(log, 'HVC0')).toBe('ok a shell reads /dev/hvc0');
-      const hvc0 = guest.virtioConsole;
-      if (hvc0 === undefined) {
-        throw new Error('createLinuxMachine({ virtioConsole: true }) returned no virtioConsole');
-      }
-      let printed = '';
-      hvc0.output.on('data', (chunk: Buffer) => {
-        printed += chunk.toString('latin1');
-      });
-      // Bulk output, where hvc0 beats the 16550: 10000 lines, then a line the shell computes.
-      hvc0.input.write('seq 1 10000; echo "KVMKIT-HVC0-$((6 * 7))"\n');
-      const deadline = Date.now() + 60_000;
-      while (!printed.includes('KVMKIT-HVC0-42') && Date.now() < deadline) {
-        await new Promise((resolve) => setTimeout(resolve, 100));
-      }
-      expect(printed).toContain('\n10000\n');
-      expect(printed).toContain('KVMKIT-HVC0-42');
-    });
+    itWhenLanded(
+      has.virtioConsole,
+      "carries a shell's output on hvc0",
+      'virtio-console (addVirtioConsole)',
+      async () => {
+        expect(marker(log, 'HVC0')).toBe('ok a shell reads /dev/hvc0');
+        const hvc0 = guest.virtioConsole;
+        if (hvc0 === undefined) {
+          throw new Error('createLinuxMachine({ virtioConsole: true }) returned no virtioConsole');
+        }
+        // An interactive busybox shell (hvc0 is a terminal): a banner, prompts, CR LF line ends.
+        let printed = '';
+        hvc0.output.on('data', (chunk: Buffer) => {
+          printed += chunk.toString('latin1').replaceAll('\r', '');
+        });
+        // Bulk output, where hvc0 beats the 16550: 10000 lines, then a line the shell computes.
+        hvc0.input.write('seq 1 10000; echo "KVMKIT-HVC0-$((6 * 7))"\n');
+        const deadline = Date.now() + 60_000;
+        while (!printed.includes('KVMKIT-HVC0-42') && Date.now() < deadline) {
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+        expect(printed).toContain('\n10000\n');
+        expect(printed).toContain('KVMKIT-HVC0-42');
+      },
+    );
 
-    itOnce(has.vsock, 'round-trips a line over vsock to a TypeScript listener', 'virtio-vsock (addVsock)', () => {
+    itWhenLanded(has.vsock, 'round-trips a line over vsock to a TypeScript listener', 'virtio-vsock (addVsock)', () => {
       expect(marker(log, 'VSOCK')).toBe(`ok ${vsockPort} answered: pong: hello from the guest`);
     });
 
@@ -177,7 +183,7 @@ describeHw("Debian's virtio drivers on kvmkit's devices", () => {
     });
   });
 
-  itOnce(
+  itWhenLanded(
     has.net,
     'two guests ping each other through a TypeScript switch',
     'virtio-net (addNet, createSwitch)',
@@ -200,7 +206,7 @@ describeHw("Debian's virtio drivers on kvmkit's devices", () => {
             ),
           );
         }
-        const pinged = await Promise.all(guests.map((g) => g.waitFor(/^KVMKIT-PING (.*?)\r?$/m, 300)));
+        const pinged = await Promise.all(guests.map((g) => g.waitFor(/^KVMKIT-PING (.*?)\r?\n/m, 300)));
         expect(pinged.map((m) => m[1])).toEqual([
           expect.stringMatching(`^ok ${address(1)} `),
           expect.stringMatching(`^ok ${address(0)} `),
