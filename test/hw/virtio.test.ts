@@ -63,15 +63,17 @@ function marker(log: string, step: string): string | undefined {
 
 describeHw("Debian's virtio drivers on kvmkit's devices", () => {
   describe('one guest with every device kvmkit has', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'kvmkit-virtio-'));
-    const data = join(dir, 'data.img');
-    const scratch = join(dir, 'scratch.img');
+    let dir = '';
+    let scratch = '';
     const token = `kvmkit-${Math.random().toString(36).slice(2)}`;
     const vsockPort = 5000;
     let guest: RunningLinux & PendingHandles;
     let log = '';
 
     beforeAll(async () => {
+      dir = mkdtempSync(join(tmpdir(), 'kvmkit-virtio-'));
+      const data = join(dir, 'data.img');
+      scratch = join(dir, 'scratch.img');
       // An ext4 image made from a directory, without mounting (e2fsprogs' mke2fs -d).
       mkdirSync(join(dir, 'files'));
       writeFileSync(join(dir, 'files', 'hello.txt'), `${token}\n`);
@@ -112,7 +114,9 @@ describeHw("Debian's virtio drivers on kvmkit's devices", () => {
 
     afterAll(async () => {
       await guest?.close();
-      rmSync(dir, { recursive: true, force: true });
+      if (dir) {
+        rmSync(dir, { recursive: true, force: true });
+      }
     });
 
     it('loads the virtio modules in order and binds a driver to each device', () => {
