@@ -19,14 +19,6 @@
     .set BUF, 0x210000
     .set QSIZE, 8
 
-.macro check cond, code
-    j\cond  1f
-    mov     $\code, %al
-    outb    %al, $0xf4
-    hlt
-1:
-.endm
-
     .code64
     .globl _start
 _start:

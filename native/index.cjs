@@ -836,6 +836,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.NativeConsole = nativeBinding.NativeConsole
+module.exports.NativeDisk = nativeBinding.NativeDisk
 module.exports.NativeEventFd = nativeBinding.NativeEventFd
 module.exports.NativeMachine = nativeBinding.NativeMachine
 module.exports.NativeMemory = nativeBinding.NativeMemory

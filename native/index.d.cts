@@ -36,6 +36,19 @@ export declare class NativeConsole {
   take(): Buffer
 }
 
+/** An attached disk. */
+export declare class NativeDisk {
+  /** Where the device sits. */
+  get info(): NativeVirtioInfo
+  /** The disk's size in bytes. */
+  get size(): number
+  /**
+   * Completes request `id` of a disk served by JS (an unknown id is ignored: the driver
+   * reset the device since).
+   */
+  complete(id: number, ok: boolean): void
+}
+
 /** An irqfd or ioeventfd of a machine. */
 export declare class NativeEventFd {
   /** Signals the eventfd (for an irqfd: raises its interrupt). */
@@ -124,6 +137,13 @@ export declare class NativeMachine {
   startInline(onEvent: (arg: NativeEvent) => void): ExternalObject<InlineRun>
   /** Adds a virtio entropy device (virtio-rng) fed from the host's `getrandom`. */
   addRng(): NativeVirtioInfo
+  /** Adds a virtio-blk disk on an image file. */
+  addDiskFile(disk: NativeDiskFile): NativeDisk
+  /**
+   * Adds a virtio-blk disk of `size` bytes served by `on_requests`, which receives
+   * batches of requests and completes each with `NativeDisk.complete`.
+   */
+  addDiskServed(size: number, readOnly: boolean, serial: string | undefined | null, onRequests: (arg: Array<NativeBlockRequest>) => void): NativeDisk
 }
 
 /**
@@ -382,6 +402,17 @@ export interface MsrEntry {
 }
 
 /**
+ * A request for a disk served by JS. `buffers` holds (guest address, length) pairs, each
+ * inside one RAM region.
+ */
+export interface NativeBlockRequest {
+  id: number
+  kind: 'read' | 'write' | 'flush'
+  sector: number
+  buffers: Array<number>
+}
+
+/**
  * A built-in device without a host side, by kind; the core's registry decides where
  * the fixed ones sit.
  */
@@ -427,6 +458,17 @@ export interface NativeDeviceInfo {
   space: 'port' | 'mmio'
   base: number
   length: number
+}
+
+/** A disk image to attach. */
+export interface NativeDiskFile {
+  path: string
+  readOnly: boolean
+  /** Writes go to a copy-on-write overlay; the image is only read. */
+  overlay: boolean
+  /** The overlay's file (a temporary file when absent). */
+  overlayPath?: string
+  serial?: string
 }
 
 /** One event from the vCPU threads. */

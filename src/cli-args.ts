@@ -6,6 +6,7 @@
 import { parseArgs } from 'node:util';
 import { ConfigError } from './errors.js';
 import { parseSize } from './size.js';
+import type { DiskOptions } from './virtio/disk.js';
 
 /** A mistake on the command line: printed with the command's name, exit status 2. */
 export class UsageError extends Error {
@@ -20,6 +21,8 @@ export interface OptionSpec {
   readonly value?: string;
   /** One line (or a few) of help. */
   readonly help: string;
+  /** May be given more than once: every value is kept, in order, in {@link ParsedCommand.lists}. */
+  readonly repeatable?: boolean;
 }
 
 /** A command: its name, what it does, its positional arguments and its options. */
@@ -38,8 +41,10 @@ export interface CommandSpec {
 
 /** What a command line said. */
 export interface ParsedCommand {
-  /** Option values by long name. */
+  /** Option values by long name (the last one given). */
   readonly values: Readonly<Record<string, string | boolean | undefined>>;
+  /** Every value of each repeatable option, in order. */
+  readonly lists: Readonly<Record<string, readonly string[]>>;
   /** Positional arguments. */
   readonly positionals: readonly string[];
   /** Whether `--help` or `-h` was given. */
@@ -85,6 +90,7 @@ export function parseCommand(spec: CommandSpec, argv: readonly string[]): Parsed
     tokens: true,
   });
   const values: Record<string, string | boolean | undefined> = {};
+  const lists: Record<string, string[]> = {};
   const positionals: string[] = [];
   let help = false;
   for (const token of tokens) {
@@ -111,12 +117,15 @@ export function parseCommand(spec: CommandSpec, argv: readonly string[]): Parsed
       throw new UsageError(`${token.rawName} takes no value (got "${token.value}")`);
     }
     values[token.name] = token.value ?? true;
+    if (option.repeatable === true && token.value !== undefined) {
+      lists[token.name] = [...(lists[token.name] ?? []), token.value];
+    }
   }
   if (!help && positionals.length > spec.positionals.length) {
     const extra = positionals.slice(spec.positionals.length).join(' ');
     throw new UsageError(`unexpected argument ${JSON.stringify(extra)}`);
   }
-  return { values, positionals, help };
+  return { values, lists, positionals, help };
 }
 
 /** The help of one command. */
@@ -167,6 +176,33 @@ export function countFlag(value: string | boolean | undefined, flag: string, fal
   }
   return n;
 }
+
+/**
+ * A `--disk FILE[,ro][,overlay]` flag: the image, then options — `ro` (the guest sees it
+ * read-only) or `overlay` (writes go to a temporary copy-on-write overlay, the image is
+ * never written).
+ */
+export function diskFlag(value: string): DiskOptions {
+  const parts = value.split(',');
+  const options: string[] = [];
+  while (parts.length > 1 && DISK_OPTIONS.includes(parts.at(-1) as (typeof DISK_OPTIONS)[number])) {
+    options.unshift(parts.pop() as string);
+  }
+  const path = parts.join(',');
+  if (path === '') {
+    throw new ConfigError('--disk', `${JSON.stringify(value)} names no image: give --disk FILE[,ro][,overlay]`);
+  }
+  if (options.includes('ro') && options.includes('overlay')) {
+    throw new ConfigError('--disk', `${JSON.stringify(value)}: choose ro or overlay, not both`);
+  }
+  return {
+    path,
+    ...(options.includes('ro') ? { readOnly: true } : {}),
+    ...(options.includes('overlay') ? { overlay: true } : {}),
+  };
+}
+
+const DISK_OPTIONS = ['ro', 'overlay'] as const;
 
 /** A flag that takes a comma-separated list of `allowed` names. */
 export function listFlag<T extends string>(value: string, flag: string, allowed: readonly T[]): T[] {

@@ -25,6 +25,7 @@ export type ErrorCode =
   | 'EVENTFD_FAILED'
   | 'DEVICE_FAILED'
   | 'BAD_IMAGE'
+  | 'BAD_DISK'
   | 'NATIVE_BINDING_MISSING'
   | 'INTERNAL_PANIC'
   | MachineErrorCode;

@@ -21,6 +21,7 @@ export type GuestName =
   | 'smp'
   | 'spin'
   | 'unhandled'
+  | 'virtio-blk'
   | 'virtio-rng';
 
 /** Where each bundled guest is loaded, and the mode it starts in. */

@@ -83,3 +83,13 @@ export {
   type VcpuEvents,
   type VcpuSetup,
 } from './vcpu.js';
+export {
+  type BackendDiskOptions,
+  type BlockBackend,
+  type Disk,
+  type DiskCommonOptions,
+  type DiskOptions,
+  type FileDiskOptions,
+  type MemoryDiskOptions,
+  SECTOR_SIZE,
+} from './virtio/disk.js';

@@ -9,6 +9,7 @@ import { type LoadedKernel, type LoadLinuxOptions, Machine } from './machine.js'
 import type { SerialPort } from './serial.js';
 import type { Size } from './size.js';
 import { type CpuidMask, maskCpuid } from './vcpu.js';
+import type { DiskOptions } from './virtio/disk.js';
 
 /**
  * The virtio devices of a Linux machine. They are added before the kernel is loaded, so
@@ -17,12 +18,17 @@ import { type CpuidMask, maskCpuid } from './vcpu.js';
 export interface LinuxDevices {
   /** A virtio entropy device (`/dev/hwrng`), fed from the host's `getrandom(2)`. */
   rng?: boolean;
+  /** virtio-blk disks, `/dev/vda`, `/dev/vdb`… in this order (see {@link Machine.addDisk}). */
+  disks?: DiskOptions[];
 }
 
 /** Adds the virtio devices `devices` asks for to `vm`. */
 function addLinuxDevices(vm: Machine, devices: LinuxDevices): void {
   if (devices.rng === true) {
     vm.addRng();
+  }
+  for (const disk of devices.disks ?? []) {
+    vm.addDisk(disk);
   }
 }
 

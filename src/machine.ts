@@ -22,6 +22,7 @@ import { type SerialOptions, SerialPort } from './serial.js';
 import type { VcpuStats } from './stats.js';
 import { describe, deviceArgs, eachOf, object, oneOf, optionalText, string, text, wholeNumber } from './validate.js';
 import { type CpuMode, Vcpu } from './vcpu.js';
+import { addDisk, type Disk, type DiskOptions } from './virtio/disk.js';
 
 /** The lifecycle state of a {@link Machine}. */
 export type MachineState = 'created' | 'running' | 'paused' | 'ended' | 'closed';
@@ -445,6 +446,28 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
     return callNative(() => this.#native.addRng());
   }
 
+  /**
+   * Adds a virtio-blk disk: an image file, a `Uint8Array`, or a {@link BlockBackend} of your
+   * own. An image is served on the machine's I/O thread with `preadv`/`pwritev` (flush,
+   * discard and write-zeroes included), read-only if you say so, or under a copy-on-write
+   * overlay so many machines share one image; a memory disk or a backend is served by your
+   * code, with requests in batches and buffers as views of guest memory. Add disks before
+   * {@link loadLinux} so the ACPI tables name them (`/dev/vda`, `/dev/vdb`… in that order).
+   * Needs `irqchip: true`. A missing or unusable image throws `BAD_DISK`.
+   *
+   * @example
+   * ```ts
+   * const vm = Machine.create({ memory: '512M', irqchip: true });
+   * vm.addDisk({ path: 'debian.img', overlay: true }); // the image is never written
+   * vm.addDisk({ path: 'data.img', readOnly: true, serial: 'data' });
+   * const scratch = new Uint8Array(64 << 20);
+   * vm.addDisk({ data: scratch }); // the guest's writes land in `scratch`
+   * ```
+   */
+  addDisk(options: DiskOptions): Disk {
+    return addDisk(this.#native, this.memory, options);
+  }
+
   /** Adds the CMOS real-time clock at 0x70–0x71 (Rust), reading the host's time. */
   addRtc(): BuiltinDevice {
     return this.#builtin({ kind: 'rtc' });
@@ -479,7 +502,7 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
   }
 
   /**
-   * A free interrupt line (5 to 23) that no built-in device and no {@link createIrqFd} has taken,
+   * A free interrupt line (5 to 23, never 8, the CMOS clock's) that no built-in or virtio device and no {@link createIrqFd} has taken,
    * for a device of yours to raise (raising it needs `irqchip`).
    */
   allocateIrq(): number {

@@ -20,6 +20,7 @@ const MODES: Record<Exclude<GuestName, 'bench'>, 'real' | 'long'> = {
   smp: 'long',
   spin: 'real',
   unhandled: 'real',
+  'virtio-blk': 'long',
   'virtio-rng': 'long',
 };
 

@@ -73,4 +73,21 @@ describeKvm('kvmkit under repetition', () => {
     expect(grown.threads).toBeLessThanOrEqual(2);
     expect(grown.rss).toBeLessThan(64 * MiB);
   });
+
+  it('leaks nothing over 300 machines with virtio devices, run and closed', { timeout: 120_000 }, async () => {
+    // out 0xf4, al: each machine starts its vCPU and its I/O thread, with two devices' eventfds.
+    const grown = await growth(300, async () => {
+      const vm = Machine.create({ memory: '64K', irqchip: true });
+      vm.memory.write(0x1000, Uint8Array.of(0xe6, 0xf4));
+      vm.vcpus[0]?.setup({ mode: 'real', entry: 0x1000 });
+      vm.addDebugExit(0xf4);
+      vm.addRng();
+      vm.addRng();
+      expect((await vm.run()).reason).toBe('device-request');
+      await vm.close();
+    });
+    expect(grown.fds).toBeLessThanOrEqual(2);
+    expect(grown.threads).toBeLessThanOrEqual(2);
+    expect(grown.rss).toBeLessThan(64 * MiB);
+  });
 });

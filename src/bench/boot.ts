@@ -70,7 +70,6 @@ function qemuCpu(): string {
   return qemuCpuModel(hardwareVirtualization() ? [] : ['cx16', 'xsave', 'avx', 'f16c', 'avx2']);
 }
 
-/** Seconds from creating the machine (loading included) to the milestone, or `null`. */
 /** One boot: seconds to the milestone and the guest's uptime then, or `null`s. */
 interface Boot {
   readonly seconds: number | null;
@@ -94,15 +93,26 @@ async function bootKvmkit(options: BootBenchOptions, cmdline: string, timeoutMs:
   }
 }
 
+/**
+ * QEMU's arguments for a microvm with KVM, its serial console on stdout, booting `kernel`
+ * (with `initrd`) with `cmdline`.
+ */
+export function qemuMicrovmArgs(
+  boot: { kernel: string; initrd?: string | undefined; memoryMib?: number | undefined; vcpus?: number | undefined },
+  cmdline: string,
+): string[] {
+  return [
+    ...['-machine', 'microvm', '-accel', 'kvm', '-cpu', qemuCpu()],
+    ...['-m', String(boot.memoryMib ?? 512), '-smp', String(boot.vcpus ?? 1)],
+    ...['-nodefaults', '-no-user-config', '-nographic', '-no-reboot', '-serial', 'stdio'],
+    ...['-kernel', boot.kernel, '-append', cmdline],
+    ...(boot.initrd === undefined ? [] : ['-initrd', boot.initrd]),
+  ];
+}
+
 /** Seconds from spawning QEMU to the milestone on its serial console, or `null`. */
 async function bootQemu(qemu: string, options: BootBenchOptions, cmdline: string, timeoutMs: number): Promise<Boot> {
-  const args = [
-    ...['-machine', 'microvm', '-accel', 'kvm', '-cpu', qemuCpu()],
-    ...['-m', String(options.memoryMib ?? 512), '-smp', String(options.vcpus ?? 1)],
-    ...['-nodefaults', '-no-user-config', '-nographic', '-no-reboot', '-serial', 'stdio'],
-    ...['-kernel', options.kernel, '-append', cmdline],
-    ...(options.initrd === undefined ? [] : ['-initrd', options.initrd]),
-  ];
+  const args = qemuMicrovmArgs(options, cmdline);
   const start = performance.now();
   const child = spawn(qemu, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise<unknown>((resolve) => child.once('close', resolve));

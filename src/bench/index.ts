@@ -24,3 +24,14 @@ export {
   type TargetCheck,
   type UnavailablePath,
 } from './run.js';
+export {
+  benchVirtio,
+  formatVirtioTable,
+  parseVirtioResults,
+  VIRTIO_TESTS,
+  type VirtioBenchOptions,
+  type VirtioReport,
+  type VirtioRunTimes,
+  type VirtioTest,
+  type VirtioTimes,
+} from './virtio.js';

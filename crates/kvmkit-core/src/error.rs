@@ -153,6 +153,14 @@ pub enum Error {
         /// What was attempted.
         op: &'static str,
     },
+    /// A disk image cannot be used as a virtio-blk disk.
+    #[error("disk {path}: {message}")]
+    Disk {
+        /// The image (or overlay) file.
+        path: String,
+        /// What is wrong with it and what to do.
+        message: String,
+    },
     /// A device refused an operation.
     #[error("{device}: {message}")]
     Device {
@@ -195,6 +203,7 @@ impl Error {
             Error::ReplyTooLong { .. } => "REPLY_TOO_LONG",
             Error::Image { .. } => "BAD_IMAGE",
             Error::NoIrqchip { .. } => "NO_IRQCHIP",
+            Error::Disk { .. } => "BAD_DISK",
             Error::Device { .. } => "DEVICE_FAILED",
             Error::EventFd(_) => "EVENTFD_FAILED",
             Error::Thread(_) => "THREAD_FAILED",

@@ -25,6 +25,7 @@ pub mod protocol;
 mod serial;
 mod vcpu;
 mod virtio;
+mod virtio_block;
 
 pub use convert::Registers;
 pub use devices::{COM1_IRQ, COM1_PORT, DEBUG_CONSOLE_PORT, DEBUG_EXIT_PORT};
@@ -39,6 +40,7 @@ pub use memory::NativeMemory;
 pub use serial::{NativeConsole, NativeSerial};
 pub use vcpu::NativeVcpu;
 pub use virtio::NativeVirtioInfo;
+pub use virtio_block::{NativeBlockRequest, NativeDisk, NativeDiskFile};
 
 use napi_derive::napi;
 

@@ -9,6 +9,7 @@
 //! Queues come from rust-vmm's `virtio-queue`, which validates every ring index, descriptor
 //! and address a guest hands over.
 
+pub mod block;
 pub mod interrupt;
 pub mod mmio;
 pub mod rng;
@@ -19,7 +20,7 @@ use std::sync::Arc;
 
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
-use virtio_queue::{DescriptorChain, Queue, QueueT};
+use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 
 pub use interrupt::Interrupt;
 
@@ -55,6 +56,46 @@ impl std::fmt::Debug for Activation {
         f.debug_struct("Activation")
             .field("queues", &self.queues.len())
             .finish()
+    }
+}
+
+/// What a device with one queue holds between activation and reset.
+pub struct OneQueue {
+    /// Guest RAM.
+    pub mem: Memory,
+    /// The queue.
+    pub queue: Queue,
+    /// Interrupts to the driver.
+    pub interrupt: Arc<Interrupt>,
+}
+
+impl OneQueue {
+    /// Takes the one queue of `activation`.
+    ///
+    /// # Errors
+    ///
+    /// A message naming `device` if the activation holds no queue.
+    pub fn take(activation: Activation, device: &str) -> Result<Self, String> {
+        let Activation {
+            mem,
+            queues,
+            interrupt,
+        } = activation;
+        let queue = queues
+            .into_iter()
+            .next()
+            .ok_or_else(|| format!("{device} has one queue"))?;
+        Ok(OneQueue {
+            mem,
+            queue,
+            interrupt,
+        })
+    }
+}
+
+impl std::fmt::Debug for OneQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OneQueue").finish_non_exhaustive()
     }
 }
 
@@ -116,6 +157,25 @@ pub trait VirtioDevice: Send {
     fn reset(&mut self);
 }
 
+/// The next chain the driver made available on `queue`, or `None` when there is none.
+///
+/// # Errors
+///
+/// The ring's error when the driver broke it (an available index more than the queue's size
+/// ahead): `pop_descriptor_chain` alone would answer `None` while the ring still shows work,
+/// and a loop waiting for the ring to drain would never end.
+pub fn next_chain<'m>(
+    queue: &mut Queue,
+    mem: &'m Memory,
+) -> Result<Option<Chain<'m>>, virtio_queue::Error> {
+    match queue.pop_descriptor_chain(mem) {
+        Some(chain) => Ok(Some(chain)),
+        None if !queue.ready() => Ok(None),
+        // Empty, or broken: `iter` tells which.
+        None => queue.iter(mem).map(|_| None),
+    }
+}
+
 /// Pops every chain available on `queue`, hands each to `handle` (which returns how many
 /// bytes it wrote into the chain's writable buffers), returns them to the driver, and
 /// interrupts it when the ring asks for it — the loop of virtio-queue's documentation, with
@@ -134,7 +194,7 @@ pub fn drain_queue(
     let mut used = false;
     let result = (|| loop {
         queue.disable_notification(mem)?;
-        while let Some(chain) = queue.pop_descriptor_chain(mem) {
+        while let Some(chain) = next_chain(queue, mem)? {
             let head = chain.head_index();
             let len = handle(chain);
             queue.add_used(mem, head, len)?;

@@ -1,12 +1,10 @@
 //! virtio-rng: an entropy device whose one queue the host fills from `getrandom(2)`.
 
 use std::io::Write;
-use std::sync::Arc;
 
 use virtio_bindings::virtio_ids::VIRTIO_ID_RNG;
-use virtio_queue::Queue;
 
-use crate::virtio::{Activation, Interrupt, Memory, VirtioDevice, drain_queue};
+use crate::virtio::{Activation, OneQueue, VirtioDevice, drain_queue};
 
 /// Its one queue's size.
 pub const QUEUE_SIZE: u16 = 256;
@@ -14,16 +12,10 @@ pub const QUEUE_SIZE: u16 = 256;
 /// cap keeps a guest offering huge buffers from holding the I/O thread.
 const MAX_REQUEST: usize = 4096;
 
-struct Active {
-    mem: Memory,
-    queue: Queue,
-    interrupt: Arc<Interrupt>,
-}
-
 /// The entropy device.
 #[derive(Default)]
 pub struct Rng {
-    active: Option<Active>,
+    active: Option<OneQueue>,
 }
 
 impl std::fmt::Debug for Rng {
@@ -75,20 +67,7 @@ impl VirtioDevice for Rng {
     }
 
     fn activate(&mut self, activation: Activation) -> Result<(), String> {
-        let Activation {
-            mem,
-            queues,
-            interrupt,
-        } = activation;
-        let queue = queues
-            .into_iter()
-            .next()
-            .ok_or("virtio-rng has one queue")?;
-        self.active = Some(Active {
-            mem,
-            queue,
-            interrupt,
-        });
+        self.active = Some(OneQueue::take(activation, "virtio-rng")?);
         Ok(())
     }
 
