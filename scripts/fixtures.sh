@@ -3,8 +3,9 @@
 #   vmlinuz    Debian's stock linux-image-amd64 kernel (bzImage)
 #   vmlinux    the same kernel's ELF image, extracted from vmlinuz's XZ payload
 #   initramfs  a busybox-static initramfs whose init prints a marker and powers off; with
-#              kvmkit.test=virtio on the command line it first loads Debian's virtio modules
-#              and runs the guest side of test/hw/virtio.test.ts (test/hw/virtio-guest.sh)
+#              kvmkit.test=virtio (or kvmkit.bench=virtio) on the command line it loads
+#              Debian's virtio modules and runs the guest side of test/hw/virtio.test.ts (or
+#              of kvmkit bench virtio): test/hw/virtio-guest.sh
 #   debs/      the two Debian packages they come from (scripts/hwvm.sh builds its L1 from them)
 # Needs apt-get, dpkg-deb, xz, cpio and binutils; on a fresh machine, run as root so it can install
 # what is missing.
@@ -58,7 +59,7 @@ cp busybox/bin/busybox root/bin/busybox
 # for its metadata checksums: with no modprobe in the initramfs, nothing loads it on demand).
 copy_modules kernel root/modules virtio_mmio virtio_blk virtio-rng virtio_console virtio_net \
   vmw_vsock_virtio_transport crc32c_generic ext4
-cp "$repo/test/hw/virtio-guest.sh" root/virtio-test.sh
+cp "$repo/test/hw/virtio-guest.sh" root/virtio-guest.sh
 # busybox has no AF_VSOCK client: the test's own, a static program with no libc.
 as --fatal-warnings --64 -o vsock-cat.o "$repo/test/hw/vsock-cat.S"
 ld -static -o root/bin/vsock-cat vsock-cat.o
@@ -67,7 +68,7 @@ cat > root/init <<'INIT'
 /bin/busybox mount -t proc proc /proc
 echo "KVMKIT-INIT-OK $(/bin/busybox cat /proc/cmdline)"
 case " $(/bin/busybox cat /proc/cmdline) " in
-*" kvmkit.test=virtio "*) /bin/busybox sh /virtio-test.sh ;;
+*" kvmkit.test=virtio "* | *" kvmkit.bench=virtio "*) /bin/busybox sh /virtio-guest.sh ;;
 esac
 /bin/busybox poweroff -f
 INIT

@@ -1,8 +1,9 @@
 #!/bin/busybox sh
-# The guest side of test/hw/virtio.test.ts, run by the fixtures' initramfs init (see
-# scripts/fixtures.sh) when the command line has kvmkit.test=virtio. It loads Debian's
-# virtio modules in dependency order, exercises each virtio device it finds, and prints one
-# marker line per step for the host test to check:
+# The guest side of test/hw/virtio.test.ts and of `kvmkit bench virtio` (src/bench/virtio.ts),
+# run by the fixtures' initramfs init (see scripts/fixtures.sh) when the command line has
+# kvmkit.test=virtio or kvmkit.bench=virtio. It loads Debian's virtio modules in dependency
+# order. The test exercises each virtio device it finds and prints one marker line per step
+# for the host test to check:
 #   KVMKIT-<STEP> ok ...     the step worked (with what it saw)
 #   KVMKIT-<STEP> FAIL ...   it did not (with why)
 #   KVMKIT-<STEP> absent     the machine has no such device
@@ -12,6 +13,9 @@
 #   kvmkit.vsock=PORT    send a line to the host's vsock PORT and print its answer
 #   kvmkit.wait          after the steps, wait for a line on the serial console before the
 #                        power-off (the host still talks to hvc0 or pings this guest)
+# The benchmark times dd on /dev/vda, all O_DIRECT: kvmkit.bench.mib MiB read then written
+# in 1 MiB blocks, then kvmkit.bench.reads 4 KiB reads one at a time; one line per test as
+# busybox's time says it (`kvmkit-bench seq-read real<TAB>0m 1.23s`), then `kvmkit-bench done`.
 /bin/busybox --install -s /bin
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
@@ -25,6 +29,22 @@ for m in $(cat /modules/order); do
   loaded="$loaded ${m%.ko}"
 done
 echo "KVMKIT-MODULES ok$loaded"
+
+if [ "$(param bench)" = virtio ]; then
+  mib=$(param bench.mib)
+  reads=$(param bench.reads)
+  timed() {
+    name=$1
+    shift
+    echo "kvmkit-bench $name $(time "$@" 2>&1 > /dev/null | grep '^real')"
+  }
+  timed seq-read dd if=/dev/vda of=/dev/null bs=1M count="${mib:-128}" iflag=direct
+  timed seq-write dd if=/dev/zero of=/dev/vda bs=1M count="${mib:-128}" oflag=direct
+  timed read-4k-qd1 dd if=/dev/vda of=/dev/null bs=4k count="${reads:-4096}" iflag=direct
+  echo "kvmkit-bench done"
+  exit 0
+fi
+
 # Every virtio device the transport found, as device-id=driver.
 devices=
 for dev in /sys/bus/virtio/devices/*; do

@@ -24,7 +24,6 @@ import { describeHw } from './hardware.js';
 const landed = (method: string) =>
   typeof (kvmkit.Machine.prototype as unknown as Record<string, unknown>)[method] === 'function';
 const has = {
-  disks: landed('addDisk'),
   virtioConsole: landed('addVirtioConsole'),
   net: landed('addNet') && 'createSwitch' in kvmkit,
   vsock: landed('addVsock'),
@@ -35,7 +34,6 @@ const has = {
  * the virtio brief name them; only used once their `Machine` method exists.
  */
 interface PendingDevices {
-  disks?: ({ path: string; readOnly?: boolean } | { data: Uint8Array; readOnly?: boolean })[];
   virtioConsole?: boolean;
   net?: { switch: unknown; mac?: string }[];
   vsock?: { cid: number };
@@ -82,9 +80,7 @@ describeHw("Debian's virtio drivers on kvmkit's devices", () => {
       });
       writeFileSync(scratch, Buffer.alloc(1 << 20));
       const devices: LinuxDevices & PendingDevices = { rng: true };
-      if (has.disks) {
-        devices.disks = [{ path: data, readOnly: true }, { path: scratch }];
-      }
+      devices.disks = [{ path: data, readOnly: true }, { path: scratch }];
       if (has.virtioConsole) {
         devices.virtioConsole = true;
       }
@@ -125,7 +121,8 @@ describeHw("Debian's virtio drivers on kvmkit's devices", () => {
       const devices = marker(log, 'VIRTIO-DEVICES')?.split(' ').sort();
       const expected = [
         '0x0004=virtio_rng',
-        ...(has.disks ? ['0x0002=virtio_blk', '0x0002=virtio_blk'] : []),
+        '0x0002=virtio_blk',
+        '0x0002=virtio_blk',
         ...(has.virtioConsole ? ['0x0003=virtio_console'] : []),
         ...(has.vsock ? ['0x0013=vmw_vsock_virtio_transport'] : []),
       ].sort();
@@ -139,7 +136,7 @@ describeHw("Debian's virtio drivers on kvmkit's devices", () => {
       expect(random).not.toMatch(/^0+$/);
     });
 
-    itWhenLanded(has.disks, 'mounts the ext4 disk the test made and reads its file', 'virtio-blk (addDisk)', () => {
+    it('mounts the ext4 disk the test made and reads its file', () => {
       expect(marker(log, 'DISKS')).toBe('ok vda vdb');
       expect(marker(log, 'DISK-READ')).toBe(`ok vda ${token}`);
       expect(marker(log, 'DISK-WRITE')).toBe('ok vdb');
@@ -188,12 +185,10 @@ describeHw("Debian's virtio drivers on kvmkit's devices", () => {
     it('powers off when told; the disk the guest wrote holds its line', async () => {
       guest.console.input.write('\n');
       expect(await guest.outcome).toEqual({ reason: 'shutdown', vcpu: expect.any(Number) });
-      if (has.disks) {
-        const written = readFileSync(scratch)
-          .subarray(4096, 4096 + 40)
-          .toString('latin1');
-        expect(written).toMatch(/^written by the guest to vdb\n\0/);
-      }
+      const written = readFileSync(scratch)
+        .subarray(4096, 4096 + 40)
+        .toString('latin1');
+      expect(written).toMatch(/^written by the guest to vdb\n\0/);
     });
   });
 
