@@ -22,13 +22,7 @@
     .code64
     .globl _start
 _start:
-    cli
-    set_gate idt, 0x40, handler
-    lidt    idt_ptr(%rip)
-    mov     $GSI, %edi
-    mov     $0x40, %esi
-    call    ioapic_route
-    sti
+    vio_irq_setup handler, GSI
 
     mov     $BASE, %rdi
     cmpl    $0x74726976, VIO_MAGIC(%rdi)

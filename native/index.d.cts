@@ -144,6 +144,13 @@ export declare class NativeMachine {
    * batches of requests and completes each with `NativeDisk.complete`.
    */
   addDiskServed(size: number, readOnly: boolean, serial: string | undefined | null, onRequests: (arg: Array<NativeBlockRequest>) => void): NativeDisk
+  /** Adds a virtio console (one port, hvc0 in a Linux guest). */
+  addVirtioConsole(): NativeVirtioConsole
+  /**
+   * Adds a virtio network device with MAC `mac` (6 bytes) and, if given, MTU `mtu`, on
+   * TAP interface `tap` or, without one, exchanging frames with the host.
+   */
+  addNet(mac: Buffer, tap?: string | undefined | null, mtu?: number | undefined | null): NativeNet
 }
 
 /**
@@ -170,6 +177,18 @@ export declare class NativeMemory {
   write(addr: number, data: Buffer): void
   /** Reads `len` bytes of guest RAM at `addr`. */
   read(addr: number, len: number): Buffer
+}
+
+/** A network device's host side. */
+export declare class NativeNet {
+  /** Where it was attached (its transmitted frames are announced under `base`). */
+  get info(): NativeVirtioInfo
+  /** Queues `frame` for the guest; returns whether there was room. */
+  send(frame: Buffer): boolean
+  /** Takes the frames the guest transmitted so far. */
+  takeFrames(): Array<Buffer>
+  /** Its frame counts. */
+  get counters(): NativeNetCounters
 }
 
 /** A 16550A UART's host side. */
@@ -222,6 +241,18 @@ export declare class NativeVcpu {
   setEvents(events: VcpuEvents): void
   /** Exit counters and latency histogram of this vCPU. */
   stats(): NativeStats
+}
+
+/** A virtio console's host side. */
+export declare class NativeVirtioConsole {
+  /** Where it was attached (its output is announced under `base`). */
+  get info(): NativeVirtioInfo
+  /** Queues `data` for the guest; returns how many bytes fit. */
+  input(data: Buffer): number
+  /** Takes the output so far. */
+  takeOutput(): Buffer
+  /** Bytes of output dropped because nobody took them in time. */
+  get dropped(): number
 }
 
 /** The bytes of the string-I/O write vCPU `vcpu` waits on. */
@@ -517,6 +548,14 @@ export interface NativeLoadedMultiboot {
 export interface NativeModule {
   path: string
   cmdline: string
+}
+
+/** A network device's frame counts. */
+export interface NativeNetCounters {
+  rxFrames: number
+  rxDropped: number
+  txFrames: number
+  txDropped: number
 }
 
 /** How a run ended. */

@@ -9,7 +9,7 @@ const SECTIONS = [
   ['Machine', /\/src\/(machine|config|outcome|size|kvm|hardware)\.ts$/],
   ['vCPU', /\/src\/vcpu\.ts$|\/native\/index\.d\.cts$/],
   ['Memory', /\/src\/memory\.ts$/],
-  ['Devices', /\/src\/(devices|serial)\.ts$/],
+  ['Devices', /\/src\/(devices|serial|byte-stream|virtio\/[a-z-]+)\.ts$/],
   ['Linux', /\/src\/(linux|kernel-cache)\.ts$/],
   ['Errors', /\/src\/errors\.ts$/],
   ['Statistics', /\/src\/stats\.ts$/],

@@ -7,6 +7,7 @@ import { parseArgs } from 'node:util';
 import { ConfigError } from './errors.js';
 import { parseSize } from './size.js';
 import type { DiskOptions } from './virtio/disk.js';
+import type { TapNetOptions } from './virtio/net.js';
 
 /** A mistake on the command line: printed with the command's name, exit status 2. */
 export class UsageError extends Error {
@@ -217,4 +218,22 @@ export function listFlag<T extends string>(value: string, flag: string, allowed:
     }
   }
   return items as T[];
+}
+
+/** A `--net` value: `tap=IFNAME[,mac=MAC]`. */
+export function netFlag(value: string): TapNetOptions {
+  const fields = new Map<string, string>();
+  for (const item of value.split(',')) {
+    const [key = '', ...rest] = item.split('=');
+    if (!['tap', 'mac'].includes(key) || rest.length === 0 || fields.has(key)) {
+      throw new ConfigError('--net', `expected tap=IFNAME[,mac=MAC], got ${JSON.stringify(value)}`);
+    }
+    fields.set(key, rest.join('='));
+  }
+  const tap = fields.get('tap');
+  if (tap === undefined || tap === '') {
+    throw new ConfigError('--net', `expected tap=IFNAME[,mac=MAC], got ${JSON.stringify(value)}: name the TAP`);
+  }
+  const mac = fields.get('mac');
+  return mac === undefined ? { tap } : { tap, mac };
 }

@@ -23,6 +23,7 @@ import {
   diskFlag,
   formatHelp,
   listFlag,
+  netFlag,
   type ParsedCommand,
   parseCommand,
   sizeFlag,
@@ -83,6 +84,16 @@ const COMMANDS: Record<string, CommandSpec> = {
         value: 'FILE[,ro]',
         repeatable: true,
         help: 'a virtio disk on a raw image (/dev/vda, then vdb… in order; repeat\nfor more); ,ro: read-only; ,overlay: writes go to a temporary\ncopy-on-write overlay and the image is never written',
+      },
+      net: {
+        type: 'string',
+        value: 'tap=IFNAME',
+        repeatable: true,
+        help: 'a virtio network device on an existing TAP interface (eth0, then\neth1… in order; repeat for more; make it with ip tuntap add dev\nIFNAME mode tap user $USER); ,mac=02:00:00:00:00:01 sets its MAC',
+      },
+      'virtio-console': {
+        type: 'boolean',
+        help: 'a virtio console (hvc0): its output is shown with COM1\'s and\nthe terminal types into it (boot with --append "... console=hvc0")',
       },
     },
     notes: 'Exits 0 when the guest powers off, resets or is quit; 1 with the reason otherwise.',
@@ -263,7 +274,12 @@ async function main(argv: string[]): Promise<number> {
         memory: sizeFlag(v.memory, '--memory', 512 * MIB),
         cpus: countFlag(v.cpus, '--cpus', 1),
         ...(v['standard-bzimage'] === true ? { bzImage: 'standard' as const } : {}),
-        devices: { rng: v.rng === true, disks: (parsed.lists.disk ?? []).map(diskFlag) },
+        devices: {
+          rng: v.rng === true,
+          disks: (parsed.lists.disk ?? []).map(diskFlag),
+          virtioConsole: v['virtio-console'] === true,
+          net: (parsed.lists.net ?? []).map(netFlag),
+        },
       });
       process.stderr.write(`\nkvmkit: ${describeOutcome(outcome)}\n`);
       return cleanEnd(outcome) ? 0 : 1;

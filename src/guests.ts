@@ -22,6 +22,8 @@ export type GuestName =
   | 'spin'
   | 'unhandled'
   | 'virtio-blk'
+  | 'virtio-console'
+  | 'virtio-net'
   | 'virtio-rng';
 
 /** Where each bundled guest is loaded, and the mode it starts in. */

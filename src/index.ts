@@ -7,6 +7,7 @@
  * @module kvmkit
  */
 
+export { ByteStreamDevice } from './byte-stream.js';
 export type { MachineConfig, MemoryBacking, MemoryRegion, UnhandledPolicy } from './config.js';
 export type { Access, Device, DeviceHandle, ReadValue } from './devices.js';
 export {
@@ -83,6 +84,7 @@ export {
   type VcpuEvents,
   type VcpuSetup,
 } from './vcpu.js';
+export { VirtioConsole } from './virtio/console.js';
 export {
   type BackendDiskOptions,
   type BlockBackend,
@@ -93,3 +95,14 @@ export {
   type MemoryDiskOptions,
   SECTOR_SIZE,
 } from './virtio/disk.js';
+export {
+  createSwitch,
+  type FramesNetOptions,
+  type NetCommonOptions,
+  type NetCounters,
+  NetDevice,
+  type NetOptions,
+  NetSwitch,
+  type SwitchNetOptions,
+  type TapNetOptions,
+} from './virtio/net.js';

@@ -8,8 +8,11 @@ import { hardwareVirtualization } from './hardware.js';
 import { type LoadedKernel, type LoadLinuxOptions, Machine } from './machine.js';
 import type { SerialPort } from './serial.js';
 import type { Size } from './size.js';
+import { eachOf, object } from './validate.js';
 import { type CpuidMask, maskCpuid } from './vcpu.js';
+import type { VirtioConsole } from './virtio/console.js';
 import type { DiskOptions } from './virtio/disk.js';
+import type { NetDevice, NetOptions } from './virtio/net.js';
 
 /**
  * The virtio devices of a Linux machine. They are added before the kernel is loaded, so
@@ -20,16 +23,35 @@ export interface LinuxDevices {
   rng?: boolean;
   /** virtio-blk disks, `/dev/vda`, `/dev/vdb`… in this order (see {@link Machine.addDisk}). */
   disks?: DiskOptions[];
+  /**
+   * A virtio console (`hvc0`), as {@link LinuxMachine.virtioConsole}. Add `console=hvc0` to
+   * the command line to make it the kernel's console.
+   */
+  virtioConsole?: boolean;
+  /** Network devices (`eth0`, `eth1`, …), in order, as {@link LinuxMachine.net}. */
+  net?: NetOptions[];
+}
+
+/** The host sides of the virtio devices of a Linux machine. */
+interface LinuxVirtioDevices {
+  readonly virtioConsole: VirtioConsole | undefined;
+  readonly net: readonly NetDevice[];
 }
 
 /** Adds the virtio devices `devices` asks for to `vm`. */
-function addLinuxDevices(vm: Machine, devices: LinuxDevices): void {
+function addLinuxDevices(vm: Machine, devices: LinuxDevices): LinuxVirtioDevices {
   if (devices.rng === true) {
     vm.addRng();
   }
   for (const disk of devices.disks ?? []) {
     vm.addDisk(disk);
   }
+  const virtioConsole = devices.virtioConsole === true ? vm.addVirtioConsole() : undefined;
+  if (devices.net !== undefined) {
+    eachOf(devices.net, 'net', object);
+  }
+  const net = (devices.net ?? []).map((options) => vm.addNet(options));
+  return { virtioConsole, net };
 }
 
 /** What to boot, and on what. */
@@ -102,6 +124,10 @@ export interface LinuxMachine {
   readonly vm: Machine;
   /** COM1, where the kernel's console is. */
   readonly console: SerialPort;
+  /** The virtio console (`hvc0`), if {@link LinuxDevices.virtioConsole} asked for one. */
+  readonly virtioConsole: VirtioConsole | undefined;
+  /** The network devices {@link LinuxDevices.net} asked for, in order. */
+  readonly net: readonly NetDevice[];
   /** Where the kernel was loaded and how it is entered. */
   readonly loaded: LoadedKernel;
 }
@@ -130,7 +156,7 @@ export function createLinuxMachine(options: LinuxOptions): LinuxMachine {
     const console = vm.addSerial();
     vm.addI8042();
     vm.addRtc();
-    addLinuxDevices(vm, options);
+    const virtio = addLinuxDevices(vm, options);
     const masks = options.cpuidMasks ?? cpuidMasksForHost();
     for (const vcpu of vm.vcpus) {
       vcpu.setCpuid(maskCpuid(vcpu.cpuid(), masks));
@@ -145,7 +171,7 @@ export function createLinuxMachine(options: LinuxOptions): LinuxMachine {
       withHostWorkarounds(options.cmdline ?? DEFAULT_CMDLINE),
       loadOptions,
     );
-    return { vm, console, loaded };
+    return { vm, console, loaded, ...virtio };
   } catch (error) {
     void vm.close();
     throw error instanceof KvmkitError ? error : new KvmkitError('BAD_IMAGE', String(error), { cause: error });

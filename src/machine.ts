@@ -22,7 +22,9 @@ import { type SerialOptions, SerialPort } from './serial.js';
 import type { VcpuStats } from './stats.js';
 import { describe, deviceArgs, eachOf, object, oneOf, optionalText, string, text, wholeNumber } from './validate.js';
 import { type CpuMode, Vcpu } from './vcpu.js';
+import { VirtioConsole } from './virtio/console.js';
 import { addDisk, type Disk, type DiskOptions } from './virtio/disk.js';
+import { addNet, type NetDevice, type NetOptions } from './virtio/net.js';
 
 /** The lifecycle state of a {@link Machine}. */
 export type MachineState = 'created' | 'running' | 'paused' | 'ended' | 'closed';
@@ -229,7 +231,8 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
   readonly #native: NativeMachine;
   readonly #handoff: Handoff;
   readonly #irqchip: boolean;
-  readonly #serials = new Map<number, SerialPort>();
+  /** Devices whose output is announced by an output event: UARTs by port, virtio devices by MMIO base. */
+  readonly #outputs = new Map<number, { drain(): void; end(): void }>();
   #outcome: Outcome | undefined;
   readonly #ended: Promise<Outcome>;
   #resolveEnded!: (outcome: Outcome) => void;
@@ -387,7 +390,7 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
       wholeNumber(irq, 'options.irq', 0, 23);
     }
     const serial = new SerialPort(callNative(() => this.#native.addSerial(port, irq ?? undefined)));
-    this.#serials.set(serial.port, serial);
+    this.#outputs.set(serial.port, serial);
     return serial;
   }
 
@@ -466,6 +469,48 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
    */
   addDisk(options: DiskOptions): Disk {
     return addDisk(this.#native, this.memory, options);
+  }
+
+  /**
+   * Adds a virtio console with one port (`hvc0` in a Linux guest: boot with `console=hvc0`
+   * to make it the kernel's console), as Node streams; see {@link VirtioConsole}. Needs
+   * `irqchip: true`; add it before {@link loadLinux} so the ACPI tables name it.
+   *
+   * @example
+   * ```ts
+   * const hvc0 = vm.addVirtioConsole();
+   * hvc0.output.pipe(process.stdout);
+   * process.stdin.pipe(hvc0.input);
+   * ```
+   */
+  addVirtioConsole(): VirtioConsole {
+    const console = new VirtioConsole(callNative(() => this.#native.addVirtioConsole()));
+    this.#outputs.set(console.info.base, console);
+    return console;
+  }
+
+  /**
+   * Adds a virtio network device (`eth0` in a Linux guest): on an existing TAP interface
+   * (`{ tap: 'tap0' }`), on frames TypeScript handles (`{ frames: (frame) => … }`, with
+   * {@link NetDevice.send} the other way), or on a switch joining machines of this process
+   * (`{ switch: createSwitch() }`); see {@link NetDevice}. Needs `irqchip: true`; add it
+   * before {@link loadLinux} so the ACPI tables name it.
+   *
+   * @throws {@link KvmkitError} `TAP_NOT_FOUND` (no such interface, or not a TAP),
+   *   `TAP_PERMISSION_DENIED` (another user's TAP, or no CAP_NET_ADMIN), `TAP_FAILED`;
+   *   {@link ArgumentError} for a bad MAC address, MTU or backend.
+   * @example
+   * ```ts
+   * const lan = createSwitch();
+   * vmA.addNet({ switch: lan, mac: '02:00:00:00:00:0a' });
+   * vmB.addNet({ switch: lan, mac: '02:00:00:00:00:0b' });
+   * const tapped = vmC.addNet({ tap: 'tap0' });
+   * ```
+   */
+  addNet(options: NetOptions): NetDevice {
+    const net = addNet(options, (mac, tap, mtu) => this.#native.addNet(mac, tap, mtu));
+    this.#outputs.set(net.info.base, net);
+    return net;
   }
 
   /** Adds the CMOS real-time clock at 0x70–0x71 (Rust), reading the host's time. */
@@ -671,7 +716,7 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
         this.#handoff.drainPosted();
         break;
       case binding.EVENT_OUTPUT:
-        this.#serials.get(e.device)?.drain();
+        this.#outputs.get(e.device)?.drain();
         break;
       case binding.EVENT_DEVICE_ERROR:
         if (e.failure) {
@@ -721,8 +766,8 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
     }
     const outcome = this.#convention(toOutcome(native, this.#handoff.failure));
     this.#outcome = outcome;
-    for (const serial of this.#serials.values()) {
-      serial.end();
+    for (const output of this.#outputs.values()) {
+      output.end();
     }
     for (const w of this.#pauseWaiters.splice(0)) {
       w.reject(new KvmkitError('INVALID_STATE', `cannot pause: the run ended (${outcome.reason})`));

@@ -93,7 +93,8 @@ export function reportSilence(
 /**
  * Boots `options.kernel` with the console on stdin/stdout (raw mode on a terminal; Ctrl-A x
  * quits, Ctrl-A Ctrl-A sends Ctrl-A), after a one-line banner and with a progress line
- * while the guest is silent. Resolves with the outcome.
+ * while the guest is silent. With a virtio console its output is shown too and the
+ * terminal types into it instead of COM1. Resolves with the outcome.
  */
 export async function runCommand(options: RunCommandOptions): Promise<Outcome> {
   const status = options.status ?? process.stderr;
@@ -114,10 +115,12 @@ export async function runCommand(options: RunCommandOptions): Promise<Outcome> {
     ...(options.bzImage === undefined ? {} : { bzImage: options.bzImage }),
     ...options.devices,
   });
-  const { vm, console } = linux;
+  const { vm, console, virtioConsole } = linux;
   status.write(banner(options, linux, memory));
   const stopProgress = reportSilence(console.output, status);
   console.output.pipe(process.stdout, { end: false });
+  virtioConsole?.output.pipe(process.stdout, { end: false });
+  const terminal = virtioConsole ?? console;
   const stdin = process.stdin;
   const raw = stdin.isTTY;
   if (raw) {
@@ -139,7 +142,7 @@ export async function runCommand(options: RunCommandOptions): Promise<Outcome> {
         afterCtrlA = true;
         continue;
       }
-      console.input.write(Buffer.of(byte));
+      terminal.input.write(Buffer.of(byte));
     }
   };
   stdin.on('data', onInput);

@@ -8,7 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { describeLoad } from '../src/bench/host.js';
-import { closest, countFlag, listFlag, parseCommand, sizeFlag } from '../src/cli-args.js';
+import { closest, countFlag, listFlag, netFlag, parseCommand, sizeFlag } from '../src/cli-args.js';
 import { ConfigError } from '../src/errors.js';
 import { keepConsole, reportSilence } from '../src/run-command.js';
 import { describeKvm } from './kvm.js';
@@ -82,6 +82,18 @@ describe('kvmkit options', () => {
     expect(() => countFlag('0', '--cpus', 1)).toThrow('expected a whole number of at least 1, got "0"');
     expect(closest('kernal', ['kernel', 'initrd'])).toBe('kernel');
     expect(closest('zzzzzz', ['kernel', 'initrd'])).toBeUndefined();
+  });
+
+  it('reads --net as tap=IFNAME[,mac=MAC], and says --net and --virtio-console in the help', () => {
+    expect(netFlag('tap=tap0')).toEqual({ tap: 'tap0' });
+    expect(netFlag('tap=tap1,mac=02:00:00:00:00:01')).toEqual({ tap: 'tap1', mac: '02:00:00:00:00:01' });
+    for (const bad of ['tap0', 'tap=', 'user', 'tap=a,tap=b', 'tap=a,model=e1000']) {
+      expect(() => netFlag(bad), bad).toThrow(ConfigError);
+    }
+    const help = kvmkit('run', '--help').stdout;
+    expect(help).toContain('--net tap=IFNAME');
+    expect(help).toContain('repeat for more');
+    expect(help).toContain('--virtio-console');
   });
 
   it('says the guest is still booting while its console is silent, and stops at its first byte', async () => {

@@ -21,6 +21,8 @@ const MODES: Record<Exclude<GuestName, 'bench'>, 'real' | 'long'> = {
   spin: 'real',
   unhandled: 'real',
   'virtio-blk': 'long',
+  'virtio-console': 'long',
+  'virtio-net': 'long',
   'virtio-rng': 'long',
 };
 

@@ -1,6 +1,8 @@
+import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
 import {
   createLinuxMachine,
+  createSwitch,
   hardwareVirtualization,
   maskCpuid,
   SOFTWARE_KVM_CPUID_MASKS,
@@ -39,5 +41,44 @@ describeKvm('loading Linux', () => {
     const truncated = tempFile('truncated', Uint8Array.of(0x7f, 0x45, 0x4c, 0x46, 2, 1, 1));
     expect(() => createLinuxMachine({ kernel: truncated })).toThrow(/an ELF file cut short/);
     expect(() => createLinuxMachine({ kernel: '/nonexistent/vmlinux' })).toThrow(/kernel \/nonexistent\/vmlinux: /);
+  });
+});
+
+describeKvm('the virtio devices of a Linux machine', () => {
+  const kernel = fileURLToPath(new URL('../guests/build/linux64.elf', import.meta.url));
+
+  it('adds the console and the network devices asked for, in order, before the kernel', async () => {
+    const lan = createSwitch();
+    const { vm, virtioConsole, net } = createLinuxMachine({
+      kernel,
+      memory: '32M',
+      virtioConsole: true,
+      net: [{ switch: lan }, { frames: () => {}, mac: '02:00:00:00:00:02' }],
+    });
+    try {
+      expect(virtioConsole?.info).toMatchObject({ name: 'virtio-console', base: 0xc000_0000, irq: 5 });
+      expect(net.map((n) => [n.info.base, n.info.irq])).toEqual([
+        [0xc000_1000, 6],
+        [0xc000_2000, 7],
+      ]);
+      expect(net[1]?.mac).toBe('02:00:00:00:00:02');
+      expect(lan.ports).toEqual([net[0]]);
+    } finally {
+      await vm.close();
+    }
+    const plain = createLinuxMachine({ kernel, memory: '32M' });
+    expect(plain).toMatchObject({ virtioConsole: undefined, net: [] });
+    await plain.vm.close();
+  });
+
+  it('refuses a bad network device, naming it', () => {
+    expect(() =>
+      createLinuxMachine({ kernel, memory: '32M', net: [{ frames: () => {}, mac: 'ff:ff:ff:ff:ff:ff' }] }),
+    ).toThrow(
+      expect.objectContaining({
+        code: 'INVALID_ARGUMENT',
+        message: expect.stringMatching(/^options\.mac: .*multicast/),
+      }),
+    );
   });
 });

@@ -181,6 +181,10 @@ pub enum Error {
          kernel with seccomp filters (CONFIG_SECCOMP_FILTER)"
     )]
     Sandbox(String),
+    /// A TAP interface cannot be used (code `TAP_NOT_FOUND`, `TAP_PERMISSION_DENIED` or
+    /// `TAP_FAILED`).
+    #[error(transparent)]
+    Tap(#[from] crate::virtio::net::TapError),
 }
 
 impl Error {
@@ -208,6 +212,7 @@ impl Error {
             Error::EventFd(_) => "EVENTFD_FAILED",
             Error::Thread(_) => "THREAD_FAILED",
             Error::Sandbox(_) => "SANDBOX_FAILED",
+            Error::Tap(e) => e.code(),
         }
     }
 

@@ -439,14 +439,7 @@ impl Machine {
     /// [`MachineOptions::irqchip`]).
     pub fn add(&self, spec: DeviceSpec) -> Result<HostSide> {
         let line = spec.irq().map(|gsi| self.irq_line(gsi)).transpose()?;
-        let shared = Arc::downgrade(&self.shared);
-        let port = u32::try_from(spec.base()).unwrap_or(u32::MAX);
-        let notify = Box::new(move || {
-            let handler = shared.upgrade().and_then(|s| s.lifecycle.handler());
-            if let Some(h) = handler {
-                h.on_output(port);
-            }
-        });
+        let notify = self.output_notifier(u32::try_from(spec.base()).unwrap_or(u32::MAX));
         let (device, host) = spec.build(line, notify);
         let route = Route::BuiltIn(device);
         self.add_device(spec.space(), spec.base(), spec.len(), spec.name(), route)?;
@@ -455,6 +448,18 @@ impl Machine {
         }
         self.inventory.lock_or_recover().add(spec);
         Ok(host)
+    }
+
+    /// A callback that announces new output of `device` (a UART's first port, a virtio
+    /// device's MMIO base) through [`ExitHandler::on_output`] while the machine runs.
+    pub fn output_notifier(&self, device: u32) -> Box<dyn Fn() + Send + Sync> {
+        let shared = Arc::downgrade(&self.shared);
+        Box::new(move || {
+            let handler = shared.upgrade().and_then(|s| s.lifecycle.handler());
+            if let Some(h) = handler {
+                h.on_output(device);
+            }
+        })
     }
 
     /// Attaches a virtio device on the virtio-mmio transport: a page of MMIO in the 32-bit

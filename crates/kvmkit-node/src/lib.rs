@@ -4,10 +4,11 @@
 //! TypeScript façade in `src/`, one napi class per façade class: `NativeMachine`
 //! (machine.rs, with its devices, loaders and interrupts in devices.rs, loaders.rs and
 //! irq.rs), `NativeVcpu` (vcpu.rs), `NativeMemory` (memory.rs), `NativeSerial` and
-//! `NativeConsole` (serial.rs), `NativeEventFd` (irq.rs); every hand-off call and event is in
-//! handoff.rs, and the constants TypeScript shares with it (slot layout, record, exit and
-//! event kinds) in protocol.rs. The façade is the public API; these exports are its private
-//! back end.
+//! `NativeConsole` (serial.rs), `NativeEventFd` (irq.rs), the virtio devices (virtio.rs, with
+//! `NativeVirtioConsole` in virtio_console.rs and `NativeNet` in virtio_net.rs); every
+//! hand-off call and event is in handoff.rs, and the constants TypeScript shares with it
+//! (slot layout, record, exit and event kinds) in protocol.rs. The façade is the public API;
+//! these exports are its private back end.
 
 // The documented API is the TypeScript façade; the fields of these private JS objects are
 // described there.
@@ -26,6 +27,8 @@ mod serial;
 mod vcpu;
 mod virtio;
 mod virtio_block;
+mod virtio_console;
+mod virtio_net;
 
 pub use convert::Registers;
 pub use devices::{COM1_IRQ, COM1_PORT, DEBUG_CONSOLE_PORT, DEBUG_EXIT_PORT};
@@ -41,6 +44,8 @@ pub use serial::{NativeConsole, NativeSerial};
 pub use vcpu::NativeVcpu;
 pub use virtio::NativeVirtioInfo;
 pub use virtio_block::{NativeBlockRequest, NativeDisk, NativeDiskFile};
+pub use virtio_console::NativeVirtioConsole;
+pub use virtio_net::{NativeNet, NativeNetCounters};
 
 use napi_derive::napi;
 

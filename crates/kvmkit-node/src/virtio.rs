@@ -11,6 +11,7 @@ use crate::machine::NativeMachine;
 
 /// Where a virtio device was attached.
 #[napi(object)]
+#[derive(Clone)]
 pub struct NativeVirtioInfo {
     pub name: String,
     #[napi(ts_type = "'mmio'")]
@@ -31,6 +32,12 @@ impl NativeVirtioInfo {
             irq: info.gsi,
         }
     }
+}
+
+/// The device number under which a virtio device at `base` announces its output (the
+/// `device` of an output event: MMIO windows sit below 4 GiB, above every port number).
+pub(crate) fn announced_as(base: u64) -> u32 {
+    u32::try_from(base).unwrap_or(u32::MAX)
 }
 
 #[napi]

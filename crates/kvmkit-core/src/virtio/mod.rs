@@ -10,8 +10,10 @@
 //! and address a guest hands over.
 
 pub mod block;
+pub mod console;
 pub mod interrupt;
 pub mod mmio;
+pub mod net;
 pub mod rng;
 pub mod worker;
 
@@ -49,6 +51,30 @@ pub struct Activation {
     pub queues: Vec<Queue>,
     /// Interrupts to the driver, and the way to report a broken device.
     pub interrupt: Arc<Interrupt>,
+}
+
+impl Activation {
+    /// Checks that the driver set up every one of the `count` queues of `device` (for a
+    /// device that cannot run with fewer).
+    ///
+    /// # Errors
+    ///
+    /// A message naming the device, for [`VirtioDevice::activate`] to return.
+    pub fn all_ready(self, device: &str, count: usize) -> Result<Self, String> {
+        if self.queues.len() == count && self.queues.iter().all(QueueT::ready) {
+            Ok(self)
+        } else {
+            Err(format!("{device} needs all its {count} queues set up"))
+        }
+    }
+
+    /// Reports the device broken because of `why` ([`Interrupt::fail`]) and gives its
+    /// queues up: what a device does with `active` when the driver broke a ring.
+    pub fn fail(active: &mut Option<Activation>, why: impl std::fmt::Display) {
+        if let Some(active) = active.take() {
+            active.interrupt.fail(why);
+        }
+    }
 }
 
 impl std::fmt::Debug for Activation {
@@ -183,24 +209,52 @@ pub fn next_chain<'m>(
 ///
 /// # Errors
 ///
-/// The ring's error when the driver broke it (an avail index past the queue size, rings
-/// outside RAM); chains already handled are returned first.
+/// The ring's error when the driver broke it (an avail index more than the queue size
+/// ahead, rings outside RAM); chains already handled are returned first.
 pub fn drain_queue(
     queue: &mut Queue,
     mem: &Memory,
     interrupt: &Interrupt,
     mut handle: impl FnMut(Chain<'_>) -> u32,
 ) -> Result<(), virtio_queue::Error> {
+    drain_queue_while(
+        queue,
+        mem,
+        interrupt,
+        &mut (),
+        |_| true,
+        |_, chain| handle(chain),
+    )
+}
+
+/// [`drain_queue`] for a device that can take a chain only at times: a chain is popped
+/// only while `ready(state)` holds (host input waits for the guest's buffers, output for
+/// room on the host), and the others stay in the ring until the device is called again.
+///
+/// # Errors
+///
+/// As [`drain_queue`].
+pub fn drain_queue_while<S: ?Sized>(
+    queue: &mut Queue,
+    mem: &Memory,
+    interrupt: &Interrupt,
+    state: &mut S,
+    ready: impl Fn(&S) -> bool,
+    mut handle: impl FnMut(&mut S, Chain<'_>) -> u32,
+) -> Result<(), virtio_queue::Error> {
     let mut used = false;
     let result = (|| loop {
         queue.disable_notification(mem)?;
-        while let Some(chain) = next_chain(queue, mem)? {
+        while ready(state) {
+            let Some(chain) = next_chain(queue, mem)? else {
+                break;
+            };
             let head = chain.head_index();
-            let len = handle(chain);
+            let len = handle(state, chain);
             queue.add_used(mem, head, len)?;
             used = true;
         }
-        if !queue.enable_notification(mem)? {
+        if !queue.enable_notification(mem)? || !ready(state) {
             return Ok(());
         }
     })();

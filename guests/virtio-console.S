@@ -1,0 +1,112 @@
+# virtio-console: 64-bit long mode, loaded at 0x100000; needs irqchip, at least 4 MiB of RAM,
+# the console as the first virtio device (window 0xc0000000, GSI 5) and a debug exit on 0xf4.
+#
+# Checks the device's identity and sets up its receive and transmit queues; transmits
+# "hello from hvc0\n" as one chain of two buffers, posts a 64-byte receive buffer, waits for
+# the host's input in it and transmits it back. Waits for each used buffer with hlt (the
+# device's interrupt wakes it). Exits with 0x55 when all went as expected, else with the
+# number of the check that failed.
+
+    .include "idt64.inc"
+    .include "virtio.inc"
+
+    .set BASE, 0xc0000000
+    .set GSI, 5
+    .set RX_RING, 0x200000
+    .set TX_RING, 0x201000
+    .set RX_BUF, 0x210000
+    .set QSIZE, 8
+
+    .code64
+    .globl _start
+_start:
+    vio_irq_setup handler, GSI
+
+    mov     $BASE, %rdi
+    cmpl    $0x74726976, VIO_MAGIC(%rdi)
+    check e, 1
+    cmpl    $3, VIO_DEVICE_ID(%rdi)
+    check e, 1
+    mov     $VIO_F_VERSION_1, %rsi
+    call    vio_setup
+    test    $VIO_S_FEATURES_OK, %eax
+    check nz, 2
+    xor     %esi, %esi
+    mov     $RX_RING, %rdx
+    mov     $QSIZE, %ecx
+    call    vio_queue
+    mov     $1, %esi
+    mov     $TX_RING, %rdx
+    mov     $QSIZE, %ecx
+    call    vio_queue
+    call    vio_driver_ok
+
+    # "hello " and "from hvc0\n" as one chain: descriptors 0 -> 1.
+    mov     $TX_RING, %rdx
+    xor     %esi, %esi
+    lea     hello(%rip), %r8
+    mov     $6, %r9d
+    mov     $VIO_D_NEXT, %r10w
+    mov     $1, %r11w
+    call    vio_desc
+    mov     $1, %esi
+    lea     hello+6(%rip), %r8
+    mov     $10, %r9d
+    xor     %r10d, %r10d
+    xor     %r11d, %r11d
+    call    vio_desc
+    mov     $1, %esi
+    mov     $QSIZE, %ecx
+    xor     %r8d, %r8d
+    call    vio_post
+    mov     $1, %eax
+    call    vio_sleep_used
+    cmpl    $0, 0x208(%rdx)         # nothing written into a transmitted chain
+    check e, 3
+
+    # A receive buffer for the host's input.
+    mov     $RX_RING, %rdx
+    xor     %esi, %esi
+    mov     $RX_BUF, %r8
+    mov     $64, %r9d
+    mov     $VIO_D_WRITE, %r10w
+    xor     %r11d, %r11d
+    call    vio_desc
+    xor     %esi, %esi
+    mov     $QSIZE, %ecx
+    xor     %r8d, %r8d
+    call    vio_post
+    mov     $1, %eax
+    call    vio_sleep_used
+    movl    0x208(%rdx), %ebx       # the bytes received
+    test    %ebx, %ebx
+    check nz, 4
+    cmp     $64, %ebx
+    check be, 4
+
+    # Send them back: descriptor 2 of the transmit ring.
+    mov     $TX_RING, %rdx
+    mov     $2, %esi
+    mov     $RX_BUF, %r8
+    mov     %ebx, %r9d
+    xor     %r10d, %r10d
+    xor     %r11d, %r11d
+    call    vio_desc
+    mov     $1, %esi
+    mov     $QSIZE, %ecx
+    mov     $2, %r8w
+    call    vio_post
+    mov     $2, %eax
+    call    vio_sleep_used
+
+    mov     $0x55, %al
+    outb    %al, $0xf4
+    hlt
+
+    vio_ack_handler handler, BASE
+
+    virtio_driver
+
+hello:  .ascii "hello from hvc0\n"
+
+    idt_table idt

@@ -1,0 +1,87 @@
+/**
+ * The Node streams of a byte-stream device (a UART, a virtio console).
+ * @module
+ */
+import { Readable, Writable } from 'node:stream';
+import { callNative } from './errors.js';
+
+/** The binding's side of a byte-stream device. */
+interface NativeByteStream {
+  /** Queues bytes for the guest; returns how many fit. */
+  input(data: Buffer): number;
+  /** Takes what the guest sent so far. */
+  takeOutput(): Buffer;
+}
+
+/**
+ * A device that carries bytes both ways, as Node streams: `output` streams what the guest
+ * sends and ends when the run ends; what is written to `input` reaches the guest as the
+ * device makes room (writes wait while the guest has not read what came before).
+ *
+ * The guest never waits for `output` to be read. While its reader is behind (the stream's
+ * buffer is full), the device keeps the latest 1 MiB of output for it and drops older
+ * bytes, so a guest flooding it costs bounded host memory.
+ */
+export class ByteStreamDevice {
+  /** What the guest sends. */
+  readonly output: Readable;
+  /** Bytes for the guest to receive. */
+  readonly input: Writable;
+
+  readonly #native: NativeByteStream;
+  /** The reader is behind: output waits in the device's bounded buffer until it reads. */
+  #behind = false;
+  #ended = false;
+
+  /** @internal */
+  constructor(native: NativeByteStream) {
+    this.#native = native;
+    this.output = new Readable({
+      read: () => {
+        this.#behind = false;
+        this.drain();
+      },
+    });
+    this.input = new Writable({
+      write: (chunk: Buffer, _encoding, done) => this.#offer(chunk, done),
+    });
+  }
+
+  /** Feeds `chunk` to the guest as the device makes room. */
+  #offer(chunk: Buffer, done: (error?: Error | null) => void): void {
+    let rest = chunk;
+    const step = () => {
+      try {
+        rest = rest.subarray(this.#native.input(rest));
+      } catch (error) {
+        done(error as Error);
+        return;
+      }
+      if (rest.length === 0) {
+        done();
+      } else {
+        setTimeout(step, 1);
+      }
+    };
+    step();
+  }
+
+  /** @internal Moves the guest's output into the stream, unless its reader is behind. */
+  drain(): void {
+    if (this.#behind || this.#ended) {
+      return;
+    }
+    const bytes = callNative(() => this.#native.takeOutput());
+    if (bytes.length > 0) {
+      this.#behind = !this.output.push(bytes);
+    }
+  }
+
+  /** @internal Drains the output and ends the stream. */
+  end(): void {
+    this.#behind = false;
+    this.drain();
+    this.#ended = true;
+    this.output.push(null);
+  }
+}
