@@ -13,10 +13,11 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Duplex, Readable, Writable } from 'node:stream';
+import type { Duplex } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LinuxDevices } from '../../src/index.js';
 import * as kvmkit from '../../src/index.js';
+import { createSwitch } from '../../src/index.js';
 import { initramfs, type RunningLinux, startLinux, TestLog, vmlinuz } from '../boot/debian.js';
 import { describeHw } from './hardware.js';
 
@@ -24,8 +25,6 @@ import { describeHw } from './hardware.js';
 const landed = (method: string) =>
   typeof (kvmkit.Machine.prototype as unknown as Record<string, unknown>)[method] === 'function';
 const has = {
-  virtioConsole: landed('addVirtioConsole'),
-  net: landed('addNet') && 'createSwitch' in kvmkit,
   vsock: landed('addVsock'),
 };
 
@@ -34,12 +33,9 @@ const has = {
  * the virtio brief name them; only used once their `Machine` method exists.
  */
 interface PendingDevices {
-  virtioConsole?: boolean;
-  net?: { switch: unknown; mac?: string }[];
   vsock?: { cid: number };
 }
 interface PendingHandles {
-  virtioConsole?: { input: Writable; output: Readable };
   vsock?: { listen(port: number, handler: (socket: Duplex) => void): void };
 }
 
@@ -81,9 +77,7 @@ describeHw("Debian's virtio drivers on kvmkit's devices", () => {
       writeFileSync(scratch, Buffer.alloc(1 << 20));
       const devices: LinuxDevices & PendingDevices = { rng: true };
       devices.disks = [{ path: data, readOnly: true }, { path: scratch }];
-      if (has.virtioConsole) {
-        devices.virtioConsole = true;
-      }
+      devices.virtioConsole = true;
       let vsockParam = '';
       if (has.vsock) {
         devices.vsock = { cid: 3 };
@@ -123,7 +117,7 @@ describeHw("Debian's virtio drivers on kvmkit's devices", () => {
         '0x0004=virtio_rng',
         '0x0002=virtio_blk',
         '0x0002=virtio_blk',
-        ...(has.virtioConsole ? ['0x0003=virtio_console'] : []),
+        '0x0003=virtio_console',
         ...(has.vsock ? ['0x0013=vmw_vsock_virtio_transport'] : []),
       ].sort();
       expect(devices).toEqual(expected);
@@ -142,41 +136,36 @@ describeHw("Debian's virtio drivers on kvmkit's devices", () => {
       expect(marker(log, 'DISK-WRITE')).toBe('ok vdb');
     });
 
-    itWhenLanded(
-      has.virtioConsole,
-      "carries a shell's output on hvc0",
-      'virtio-console (addVirtioConsole)',
-      async () => {
-        expect(marker(log, 'HVC0')).toBe('ok a shell reads /dev/hvc0');
-        const hvc0 = guest.virtioConsole;
-        if (hvc0 === undefined) {
-          throw new Error('createLinuxMachine({ virtioConsole: true }) returned no virtioConsole');
-        }
-        // An interactive busybox shell (hvc0 is a terminal): a banner, prompts, CR LF line ends.
-        // What it prints is kept beside the console's log, with when it last came.
-        const kept = new TestLog('hvc0');
-        let printed = '';
-        let last = 0;
-        hvc0.output.on('data', (chunk: Buffer) => {
-          kept.write(chunk);
-          printed += chunk.toString('latin1').replaceAll('\r', '');
-          last = performance.now();
-        });
-        // 2000 lines (8.9 KB), through cat in big writes, then a line the shell computes. In the
-        // nested test machine under load hvc0 carried only ~0.3 KB/s line by line and ~0.7 KB/s
-        // through cat (measured 2026-11-25): the 16550 was faster there.
-        const start = performance.now();
-        hvc0.input.write('seq 1 2000 | cat; echo "KVMKIT-HVC0-$((6 * 7))"\n');
-        while (!printed.includes('KVMKIT-HVC0-42') && performance.now() - start < 120_000) {
-          await new Promise((resolve) => setTimeout(resolve, 1000));
-          kept.note(`${printed.length} bytes so far`);
-        }
-        kept.note(`${printed.length} bytes, the last ${((last - start) / 1000).toFixed(1)} s after the command`);
-        kept.end();
-        expect(printed).toContain('\n2000\n');
-        expect(printed).toContain('KVMKIT-HVC0-42');
-      },
-    );
+    it("carries a shell's output on hvc0", async () => {
+      expect(marker(log, 'HVC0')).toBe('ok a shell reads /dev/hvc0');
+      const hvc0 = guest.virtioConsole;
+      if (hvc0 === undefined) {
+        throw new Error('createLinuxMachine({ virtioConsole: true }) returned no virtioConsole');
+      }
+      // An interactive busybox shell (hvc0 is a terminal): a banner, prompts, CR LF line ends.
+      // What it prints is kept beside the console's log, with when it last came.
+      const kept = new TestLog('hvc0');
+      let printed = '';
+      let last = 0;
+      hvc0.output.on('data', (chunk: Buffer) => {
+        kept.write(chunk);
+        printed += chunk.toString('latin1').replaceAll('\r', '');
+        last = performance.now();
+      });
+      // 2000 lines (8.9 KB), through cat in big writes, then a line the shell computes. In the
+      // nested test machine under load hvc0 carried only ~0.3 KB/s line by line and ~0.7 KB/s
+      // through cat (measured 2026-11-25): the 16550 was faster there.
+      const start = performance.now();
+      hvc0.input.write('seq 1 2000 | cat; echo "KVMKIT-HVC0-$((6 * 7))"\n');
+      while (!printed.includes('KVMKIT-HVC0-42') && performance.now() - start < 120_000) {
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+        kept.note(`${printed.length} bytes so far`);
+      }
+      kept.note(`${printed.length} bytes, the last ${((last - start) / 1000).toFixed(1)} s after the command`);
+      kept.end();
+      expect(printed).toContain('\n2000\n');
+      expect(printed).toContain('KVMKIT-HVC0-42');
+    });
 
     itWhenLanded(has.vsock, 'round-trips a line over vsock to a TypeScript listener', 'virtio-vsock (addVsock)', () => {
       expect(marker(log, 'VSOCK')).toBe(`ok ${vsockPort} answered: pong: hello from the guest`);
@@ -192,44 +181,38 @@ describeHw("Debian's virtio drivers on kvmkit's devices", () => {
     });
   });
 
-  itWhenLanded(
-    has.net,
-    'two guests ping each other through a TypeScript switch',
-    'virtio-net (addNet, createSwitch)',
-    async () => {
-      const lan = (kvmkit as unknown as { createSwitch: () => unknown }).createSwitch();
-      const guests: RunningLinux[] = [];
-      const address = (n: number) => `10.0.2.${15 + n}`;
-      try {
-        for (const n of [0, 1]) {
-          const devices: PendingDevices = { net: [{ switch: lan, mac: `02:00:00:00:00:0${n + 1}` }] };
-          guests.push(
-            startLinux(
-              {
-                kernel: vmlinuz,
-                initrd: initramfs,
-                cmdline: `${cmdline} kvmkit.wait kvmkit.ip=${address(n)}/24 kvmkit.ping=${address(1 - n)}`,
-                ...devices,
-              },
-              `guest ${n}`,
-            ),
-          );
-        }
-        const pinged = await Promise.all(guests.map((g) => g.waitFor(/^KVMKIT-PING (.*?)\r?\n/m, 300)));
-        expect(pinged.map((m) => m[1])).toEqual([
-          expect.stringMatching(`^ok ${address(1)} `),
-          expect.stringMatching(`^ok ${address(0)} `),
-        ]);
-        for (const g of guests) {
-          g.console.input.write('\n');
-        }
-        expect(await Promise.all(guests.map((g) => g.outcome))).toEqual([
-          { reason: 'shutdown', vcpu: expect.any(Number) },
-          { reason: 'shutdown', vcpu: expect.any(Number) },
-        ]);
-      } finally {
-        await Promise.all(guests.map((g) => g.close()));
+  it('two guests ping each other through a TypeScript switch', async () => {
+    const lan = createSwitch();
+    const guests: RunningLinux[] = [];
+    const address = (n: number) => `10.0.2.${15 + n}`;
+    try {
+      for (const n of [0, 1]) {
+        guests.push(
+          startLinux(
+            {
+              kernel: vmlinuz,
+              initrd: initramfs,
+              cmdline: `${cmdline} kvmkit.wait kvmkit.ip=${address(n)}/24 kvmkit.ping=${address(1 - n)}`,
+              net: [{ switch: lan, mac: `02:00:00:00:00:0${n + 1}` }],
+            },
+            `guest ${n}`,
+          ),
+        );
       }
-    },
-  );
+      const pinged = await Promise.all(guests.map((g) => g.waitFor(/^KVMKIT-PING (.*?)\r?\n/m, 300)));
+      expect(pinged.map((m) => m[1])).toEqual([
+        expect.stringMatching(`^ok ${address(1)} `),
+        expect.stringMatching(`^ok ${address(0)} `),
+      ]);
+      for (const g of guests) {
+        g.console.input.write('\n');
+      }
+      expect(await Promise.all(guests.map((g) => g.outcome))).toEqual([
+        { reason: 'shutdown', vcpu: expect.any(Number) },
+        { reason: 'shutdown', vcpu: expect.any(Number) },
+      ]);
+    } finally {
+      await Promise.all(guests.map((g) => g.close()));
+    }
+  });
 });
