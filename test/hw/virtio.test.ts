@@ -15,15 +15,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { LinuxDevices } from '../../src/index.js';
-import * as kvmkit from '../../src/index.js';
-import { createSwitch } from '../../src/index.js';
+import { createSwitch, type LinuxDevices, Machine } from '../../src/index.js';
 import { initramfs, type RunningLinux, startLinux, TestLog, vmlinuz } from '../boot/debian.js';
 import { describeHw } from './hardware.js';
 
 /** Whether `Machine` has this device's method yet (issue 11 lands its devices one by one). */
 const landed = (method: string) =>
-  typeof (kvmkit.Machine.prototype as unknown as Record<string, unknown>)[method] === 'function';
+  typeof (Machine.prototype as unknown as Record<string, unknown>)[method] === 'function';
 const has = {
   vsock: landed('addVsock'),
 };
