@@ -844,6 +844,7 @@ module.exports.NativeNet = nativeBinding.NativeNet
 module.exports.NativeSerial = nativeBinding.NativeSerial
 module.exports.NativeVcpu = nativeBinding.NativeVcpu
 module.exports.NativeVirtioConsole = nativeBinding.NativeVirtioConsole
+module.exports.NativeVsock = nativeBinding.NativeVsock
 module.exports.accessData = nativeBinding.accessData
 module.exports.COM1_IRQ = nativeBinding.COM1_IRQ
 module.exports.COM1_PORT = nativeBinding.COM1_PORT

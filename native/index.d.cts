@@ -151,6 +151,11 @@ export declare class NativeMachine {
    * TAP interface `tap` or, without one, exchanging frames with the host.
    */
   addNet(mac: Buffer, tap?: string | undefined | null, mtu?: number | undefined | null): NativeNet
+  /**
+   * Adds a virtio-vsock device giving the guest context ID `cid`, with Firecracker's
+   * Unix sockets at `uds` if given.
+   */
+  addVsock(cid: number, uds?: string | undefined | null): NativeVsock
 }
 
 /**
@@ -253,6 +258,23 @@ export declare class NativeVirtioConsole {
   takeOutput(): Buffer
   /** Bytes of output dropped because nobody took them in time. */
   get dropped(): number
+}
+
+/** The host side of a vsock device. */
+export declare class NativeVsock {
+  /** Where the device sits. */
+  get info(): NativeVirtioInfo
+  /**
+   * Calls `on_connection` with the host end's file descriptor of each connection the guest
+   * opens to host port `port`.
+   */
+  listen(port: number, onConnection: (arg: number) => void): void
+  /** Stops listening on `port`; returns whether it was listened on. */
+  unlisten(port: number): boolean
+  /** Connects to guest port `port`; `done` hears how it went. */
+  connect(port: number, done: (arg: NativeVsockConnected) => void): void
+  /** Stops every listener and resets every connection; later calls fail. */
+  close(): void
 }
 
 /** The bytes of the string-I/O write vCPU `vcpu` waits on. */
@@ -605,6 +627,14 @@ export interface NativeVirtioInfo {
   length: number
   /** Its interrupt line (GSI). */
   irq: number
+}
+
+/** How a host connection to a guest port ended up. */
+export interface NativeVsockConnected {
+  /** The host end's file descriptor, once the guest accepted. */
+  fd?: number
+  /** Why not, otherwise. */
+  error?: string
 }
 
 /** Non-maskable interrupt state. */

@@ -178,6 +178,29 @@ export function countFlag(value: string | boolean | undefined, flag: string, fal
   return n;
 }
 
+/** `--vsock CID[,uds=PATH]`: `{ vsock }` for the run's devices, or nothing without the flag. */
+export function vsockFlag(
+  value: string | boolean | undefined,
+  flag: string,
+): { vsock?: { cid: number; uds?: string } } {
+  if (typeof value !== 'string') {
+    return {};
+  }
+  const [first = '', ...rest] = value.split(',');
+  const cid = Number(first);
+  if (first.trim() === '' || !Number.isSafeInteger(cid) || cid < 3) {
+    throw new ConfigError(flag, `expected CID[,uds=PATH] with a CID of 3 or more, got ${JSON.stringify(value)}`);
+  }
+  const options = rest.join(',');
+  if (options === '') {
+    return { vsock: { cid } };
+  }
+  if (!options.startsWith('uds=') || options.length === 4) {
+    throw new ConfigError(flag, `expected uds=PATH after the CID, got ${JSON.stringify(options)}`);
+  }
+  return { vsock: { cid, uds: options.slice(4) } };
+}
+
 /**
  * A `--disk FILE[,ro][,overlay]` flag: the image, then options — `ro` (the guest sees it
  * read-only) or `overlay` (writes go to a temporary copy-on-write overlay, the image is

@@ -28,6 +28,7 @@ import {
   parseCommand,
   sizeFlag,
   UsageError,
+  vsockFlag,
 } from './cli-args.js';
 import { describeOutcome, runDemo } from './demo.js';
 import { ConfigError, KvmkitError } from './errors.js';
@@ -94,6 +95,11 @@ const COMMANDS: Record<string, CommandSpec> = {
       'virtio-console': {
         type: 'boolean',
         help: 'a virtio console (hvc0): its output is shown with COM1\'s and\nthe terminal types into it (boot with --append "... console=hvc0")',
+      },
+      vsock: {
+        type: 'string',
+        value: 'CID[,uds=PATH]',
+        help: 'a virtio-vsock device giving the guest context ID CID (3 or more);\nwith uds=PATH, Firecracker-style Unix sockets: the host connects\nto PATH and writes "CONNECT <port>\\n", guest connections to host\nport P reach PATH_P',
       },
     },
     notes: 'Exits 0 when the guest powers off, resets or is quit; 1 with the reason otherwise.',
@@ -279,6 +285,7 @@ async function main(argv: string[]): Promise<number> {
           disks: (parsed.lists.disk ?? []).map(diskFlag),
           virtioConsole: v['virtio-console'] === true,
           net: (parsed.lists.net ?? []).map(netFlag),
+          ...vsockFlag(v.vsock, '--vsock'),
         },
       });
       process.stderr.write(`\nkvmkit: ${describeOutcome(outcome)}\n`);

@@ -31,6 +31,8 @@ export type ErrorCode =
   | 'BAD_DISK'
   | 'NATIVE_BINDING_MISSING'
   | 'INTERNAL_PANIC'
+  | 'PORT_IN_USE'
+  | 'CONNECTION_REFUSED'
   | MachineErrorCode;
 
 /** Codes of the errors that end a run ({@link MachineError}). */

@@ -24,7 +24,8 @@ export type GuestName =
   | 'virtio-blk'
   | 'virtio-console'
   | 'virtio-net'
-  | 'virtio-rng';
+  | 'virtio-rng'
+  | 'virtio-vsock';
 
 /** Where each bundled guest is loaded, and the mode it starts in. */
 export const GUEST_LAYOUT = {

@@ -106,3 +106,4 @@ export {
   type SwitchNetOptions,
   type TapNetOptions,
 } from './virtio/net.js';
+export { Vsock, type VsockListener, type VsockOptions } from './virtio/vsock.js';

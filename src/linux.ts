@@ -13,6 +13,7 @@ import { type CpuidMask, maskCpuid } from './vcpu.js';
 import type { VirtioConsole } from './virtio/console.js';
 import type { DiskOptions } from './virtio/disk.js';
 import type { NetDevice, NetOptions } from './virtio/net.js';
+import type { Vsock, VsockOptions } from './virtio/vsock.js';
 
 /**
  * The virtio devices of a Linux machine. They are added before the kernel is loaded, so
@@ -30,12 +31,15 @@ export interface LinuxDevices {
   virtioConsole?: boolean;
   /** Network devices (`eth0`, `eth1`, …), in order, as {@link LinuxMachine.net}. */
   net?: NetOptions[];
+  /** A vsock device (the guest's `AF_VSOCK` sockets), as {@link LinuxMachine.vsock}. */
+  vsock?: VsockOptions;
 }
 
 /** The host sides of the virtio devices of a Linux machine. */
 interface LinuxVirtioDevices {
   readonly virtioConsole: VirtioConsole | undefined;
   readonly net: readonly NetDevice[];
+  readonly vsock: Vsock | undefined;
 }
 
 /** Adds the virtio devices `devices` asks for to `vm`. */
@@ -51,7 +55,8 @@ function addLinuxDevices(vm: Machine, devices: LinuxDevices): LinuxVirtioDevices
     eachOf(devices.net, 'net', object);
   }
   const net = (devices.net ?? []).map((options) => vm.addNet(options));
-  return { virtioConsole, net };
+  const vsock = devices.vsock === undefined ? undefined : vm.addVsock(devices.vsock);
+  return { virtioConsole, net, vsock };
 }
 
 /** What to boot, and on what. */
@@ -130,6 +135,8 @@ export interface LinuxMachine {
   readonly net: readonly NetDevice[];
   /** Where the kernel was loaded and how it is entered. */
   readonly loaded: LoadedKernel;
+  /** The vsock device, if {@link LinuxDevices.vsock} asked for one. */
+  readonly vsock: Vsock | undefined;
 }
 
 /**

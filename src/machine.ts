@@ -25,6 +25,7 @@ import { type CpuMode, Vcpu } from './vcpu.js';
 import { VirtioConsole } from './virtio/console.js';
 import { addDisk, type Disk, type DiskOptions } from './virtio/disk.js';
 import { addNet, type NetDevice, type NetOptions } from './virtio/net.js';
+import { Vsock, type VsockOptions, vsockOptions } from './virtio/vsock.js';
 
 /** The lifecycle state of a {@link Machine}. */
 export type MachineState = 'created' | 'running' | 'paused' | 'ended' | 'closed';
@@ -511,6 +512,29 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
     const net = addNet(options, (mac, tap, mtu) => this.#native.addNet(mac, tap, mtu));
     this.#outputs.set(net.info.base, net);
     return net;
+  }
+
+  /**
+   * Adds a virtio-vsock device: stream sockets between the guest (context ID `cid`) and the
+   * host (CID 2) as `net.Socket`s, and Firecracker's Unix sockets with `uds`. Served on the
+   * machine's I/O thread like every virtio device; add it before {@link loadLinux}. Needs
+   * `irqchip: true`.
+   *
+   * @throws {@link ConfigError} for a `cid` below 3, or a `uds` path that is too long, exists
+   * already or cannot be bound.
+   * @example
+   * ```ts
+   * const vm = Machine.create({ memory: '256M', irqchip: true });
+   * const vsock = vm.addVsock({ cid: 3 });
+   * vsock.listen(1234, (socket) => socket.pipe(socket)); // the guest connects to 2:1234
+   * ```
+   */
+  addVsock(options: VsockOptions): Vsock {
+    const { cid, uds } = vsockOptions(options, 'options');
+    return new Vsock(
+      callNative(() => this.#native.addVsock(cid, uds)),
+      cid,
+    );
   }
 
   /** Adds the CMOS real-time clock at 0x70–0x71 (Rust), reading the host's time. */

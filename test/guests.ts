@@ -24,6 +24,7 @@ const MODES: Record<Exclude<GuestName, 'bench'>, 'real' | 'long'> = {
   'virtio-console': 'long',
   'virtio-net': 'long',
   'virtio-rng': 'long',
+  'virtio-vsock': 'long',
 };
 
 /** A machine with `guest` loaded and every vCPU set up to run it. */

@@ -169,6 +169,15 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// A vsock port is listened on already.
+    #[error(
+        "vsock port {port} is listened on already: close its listener first, or listen on \
+         another port"
+    )]
+    PortInUse {
+        /// The port.
+        port: u32,
+    },
     /// Creating an eventfd failed.
     #[error("cannot create an eventfd: {0}")]
     EventFd(io::Error),
@@ -209,6 +218,7 @@ impl Error {
             Error::NoIrqchip { .. } => "NO_IRQCHIP",
             Error::Disk { .. } => "BAD_DISK",
             Error::Device { .. } => "DEVICE_FAILED",
+            Error::PortInUse { .. } => "PORT_IN_USE",
             Error::EventFd(_) => "EVENTFD_FAILED",
             Error::Thread(_) => "THREAD_FAILED",
             Error::Sandbox(_) => "SANDBOX_FAILED",

@@ -29,6 +29,7 @@ mod virtio;
 mod virtio_block;
 mod virtio_console;
 mod virtio_net;
+mod vsock;
 
 pub use convert::Registers;
 pub use devices::{COM1_IRQ, COM1_PORT, DEBUG_CONSOLE_PORT, DEBUG_EXIT_PORT};
@@ -46,6 +47,7 @@ pub use virtio::NativeVirtioInfo;
 pub use virtio_block::{NativeBlockRequest, NativeDisk, NativeDiskFile};
 pub use virtio_console::NativeVirtioConsole;
 pub use virtio_net::{NativeNet, NativeNetCounters};
+pub use vsock::{NativeVsock, NativeVsockConnected};
 
 use napi_derive::napi;
 

@@ -260,10 +260,13 @@ mod tests {
         let h = Arc::new(Handoff::new(1, Duration::ZERO));
         let bells = Arc::new(Doorbells::default());
         let t = vcpu(&h, &bells, 0, 1);
-        let mut seen = None;
-        while !h.poll(Duration::ZERO, |v, a| seen = Some((v, a.addr))) {
+        // Nobody polls until the bell rings (a poll in progress would take the access
+        // without one).
+        while bells.0.load(Ordering::SeqCst) == 0 {
             std::thread::yield_now();
         }
+        let mut seen = None;
+        assert!(h.poll(Duration::ZERO, |v, a| seen = Some((v, a.addr))));
         assert_eq!(seen, Some((0, 0x60)));
         h.reply(0, &[7]).unwrap();
         assert_eq!(t.join().unwrap(), [7]);

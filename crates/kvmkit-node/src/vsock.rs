@@ -1,0 +1,112 @@
+//! virtio-vsock on `NativeMachine`: the device, and `NativeVsock`, the host's handle on it.
+//! Connections reach JS as file descriptors of Unix sockets (`new net.Socket({ fd })`).
+
+use std::os::fd::IntoRawFd;
+use std::path::Path;
+use std::sync::Arc;
+
+use kvmkit_core::virtio::vsock::{Vsock, VsockHost};
+use napi::bindgen_prelude::Function;
+use napi::threadsafe_function::ThreadsafeFunctionCallMode;
+use napi_derive::napi;
+
+use crate::error::{Result, core, napi};
+use crate::machine::NativeMachine;
+use crate::virtio::NativeVirtioInfo;
+
+/// How a host connection to a guest port ended up.
+#[napi(object)]
+pub struct NativeVsockConnected {
+    /// The host end's file descriptor, once the guest accepted.
+    pub fd: Option<i32>,
+    /// Why not, otherwise.
+    pub error: Option<String>,
+}
+
+/// The host side of a vsock device.
+#[napi]
+pub struct NativeVsock {
+    host: VsockHost,
+    info: NativeVirtioInfo,
+}
+
+#[napi]
+impl NativeMachine {
+    /// Adds a virtio-vsock device giving the guest context ID `cid`, with Firecracker's
+    /// Unix sockets at `uds` if given.
+    #[napi(catch_unwind)]
+    pub fn add_vsock(&self, cid: u32, uds: Option<String>) -> Result<NativeVsock> {
+        let device = Vsock::new(u64::from(cid), uds.as_deref().map(Path::new)).map_err(core)?;
+        let host = device.host();
+        let info = self.m()?.add_virtio(Box::new(device)).map_err(core)?;
+        Ok(NativeVsock {
+            host,
+            info: NativeVirtioInfo::of("virtio-vsock", &info),
+        })
+    }
+}
+
+#[napi]
+impl NativeVsock {
+    /// Where the device sits.
+    #[napi(getter)]
+    pub fn info(&self) -> NativeVirtioInfo {
+        self.info.clone()
+    }
+
+    /// Calls `on_connection` with the host end's file descriptor of each connection the guest
+    /// opens to host port `port`.
+    #[napi(catch_unwind)]
+    pub fn listen(&self, port: u32, on_connection: Function<i32, ()>) -> Result<()> {
+        let callback = on_connection
+            .build_threadsafe_function()
+            .callee_handled::<false>()
+            .weak::<true>()
+            .build()
+            .map_err(napi)?;
+        let accept = move |fd: std::os::fd::OwnedFd| {
+            callback.call(fd.into_raw_fd(), ThreadsafeFunctionCallMode::NonBlocking);
+        };
+        self.host.listen(port, Arc::new(accept)).map_err(core)
+    }
+
+    /// Stops listening on `port`; returns whether it was listened on.
+    #[napi]
+    pub fn unlisten(&self, port: u32) -> bool {
+        self.host.unlisten(port)
+    }
+
+    /// Connects to guest port `port`; `done` hears how it went.
+    #[napi(catch_unwind)]
+    pub fn connect(&self, port: u32, done: Function<NativeVsockConnected, ()>) -> Result<()> {
+        let callback = done
+            .build_threadsafe_function()
+            .callee_handled::<false>()
+            .build()
+            .map_err(napi)?;
+        self.host
+            .connect(
+                port,
+                Box::new(move |result| {
+                    let outcome = match result {
+                        Ok(fd) => NativeVsockConnected {
+                            fd: Some(fd.into_raw_fd()),
+                            error: None,
+                        },
+                        Err(e) => NativeVsockConnected {
+                            fd: None,
+                            error: Some(e.to_string()),
+                        },
+                    };
+                    callback.call(outcome, ThreadsafeFunctionCallMode::NonBlocking);
+                }),
+            )
+            .map_err(core)
+    }
+
+    /// Stops every listener and resets every connection; later calls fail.
+    #[napi]
+    pub fn close(&self) {
+        self.host.close();
+    }
+}

@@ -1,0 +1,141 @@
+/**
+ * virtio-vsock from the host's side: stream sockets to and from the guest as `net.Socket`s.
+ * @module
+ */
+
+import { Socket } from 'node:net';
+import { ArgumentError, callNative, KvmkitError } from '../errors.js';
+import type { VirtioDeviceInfo } from '../machine.js';
+import type { NativeVsock } from '../native.js';
+import { describe, object, text, wholeNumber } from '../validate.js';
+
+/** How a vsock device is set up. */
+export interface VsockOptions {
+  /** The guest's context ID: 3 or more (0–2 are reserved; the guest reaches the host at 2). */
+  cid: number;
+  /**
+   * Serve Firecracker's Unix sockets too: the host connects to the socket at `uds` and writes
+   * `CONNECT <port>\n` to reach a guest port (answered `OK <host port>\n`), and a guest
+   * connecting to host port `P` reaches a socket listening at `<uds>_P`. Nothing may exist
+   * at `uds` yet; the socket is removed when the device is closed.
+   */
+  uds?: string;
+}
+
+/** Stops a {@link Vsock.listen}. */
+export interface VsockListener {
+  /** The host port. */
+  readonly port: number;
+  /** Stops listening (connections already made go on). Closing twice does nothing. */
+  close(): void;
+}
+
+/** The largest vsock port (`VMADDR_PORT_ANY`, 2^32-1, is not one). */
+const MAX_PORT = 0xffff_fffe;
+
+/** Checks {@link VsockOptions}. */
+export function vsockOptions(value: unknown, name: string): VsockOptions {
+  const o = object(value, name);
+  const cid = wholeNumber(o.cid, `${name}.cid`, 0, 0xffff_ffff);
+  if (o.uds === undefined) {
+    return { cid };
+  }
+  return { cid, uds: text(o.uds, `${name}.uds`) };
+}
+
+function port(value: unknown): number {
+  return wholeNumber(value, 'port', 0, MAX_PORT);
+}
+
+/** A connection's host end as a socket. */
+function socketOf(fd: number): Socket {
+  return new Socket({ fd, readable: true, writable: true });
+}
+
+/**
+ * The host side of a guest's vsock device (`machine.addVsock()`): connections to guest ports,
+ * and listeners for the guest's connections to host ports (the guest connects to CID 2).
+ * Each connection is a `net.Socket` over a Unix socket pair whose other end the device serves
+ * on the machine's I/O thread, with virtio-vsock's credit flow control in between.
+ * @example
+ * ```ts
+ * const vm = Machine.create({ memory: '256M', irqchip: true });
+ * const vsock = vm.addVsock({ cid: 3 });
+ * // Guest side: `socat - VSOCK-CONNECT:2:1234`.
+ * vsock.listen(1234, (socket) => socket.pipe(socket)); // an echo server
+ * // Guest side: `socat VSOCK-LISTEN:5000 -`, then:
+ * const socket = await vsock.connect(5000);
+ * socket.end('hello guest\n');
+ * ```
+ */
+export class Vsock {
+  readonly #native: NativeVsock;
+  /** Where the device sits. */
+  readonly info: VirtioDeviceInfo;
+  /** The guest's context ID. */
+  readonly cid: number;
+
+  /** @internal */
+  constructor(native: NativeVsock, cid: number) {
+    this.#native = native;
+    this.info = native.info;
+    this.cid = cid;
+  }
+
+  /**
+   * Connects to guest port `port` (as the host, CID 2). Resolves once the guest accepts;
+   * rejects with a `CONNECTION_REFUSED` {@link KvmkitError} if nothing listens there, the
+   * guest's driver is not running, or the device is reset meanwhile, and with
+   * `INVALID_STATE` after {@link Vsock.close} or once the machine is closed. A guest that
+   * never answers leaves it pending (Linux answers at once, accepting or refusing).
+   */
+  connect(port_: number): Promise<Socket> {
+    const guestPort = port(port_);
+    return new Promise((resolve, reject) => {
+      callNative(() =>
+        this.#native.connect(guestPort, ({ fd, error }) => {
+          if (fd === undefined || fd === null) {
+            const why = error ?? 'refused';
+            reject(new KvmkitError('CONNECTION_REFUSED', `vsock port ${guestPort} of guest ${this.cid}: ${why}`));
+          } else {
+            resolve(socketOf(fd));
+          }
+        }),
+      );
+    });
+  }
+
+  /**
+   * Hands each connection the guest opens to host port `port` (CID 2, port `port`) to
+   * `onConnection`, ahead of a Unix socket `<uds>_<port>`.
+   *
+   * @throws {@link KvmkitError} `PORT_IN_USE` if `port` is listened on already;
+   * `INVALID_STATE` after {@link Vsock.close} or once the machine is closed.
+   */
+  listen(port_: number, onConnection: (socket: Socket) => void): VsockListener {
+    const hostPort = port(port_);
+    if (typeof onConnection !== 'function') {
+      throw new ArgumentError('onConnection', `expected a function, got ${describe(onConnection)}`);
+    }
+    callNative(() => this.#native.listen(hostPort, (fd) => onConnection(socketOf(fd))));
+    let open = true;
+    return {
+      port: hostPort,
+      close: () => {
+        if (open) {
+          open = false;
+          this.#native.unlisten(hostPort);
+        }
+      },
+    };
+  }
+
+  /**
+   * Stops every listener and resets every connection (the guest's driver gets a transport
+   * reset event and drops its sockets); with `uds`, closes and removes its socket. The device
+   * stays on the machine and refuses the guest's connections. Closing twice does nothing.
+   */
+  close(): void {
+    this.#native.close();
+  }
+}
