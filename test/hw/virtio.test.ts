@@ -4,47 +4,15 @@
  * `kvmkit.test=virtio`, runs test/hw/virtio-guest.sh, which exercises each device it finds
  * and prints a `KVMKIT-<STEP>` line per step. The host side checks those lines and what the
  * guest left behind (a disk written, a console shell's output, pings answered).
- *
- * Each test is driven by the devices kvmkit has: issue 11's devices land one by one, and a
- * test whose device has not landed yet is registered as skipped with "pending: <why>" in
- * its name, never dropped silently.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Duplex } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createSwitch, type LinuxDevices, Machine } from '../../src/index.js';
+import { createSwitch } from '../../src/index.js';
 import { initramfs, type RunningLinux, startLinux, TestLog, vmlinuz } from '../boot/debian.js';
 import { describeHw } from './hardware.js';
-
-/** Whether `Machine` has this device's method yet (issue 11 lands its devices one by one). */
-const landed = (method: string) =>
-  typeof (Machine.prototype as unknown as Record<string, unknown>)[method] === 'function';
-const has = {
-  vsock: landed('addVsock'),
-};
-
-/**
- * The createLinuxMachine options and results of the devices still landing, as issue 11 and
- * the virtio brief name them; only used once their `Machine` method exists.
- */
-interface PendingDevices {
-  vsock?: { cid: number };
-}
-interface PendingHandles {
-  vsock?: { listen(port: number, handler: (socket: Duplex) => void): void };
-}
-
-/** `it`, or, while `ready` is false, a skipped test named with why it is pending. */
-function itWhenLanded(ready: boolean, name: string, pending: string, test: () => Promise<void> | void): void {
-  if (ready) {
-    it(name, test);
-  } else {
-    it.skip(`${name} (pending: ${pending})`, test);
-  }
-}
 
 const cmdline = 'console=ttyS0 panic=-1 kvmkit.test=virtio';
 
@@ -59,7 +27,7 @@ describeHw("Debian's virtio drivers on kvmkit's devices", () => {
     let scratch = '';
     const token = `kvmkit-${Math.random().toString(36).slice(2)}`;
     const vsockPort = 5000;
-    let guest: RunningLinux & PendingHandles;
+    let guest: RunningLinux;
     let log = '';
 
     beforeAll(async () => {
@@ -73,17 +41,17 @@ describeHw("Debian's virtio drivers on kvmkit's devices", () => {
         env: { ...process.env, PATH: `${process.env.PATH}:/usr/sbin:/sbin` },
       });
       writeFileSync(scratch, Buffer.alloc(1 << 20));
-      const devices: LinuxDevices & PendingDevices = { rng: true };
-      devices.disks = [{ path: data, readOnly: true }, { path: scratch }];
-      devices.virtioConsole = true;
-      let vsockParam = '';
-      if (has.vsock) {
-        devices.vsock = { cid: 3 };
-        vsockParam = ` kvmkit.vsock=${vsockPort}`;
-      }
       // The guest waits for a line on its serial console before it powers off (kvmkit.wait).
       guest = startLinux(
-        { kernel: vmlinuz, initrd: initramfs, cmdline: `${cmdline} kvmkit.wait${vsockParam}`, ...devices },
+        {
+          kernel: vmlinuz,
+          initrd: initramfs,
+          cmdline: `${cmdline} kvmkit.wait kvmkit.vsock=${vsockPort}`,
+          rng: true,
+          disks: [{ path: data, readOnly: true }, { path: scratch }],
+          virtioConsole: true,
+          vsock: { cid: 3 },
+        },
         'virtio: one guest with every device',
       );
       // The guest sends a line (test/hw/vsock-cat.S); the answer goes back once it is whole.
@@ -116,7 +84,7 @@ describeHw("Debian's virtio drivers on kvmkit's devices", () => {
         '0x0002=virtio_blk',
         '0x0002=virtio_blk',
         '0x0003=virtio_console',
-        ...(has.vsock ? ['0x0013=vmw_vsock_virtio_transport'] : []),
+        '0x0013=vmw_vsock_virtio_transport',
       ].sort();
       expect(devices).toEqual(expected);
     });
@@ -165,7 +133,7 @@ describeHw("Debian's virtio drivers on kvmkit's devices", () => {
       expect(printed).toContain('KVMKIT-HVC0-42');
     });
 
-    itWhenLanded(has.vsock, 'round-trips a line over vsock to a TypeScript listener', 'virtio-vsock (addVsock)', () => {
+    it('round-trips a line over vsock to a TypeScript listener', () => {
       expect(marker(log, 'VSOCK')).toBe(`ok ${vsockPort} answered: pong: hello from the guest`);
     });
 
