@@ -38,6 +38,8 @@ if [ "${HWVM_FORCE:-}" != 1 ] && grep -qwE 'vmx|svm' /proc/cpuinfo; then
 fi
 
 cache=$root/fixtures/cache/hwvm
+# shellcheck source=scripts/kernel-modules.sh
+source "$root/scripts/kernel-modules.sh"
 # Modules the L1 needs; their dependencies are added from each .ko's depends= string.
 wanted=(kvm-amd kvm-intel 9p 9pnet_virtio virtio_pci)
 
@@ -52,22 +54,7 @@ build_l1() {
   local tree=$work/root
   mkdir -p "$tree"/{bin,proc,sys,dev,host,out,modules}
   cp "$work/busybox/bin/busybox" "$tree/bin/busybox"
-  # Dependency order: each module after what its depends= names.
-  local -A seen=()
-  local order=()
-  visit() {
-    local name=$1 ko deps dep
-    [ -n "${seen[$name]:-}" ] && return
-    seen[$name]=1
-    ko=$(find "$work/kernel/lib/modules" -name "$name.ko" -o -name "${name//-/_}.ko" | head -1)
-    [ -n "$ko" ] || { echo "hwvm: module $name is not in the kernel package" >&2; exit 1; }
-    deps=$(strings -a "$ko" | sed -n 's/^depends=//p' | head -1)
-    for dep in ${deps//,/ }; do visit "$dep"; done
-    cp "$ko" "$tree/modules/"
-    order+=("$(basename "$ko")")
-  }
-  for m in "${wanted[@]}"; do visit "$m"; done
-  printf '%s\n' "${order[@]}" > "$tree/modules/order"
+  copy_modules "$work/kernel" "$tree/modules" "${wanted[@]}"
   cat > "$tree/init" <<'INIT'
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -119,10 +106,11 @@ INIT
   (cd "$tree" && find . | cpio -o -H newc --quiet | gzip -6) > "$cache/initramfs.tmp"
   cp "$work"/kernel/boot/vmlinuz-* "$cache/vmlinuz"
   mv "$cache/initramfs.tmp" "$cache/initramfs"
-  echo "hwvm: L1 built in $cache (modules: ${order[*]})" >&2
+  echo "hwvm: L1 built in $cache (modules: $(tr '\n' ' ' < "$tree/modules/order"))" >&2
 }
 
-[ -s "$cache/vmlinuz" ] && [ -s "$cache/initramfs" ] && [ "$cache/initramfs" -nt "$0" ] || build_l1
+[ -s "$cache/vmlinuz" ] && [ -s "$cache/initramfs" ] && [ "$cache/initramfs" -nt "$0" ] &&
+  [ "$cache/initramfs" -nt "$root/scripts/kernel-modules.sh" ] || build_l1
 
 command -v qemu-system-x86_64 >/dev/null || { echo "hwvm: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)" >&2; exit 125; }
 

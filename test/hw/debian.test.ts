@@ -3,10 +3,10 @@
  * the library and through `kvmkit run` with its defaults. The guest must look like one a
  * real VMM runs: its boot log has no failed probe, keeps its TSC and runs on kvm-clock.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
-import { bootUntil, initramfs, vmlinux, vmlinuz } from '../boot/debian.js';
+import { bootUntil, initramfs, TestLog, vmlinux, vmlinuz } from '../boot/debian.js';
 import { describeHw } from './hardware.js';
 
 const cli = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
@@ -28,6 +28,37 @@ function expectCleanBoot(log: string): void {
   expect(log).toContain('clocksource: Switched to clocksource kvm-clock');
   expect(log).toMatch(/rtc_cmos \S+: registered as rtc0/);
   expect(log).toMatch(/serio: i8042 KBD port at 0x60,0x64 irq \d+/);
+}
+
+/**
+ * Runs `kvmkit ARGS` with no input, its output kept (see {@link TestLog}) as it comes; kills
+ * it after `seconds` (SIGKILL: a run that does not end on its own is what is being caught).
+ */
+function runCli(args: string[], seconds: number): Promise<{ stdout: string; stderr: string; status: number | null }> {
+  const kept = new TestLog();
+  const child = spawn('node', [cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk: Buffer) => {
+    stdout += chunk.toString('latin1');
+    kept.write(chunk);
+  });
+  child.stderr.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString('latin1');
+    kept.write(chunk);
+  });
+  const timer = setTimeout(() => {
+    kept.note(`still running after ${seconds} s: SIGKILL`);
+    child.kill('SIGKILL');
+  }, seconds * 1000);
+  return new Promise((resolve) => {
+    child.on('close', (status, signal) => {
+      clearTimeout(timer);
+      kept.note(`exited: status ${status}, signal ${signal}`);
+      kept.end();
+      resolve({ stdout, stderr, status });
+    });
+  });
 }
 
 describeHw("Debian's kernel on hardware virtualization", () => {
@@ -57,12 +88,8 @@ describeHw("Debian's kernel on hardware virtualization", () => {
   }
 
   for (const cpus of [1, 2, 4]) {
-    it(`boots to init through kvmkit run with its defaults and ${cpus} vCPU(s); poweroff exits 0`, () => {
-      const result = spawnSync('node', [cli, 'run', '--kernel', vmlinuz, '--initrd', initramfs, '--cpus', `${cpus}`], {
-        encoding: 'latin1',
-        input: '',
-        timeout: 300_000,
-      });
+    it(`boots to init through kvmkit run with its defaults and ${cpus} vCPU(s); poweroff exits 0`, async () => {
+      const result = await runCli(['run', '--kernel', vmlinuz, '--initrd', initramfs, '--cpus', `${cpus}`], 300);
       expect(result.stdout).toContain('KVMKIT-INIT-OK');
       expect(result.stdout).toContain(`smp: Brought up 1 node, ${cpus} CPU`);
       expectCleanBoot(result.stdout);
