@@ -67,10 +67,7 @@ _start:
     test    $F_RO, %eax
     check   z, 2
     vio_negotiate VIO_F_VERSION_1 | F_FLUSH, 3
-    xor     %esi, %esi
-    mov     $RING_A, %rdx
-    mov     $QSIZE, %ecx
-    call    vio_queue
+    vio_queue_at 0, RING_A
     call    vio_driver_ok
     cmpl    $512, VIO_CONFIG + 20(%rdi)     # blk_size
     check   e, 3
@@ -179,10 +176,7 @@ _start:
     call    vio_post
     movl    $0, VIO_STATUS(%rdi)
     vio_negotiate VIO_F_VERSION_1, 17
-    xor     %esi, %esi
-    mov     $RING_A, %rdx
-    mov     $QSIZE, %ecx
-    call    vio_queue
+    vio_queue_at 0, RING_A
     call    vio_driver_ok
     blk     T_IN, 0, DATA, 512, VIO_D_WRITE
     cmp     $S_OK, %eax
@@ -198,10 +192,7 @@ _start:
     testl   $F_RO, VIO_FEATURES(%rdi)
     check   nz, 14
     vio_negotiate VIO_F_VERSION_1 | F_RO, 14
-    xor     %esi, %esi
-    mov     $RING_B, %rdx
-    mov     $QSIZE, %ecx
-    call    vio_queue
+    vio_queue_at 0, RING_B
     call    vio_driver_ok
     blk     T_IN, 0, DATA, 512, VIO_D_WRITE
     cmp     $S_OK, %eax

@@ -25,14 +25,8 @@ _start:
     mov     $BASE, %rdi
     vio_identify 3
     vio_negotiate VIO_F_VERSION_1
-    xor     %esi, %esi
-    mov     $RX_RING, %rdx
-    mov     $QSIZE, %ecx
-    call    vio_queue
-    mov     $1, %esi
-    mov     $TX_RING, %rdx
-    mov     $QSIZE, %ecx
-    call    vio_queue
+    vio_queue_at 0, RX_RING
+    vio_queue_at 1, TX_RING
     call    vio_driver_ok
 
     # "hello " and "from hvc0\n" as one chain: descriptors 0 -> 1.

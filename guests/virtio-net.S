@@ -42,14 +42,8 @@ _start:
     cmp     $6, %ecx
     jne     1b
 
-    xor     %esi, %esi
-    mov     $RX_RING, %rdx
-    mov     $QSIZE, %ecx
-    call    vio_queue
-    mov     $1, %esi
-    mov     $TX_RING, %rdx
-    mov     $QSIZE, %ecx
-    call    vio_queue
+    vio_queue_at 0, RX_RING
+    vio_queue_at 1, TX_RING
     call    vio_driver_ok
     call    post_rx
 

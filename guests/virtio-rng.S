@@ -140,10 +140,7 @@ request:
     xor     %eax, %eax
     rep stosb
     pop     %rdi
-    xor     %esi, %esi
-    mov     $RING, %rdx
-    mov     $QSIZE, %ecx
-    call    vio_queue
+    vio_queue_at 0, RING
     xor     %esi, %esi
     mov     $BUF, %r8
     mov     $64, %r9d

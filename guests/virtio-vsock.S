@@ -53,18 +53,9 @@ _start:
     check e, 1
 
     vio_negotiate VIO_F_VERSION_1
-    xor     %esi, %esi
-    mov     $RXQ, %rdx
-    mov     $QSIZE, %ecx
-    call    vio_queue
-    mov     $1, %esi
-    mov     $TXQ, %rdx
-    mov     $QSIZE, %ecx
-    call    vio_queue
-    mov     $2, %esi
-    mov     $EVQ, %rdx
-    mov     $QSIZE, %ecx
-    call    vio_queue
+    vio_queue_at 0, RXQ
+    vio_queue_at 1, TXQ
+    vio_queue_at 2, EVQ
 
     # RX chains: descriptor 2k the header, 2k + 1 the data.
     xor     %ebx, %ebx
