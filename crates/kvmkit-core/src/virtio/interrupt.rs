@@ -17,6 +17,7 @@ pub type FailureReport = Box<dyn Fn(&str) + Send + Sync>;
 pub struct Interrupt {
     status: AtomicU32,
     needs_reset: AtomicBool,
+    yielded: AtomicBool,
     failure: Mutex<Option<String>>,
     line: EventFd,
     report: Option<FailureReport>,
@@ -37,6 +38,7 @@ impl Interrupt {
         Interrupt {
             status: AtomicU32::new(0),
             needs_reset: AtomicBool::new(false),
+            yielded: AtomicBool::new(false),
             failure: Mutex::new(None),
             line,
             report: None,
@@ -87,6 +89,17 @@ impl Interrupt {
     /// Why the device was marked broken, if it was since the last reset.
     pub fn failure(&self) -> Option<String> {
         self.failure.lock_or_recover().clone()
+    }
+
+    /// Says the device stopped serving a queue at its budget with chains left: the I/O
+    /// thread calls it again for that queue once the other devices had their turn.
+    pub fn yield_queue(&self) {
+        self.yielded.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the device yielded since the last call (and forgets it).
+    pub fn take_yielded(&self) -> bool {
+        self.yielded.swap(false, Ordering::SeqCst)
     }
 
     /// Whether the device needs a reset.

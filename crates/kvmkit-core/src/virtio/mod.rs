@@ -206,7 +206,9 @@ pub fn next_chain<'m>(
 /// Pops every chain available on `queue`, hands each to `handle` (which returns how many
 /// bytes it wrote into the chain's writable buffers), returns them to the driver, and
 /// interrupts it when the ring asks for it — the loop of virtio-queue's documentation, with
-/// notifications suppressed while it drains.
+/// notifications suppressed while it drains. It serves at most [`CHAINS_PER_TURN`] chains,
+/// then yields ([`Interrupt::yield_queue`]); a queue the driver did not make ready is left
+/// alone.
 ///
 /// # Errors
 ///
@@ -228,6 +230,12 @@ pub fn drain_queue(
     )
 }
 
+/// The most chains one call of [`drain_queue`] serves before it yields the I/O thread to
+/// the other devices. It also bounds a driver whose rings feed themselves (a used ring or a
+/// device-written buffer laid over the avail index): served forever, it would hold the
+/// thread.
+pub const CHAINS_PER_TURN: usize = 256;
+
 /// [`drain_queue`] for a device that can take a chain only at times: a chain is popped
 /// only while `ready(state)` holds (host input waits for the guest's buffers, output for
 /// room on the host), and the others stay in the ring until the device is called again.
@@ -243,22 +251,33 @@ pub fn drain_queue_while<S: ?Sized>(
     ready: impl Fn(&S) -> bool,
     mut handle: impl FnMut(&mut S, Chain<'_>) -> u32,
 ) -> Result<(), virtio_queue::Error> {
-    let mut used = false;
+    if !queue.ready() {
+        // The driver left it out: nothing to serve, whatever its avail index says.
+        return Ok(());
+    }
+    let mut served = 0;
     let result = (|| loop {
         queue.disable_notification(mem)?;
         while ready(state) {
+            if served == CHAINS_PER_TURN {
+                // Yield with notifications off: the I/O thread calls again after the
+                // other devices' events.
+                interrupt.yield_queue();
+                return Ok(());
+            }
             let Some(chain) = next_chain(queue, mem)? else {
                 break;
             };
             let head = chain.head_index();
             let len = handle(state, chain);
             queue.add_used(mem, head, len)?;
-            used = true;
+            served += 1;
         }
         if !queue.enable_notification(mem)? || !ready(state) {
             return Ok(());
         }
     })();
+    let used = served > 0;
     if used && queue.needs_notification(mem)? {
         interrupt.signal_used();
     }

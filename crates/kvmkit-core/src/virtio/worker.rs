@@ -160,6 +160,11 @@ impl MutEventSubscriber for DeviceWorker {
                     slot.device.process_queue(index);
                 }
             });
+            // A device that stopped at its budget with chains left is called again after
+            // the other devices' events.
+            if self.interrupt.take_yielded() {
+                let _ = evt.write(1);
+            }
         } else {
             let index = (data - BACKEND_BASE) as usize;
             if events
