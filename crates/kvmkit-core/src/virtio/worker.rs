@@ -124,6 +124,17 @@ struct DeviceWorker {
 }
 
 impl DeviceWorker {
+    /// A device that stopped at its budget with chains left (on whichever queue: serving
+    /// one may drain another) is called again for each queue after the other devices'
+    /// events; a queue with nothing waiting costs one empty look.
+    fn requeue_if_yielded(&self) {
+        if self.interrupt.take_yielded() {
+            for evt in &self.queue_evts {
+                let _ = evt.write(1);
+            }
+        }
+    }
+
     fn call(&self, what: &str, f: impl FnOnce(&mut Slot)) {
         let mut slot = self.slot.lock_or_recover();
         let name = slot.device.name();
@@ -160,11 +171,7 @@ impl MutEventSubscriber for DeviceWorker {
                     slot.device.process_queue(index);
                 }
             });
-            // A device that stopped at its budget with chains left is called again after
-            // the other devices' events.
-            if self.interrupt.take_yielded() {
-                let _ = evt.write(1);
-            }
+            self.requeue_if_yielded();
         } else {
             let index = (data - BACKEND_BASE) as usize;
             if events
@@ -177,6 +184,7 @@ impl MutEventSubscriber for DeviceWorker {
             self.call("a backend event", |slot| {
                 slot.device.process_backend(index);
             });
+            self.requeue_if_yielded();
         }
     }
 }
