@@ -41,7 +41,9 @@ cache=$root/fixtures/cache/hwvm
 # shellcheck source=scripts/kernel-modules.sh
 source "$root/scripts/kernel-modules.sh"
 # Modules the L1 needs; their dependencies are added from each .ko's depends= string.
-wanted=(kvm-amd kvm-intel 9p 9pnet_virtio virtio_pci)
+# vhost_net/tun and vhost_vsock give tests and benchmarks /dev/vhost-net, /dev/net/tun and
+# /dev/vhost-vsock (kvmkit's vhost backends, QEMU's vhost-vsock-device).
+wanted=(kvm-amd kvm-intel 9p 9pnet_virtio virtio_pci tun vhost_net vhost_vsock)
 
 build_l1() {
   bash "$root/scripts/fixtures.sh" >&2
