@@ -1,8 +1,16 @@
 //! Address-range routing of port-I/O and MMIO accesses to devices.
+//!
+//! A [`Bus`] maps ranges to [`Route`]s. The vCPU loops share each bus through a
+//! [`SharedBus`], whose generation changes with every insertion or removal, so a loop keeps
+//! the route it resolved last ([`LastRoute`]) and answers a streak of accesses to one device
+//! without taking the bus's lock (QEMU's dispatch keeps its most recently used section the
+//! same way).
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockWriteGuard};
 
 use crate::error::{Error, Result};
+use crate::sync::RwLockExt;
 
 /// A device implemented in Rust that answers accesses on the vCPU thread itself.
 pub trait BusDevice: Send {
@@ -99,6 +107,8 @@ pub struct Target<'a> {
     pub route: &'a Route,
     /// Offset from the start of the range.
     pub offset: u64,
+    /// The end of the range (exclusive).
+    pub end: u64,
 }
 
 impl Bus {
@@ -193,6 +203,93 @@ impl Bus {
         (addr.checked_add(len)? <= e.end).then_some(Target {
             route: &e.route,
             offset: addr - e.start,
+            end: e.end,
+        })
+    }
+}
+
+/// A bus the vCPU loops share with their machine.
+#[derive(Debug)]
+pub struct SharedBus {
+    bus: RwLock<Bus>,
+    /// Bumped, under the write lock, by every change.
+    generation: AtomicU64,
+}
+
+impl SharedBus {
+    /// Shares `bus`.
+    pub fn new(bus: Bus) -> Self {
+        SharedBus {
+            bus: RwLock::new(bus),
+            generation: AtomicU64::new(1),
+        }
+    }
+
+    /// The bus, to change: loops resolve afresh after the guard is dropped.
+    pub fn change(&self) -> BusChange<'_> {
+        BusChange {
+            guard: self.bus.write_or_recover(),
+            generation: &self.generation,
+        }
+    }
+}
+
+/// Write access to a [`SharedBus`]; the change is published when it is dropped.
+pub struct BusChange<'a> {
+    guard: RwLockWriteGuard<'a, Bus>,
+    generation: &'a AtomicU64,
+}
+
+impl std::ops::Deref for BusChange<'_> {
+    type Target = Bus;
+    fn deref(&self) -> &Bus {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for BusChange<'_> {
+    fn deref_mut(&mut self) -> &mut Bus {
+        &mut self.guard
+    }
+}
+
+impl Drop for BusChange<'_> {
+    fn drop(&mut self) {
+        // Still under the write lock: a loop that reads the new generation and then takes
+        // the read lock sees the changed bus.
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// The route a vCPU loop resolved last on a [`SharedBus`], kept until the bus changes.
+#[derive(Debug, Default)]
+pub struct LastRoute {
+    generation: u64,
+    start: u64,
+    end: u64,
+    route: Option<Route>,
+}
+
+impl LastRoute {
+    /// Resolves an access of `len` bytes at `addr` on `bus` (see [`Bus::resolve`]), from the
+    /// last route when the access falls in its range and the bus has not changed since.
+    pub fn resolve(&mut self, bus: &SharedBus, addr: u64, len: u64) -> Option<Target<'_>> {
+        let fresh = bus.generation.load(Ordering::Acquire) == self.generation;
+        let inside = addr >= self.start && addr.checked_add(len).is_some_and(|e| e <= self.end);
+        if !(fresh && inside && self.route.is_some()) {
+            let bus_now = bus.bus.read_or_recover();
+            let target = bus_now.resolve(addr, len)?;
+            // Read under the read lock: no change can be under way.
+            self.generation = bus.generation.load(Ordering::Acquire);
+            self.start = addr - target.offset;
+            self.end = target.end;
+            self.route = Some(target.route.clone());
+        }
+        let route = self.route.as_ref()?;
+        Some(Target {
+            route,
+            offset: addr - self.start,
+            end: self.end,
         })
     }
 }
@@ -244,5 +341,32 @@ mod tests {
         bus.insert(0xffff, 1, "f", user(6)).unwrap();
         let mut mmio = Bus::mmio();
         assert!(mmio.insert(u64::MAX - 1, 4, "g", user(7)).is_err());
+    }
+
+    fn last(cache: &mut LastRoute, bus: &SharedBus, addr: u64, len: u64) -> Option<(u32, u64)> {
+        cache.resolve(bus, addr, len).map(|t| match t.route {
+            Route::User { device, .. } => (*device, t.offset),
+            Route::BuiltIn(_) => unreachable!(),
+        })
+    }
+
+    #[test]
+    fn the_last_route_serves_its_range_until_the_bus_changes() {
+        let mut ports = Bus::ports();
+        ports.insert(0x3f8, 8, "com1", user(1)).unwrap();
+        let bus = SharedBus::new(ports);
+        let mut cache = LastRoute::default();
+        assert_eq!(last(&mut cache, &bus, 0x3f9, 1), Some((1, 1)));
+        assert_eq!(last(&mut cache, &bus, 0x3fc, 4), Some((1, 4)));
+        // Past the range's end, and outside it: not the cached route.
+        assert_eq!(last(&mut cache, &bus, 0x3fe, 4), None);
+        assert_eq!(last(&mut cache, &bus, 0x60, 1), None);
+        assert_eq!(last(&mut cache, &bus, 0x3f8, 1), Some((1, 0)));
+        // A removal and a new device in the same range: the cache follows the bus.
+        assert!(bus.change().remove(0x3f8));
+        assert_eq!(last(&mut cache, &bus, 0x3f8, 1), None);
+        bus.change().insert(0x3f8, 2, "other", user(9)).unwrap();
+        assert_eq!(last(&mut cache, &bus, 0x3f9, 1), Some((9, 1)));
+        assert_eq!(last(&mut cache, &bus, 0x3fa, 1), None);
     }
 }

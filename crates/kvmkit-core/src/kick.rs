@@ -7,13 +7,13 @@
 //! its loop and sees why it was kicked.
 
 use std::cell::Cell;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use libc::{c_int, c_void, pthread_t, siginfo_t};
 use vmm_sys_util::signal::{SIGRTMIN, register_signal_handler};
 
 use crate::error::{Error, Result};
-use crate::sync::LockExt;
 
 /// The kick signal is `SIGRTMIN() + KICK_SIGNAL_OFFSET`, a real-time signal nothing in Node
 /// uses.
@@ -55,9 +55,14 @@ fn current_thread() -> pthread_t {
 }
 
 /// Which thread runs each vCPU's loop right now, so a stop or pause can kick it out of
-/// `KVM_RUN`.
+/// `KVM_RUN`. Entering and leaving cost an atomic store each (an inline vCPU does both on
+/// every exit); a kicker announces itself in `kicking` before it reads a thread handle, and a
+/// leaving thread waits until no kicker is between reading and signalling, so a thread is
+/// never signalled after it left (and may have exited).
 pub(crate) struct KickRegistry {
-    threads: Mutex<Vec<Option<pthread_t>>>,
+    /// The `pthread_t` of the thread running each vCPU, 0 for none (no thread has 0).
+    threads: Vec<AtomicU64>,
+    kicking: AtomicUsize,
 }
 
 /// While alive, the current thread runs vCPU `index`'s loop and kicks reach it.
@@ -70,7 +75,8 @@ impl KickRegistry {
     /// A registry for `vcpus` vCPUs, none running.
     pub(crate) fn new(vcpus: usize) -> Self {
         KickRegistry {
-            threads: Mutex::new(vec![None; vcpus]),
+            threads: (0..vcpus).map(|_| AtomicU64::new(0)).collect(),
+            kicking: AtomicUsize::new(0),
         }
     }
 
@@ -83,8 +89,8 @@ impl KickRegistry {
     /// returned guard is dropped, and the guard must be dropped on this thread.
     pub(crate) unsafe fn enter(&self, index: usize, immediate_exit: *mut u8) -> Running<'_> {
         IMMEDIATE_EXIT.with(|c| c.set(immediate_exit));
-        if let Some(slot) = self.threads.lock_or_recover().get_mut(index) {
-            *slot = Some(current_thread());
+        if let Some(slot) = self.threads.get(index) {
+            slot.store(current_thread(), Ordering::SeqCst);
         }
         Running {
             registry: self,
@@ -95,24 +101,32 @@ impl KickRegistry {
     /// Interrupts every registered vCPU thread but the calling one.
     pub(crate) fn kick_others(&self) {
         let me = current_thread();
-        // Threads leave the registry (under this lock) before they exit, so each one kicked
+        // Announced before any handle is read: a thread leaving from now on waits for the
+        // matching decrement before it goes on (see `Running::drop`), so each thread kicked
         // here is alive; a vCPU thread calling this is outside KVM_RUN.
-        let threads = self.threads.lock_or_recover();
-        for &t in threads.iter().flatten() {
+        self.kicking.fetch_add(1, Ordering::SeqCst);
+        for slot in &self.threads {
+            let t = slot.load(Ordering::SeqCst);
             // SAFETY: pthread_equal only compares two thread handles.
-            if unsafe { libc::pthread_equal(t, me) } == 0 {
+            if t != 0 && unsafe { libc::pthread_equal(t, me) } == 0 {
                 // SAFETY: `t` is alive (see above), and the signal has a handler installed
                 // (see `install`) that only touches thread-local state.
                 unsafe { libc::pthread_kill(t, kick_signal()) };
             }
         }
+        self.kicking.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
-        if let Some(slot) = self.registry.threads.lock_or_recover().get_mut(self.index) {
-            *slot = None;
+        if let Some(slot) = self.registry.threads.get(self.index) {
+            slot.store(0, Ordering::SeqCst);
+            // A kicker that read this thread's handle before the store above announced
+            // itself before reading it: wait until it has signalled (a few syscalls).
+            while self.registry.kicking.load(Ordering::SeqCst) != 0 {
+                std::hint::spin_loop();
+            }
         }
         IMMEDIATE_EXIT.with(|c| c.set(std::ptr::null_mut()));
     }

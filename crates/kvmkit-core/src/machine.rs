@@ -6,7 +6,7 @@ use std::thread::JoinHandle;
 use kvm_ioctls::VmFd;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::bus::{Bus, Route, Space};
+use crate::bus::{BusChange, Route, Space};
 use crate::config::MachineConfig;
 use crate::devices::{DeviceSpec, HostSide};
 use crate::error::{Error, Result};
@@ -29,7 +29,7 @@ use crate::run::threaded::run_threaded;
 use crate::run::{Shared, VcpuContext};
 use crate::sandbox::Sandbox;
 use crate::stats::{StatsSnapshot, VcpuStats};
-use crate::sync::{LockExt, RwLockExt};
+use crate::sync::LockExt;
 use crate::vcpu::Vcpu;
 use crate::virtio::mmio::{MmioTransport, NOTIFY_OFFSET, Slot, WINDOW};
 use crate::virtio::worker::IoThread;
@@ -196,12 +196,12 @@ impl Machine {
         self.resources.lock_or_recover().allocate_gsi()
     }
 
-    fn bus(&self, space: Space) -> std::sync::RwLockWriteGuard<'_, Bus> {
+    fn bus(&self, space: Space) -> BusChange<'_> {
         match space {
             Space::Port => &self.shared.ports,
             Space::Mmio => &self.shared.mmio,
         }
-        .write_or_recover()
+        .change()
     }
 
     /// MMIO exits only happen outside guest RAM: a device over RAM would never be reached.

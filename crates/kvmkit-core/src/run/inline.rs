@@ -1,9 +1,6 @@
 //! A vCPU driven by its caller's thread, which answers accesses directly.
-
-use std::sync::Arc;
-
 use super::VcpuContext;
-use super::looper::{Looper, complete, register};
+use super::looper::{Looper, complete};
 use crate::exit::DeviceAccess;
 use crate::handoff::mailbox::Answer;
 
@@ -46,27 +43,23 @@ impl InlineVcpu {
         self.looper
             .as_ref()
             .filter(|_| self.pending)
-            .map(|l| &l.access)
+            .map(|l| &l.exits.access)
     }
 
     /// Answers the pending access (if any) with `answer` and runs the guest until the next
     /// user-device access, which it returns; `None` once this vCPU's run has ended.
     pub fn step(&mut self, answer: Option<InlineAnswer<'_>>) -> Option<&DeviceAccess> {
         let looper = self.looper.as_mut()?;
-        let shared = Arc::clone(&looper.ctx.shared);
         let go_on = {
-            // Registered only while this thread runs the vCPU: between steps it is the
-            // caller's.
-            let _running = register(&shared, looper);
             let answered = match (std::mem::take(&mut self.pending), answer) {
                 (false, _) => true,
                 (true, Some(InlineAnswer::Fail(message))) => {
-                    complete(&looper.ctx, &looper.access, Answer::Failed(message))
+                    complete(&looper.ctx, &looper.exits.access, Answer::Failed(message))
                 }
                 (true, Some(InlineAnswer::Reply(bytes))) => {
-                    complete(&looper.ctx, &looper.access, Answer::Replied(bytes))
+                    complete(&looper.ctx, &looper.exits.access, Answer::Replied(bytes))
                 }
-                (true, None) => complete(&looper.ctx, &looper.access, Answer::Replied(&[])),
+                (true, None) => complete(&looper.ctx, &looper.exits.access, Answer::Replied(&[])),
             };
             answered
                 && std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -79,7 +72,7 @@ impl InlineVcpu {
         };
         if go_on {
             self.pending = true;
-            return self.looper.as_ref().map(|l| &l.access);
+            return self.looper.as_ref().map(|l| &l.exits.access);
         }
         if let Some(l) = self.looper.take() {
             l.finish();

@@ -24,13 +24,15 @@ use kvm_bindings::{
 use super::kvm_run::{Raw, decode, internal_error, io_exit, mmio_data};
 use super::route::route;
 use super::{Shared, Step, VcpuContext};
+use crate::bus::LastRoute;
 use crate::exit::{DeviceAccess, ExitKind, MachineError, Outcome, SystemEvent};
 use crate::fallback;
 use crate::handler::ExitHandler;
 use crate::handoff::mailbox::{Answer, MAX_REPLY};
 use crate::handoff::posted::PostedWrite;
 use crate::kick::Running;
-use crate::sync::{LockExt, RwLockExt};
+use crate::options::UnhandledPolicy;
+use crate::sync::LockExt;
 use crate::vcpu::Vcpu;
 
 /// The per-vCPU loop state, reused for every exit.
@@ -39,12 +41,25 @@ pub(super) struct Looper {
     pub(super) handler: Arc<dyn ExitHandler>,
     /// Driven by its caller's thread: posted writes are answered like other accesses.
     inline: bool,
-    /// The access a user device must answer, after [`Looper::run_until_user`] returned true.
-    pub(super) access: DeviceAccess,
     immediate_exit: *mut u8,
     exited_at: Option<Instant>,
     /// The last exit was an access KVM completes on the next entry.
     completes_on_entry: bool,
+    /// What dispatching an exit reads and writes, apart from the context.
+    pub(super) exits: Dispatcher,
+}
+
+/// The loop's per-exit state: kept apart from [`VcpuContext`] so the loop borrows both at
+/// once instead of cloning the context's `Arc`s on every call.
+pub(super) struct Dispatcher {
+    /// The access a user device must answer, after [`Looper::run_until_user`] returned true.
+    pub(super) access: DeviceAccess,
+    /// The route of the last port and MMIO access, for the next ones to the same device.
+    last_port: LastRoute,
+    last_mmio: LastRoute,
+    /// The machine's policy for accesses no device claims (kept here, beside the rest of
+    /// what every exit reads, rather than read from the shared options each time).
+    unhandled: UnhandledPolicy,
 }
 
 // SAFETY: `immediate_exit` points into the vCPU's kvm_run mapping, which `ctx.vcpu` keeps
@@ -79,13 +94,18 @@ impl Looper {
                 .immediate_exit
         );
         Some(Looper {
-            ctx,
             handler,
             inline,
-            access: DeviceAccess::with_capacity(MAX_REPLY),
             immediate_exit,
             exited_at: None,
             completes_on_entry: false,
+            exits: Dispatcher {
+                access: DeviceAccess::with_capacity(MAX_REPLY),
+                last_port: LastRoute::default(),
+                last_mmio: LastRoute::default(),
+                unhandled: ctx.shared.options.unhandled,
+            },
+            ctx,
         })
     }
 
@@ -106,12 +126,26 @@ impl Looper {
         self.ctx.shared.lifecycle.leave();
     }
 
-    /// Runs the guest until an access needs a user answer (true: it is in `self.access`)
-    /// or the loop ends (false).
+    /// Runs the guest until an access needs a user answer (true: it is in
+    /// `self.exits.access`) or the loop ends (false).
     pub(super) fn run_until_user(&mut self) -> bool {
-        let shared = Arc::clone(&self.ctx.shared);
-        let vcpu_lock = Arc::clone(&self.ctx.vcpu);
-        let stats = &shared.stats[self.ctx.index as usize];
+        let Looper {
+            ctx,
+            handler,
+            inline,
+            immediate_exit,
+            exited_at,
+            completes_on_entry,
+            exits,
+        } = self;
+        let shared = &*ctx.shared;
+        // An inline vCPU's thread is its caller's between steps: registered for this call
+        // only. A threaded vCPU's thread registers once for its whole run (`register`).
+        // SAFETY: `immediate_exit` points into the kvm_run mapping of `ctx.vcpu`, which
+        // outlives this call, and the guard is dropped on this thread when it returns.
+        let _running =
+            inline.then(|| unsafe { shared.kicks.enter(ctx.index as usize, *immediate_exit) });
+        let stats = &shared.stats[ctx.index as usize];
         // Held from one exit to the next while built-in devices answer them: nobody else
         // may use the vCPU in between, and relocking would cost every such exit.
         let mut held = None;
@@ -120,31 +154,31 @@ impl Looper {
                 return false;
             }
             let pausing = shared.lifecycle.pausing();
-            if pausing && !self.completes_on_entry {
+            if pausing && !*completes_on_entry {
                 drop(held.take());
                 shared.lifecycle.park();
-                self.exited_at = None;
+                *exited_at = None;
                 continue;
             }
-            let vcpu = held.get_or_insert_with(|| vcpu_lock.lock_or_recover());
+            let vcpu = held.get_or_insert_with(|| ctx.vcpu.lock_or_recover());
             if pausing {
                 // Complete the last access before parking (see the module's doc).
                 vcpu.fd_mut().set_kvm_immediate_exit(1);
             }
-            if let Some(t) = self.exited_at {
+            if let Some(t) = *exited_at {
                 stats.record_latency(t.elapsed());
             }
             let raw = decode(vcpu.fd_mut().run());
-            self.exited_at = Some(Instant::now());
-            self.completes_on_entry = raw.completes_on_entry();
-            match self.dispatch(&shared, vcpu, raw) {
+            *exited_at = Some(Instant::now());
+            *completes_on_entry = raw.completes_on_entry();
+            match exits.dispatch(ctx, vcpu, raw) {
                 Step::Continue => {}
                 Step::User { posted, .. } => {
-                    if !(posted && !self.inline && !self.access.is_read()) {
+                    if !(posted && !*inline && !exits.access.is_read()) {
                         return true;
                     }
                     drop(held.take());
-                    if !self.post() {
+                    if !post(ctx, handler.as_ref(), &exits.access) {
                         return false;
                     }
                 }
@@ -158,44 +192,44 @@ impl Looper {
                     exit,
                     message,
                 } => {
-                    let error = machine_error(&self.ctx, vcpu, code, exit, message);
+                    let error = machine_error(ctx, vcpu, code, exit, message);
                     shared.end_with(Outcome::Error(error));
                     return false;
                 }
             }
         }
     }
+}
 
-    /// Queues the write in `self.access` for a posted device; false if the machine stopped
-    /// while the queue was full.
-    fn post(&self) -> bool {
-        let a = &self.access;
-        let size = (a.size as usize).max(1);
-        a.data.chunks_exact(size).all(|element| {
-            let write = PostedWrite {
-                vcpu: self.ctx.index,
-                device: a.device,
-                kind: a.kind,
-                offset: a.offset,
-                addr: a.addr,
-                size: a.size,
-                value: crate::exit::value_of(element),
-            };
-            self.ctx
-                .shared
-                .handoff
-                .post_write(write, self.handler.as_ref())
-        })
-    }
+/// Queues the write in `a` for a posted device; false if the machine stopped while the
+/// queue was full.
+fn post(ctx: &VcpuContext, handler: &dyn ExitHandler, a: &DeviceAccess) -> bool {
+    let size = (a.size as usize).max(1);
+    a.data.chunks_exact(size).all(|element| {
+        let write = PostedWrite {
+            vcpu: ctx.index,
+            device: a.device,
+            kind: a.kind,
+            offset: a.offset,
+            addr: a.addr,
+            size: a.size,
+            value: crate::exit::value_of(element),
+        };
+        ctx.shared.handoff.post_write(write, handler)
+    })
+}
 
-    fn dispatch(&mut self, shared: &Shared, vcpu: &mut Vcpu, raw: Raw) -> Step {
-        let stats = &shared.stats[self.ctx.index as usize];
-        let policy = shared.options.unhandled;
-        let index = self.ctx.index;
+impl Dispatcher {
+    /// Answers `raw` from a built-in device, or says what the loop must do with it.
+    fn dispatch(&mut self, ctx: &VcpuContext, vcpu: &mut Vcpu, raw: Raw) -> Step {
+        let shared = &*ctx.shared;
+        let stats = &shared.stats[ctx.index as usize];
+        let policy = self.unhandled;
+        let index = ctx.index;
         match raw {
             Raw::Io => {
                 let run = vcpu.fd_mut().get_kvm_run();
-                let Some(io) = io_exit(run, self.ctx.vcpu_mmap_size) else {
+                let Some(io) = io_exit(run, ctx.vcpu_mmap_size) else {
                     stats.count(ExitKind::Other);
                     return Step::Fail {
                         code: "KVM_RUN_FAILED",
@@ -210,15 +244,8 @@ impl Looper {
                 };
                 stats.count(kind);
                 let addr = u64::from(io.port);
-                let step = route(
-                    &shared.ports.read_or_recover(),
-                    policy,
-                    index,
-                    kind,
-                    addr,
-                    io.size,
-                    io.data,
-                );
+                let target = self.last_port.resolve(&shared.ports, addr, io.size as u64);
+                let step = route(target, policy, index, kind, addr, io.size, io.data);
                 fill(&mut self.access, &step, kind, addr, io.size, io.data);
                 step
             }
@@ -235,15 +262,8 @@ impl Looper {
                 };
                 stats.count(kind);
                 let data = &mut data[..len];
-                let step = route(
-                    &shared.mmio.read_or_recover(),
-                    policy,
-                    index,
-                    kind,
-                    addr,
-                    len,
-                    data,
-                );
+                let target = self.last_mmio.resolve(&shared.mmio, addr, len as u64);
+                let step = route(target, policy, index, kind, addr, len, data);
                 if !write && step == Step::Continue {
                     mmio_data(vcpu.fd_mut().get_kvm_run()).copy_from_slice(data);
                 }
@@ -270,8 +290,7 @@ impl Looper {
             }
             Raw::InternalError => {
                 stats.count(ExitKind::InternalError);
-                if shared.options.emulation_fallbacks
-                    && fallback::finish_unemulated(&self.ctx.ram, vcpu)
+                if shared.options.emulation_fallbacks && fallback::finish_unemulated(&ctx.ram, vcpu)
                 {
                     return Step::Continue;
                 }

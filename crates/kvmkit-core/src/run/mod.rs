@@ -14,9 +14,9 @@ mod looper;
 mod route;
 pub(crate) mod threaded;
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
-use crate::bus::Bus;
+use crate::bus::{Bus, SharedBus};
 use crate::exit::{ExitKind, Outcome};
 use crate::handoff::Handoff;
 use crate::kick::KickRegistry;
@@ -28,8 +28,8 @@ use crate::vcpu::Vcpu;
 
 /// State shared between a machine's owner and its vCPU loops.
 pub(crate) struct Shared {
-    pub(crate) ports: RwLock<Bus>,
-    pub(crate) mmio: RwLock<Bus>,
+    pub(crate) ports: SharedBus,
+    pub(crate) mmio: SharedBus,
     pub(crate) stats: Vec<VcpuStats>,
     pub(crate) handoff: Arc<Handoff>,
     pub(crate) kicks: KickRegistry,
@@ -41,8 +41,8 @@ impl Shared {
     /// Shared state for `vcpus` vCPUs.
     pub(crate) fn new(vcpus: usize, options: MachineOptions) -> Self {
         Shared {
-            ports: RwLock::new(Bus::ports()),
-            mmio: RwLock::new(Bus::mmio()),
+            ports: SharedBus::new(Bus::ports()),
+            mmio: SharedBus::new(Bus::mmio()),
             stats: (0..vcpus).map(|_| VcpuStats::default()).collect(),
             handoff: Arc::new(Handoff::new(vcpus, options.handoff_spin)),
             kicks: KickRegistry::new(vcpus),

@@ -1,9 +1,9 @@
 //! Where a port or MMIO access goes: a built-in device answers it here, a user device gets
 //! it through the loop, and an access nobody claims follows the machine's
-//! [`UnhandledPolicy`]. A pure function of the bus and the exit, so it is tested with
-//! synthetic exits.
+//! [`UnhandledPolicy`]. A pure function of the resolved target and the exit, so it is tested
+//! with synthetic exits.
 
-use crate::bus::{Bus, DeviceAction, Route};
+use crate::bus::{DeviceAction, Route, Target};
 use crate::exit::{ExitKind, Outcome, SystemEvent, value_of};
 use crate::options::UnhandledPolicy;
 use crate::sync::LockExt;
@@ -11,9 +11,10 @@ use crate::sync::LockExt;
 use super::Step;
 
 /// Routes an access of `data.len() / size` elements of `size` bytes at `addr` by vCPU
-/// `vcpu`. For reads answered here, `data` receives the bytes read.
+/// `vcpu` to `target`, what the bus resolved it to. For reads answered here, `data`
+/// receives the bytes read.
 pub(super) fn route(
-    bus: &Bus,
+    target: Option<Target<'_>>,
     policy: UnhandledPolicy,
     vcpu: u32,
     kind: ExitKind,
@@ -22,7 +23,7 @@ pub(super) fn route(
     data: &mut [u8],
 ) -> Step {
     let write = kind.is_write();
-    let Some(target) = bus.resolve(addr, size as u64) else {
+    let Some(target) = target else {
         return unclaimed(policy, kind, addr, size, data);
     };
     match target.route {
@@ -100,7 +101,7 @@ fn unclaimed(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bus::BusDevice;
+    use crate::bus::{Bus, BusDevice};
     use std::sync::{Arc, Mutex};
 
     /// Reads 0x5a; a write of 0xff asks for a reset, any other ends the run with its value.
@@ -140,7 +141,9 @@ mod tests {
     }
 
     fn port(kind: ExitKind, addr: u64, size: usize, data: &mut [u8]) -> Step {
-        route(&bus(), UnhandledPolicy::Error, 1, kind, addr, size, data)
+        let bus = bus();
+        let target = bus.resolve(addr, size as u64);
+        route(target, UnhandledPolicy::Error, 1, kind, addr, size, data)
     }
 
     #[test]
@@ -202,7 +205,7 @@ mod tests {
     fn the_ignore_policy_reads_all_ones_and_drops_writes() {
         let mut data = [0u8; 2];
         let step = route(
-            &bus(),
+            None,
             UnhandledPolicy::Ignore,
             0,
             ExitKind::IoIn,
@@ -212,7 +215,7 @@ mod tests {
         );
         assert_eq!((step, data), (Step::Continue, [0xff; 2]));
         let step = route(
-            &bus(),
+            None,
             UnhandledPolicy::Ignore,
             0,
             ExitKind::MmioWrite,

@@ -22,15 +22,15 @@ pub(crate) fn run_threaded(ctx: VcpuContext) {
             let Looper {
                 ctx,
                 handler,
-                access,
+                exits,
                 ..
             } = &mut looper;
-            let answered =
-                shared
-                    .handoff
-                    .exchange(index, access, handler.as_ref(), |access, answer| {
-                        complete(ctx, access, answer)
-                    });
+            let answered = shared.handoff.exchange(
+                index,
+                &mut exits.access,
+                handler.as_ref(),
+                |access, answer| complete(ctx, access, answer),
+            );
             if !answered {
                 break;
             }
