@@ -396,20 +396,57 @@ export interface Fpu {
   mxcsr: number
 }
 
-/** The bytes of vCPU `vcpu`'s pending string-I/O write (empty if it has none). */
-export declare function inlineAccessData(run: ExternalObject<InlineRun>, vcpu: number): Buffer
-
-/** Fails vCPU `vcpu`'s pending access: the machine stops with `message`. */
-export declare function inlineFail(run: ExternalObject<InlineRun>, vcpu: number, message: string, out: Float64Array): boolean
+/**
+ * The bytes of the pending string-I/O write of the vCPU in the slot (empty if none).
+ *
+ * # Errors
+ *
+ * As `inlineStep`.
+ */
+export declare function inlineAccessData(): Buffer
 
 /**
- * Answers vCPU `vcpu`'s pending access (if any) with a value of up to 8 bytes and runs it
- * to its next access, written into `out`; false once its run ended.
+ * Makes `run` the inline run this thread drives, until `inlineEnd`, and returns its slot
+ * as a `Float64Array` over the binding's memory (`SLOT_*` layout). Once per run.
+ *
+ * # Errors
+ *
+ * `INVALID_STATE` on a second call for the same run, or where the runtime does not allow
+ * external `ArrayBuffer`s (the array would be a copy, and the steps would not be seen).
  */
-export declare function inlineStep(run: ExternalObject<InlineRun>, vcpu: number, value: number, valueHi: number, out: Float64Array): boolean
+export declare function inlineBegin(run: ExternalObject<InlineRun>): Float64Array
 
-/** Answers a string-I/O read with `data` and runs the vCPU to its next access. */
-export declare function inlineStepBytes(run: ExternalObject<InlineRun>, vcpu: number, data: Buffer, out: Float64Array): boolean
+/** Ends driving the innermost inline run on this thread. */
+export declare function inlineEnd(): void
+
+/**
+ * Fails the pending access: the machine stops with `message`.
+ *
+ * # Errors
+ *
+ * As `inlineStep`.
+ */
+export declare function inlineFail(message: string): boolean
+
+/**
+ * Answers the pending access (if any) of the vCPU in the slot's `SLOT_VCPU` with the value
+ * in `SLOT_VALUE`/`SLOT_VALUE_HI`, and runs it to its next access, written into the slot;
+ * false once its run ended.
+ *
+ * # Errors
+ *
+ * `INVALID_STATE` outside `inlineBegin`/`inlineEnd`, `NO_SUCH_VCPU` for a bad index.
+ */
+export declare function inlineStep(): boolean
+
+/**
+ * Answers a string-I/O read with `data` and runs the vCPU to its next access.
+ *
+ * # Errors
+ *
+ * As `inlineStep`.
+ */
+export declare function inlineStepBytes(data: Buffer): boolean
 
 /** An injected external or software interrupt. */
 export interface InterruptEvent {

@@ -471,28 +471,37 @@ export class Handoff {
    */
   runInline(run: InlineRun): void {
     const binding = native();
-    const slot = new Float64Array(protocol().fields);
-    let more = binding.inlineStep(run, 0, 0, 0, slot);
-    while (more) {
-      const r = decodeAccess(slot);
-      const data = r.count > 1 && !isRead(r) ? binding.inlineAccessData(run, r.vcpu) : undefined;
-      this.#observe(r);
-      let answer = this.#answer(r, data);
-      if (isThenable(answer)) {
-        Promise.resolve(answer).catch(() => {});
-        answer = {
-          fail: this.#failMessage(
-            r,
-            new TypeError('returned a Promise; inline runs need handlers that answer synchronously'),
-          ),
-        };
+    const p = protocol();
+    // The binding's memory: each step writes the next access here and takes the vCPU and
+    // a value answer from it, so a step's call carries no arguments.
+    const slot = binding.inlineBegin(run);
+    try {
+      slot[p.vcpu] = 0;
+      let more = binding.inlineStep();
+      while (more) {
+        const r = decodeAccess(slot);
+        const data = r.count > 1 && !isRead(r) ? binding.inlineAccessData() : undefined;
+        this.#observe(r);
+        let answer = this.#answer(r, data);
+        if (isThenable(answer)) {
+          Promise.resolve(answer).catch(() => {});
+          answer = {
+            fail: this.#failMessage(
+              r,
+              new TypeError('returned a Promise; inline runs need handlers that answer synchronously'),
+            ),
+          };
+        }
+        if ('word' in answer) {
+          slot[p.value] = answer.word[0];
+          slot[p.valueHi] = answer.word[1];
+          more = binding.inlineStep();
+        } else {
+          more = 'fail' in answer ? binding.inlineFail(answer.fail) : binding.inlineStepBytes(answer.bytes);
+        }
       }
-      more =
-        'fail' in answer
-          ? binding.inlineFail(run, r.vcpu, answer.fail, slot)
-          : 'word' in answer
-            ? binding.inlineStep(run, r.vcpu, answer.word[0], answer.word[1], slot)
-            : binding.inlineStepBytes(run, r.vcpu, answer.bytes, slot);
+    } finally {
+      binding.inlineEnd();
     }
   }
 

@@ -2,7 +2,7 @@ import { on } from 'node:events';
 import { Worker } from 'node:worker_threads';
 import { expect, it } from 'vitest';
 import { guestPath } from '../src/guests.js';
-import type { Outcome } from '../src/index.js';
+import type { Device, Machine, Outcome } from '../src/index.js';
 import { stopMachine } from '../src/index.js';
 import { closedAfterEach, IO_GUEST_WRITES, ioRegisters, machineWith } from './guests.js';
 import { describeKvm } from './kvm.js';
@@ -41,6 +41,37 @@ describeKvm('inline runs', () => {
     promising.addPortDevice(0x60, 8, { name: 'dev', read: async () => 1 });
     const second = promising.runInline();
     expect(second.reason === 'error' && second.error.message).toMatch(/answer synchronously/);
+  });
+
+  it('nest: a handler may drive another machine inline, each run keeping its own records', () => {
+    /** The devices the io guest uses; what it copies from 0x70 to 0x71 lands in `copied`. */
+    const devices = (vm: Machine, writes: [number, number | bigint][], copied: number[]): Device => {
+      let next = 0x61;
+      vm.addPortDevice(0x70, 1, { name: 'source', read: () => next++ });
+      vm.addPortDevice(0x71, 1, { name: 'sink', write: (_a, v) => void copied.push(Number(v)) });
+      return ioRegisters(writes);
+    };
+    const outer = tracked(machineWith('io'));
+    const inner = tracked(machineWith('io'));
+    const outerWrites: [number, number | bigint][] = [];
+    const innerWrites: [number, number | bigint][] = [];
+    const outerCopied: number[] = [];
+    const innerCopied: number[] = [];
+    inner.addPortDevice(0x60, 8, devices(inner, innerWrites, innerCopied));
+    const registers = devices(outer, outerWrites, outerCopied);
+    let innerOutcome: Outcome | undefined;
+    outer.addPortDevice(0x60, 8, {
+      ...registers,
+      write: (access, value) => {
+        // The outer guest's first write runs the inner machine to its end.
+        innerOutcome ??= inner.runInline();
+        return registers.write?.(access, value);
+      },
+    });
+    expect(outer.runInline()).toEqual({ reason: 'halted' });
+    expect(innerOutcome).toEqual({ reason: 'halted' });
+    expect([outerWrites, outerCopied]).toEqual([IO_GUEST_WRITES, [0x61, 0x62, 0x63, 0x64]]);
+    expect([innerWrites, innerCopied]).toEqual([IO_GUEST_WRITES, [0x61, 0x62, 0x63, 0x64]]);
   });
 
   it('stop when a handler calls stop()', () => {

@@ -1,13 +1,14 @@
-//! The hand-off seen from JS: the core's [`kvmkit_core::handoff::Handoff`] and inline vCPUs,
-//! in the slot layout of [`crate::protocol`].
+//! The hand-off seen from JS: the core's [`kvmkit_core::handoff::Handoff`], in the slot
+//! layout of [`crate::protocol`] (inline vCPUs, the other consumer of that layout, are in
+//! [`crate::inline`]).
 //!
 //! Events reach JS through a threadsafe function: doorbells without payload (an access or
 //! posted writes wait), a pause, the end. Everything else is a call from JS over an
 //! `External` handle: free functions, which napi calls with less overhead than class
-//! methods — the hot ones (`replyAndPoll`, `inlineStep`) answer one access and return the
-//! next in the caller's reused `Float64Array`, so a streak of exits costs one napi call per
-//! exit; the cold ones (string-I/O bytes, failures, posted writes) go through the same
-//! handle, so the TypeScript side has one counterpart.
+//! methods — the hot one (`replyAndPoll`) answers one access and returns the next in the
+//! caller's reused `Float64Array`, so a streak of exits costs one napi call per exit; the
+//! cold ones (string-I/O bytes, failures, posted writes) go through the same handle, so
+//! the TypeScript side has one counterpart.
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -18,7 +19,7 @@ use napi_derive::napi;
 
 use kvmkit_core::exit::{DeviceAccess, ExitKind, Outcome, SystemEvent};
 use kvmkit_core::handoff::posted::PostedWrite;
-use kvmkit_core::machine::{ExitHandler, InlineAnswer, InlineVcpu, Machine};
+use kvmkit_core::machine::{ExitHandler, Machine};
 use kvmkit_core::sync::LockExt;
 
 use crate::convert::u64_from_js;
@@ -31,9 +32,6 @@ use crate::protocol::{
 };
 
 const FIELDS: usize = SLOT_FIELDS as usize;
-
-/// The vCPUs of an inline run, shared with their machine so that close() releases them.
-pub struct InlineRun(pub Arc<Mutex<Vec<InlineVcpu>>>);
 
 /// A machine's hand-off, for the calls below; weak, so it does not outlive close().
 pub struct MachineHandle {
@@ -103,7 +101,7 @@ fn write_record(
     }
 }
 
-fn write_access(out: &mut [f64], vcpu: u32, a: &DeviceAccess) {
+pub(crate) fn write_access(out: &mut [f64], vcpu: u32, a: &DeviceAccess) {
     // String I/O's bytes are fetched with `accessData`; a single write's value travels here.
     let value = if a.count == 1 { a.value() } else { 0 };
     write_record(
@@ -120,76 +118,9 @@ fn write_access(out: &mut [f64], vcpu: u32, a: &DeviceAccess) {
     );
 }
 
-fn step(
-    run: &External<InlineRun>,
-    vcpu: u32,
-    answer: InlineAnswer<'_>,
-    mut out: Float64ArraySlice<'_>,
-) -> Result<bool> {
-    let out = slot(&mut out)?;
-    let mut vcpus = run.0.lock_or_recover();
-    let count = vcpus.len() as u32;
-    let v = vcpus
-        .get_mut(vcpu as usize)
-        .ok_or_else(|| core(kvmkit_core::Error::NoSuchVcpu { index: vcpu, count }))?;
-    Ok(match v.step(Some(answer)) {
-        Some(access) => {
-            write_access(out, vcpu, access);
-            true
-        }
-        None => false,
-    })
-}
-
-fn word(value: u32, value_hi: u32) -> [u8; 8] {
+/// The value of up to 8 bytes whose low and high halves are `value` and `value_hi`.
+pub(crate) fn word(value: u32, value_hi: u32) -> [u8; 8] {
     ((u64::from(value_hi) << 32) | u64::from(value)).to_le_bytes()
-}
-
-/// Answers vCPU `vcpu`'s pending access (if any) with a value of up to 8 bytes and runs it
-/// to its next access, written into `out`; false once its run ended.
-#[napi(catch_unwind)]
-pub fn inline_step(
-    run: &External<InlineRun>,
-    vcpu: u32,
-    value: u32,
-    value_hi: u32,
-    out: Float64ArraySlice,
-) -> Result<bool> {
-    step(run, vcpu, InlineAnswer::Reply(&word(value, value_hi)), out)
-}
-
-/// Answers a string-I/O read with `data` and runs the vCPU to its next access.
-#[napi(catch_unwind)]
-pub fn inline_step_bytes(
-    run: &External<InlineRun>,
-    vcpu: u32,
-    data: Buffer,
-    out: Float64ArraySlice,
-) -> Result<bool> {
-    step(run, vcpu, InlineAnswer::Reply(&data), out)
-}
-
-/// Fails vCPU `vcpu`'s pending access: the machine stops with `message`.
-#[napi(catch_unwind)]
-pub fn inline_fail(
-    run: &External<InlineRun>,
-    vcpu: u32,
-    message: String,
-    out: Float64ArraySlice,
-) -> Result<bool> {
-    step(run, vcpu, InlineAnswer::Fail(message), out)
-}
-
-/// The bytes of vCPU `vcpu`'s pending string-I/O write (empty if it has none).
-#[napi(catch_unwind)]
-pub fn inline_access_data(run: &External<InlineRun>, vcpu: u32) -> Buffer {
-    let vcpus = run.0.lock_or_recover();
-    vcpus
-        .get(vcpu as usize)
-        .and_then(InlineVcpu::pending)
-        .map(|a| a.data.clone())
-        .unwrap_or_default()
-        .into()
 }
 
 /// Polls the hand-off for up to `spin_micros`, writing an access into `out`; a `POLL_*`

@@ -18,6 +18,7 @@ mod convert;
 mod devices;
 mod error;
 mod handoff;
+mod inline;
 mod irq;
 mod loaders;
 mod machine;
@@ -34,9 +35,12 @@ mod vsock;
 pub use convert::Registers;
 pub use devices::{COM1_IRQ, COM1_PORT, DEBUG_CONSOLE_PORT, DEBUG_EXIT_PORT};
 pub use handoff::{
-    InlineRun, MachineHandle, NativeEvent, access_data, fail_access, fail_posted,
-    inline_access_data, inline_fail, inline_step, inline_step_bytes, poll_access, reply_and_poll,
+    MachineHandle, NativeEvent, access_data, fail_access, fail_posted, poll_access, reply_and_poll,
     reply_bytes, take_posted,
+};
+pub use inline::{
+    InlineRun, inline_access_data, inline_begin, inline_end, inline_fail, inline_step,
+    inline_step_bytes,
 };
 pub use irq::NativeEventFd;
 pub use machine::{NativeMachine, stop_machine};

@@ -15,7 +15,8 @@ use kvmkit_core::x86::layout;
 
 use crate::convert::u64_from_js;
 use crate::error::{Result, core, invalid_arg};
-use crate::handoff::{InlineRun, JsEvents, MachineHandle, NativeEvent, NativeOutcome, to_js};
+use crate::handoff::{JsEvents, MachineHandle, NativeEvent, NativeOutcome, to_js};
+use crate::inline::InlineRun;
 use crate::memory::{NativeMemory, NativeRegion};
 use crate::vcpu::NativeVcpu;
 
@@ -285,6 +286,6 @@ impl NativeMachine {
             .start_inline(JsEvents::new(on_event)?)
             .map_err(core)?;
         *self.inline.lock().unwrap_or_else(|e| e.into_inner()) = vcpus;
-        Ok(External::new(InlineRun(Arc::clone(&self.inline))))
+        Ok(External::new(InlineRun::new(Arc::clone(&self.inline))))
     }
 }

@@ -1,0 +1,208 @@
+//! Inline runs seen from JS: vCPUs driven by the JS thread itself, each step answering one
+//! access and running the guest to the next (see `Handoff.runInline` in `src/handoff.ts`).
+//!
+//! A step is the hottest crossing kvmkit has, so it takes no arguments: napi-rs gives a
+//! call with arguments a borrow-tracking scope (an allocation and a global map lookup for an
+//! `External`), which cost more than the rest of the step. Instead, `inlineBegin` makes the
+//! run this thread's driven run, and the records travel in a slot of binding-owned memory
+//! that JS sees as a `Float64Array` over it (an external `ArrayBuffer`): JS leaves the
+//! answer (`SLOT_VALUE`, `SLOT_VALUE_HI`) and the vCPU (`SLOT_VCPU`) there, and the step
+//! writes the next access in its place.
+
+use std::cell::{RefCell, UnsafeCell};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use napi::Env;
+use napi::bindgen_prelude::{Buffer, External, Float64ArraySlice};
+use napi_derive::napi;
+
+use kvmkit_core::machine::{InlineAnswer, InlineVcpu};
+use kvmkit_core::sync::LockExt;
+
+use crate::error::{Result, core, napi};
+use crate::handoff::{word, write_access};
+use crate::protocol::{SLOT_FIELDS, SLOT_VALUE, SLOT_VALUE_HI, SLOT_VCPU};
+
+const FIELDS: usize = SLOT_FIELDS as usize;
+
+/// An inline run, as the `External` JS holds.
+pub struct InlineRun(Arc<RunState>);
+
+struct RunState {
+    /// Its vCPUs, shared with their machine so that close() releases them.
+    vcpus: Arc<Mutex<Vec<InlineVcpu>>>,
+    slot: SharedSlot,
+    /// The slot's `Float64Array` was made (one `ArrayBuffer` per memory).
+    slot_given: AtomicBool,
+}
+
+impl InlineRun {
+    /// The run of `vcpus`.
+    pub fn new(vcpus: Arc<Mutex<Vec<InlineVcpu>>>) -> Self {
+        InlineRun(Arc::new(RunState {
+            vcpus,
+            slot: SharedSlot(UnsafeCell::new([0.0; FIELDS])),
+            slot_given: AtomicBool::new(false),
+        }))
+    }
+}
+
+/// One slot of binding-owned memory that JS also sees.
+struct SharedSlot(UnsafeCell<[f64; FIELDS]>);
+
+// SAFETY: the slot is read and written only on the JS thread that drives its run — by JS
+// between calls, by the binding inside the inline calls that thread makes — and the
+// `Arc` holding it reaches other threads only to be dropped.
+unsafe impl Sync for SharedSlot {}
+// SAFETY: as above.
+unsafe impl Send for SharedSlot {}
+
+impl SharedSlot {
+    /// The fields, for the duration of one call from the JS thread that owns the slot.
+    #[allow(clippy::mut_from_ref)] // Exclusive by the single-thread contract above.
+    fn fields(&self) -> &mut [f64; FIELDS] {
+        // SAFETY: only the owning JS thread calls this, inside one native call, during
+        // which no JS runs and no other reference to the fields is alive.
+        unsafe { &mut *self.0.get() }
+    }
+}
+
+thread_local! {
+    /// The inline runs this thread drives, innermost last (a device handler may drive
+    /// another machine inline).
+    static DRIVING: RefCell<Vec<Arc<RunState>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Calls `f` with the run this thread drives.
+fn driven<T>(f: impl FnOnce(&RunState) -> Result<T>) -> Result<T> {
+    DRIVING.with(|d| {
+        let d = d.borrow();
+        let run = d.last().ok_or_else(|| {
+            core(kvmkit_core::Error::InvalidState {
+                op: "step an inline vCPU",
+                state: "not driving an inline run on this thread (call inlineBegin first)",
+            })
+        })?;
+        f(run)
+    })
+}
+
+/// Answers the pending access of the vCPU in the slot's `SLOT_VCPU` with `answer` and runs
+/// it to its next access, written into the slot; false once its run ended.
+fn step(run: &RunState, answer: InlineAnswer<'_>) -> Result<bool> {
+    let slot = run.slot.fields();
+    let vcpu = slot[SLOT_VCPU as usize] as u32;
+    let mut vcpus = run.vcpus.lock_or_recover();
+    let count = vcpus.len() as u32;
+    let v = vcpus
+        .get_mut(vcpu as usize)
+        .ok_or_else(|| core(kvmkit_core::Error::NoSuchVcpu { index: vcpu, count }))?;
+    Ok(match v.step(Some(answer)) {
+        Some(access) => {
+            write_access(slot, vcpu, access);
+            true
+        }
+        None => false,
+    })
+}
+
+/// Makes `run` the inline run this thread drives, until `inlineEnd`, and returns its slot
+/// as a `Float64Array` over the binding's memory (`SLOT_*` layout). Once per run.
+///
+/// # Errors
+///
+/// `INVALID_STATE` on a second call for the same run, or where the runtime does not allow
+/// external `ArrayBuffer`s (the array would be a copy, and the steps would not be seen).
+#[napi(catch_unwind)]
+pub fn inline_begin<'env>(
+    env: &'env Env,
+    run: &External<InlineRun>,
+) -> Result<Float64ArraySlice<'env>> {
+    let state = Arc::clone(&run.0);
+    if state.slot_given.swap(true, Ordering::Relaxed) {
+        return Err(core(kvmkit_core::Error::InvalidState {
+            op: "begin an inline run",
+            state: "already begun",
+        }));
+    }
+    let data = state.slot.0.get().cast::<f64>();
+    let keep = Arc::clone(&state);
+    // SAFETY: `data` points at FIELDS f64s owned by `keep`, which the finalizer holds until
+    // V8 releases the array; no other ArrayBuffer is made over them (checked above).
+    let array =
+        unsafe { Float64ArraySlice::from_external(env, data, FIELDS, keep, |_, keep| drop(keep)) }
+            .map_err(napi)?;
+    if array.as_ptr() != data.cast_const() {
+        return Err(core(kvmkit_core::Error::InvalidState {
+            op: "run a vCPU inline",
+            state: "in a JavaScript runtime that forbids external ArrayBuffers",
+        }));
+    }
+    DRIVING.with(|d| d.borrow_mut().push(state));
+    Ok(array)
+}
+
+/// Ends driving the innermost inline run on this thread.
+#[napi(catch_unwind)]
+pub fn inline_end() {
+    DRIVING.with(|d| d.borrow_mut().pop());
+}
+
+/// Answers the pending access (if any) of the vCPU in the slot's `SLOT_VCPU` with the value
+/// in `SLOT_VALUE`/`SLOT_VALUE_HI`, and runs it to its next access, written into the slot;
+/// false once its run ended.
+///
+/// # Errors
+///
+/// `INVALID_STATE` outside `inlineBegin`/`inlineEnd`, `NO_SUCH_VCPU` for a bad index.
+#[napi(catch_unwind)]
+pub fn inline_step() -> Result<bool> {
+    driven(|run| {
+        let slot = run.slot.fields();
+        let answer = word(
+            slot[SLOT_VALUE as usize] as u32,
+            slot[SLOT_VALUE_HI as usize] as u32,
+        );
+        step(run, InlineAnswer::Reply(&answer))
+    })
+}
+
+/// Answers a string-I/O read with `data` and runs the vCPU to its next access.
+///
+/// # Errors
+///
+/// As `inlineStep`.
+#[napi(catch_unwind)]
+pub fn inline_step_bytes(data: Buffer) -> Result<bool> {
+    driven(|run| step(run, InlineAnswer::Reply(&data)))
+}
+
+/// Fails the pending access: the machine stops with `message`.
+///
+/// # Errors
+///
+/// As `inlineStep`.
+#[napi(catch_unwind)]
+pub fn inline_fail(message: String) -> Result<bool> {
+    driven(|run| step(run, InlineAnswer::Fail(message)))
+}
+
+/// The bytes of the pending string-I/O write of the vCPU in the slot (empty if none).
+///
+/// # Errors
+///
+/// As `inlineStep`.
+#[napi(catch_unwind)]
+pub fn inline_access_data() -> Result<Buffer> {
+    driven(|run| {
+        let vcpu = run.slot.fields()[SLOT_VCPU as usize] as usize;
+        let vcpus = run.vcpus.lock_or_recover();
+        Ok(vcpus
+            .get(vcpu)
+            .and_then(InlineVcpu::pending)
+            .map(|a| a.data.clone())
+            .unwrap_or_default()
+            .into())
+    })
+}
