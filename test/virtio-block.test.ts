@@ -175,6 +175,9 @@ describeKvm('virtio-blk', () => {
       expect.objectContaining({ code: 'INVALID_ARGUMENT', argument: 'disk.size' }),
     );
     const backend = { read: async () => {}, write: async () => {} };
+    expect(() => vm.addDisk({ backend: { ...backend, discard: 1 } as unknown as BlockBackend, size: '1M' })).toThrow(
+      expect.objectContaining({ code: 'INVALID_ARGUMENT', argument: 'disk.backend.discard' }),
+    );
     expect(() => vm.addDisk({ backend, size: '1X' })).toThrow(
       expect.objectContaining({ code: 'INVALID_ARGUMENT', argument: 'disk.size' }),
     );

@@ -224,6 +224,13 @@ mod tests {
         b[0]
     }
 
+    /// Reads `n` bytes of the receive buffer, as the guest does.
+    fn read_bytes(dev: &mut SerialDevice, n: usize) {
+        for _ in 0..n {
+            read(dev, THR);
+        }
+    }
+
     fn uart() -> (SerialDevice, Arc<Mutex<ConsoleOutput>>, Arc<AtomicUsize>) {
         let buffer = Arc::new(Mutex::new(ConsoleOutput::default()));
         let notices = Arc::new(AtomicUsize::new(0));
@@ -308,18 +315,14 @@ mod tests {
     fn room_is_announced_once_after_a_refusal_when_the_guest_read_half_the_fifo() {
         let (mut dev, _, notices) = uart();
         assert_eq!(dev.enqueue(&[b'a'; 64]).unwrap(), 64);
-        for _ in 0..40 {
-            read(&mut dev, THR);
-        }
+        read_bytes(&mut dev, 40);
         assert_eq!(
             notices.load(Ordering::Relaxed),
             0,
             "nothing was refused: nobody waits for room"
         );
         assert_eq!(dev.enqueue(&[b'b'; 100]).unwrap(), 40);
-        for _ in 0..31 {
-            read(&mut dev, THR);
-        }
+        read_bytes(&mut dev, 31);
         assert_eq!(
             notices.load(Ordering::Relaxed),
             0,
@@ -327,9 +330,7 @@ mod tests {
         );
         read(&mut dev, THR);
         assert_eq!(notices.load(Ordering::Relaxed), 1, "half the FIFO free");
-        for _ in 0..32 {
-            read(&mut dev, THR);
-        }
+        read_bytes(&mut dev, 32);
         assert_eq!(notices.load(Ordering::Relaxed), 1, "once per refusal");
         assert_eq!(dev.enqueue(&[b'c'; 10]).unwrap(), 10);
         read(&mut dev, THR);

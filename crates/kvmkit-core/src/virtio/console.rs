@@ -341,15 +341,21 @@ mod tests {
             .unwrap()
     }
 
-    #[test]
-    fn transmitted_chains_reach_the_output_and_notify_once_per_batch() {
-        let mem = memory();
-        let (mut dev, handle, _rx, tx) = active(&mem);
+    /// Counts the notices `handle`'s device gives.
+    fn counted(handle: &VirtioConsoleHandle) -> Arc<AtomicUsize> {
         let notices = Arc::new(AtomicUsize::new(0));
         let n = Arc::clone(&notices);
         handle.set_notify(Box::new(move || {
             n.fetch_add(1, Ordering::Relaxed);
         }));
+        notices
+    }
+
+    #[test]
+    fn transmitted_chains_reach_the_output_and_notify_once_per_batch() {
+        let mem = memory();
+        let (mut dev, handle, _rx, tx) = active(&mem);
+        let notices = counted(&handle);
         mem.write_slice(b"hello ", GuestAddress(0x2_0000)).unwrap();
         mem.write_slice(b"world", GuestAddress(0x3_0000)).unwrap();
         let descs = [
@@ -405,11 +411,7 @@ mod tests {
     fn room_is_announced_once_after_a_refusal_when_half_the_input_was_taken() {
         let mem = memory();
         let (mut dev, handle, rx, _tx) = active(&mem);
-        let notices = Arc::new(AtomicUsize::new(0));
-        let n = Arc::clone(&notices);
-        handle.set_notify(Box::new(move || {
-            n.fetch_add(1, Ordering::Relaxed);
-        }));
+        let notices = counted(&handle);
         let chunk = u32::try_from(INPUT_CAPACITY / 8).unwrap();
         assert_eq!(
             handle.input(&vec![b'a'; INPUT_CAPACITY / 2]),

@@ -315,10 +315,7 @@ impl Block {
         serial[..n].copy_from_slice(&bytes[..n]);
         let trims = match &backend {
             _ if options.read_only => Trims::default(),
-            Backend::Sync(_) => Trims {
-                discard: true,
-                write_zeroes: true,
-            },
+            Backend::Sync(_) => Trims::BOTH,
             Backend::External(e) => e.trims(),
         };
         Block {
@@ -738,6 +735,14 @@ pub(crate) mod tests {
             self.returned()
         }
 
+        /// Posts a discard or write-zeroes request (`kind`) whose first `len` bytes of
+        /// segment are `seg`, like [`Rig::request`].
+        fn trim(&mut self, kind: u32, seg: [u8; 16], len: u32) -> Vec<(u8, u32)> {
+            self.mem.write_slice(&seg, GuestAddress(DATA)).unwrap();
+            let h = self.header(kind, 0);
+            self.request(&[h, (DATA, len, false), STATUS_DESC])
+        }
+
         fn returned(&mut self) -> Vec<(u8, u32)> {
             let mq = &self.mq;
             let idx = mq.used().idx().load();
@@ -908,23 +913,10 @@ pub(crate) mod tests {
             (VIRTIO_BLK_T_WRITE_ZEROES, 8, 0),
             (VIRTIO_BLK_T_WRITE_ZEROES, 16, 1),
         ] {
-            rig.mem
-                .write_slice(&segment(sector, 8, flags), GuestAddress(DATA))
-                .unwrap();
-            let h = rig.header(kind, 0);
-            assert_eq!(
-                rig.request(&[h, (DATA, 16, false), STATUS_DESC]),
-                vec![(OK, 1)]
-            );
+            assert_eq!(rig.trim(kind, segment(sector, 8, flags), 16), vec![(OK, 1)]);
         }
-        rig.mem
-            .write_slice(&segment(32, 8, 0), GuestAddress(DATA))
-            .unwrap();
-        let h = rig.header(VIRTIO_BLK_T_DISCARD, 0);
-        assert_eq!(
-            rig.request(&[h, (DATA, 16, false), STATUS_DESC]),
-            vec![(OK, 1)]
-        );
+        let discard = segment(32, 8, 0);
+        assert_eq!(rig.trim(VIRTIO_BLK_T_DISCARD, discard, 16), vec![(OK, 1)]);
         let content = std::fs::read(&file.0).unwrap();
         assert_eq!(content.len() as u64, SECTORS * 512);
         assert!(content[8 * 512..24 * 512].iter().all(|&b| b == 0));
@@ -932,10 +924,8 @@ pub(crate) mod tests {
         // A fresh rig: the mock queue serves at most eight chains.
         let (mut rig, file) = Rig::file(&pattern(SECTORS), &BlockOptions::default());
         for (kind, seg, len, status) in hostile_segments() {
-            rig.mem.write_slice(&seg, GuestAddress(DATA)).unwrap();
-            let h = rig.header(kind, 0);
             assert_eq!(
-                rig.request(&[h, (DATA, len, false), STATUS_DESC]),
+                rig.trim(kind, seg, len),
                 vec![(status, 1)],
                 "{kind} {seg:?}"
             );
@@ -1048,16 +1038,9 @@ pub(crate) mod tests {
         let mut word = [0u8; 4];
         rig.block.read_config(36, &mut word);
         assert_eq!(word, [0; 4], "no discard limits without discard");
-        rig.mem
-            .write_slice(&segment(8, 4, 0), GuestAddress(DATA))
-            .unwrap();
-        let h = rig.header(VIRTIO_BLK_T_DISCARD, 0);
-        assert_eq!(
-            rig.request(&[h, (DATA, 16, false), STATUS_DESC]),
-            vec![(UNSUPP, 1)]
-        );
-        let h = rig.header(VIRTIO_BLK_T_WRITE_ZEROES, 0);
-        assert_eq!(rig.request(&[h, (DATA, 16, false), STATUS_DESC]), vec![]);
+        let seg = segment(8, 4, 0);
+        assert_eq!(rig.trim(VIRTIO_BLK_T_DISCARD, seg, 16), vec![(UNSUPP, 1)]);
+        assert_eq!(rig.trim(VIRTIO_BLK_T_WRITE_ZEROES, seg, 16), vec![]);
         let req = seen.lock().unwrap().pop().unwrap();
         assert_eq!(
             (req.kind, req.sector, req.sectors),
@@ -1065,23 +1048,14 @@ pub(crate) mod tests {
         );
         assert!(req.buffers.is_empty());
 
-        let both = Trims {
-            discard: true,
-            write_zeroes: true,
-        };
-        let (mut rig, seen, _completer) = external_with(SECTORS * 512, both);
-        rig.mem
-            .write_slice(&segment(16, 8, 1), GuestAddress(DATA))
-            .unwrap();
-        let h = rig.header(VIRTIO_BLK_T_WRITE_ZEROES, 0);
-        assert_eq!(rig.request(&[h, (DATA, 16, false), STATUS_DESC]), vec![]);
+        let (mut rig, seen, _completer) = external_with(SECTORS * 512, Trims::BOTH);
+        let seg = segment(16, 8, 1);
+        assert_eq!(rig.trim(VIRTIO_BLK_T_WRITE_ZEROES, seg, 16), vec![]);
         let req = seen.lock().unwrap().pop().unwrap();
         assert_eq!(req.kind, ExternalKind::WriteZeroes { unmap: true });
         for (kind, seg, len, status) in hostile_segments() {
-            rig.mem.write_slice(&seg, GuestAddress(DATA)).unwrap();
-            let h = rig.header(kind, 0);
             assert_eq!(
-                rig.request(&[h, (DATA, len, false), STATUS_DESC]),
+                rig.trim(kind, seg, len),
                 vec![(status, 1)],
                 "{kind} {seg:?}"
             );
@@ -1094,11 +1068,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_read_only_external_disk_offers_no_trims() {
-        let both = Trims {
-            discard: true,
-            write_zeroes: true,
-        };
-        let (ext, _completer) = External::new(512, both, Box::new(|_| true)).unwrap();
+        let (ext, _completer) = External::new(512, Trims::BOTH, Box::new(|_| true)).unwrap();
         let options = BlockOptions {
             read_only: true,
             serial: String::new(),

@@ -47,6 +47,14 @@ pub struct Trims {
     pub write_zeroes: bool,
 }
 
+impl Trims {
+    /// Both.
+    pub const BOTH: Trims = Trims {
+        discard: true,
+        write_zeroes: true,
+    };
+}
+
 /// A request for the external server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExternalRequest {
