@@ -8,10 +8,14 @@
 # (GET_ID) and prints its 20 bytes, flushes. Then the hostile requests: an unknown type
 # (UNSUPP), reads past the end and at a sector that overflows (IOERR), a chain with no
 # status byte (returned with nothing written), a buffer outside RAM (IOERR); the device
-# still serves a read after them; a reset with a read in flight is followed by a clean
-# start. On the read-only disk: RO is offered, a read succeeds and a write fails with IOERR.
-# Exits with 0x55 when all went as expected, else with the number of the check that failed
-# (0x63: a request never came back).
+# still serves a read after them. Discard, if offered (else it must be refused with
+# UNSUPP): sector 5, then the hostile segments (past the end, over max_discard_sectors, the
+# unmap flag, half a segment). Write-zeroes likewise: sector 4 (read back as zeroes), and
+# sectors 6-7 with unmap, then the hostile segments (past the end, over
+# max_write_zeroes_sectors, an unknown flag). Then a reset with a read in flight is followed
+# by a clean start. On the read-only disk: RO is offered and neither trim, a read succeeds
+# and a write fails with IOERR. Exits with 0x55 when all went as expected, else with the
+# number of the check that failed (0x63: a request never came back).
 
     .include "virtio.inc"
 
@@ -22,17 +26,22 @@
     .set HDR, 0x210000
     .set DATA, 0x211000
     .set STATUS, 0x212000
+    .set SEG, 0x213000
     .set QSIZE, 8
 
     .set F_SEG_MAX, 1 << 2
     .set F_RO, 1 << 5
     .set F_BLK_SIZE, 1 << 6
     .set F_FLUSH, 1 << 9
+    .set F_DISCARD, 1 << 13
+    .set F_WRITE_ZEROES, 1 << 14
 
     .set T_IN, 0
     .set T_OUT, 1
     .set T_FLUSH, 4
     .set T_GET_ID, 8
+    .set T_DISCARD, 11
+    .set T_WRITE_ZEROES, 13
 
     .set S_OK, 0
     .set S_IOERR, 1
@@ -48,6 +57,15 @@
     mov     $\len, %r13d
     mov     $\flags, %r14d
     call    blk_rw
+.endm
+
+# A discard or write-zeroes request (\type) of one segment: \count sectors from the sector
+# in RAX, with \flags; \len bytes of it are given. Same results as blk.
+.macro trim type, count, flags, len=16
+    mov     %rax, SEG
+    movl    \count, SEG + 8
+    movl    $\flags, SEG + 12
+    blk     \type, 0, SEG, \len, 0
 .endm
 
     .code64
@@ -66,7 +84,13 @@ _start:
     check   nz, 2
     test    $F_RO, %eax
     check   z, 2
-    vio_negotiate VIO_F_VERSION_1 | F_FLUSH, 3
+    and     $F_DISCARD | F_WRITE_ZEROES, %eax   # taken when offered
+    mov     %eax, trims
+    mov     $VIO_F_VERSION_1 | F_FLUSH, %rsi
+    or      %rax, %rsi
+    call    vio_setup
+    test    $VIO_S_FEATURES_OK, %eax
+    check   nz, 3
     vio_queue_at 0, RING_A
     call    vio_driver_ok
     cmpl    $512, VIO_CONFIG + 20(%rdi)     # blk_size
@@ -162,6 +186,77 @@ _start:
     cmp     $S_OK, %eax
     check   e, 13
 
+    # Discard.
+    mov     $5, %eax
+    trim    T_DISCARD, $1, 0
+    testl   $F_DISCARD, trims
+    jnz     discard_offered
+    cmp     $S_UNSUPP, %eax                 # not offered: refused
+    check   e, 18
+    jmp     write_zeroes
+discard_offered:
+    cmp     $S_OK, %eax
+    check   e, 18
+    mov     capacity, %rax
+    dec     %rax
+    trim    T_DISCARD, $2, 0
+    cmp     $S_IOERR, %eax
+    check   e, 19
+    movl    VIO_CONFIG + 36(%rdi), %ecx     # max_discard_sectors
+    inc     %ecx
+    xor     %eax, %eax
+    trim    T_DISCARD, %ecx, 0
+    cmp     $S_IOERR, %eax
+    check   e, 19
+    xor     %eax, %eax
+    trim    T_DISCARD, $1, 1
+    cmp     $S_UNSUPP, %eax
+    check   e, 19
+    xor     %eax, %eax
+    trim    T_DISCARD, $1, 0, 8
+    cmp     $S_IOERR, %eax
+    check   e, 19
+
+write_zeroes:
+    mov     $4, %eax
+    trim    T_WRITE_ZEROES, $1, 0
+    testl   $F_WRITE_ZEROES, trims
+    jnz     write_zeroes_offered
+    cmp     $S_UNSUPP, %eax
+    check   e, 20
+    jmp     trims_done
+write_zeroes_offered:
+    cmp     $S_OK, %eax
+    check   e, 20
+    movb    $0xff, DATA
+    movb    $0xff, DATA + 0x1ff
+    blk     T_IN, 4, DATA, 512, VIO_D_WRITE
+    cmp     $S_OK, %eax
+    check   e, 20
+    cmpb    $0, DATA
+    check   e, 20
+    cmpb    $0, DATA + 0x1ff
+    check   e, 20
+    mov     $6, %eax
+    trim    T_WRITE_ZEROES, $2, 1
+    cmp     $S_OK, %eax
+    check   e, 20
+    mov     capacity, %rax
+    dec     %rax
+    trim    T_WRITE_ZEROES, $2, 0
+    cmp     $S_IOERR, %eax
+    check   e, 21
+    movl    VIO_CONFIG + 48(%rdi), %ecx     # max_write_zeroes_sectors
+    inc     %ecx
+    xor     %eax, %eax
+    trim    T_WRITE_ZEROES, %ecx, 0
+    cmp     $S_IOERR, %eax
+    check   e, 21
+    xor     %eax, %eax
+    trim    T_WRITE_ZEROES, $1, 2
+    cmp     $S_UNSUPP, %eax
+    check   e, 21
+trims_done:
     # A reset with a read in flight, then the device set up again: whenever the read
     # completes, it must not land in the new queue.
     mov     $T_IN, %r15d
@@ -191,6 +286,8 @@ _start:
     movl    $0, VIO_FEATURES_SEL(%rdi)
     testl   $F_RO, VIO_FEATURES(%rdi)
     check   nz, 14
+    testl   $F_DISCARD | F_WRITE_ZEROES, VIO_FEATURES(%rdi)
+    check   z, 14
     vio_negotiate VIO_F_VERSION_1 | F_RO, 14
     vio_queue_at 0, RING_B
     call    vio_driver_ok
@@ -288,3 +385,4 @@ print_data:
 
     .balign 8
 capacity: .quad 0
+trims:  .long 0                             # the trims offered (and taken)

@@ -140,10 +140,10 @@ export declare class NativeMachine {
   /** Adds a virtio-blk disk on an image file. */
   addDiskFile(disk: NativeDiskFile): NativeDisk
   /**
-   * Adds a virtio-blk disk of `size` bytes served by `on_requests`, which receives
-   * batches of requests and completes each with `NativeDisk.complete`.
+   * Adds a virtio-blk disk served by `on_requests`, which receives batches of requests
+   * and completes each with `NativeDisk.complete`.
    */
-  addDiskServed(size: number, readOnly: boolean, serial: string | undefined | null, onRequests: (arg: Array<NativeBlockRequest>) => void): NativeDisk
+  addDiskServed(disk: NativeServedDisk, onRequests: (arg: Array<NativeBlockRequest>) => void): NativeDisk
   /** Adds a virtio console (one port, hvc0 in a Linux guest). */
   addVirtioConsole(): NativeVirtioConsole
   /**
@@ -493,12 +493,15 @@ export interface MsrEntry {
 
 /**
  * A request for a disk served by JS. `buffers` holds (guest address, length) pairs, each
- * inside one RAM region.
+ * inside one RAM region (reads and writes); `sectors` is how many sectors it covers (0 for
+ * a flush); `unmap` is a write-zeroes request's permission to free the space.
  */
 export interface NativeBlockRequest {
   id: number
-  kind: 'read' | 'write' | 'flush'
+  kind: 'read' | 'write' | 'flush' | 'discard' | 'write-zeroes'
   sector: number
+  sectors: number
+  unmap: boolean
   buffers: Array<number>
 }
 
@@ -638,6 +641,18 @@ export interface NativeOutcome {
 export interface NativeRegion {
   guestAddr: number
   size: number
+}
+
+/** A disk served by JS. */
+export interface NativeServedDisk {
+  /** Its size in bytes. */
+  size: number
+  readOnly: boolean
+  serial?: string
+  /** The server takes discard requests (offered only on a writable disk). */
+  discard: boolean
+  /** The server takes write-zeroes requests (offered only on a writable disk). */
+  writeZeroes: boolean
 }
 
 /** Exit counters and latency histogram of one vCPU. */

@@ -7,7 +7,10 @@ import { callNative } from './errors.js';
 
 /** The binding's side of a byte-stream device. */
 interface NativeByteStream {
-  /** Queues bytes for the guest; returns how many fit. */
+  /**
+   * Queues bytes for the guest; returns how many fit. When not all fit, the device announces
+   * room (as it announces output) once the guest has taken enough.
+   */
   input(data: Buffer): number;
   /** Takes what the guest sent so far. */
   takeOutput(): Buffer;
@@ -16,7 +19,8 @@ interface NativeByteStream {
 /**
  * A device that carries bytes both ways, as Node streams: `output` streams what the guest
  * sends and ends when the run ends; what is written to `input` reaches the guest as the
- * device makes room (writes wait while the guest has not read what came before).
+ * device makes room (writes wait while the guest has not read what came before: the device
+ * tells when it has room again, nothing polls).
  *
  * The guest never waits for `output` to be read. While its reader is behind (the stream's
  * buffer is full), the device keeps the latest 1 MiB of output for it and drops older
@@ -32,6 +36,8 @@ export class ByteStreamDevice {
   /** The reader is behind: output waits in the device's bounded buffer until it reads. */
   #behind = false;
   #ended = false;
+  /** The write the device could not take whole: the rest of it, offered again on room. */
+  #pending: { rest: Buffer; done: (error?: Error | null) => void } | undefined;
 
   /** @internal */
   constructor(native: NativeByteStream) {
@@ -39,7 +45,7 @@ export class ByteStreamDevice {
     this.output = new Readable({
       read: () => {
         this.#behind = false;
-        this.drain();
+        this.#takeOutput();
       },
     });
     this.input = new Writable({
@@ -47,27 +53,42 @@ export class ByteStreamDevice {
     });
   }
 
-  /** Feeds `chunk` to the guest as the device makes room. */
+  /** Feeds `chunk` to the guest: what does not fit now waits for the device's room notice. */
   #offer(chunk: Buffer, done: (error?: Error | null) => void): void {
-    let rest = chunk;
-    const step = () => {
-      try {
-        rest = rest.subarray(this.#native.input(rest));
-      } catch (error) {
-        done(error as Error);
-        return;
-      }
-      if (rest.length === 0) {
-        done();
-      } else {
-        setTimeout(step, 1);
-      }
-    };
-    step();
+    this.#pending = { rest: chunk, done };
+    this.#feed();
   }
 
-  /** @internal Moves the guest's output into the stream, unless its reader is behind. */
+  /** Offers the waiting write again; completes it once the device took all of it. */
+  #feed(): void {
+    const pending = this.#pending;
+    if (pending === undefined) {
+      return;
+    }
+    try {
+      pending.rest = pending.rest.subarray(callNative(() => this.#native.input(pending.rest)));
+    } catch (error) {
+      this.#pending = undefined;
+      pending.done(error as Error);
+      return;
+    }
+    if (pending.rest.length === 0) {
+      this.#pending = undefined;
+      pending.done();
+    }
+  }
+
+  /**
+   * @internal The device has news (its output event): output waiting, or room for input it
+   * refused. Moves the output into the stream and offers the waiting input again.
+   */
   drain(): void {
+    this.#feed();
+    this.#takeOutput();
+  }
+
+  /** Moves the guest's output into the stream, unless its reader is behind. */
+  #takeOutput(): void {
     if (this.#behind || this.#ended) {
       return;
     }
@@ -80,7 +101,7 @@ export class ByteStreamDevice {
   /** @internal Drains the output and ends the stream. */
   end(): void {
     this.#behind = false;
-    this.drain();
+    this.#takeOutput();
     this.#ended = true;
     this.output.push(null);
   }

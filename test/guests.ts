@@ -39,6 +39,11 @@ export function machineWith(guest: Exclude<GuestName, 'bench'>, config: Partial<
   return vm;
 }
 
+/** `length` letters a–z in turn: input whose order shows in what a guest echoes. */
+export function letters(length: number): string {
+  return Array.from({ length }, (_, i) => String.fromCharCode(0x61 + (i % 26))).join('');
+}
+
 /** What the io guest reads from its registers at ports 0x60, 0x62 and 0x64. */
 const IO_GUEST_READS = new Map([
   [0x60, 0x7f],

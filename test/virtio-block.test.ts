@@ -10,11 +10,15 @@ const SECTOR = 512;
 const SERIAL = 'kvmkit-blk-serial-01';
 const SIGNATURE = 'kvmkit-blk-disk0';
 
-/** A disk of `sectors` sectors that starts with the signature the guest prints. */
+/**
+ * A disk of `sectors` sectors that starts with the signature the guest prints; sectors 4-8
+ * hold 0x44 (the guest discards 5 and zeroes 4, 6 and 7 where it may).
+ */
 function image(sectors = 128): Uint8Array {
   const bytes = new Uint8Array(sectors * SECTOR);
   bytes.set(Buffer.from(SIGNATURE));
   bytes.fill(0x11, SECTOR, 2 * SECTOR);
+  bytes.fill(0x44, 4 * SECTOR, 9 * SECTOR);
   return bytes;
 }
 
@@ -51,6 +55,12 @@ function expectPassed(result: Awaited<ReturnType<typeof runGuest>>): void {
 
 const sector = (bytes: Uint8Array, n: number) => bytes.subarray(n * SECTOR, (n + 1) * SECTOR);
 
+/** Checks that the guest's discard and write-zeroes left sectors 4-7 zero, and only them. */
+function expectTrimmed(bytes: Uint8Array): void {
+  expect(bytes.subarray(4 * SECTOR, 8 * SECTOR).every((b) => b === 0)).toBe(true);
+  expect(sector(bytes, 8).every((b) => b === 0x44)).toBe(true);
+}
+
 describeKvm('virtio-blk', () => {
   it('serves an image file: reads, writes, serial, flush, and the hostile requests', async () => {
     const path = file('blk-raw.img', image());
@@ -59,6 +69,7 @@ describeKvm('virtio-blk', () => {
     expectPassed(result);
     expect(result.disk).toMatchObject({ name: 'virtio-blk', base: 0xc000_0000, size: 128 * SECTOR, readOnly: false });
     expect(sector(readFileSync(path), 1)).toEqual(Buffer.from(WRITTEN));
+    expectTrimmed(readFileSync(path));
     expect(readFileSync(readOnly)).toEqual(Buffer.from(image(8)));
   });
 
@@ -80,6 +91,7 @@ describeKvm('virtio-blk', () => {
     expectPassed(await runGuest({ data }));
     expect(sector(data, 1)).toEqual(WRITTEN);
     expect(sector(data, 2)).toEqual(new Uint8Array(SECTOR));
+    expectTrimmed(data);
   });
 
   it('hands requests in batches to a TypeScript backend, with buffers in guest memory', async () => {
@@ -108,6 +120,36 @@ describeKvm('virtio-blk', () => {
     // only if the I/O thread took it before the reset.
     expect(calls.slice(0, 5)).toEqual(['read 0 512', 'write 1 512', 'read 1 512', 'flush', 'read 0 512']);
     expect(calls.slice(5)).toEqual(calls.length === 7 ? ['read 0 512', 'read 0 512'] : ['read 0 512']);
+    // Without discard or writeZeroes, the guest was not offered them and got UNSUPP.
+    expect(sector(data, 4).every((b) => b === 0x44)).toBe(true);
+  });
+
+  it('offers discard and write-zeroes when the backend has them, handing it only checked ranges', async () => {
+    const data = image();
+    const trims: string[] = [];
+    const backend: BlockBackend = {
+      async read(sector, buffers) {
+        let at = Number(sector) * SECTOR;
+        for (const b of buffers) {
+          b.set(data.subarray(at, at + b.length));
+          at += b.length;
+        }
+      },
+      async write(sector, buffers) {
+        data.set(buffers[0] ?? new Uint8Array(), Number(sector) * SECTOR);
+      },
+      async discard(sector, count) {
+        trims.push(`discard ${sector} ${count}`);
+      },
+      async writeZeroes(sector, count, { unmap }) {
+        trims.push(`write-zeroes ${sector} ${count}${unmap ? ' unmap' : ''}`);
+        data.fill(0, Number(sector) * SECTOR, (Number(sector) + count) * SECTOR);
+      },
+    };
+    expectPassed(await runGuest({ backend, size: 128 * SECTOR }));
+    // The segments past the end, over the limits or with bad flags never reached it.
+    expect(trims).toEqual(['discard 5 1', 'write-zeroes 4 1', 'write-zeroes 6 2 unmap']);
+    expect(sector(data, 4).every((b) => b === 0)).toBe(true);
   });
 
   it('reports a backend that fails as an I/O error to the guest', async () => {
@@ -133,6 +175,9 @@ describeKvm('virtio-blk', () => {
       expect.objectContaining({ code: 'INVALID_ARGUMENT', argument: 'disk.size' }),
     );
     const backend = { read: async () => {}, write: async () => {} };
+    expect(() => vm.addDisk({ backend: { ...backend, discard: 1 } as unknown as BlockBackend, size: '1M' })).toThrow(
+      expect.objectContaining({ code: 'INVALID_ARGUMENT', argument: 'disk.backend.discard' }),
+    );
     expect(() => vm.addDisk({ backend, size: '1X' })).toThrow(
       expect.objectContaining({ code: 'INVALID_ARGUMENT', argument: 'disk.size' }),
     );

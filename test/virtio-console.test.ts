@@ -1,6 +1,6 @@
 import { text } from 'node:stream/consumers';
 import { expect, it } from 'vitest';
-import { closedAfterEach, machineWith } from './guests.js';
+import { closedAfterEach, letters, machineWith } from './guests.js';
 import { describeKvm } from './kvm.js';
 
 const track = closedAfterEach();
@@ -20,6 +20,20 @@ describeKvm('virtio-console', () => {
     // ioeventfd, where the 16550 takes two exits per byte.
     const exits = vm.stats()[0]?.exits;
     expect((exits?.['mmio-read'] ?? 0) + (exits?.['mmio-write'] ?? 0)).toBeLessThan(40);
+  });
+
+  it('delivers more input than it queues, in order, as the guest posts receive buffers', async () => {
+    const vm = track(machineWith('virtio-console', { memory: '4M', irqchip: true }));
+    const hvc0 = vm.addVirtioConsole();
+    vm.addDebugExit(0xf4);
+    // Twice the 64 KiB the device queues, to a guest taking 64 bytes per receive buffer:
+    // the rest waits in the stream until the device tells of room.
+    const sent = `${letters(128 * 1024)}\n`;
+    const written = new Promise<void>((resolve) => hvc0.input.write(sent, () => resolve()));
+    const output = text(hvc0.output);
+    expect(await vm.run()).toEqual({ reason: 'device-request', device: 'debug-exit', status: 0x55 });
+    await written;
+    expect(await output).toBe(`hello from hvc0\n${sent}`);
   });
 
   it('needs the in-kernel irqchip', () => {

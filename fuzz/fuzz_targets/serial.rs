@@ -12,7 +12,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let output = Arc::new(Mutex::new(ConsoleOutput::default()));
-    let mut uart = SerialDevice::new(None, Arc::clone(&output), Box::new(|| {}));
+    let mut uart = SerialDevice::new(None, Arc::clone(&output), Arc::new(|| {}));
     for access in accesses(data, SERIAL_PORTS.into()) {
         if access.op & 0x80 != 0 {
             // Host input instead: as many bytes as the size says.

@@ -19,6 +19,11 @@ export const SECTOR_SIZE = 512;
  * (`read`) or take their bytes (`write`) before the promise settles, and keep no reference
  * after. Requests reach it in batches, several may be in flight at once, and the guest sees
  * a rejected promise (or a throw) as an I/O error.
+ *
+ * With `discard` or `writeZeroes`, a writable disk offers the guest those requests
+ * (`VIRTIO_BLK_F_DISCARD`, `VIRTIO_BLK_F_WRITE_ZEROES`: `fstrim`, `blkdiscard`); the device
+ * checks each range against the disk and its limits first, so the methods only get ranges
+ * that lie on the disk.
  * @example
  * ```ts
  * const sectors = new Map<bigint, Uint8Array>(); // a sparse disk
@@ -40,6 +45,16 @@ export interface BlockBackend {
   write(sector: bigint, buffers: Uint8Array[]): Promise<void>;
   /** Makes completed writes durable (absent: flushes succeed at once). */
   flush?(): Promise<void>;
+  /**
+   * The guest no longer needs `count` sectors from `sector` (at most 2^22 per call): their
+   * content may become anything. Absent: the guest is not offered discard.
+   */
+  discard?(sector: bigint, count: number): Promise<void>;
+  /**
+   * Makes `count` sectors from `sector` read as zeroes (at most 2^16 per call); with
+   * `unmap`, their space may be freed as well. Absent: the guest is not offered write-zeroes.
+   */
+  writeZeroes?(sector: bigint, count: number, options: { unmap: boolean }): Promise<void>;
 }
 
 /** What every disk may say besides where its data lives. */
@@ -91,10 +106,15 @@ export interface Disk extends VirtioDeviceInfo {
 /** The largest disk served from JS: sector numbers must stay exact as JS numbers. */
 const MAX_SERVED_SIZE = 2 ** 52;
 
-/** A backend over `data`. */
+/** A backend over `data`; discarded sectors read as zeroes. */
 function memoryBackend(data: Uint8Array): BlockBackend {
   const at = (sector: bigint) => Number(sector) * SECTOR_SIZE;
+  const zero = async (sector: bigint, count: number) => {
+    data.fill(0, at(sector), at(sector) + count * SECTOR_SIZE);
+  };
   return {
+    discard: zero,
+    writeZeroes: zero,
     async read(sector, buffers) {
       let offset = at(sector);
       for (const b of buffers) {
@@ -120,12 +140,23 @@ async function serveOne(memory: GuestMemory, backend: BlockBackend, request: Nat
       views.push(memory.view(request.buffers[i] as number, request.buffers[i + 1] as number));
     }
     const sector = BigInt(request.sector);
-    if (request.kind === 'read') {
-      await backend.read(sector, views);
-    } else if (request.kind === 'write') {
-      await backend.write(sector, views);
-    } else {
-      await backend.flush?.();
+    switch (request.kind) {
+      case 'read':
+        await backend.read(sector, views);
+        break;
+      case 'write':
+        await backend.write(sector, views);
+        break;
+      case 'flush':
+        await backend.flush?.();
+        break;
+      // Offered only when the backend has them.
+      case 'discard':
+        await backend.discard?.(sector, request.sectors);
+        break;
+      case 'write-zeroes':
+        await backend.writeZeroes?.(sector, request.sectors, { unmap: request.unmap });
+        break;
     }
     return true;
   } catch {
@@ -166,7 +197,14 @@ function addServed(
       void serveOne(memory, backend, request).then((ok) => disk?.complete(request.id, ok));
     }
   };
-  disk = callNative(() => native.addDiskServed(size, readOnly, serial, onRequests));
+  const served = {
+    size,
+    readOnly,
+    discard: backend.discard !== undefined,
+    writeZeroes: backend.writeZeroes !== undefined,
+    ...(serial === undefined ? {} : { serial }),
+  };
+  disk = callNative(() => native.addDiskServed(served, onRequests));
   return disk;
 }
 
@@ -218,8 +256,10 @@ export function addDisk(native: NativeMachine, memory: GuestMemory, options: Dis
         throw new ArgumentError(`disk.backend.${method}`, `expected a function, got ${describe(backend[method])}`);
       }
     }
-    if (backend.flush !== undefined && typeof backend.flush !== 'function') {
-      throw new ArgumentError('disk.backend.flush', `expected a function, got ${describe(backend.flush)}`);
+    for (const method of ['flush', 'discard', 'writeZeroes'] as const) {
+      if (backend[method] !== undefined && typeof backend[method] !== 'function') {
+        throw new ArgumentError(`disk.backend.${method}`, `expected a function, got ${describe(backend[method])}`);
+      }
     }
     let size: number;
     try {

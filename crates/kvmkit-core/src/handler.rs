@@ -16,10 +16,12 @@ pub trait ExitHandler: Send + Sync {
     /// Posted writes are waiting: take them with [`crate::handoff::Handoff::take_posted`].
     /// Called when the queue goes from empty to non-empty, not for every write.
     fn on_posted(&self);
-    /// A device's output buffer stopped being empty: take it from the device's host side
-    /// ([`crate::machine::SerialHandle::take_output`] for a serial port, named by its first
-    /// port; a virtio console's or network device's, named by its MMIO base). Called when the
-    /// buffer goes from empty to non-empty.
+    /// A device has news for its host side: its output buffer stopped being empty (take it:
+    /// [`crate::machine::SerialHandle::take_output`] for a serial port, named by its first
+    /// port; a virtio console's or network device's, named by its MMIO base), or a byte
+    /// stream (serial port, virtio console) has room again for input it refused (offer the
+    /// rest again). Called when the buffer goes from empty to non-empty, and once per
+    /// refusal when room appears: never per byte.
     fn on_output(&self, device: u32);
     /// virtio device `device`, whose window is at `base`, stopped working because of
     /// `message` (a ring the driver broke, a device-model failure): it set

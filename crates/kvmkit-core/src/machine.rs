@@ -429,8 +429,8 @@ impl Machine {
     }
 
     /// Attaches the built-in device `spec` describes and records it for the firmware
-    /// tables; returns what the host keeps of it. A UART reports its output through
-    /// [`ExitHandler::on_output`] under its first port.
+    /// tables; returns what the host keeps of it. A UART reports its output, and room for
+    /// input it refused, through [`ExitHandler::on_output`] under its first port.
     ///
     /// # Errors
     ///
@@ -440,7 +440,7 @@ impl Machine {
     pub fn add(&self, spec: DeviceSpec) -> Result<HostSide> {
         let line = spec.irq().map(|gsi| self.irq_line(gsi)).transpose()?;
         let notify = self.output_notifier(u32::try_from(spec.base()).unwrap_or(u32::MAX));
-        let (device, host) = spec.build(line, notify);
+        let (device, host) = spec.build(line, notify.into());
         let route = Route::BuiltIn(device);
         self.add_device(spec.space(), spec.base(), spec.len(), spec.name(), route)?;
         if let Some(gsi) = spec.irq() {
@@ -450,8 +450,9 @@ impl Machine {
         Ok(host)
     }
 
-    /// A callback that announces new output of `device` (a UART's first port, a virtio
-    /// device's MMIO base) through [`ExitHandler::on_output`] while the machine runs.
+    /// A callback that announces news of `device` (a UART's first port, a virtio device's
+    /// MMIO base) through [`ExitHandler::on_output`] while the machine runs: output waiting,
+    /// or room again for input the device refused.
     pub fn output_notifier(&self, device: u32) -> Box<dyn Fn() + Send + Sync> {
         let shared = Arc::downgrade(&self.shared);
         Box::new(move || {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use kvmkit_core::platform::VirtioMmioInfo;
 use kvmkit_core::virtio::block::{
     Backend, Block, BlockOptions, Completer, External, ExternalKind, ExternalRequest, Overlay,
-    OverlayFile, RawFile,
+    OverlayFile, RawFile, Trims,
 };
 use napi::Status;
 use napi::bindgen_prelude::Function;
@@ -32,14 +32,30 @@ pub struct NativeDiskFile {
     pub serial: Option<String>,
 }
 
+/// A disk served by JS.
+#[napi(object)]
+pub struct NativeServedDisk {
+    /// Its size in bytes.
+    pub size: f64,
+    pub read_only: bool,
+    pub serial: Option<String>,
+    /// The server takes discard requests (offered only on a writable disk).
+    pub discard: bool,
+    /// The server takes write-zeroes requests (offered only on a writable disk).
+    pub write_zeroes: bool,
+}
+
 /// A request for a disk served by JS. `buffers` holds (guest address, length) pairs, each
-/// inside one RAM region.
+/// inside one RAM region (reads and writes); `sectors` is how many sectors it covers (0 for
+/// a flush); `unmap` is a write-zeroes request's permission to free the space.
 #[napi(object)]
 pub struct NativeBlockRequest {
     pub id: f64,
-    #[napi(ts_type = "'read' | 'write' | 'flush'")]
+    #[napi(ts_type = "'read' | 'write' | 'flush' | 'discard' | 'write-zeroes'")]
     pub kind: String,
     pub sector: f64,
+    pub sectors: f64,
+    pub unmap: bool,
     pub buffers: Vec<f64>,
 }
 
@@ -55,9 +71,13 @@ fn to_js(r: ExternalRequest) -> NativeBlockRequest {
             ExternalKind::Read => "read",
             ExternalKind::Write => "write",
             ExternalKind::Flush => "flush",
+            ExternalKind::Discard => "discard",
+            ExternalKind::WriteZeroes { .. } => "write-zeroes",
         }
         .into(),
         sector: r.sector as f64,
+        sectors: r.sectors as f64,
+        unmap: matches!(r.kind, ExternalKind::WriteZeroes { unmap: true }),
         buffers: r
             .buffers
             .iter()
@@ -139,17 +159,15 @@ impl NativeMachine {
         self.attach_disk(Backend::Sync(backend), &options, None)
     }
 
-    /// Adds a virtio-blk disk of `size` bytes served by `on_requests`, which receives
-    /// batches of requests and completes each with `NativeDisk.complete`.
+    /// Adds a virtio-blk disk served by `on_requests`, which receives batches of requests
+    /// and completes each with `NativeDisk.complete`.
     #[napi(catch_unwind)]
     pub fn add_disk_served(
         &self,
-        size: f64,
-        read_only: bool,
-        serial: Option<String>,
+        disk: NativeServedDisk,
         on_requests: Function<Vec<NativeBlockRequest>, ()>,
     ) -> Result<NativeDisk> {
-        let size = u64_from_js("size", size)?;
+        let size = u64_from_js("size", disk.size)?;
         let requests: Requests = on_requests
             .build_threadsafe_function()
             .callee_handled::<false>()
@@ -161,10 +179,14 @@ impl NativeMachine {
             let batch = batch.into_iter().map(to_js).collect();
             requests.call(batch, ThreadsafeFunctionCallMode::NonBlocking) == Status::Ok
         });
-        let (external, completer) = External::new(size, submit).map_err(core)?;
+        let trims = Trims {
+            discard: disk.discard,
+            write_zeroes: disk.write_zeroes,
+        };
+        let (external, completer) = External::new(size, trims, submit).map_err(core)?;
         let options = BlockOptions {
-            read_only,
-            serial: serial.unwrap_or_default(),
+            read_only: disk.read_only,
+            serial: disk.serial.unwrap_or_default(),
         };
         self.attach_disk(Backend::External(external), &options, Some(completer))
     }

@@ -158,11 +158,12 @@ impl DeviceSpec {
     }
 
     /// Builds the device: `line` raises [`DeviceSpec::irq`], `notify` is called when a
-    /// UART's output buffer stops being empty.
+    /// UART's output buffer stops being empty or its receive FIFO has room again for input
+    /// it refused.
     pub fn build(
         &self,
         line: Option<IrqLine>,
-        notify: Box<dyn Fn() + Send>,
+        notify: serial::Notify,
     ) -> (Arc<Mutex<dyn BusDevice>>, HostSide) {
         match *self {
             DeviceSpec::Serial { .. } => {
@@ -239,10 +240,10 @@ mod tests {
     #[test]
     fn each_build_is_a_new_device_with_its_own_host_side() {
         let spec = DeviceSpec::DebugConsole { port: 0xe9 };
-        let (first, HostSide::Console(a)) = spec.build(None, Box::new(|| {})) else {
+        let (first, HostSide::Console(a)) = spec.build(None, Arc::new(|| {})) else {
             panic!("a console has an output");
         };
-        let (_, HostSide::Console(b)) = spec.build(None, Box::new(|| {})) else {
+        let (_, HostSide::Console(b)) = spec.build(None, Arc::new(|| {})) else {
             panic!("a console has an output");
         };
         first.lock().unwrap().write(0, b"x");

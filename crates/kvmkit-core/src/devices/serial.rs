@@ -1,7 +1,9 @@
 //! A 16550A UART (vm-superio's `Serial`) answered on the vCPU thread: the kernel polls its
 //! line-status register for every byte, so it must not leave the vCPU thread. Output goes
 //! to a bounded buffer whose owner is told when it stops being empty; input is queued into
-//! the receive FIFO, and the UART raises its interrupt line as the guest enabled it.
+//! the receive FIFO, and the UART raises its interrupt line as the guest enabled it. Input
+//! the full FIFO refused is offered again when told: once the guest has read the FIFO down
+//! to half, the owner is called as for output.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -21,6 +23,16 @@ pub const COM1_IRQ: u32 = 4;
 /// Ports a 16550 occupies.
 pub const SERIAL_PORTS: u16 = 8;
 
+/// The receive buffer register's offset (the divisor latch's low byte while DLAB is set).
+const RBR: u8 = 0;
+/// The modem control register's offset, and its loopback bit.
+const MCR: u8 = 4;
+const MCR_LOOP: u8 = 0x10;
+
+/// A callback telling the host side that the device has news: output waiting, or room
+/// again for input it refused.
+pub type Notify = Arc<dyn Fn() + Send + Sync>;
+
 /// The UART's interrupt: an irqfd-backed line, or none (without the in-kernel irqchip the
 /// guest has to poll).
 #[derive(Debug)]
@@ -37,7 +49,7 @@ impl Trigger for SerialInterrupt {
 /// Where transmitted bytes go: a bounded buffer, and a callback when it stops being empty.
 pub struct SerialOutput {
     buffer: Arc<Mutex<ConsoleOutput>>,
-    notify: Box<dyn Fn() + Send>,
+    notify: Notify,
 }
 
 impl Write for SerialOutput {
@@ -60,6 +72,12 @@ impl Write for SerialOutput {
 /// The device on the bus.
 pub struct SerialDevice {
     uart: Serial<SerialInterrupt, NoEvents, SerialOutput>,
+    notify: Notify,
+    /// The receive FIFO's size.
+    fifo_size: usize,
+    /// Input was refused since the host was last told of room: tell it once the guest has
+    /// read the FIFO down to half.
+    refused: bool,
 }
 
 impl std::fmt::Debug for SerialDevice {
@@ -70,19 +88,29 @@ impl std::fmt::Debug for SerialDevice {
 
 impl SerialDevice {
     /// A UART raising `interrupt` (if any), writing into `buffer` and calling `notify` when
-    /// the buffer stops being empty.
+    /// the buffer stops being empty, and when the receive FIFO has room again for input it
+    /// refused.
     pub fn new(
         interrupt: Option<IrqLine>,
         buffer: Arc<Mutex<ConsoleOutput>>,
-        notify: Box<dyn Fn() + Send>,
+        notify: Notify,
     ) -> Self {
+        let output = SerialOutput {
+            buffer,
+            notify: Arc::clone(&notify),
+        };
+        let uart = Serial::new(SerialInterrupt(interrupt), output);
         SerialDevice {
-            uart: Serial::new(SerialInterrupt(interrupt), SerialOutput { buffer, notify }),
+            fifo_size: uart.fifo_capacity(),
+            uart,
+            notify,
+            refused: false,
         }
     }
 
     /// Queues `input` for the guest to receive; returns how many bytes fit in the FIFO: none
-    /// while it is full (the guest has not read what came before) or in loopback mode.
+    /// while it is full (the guest has not read what came before) or in loopback mode. When
+    /// not all fit, the device's callback is called once the guest has made room.
     ///
     /// # Errors
     ///
@@ -90,14 +118,32 @@ impl SerialDevice {
     /// the guest to poll for the bytes queued. Kept fallible for what vm-superio may add.
     pub fn enqueue(&mut self, input: &[u8]) -> Result<usize> {
         let room = self.uart.fifo_capacity().min(input.len());
-        match self.uart.enqueue_raw_bytes(input) {
-            Ok(n) => Ok(n),
-            Err(SerialError::FullFifo) => Ok(0),
-            Err(SerialError::Trigger(_)) => Ok(room),
-            Err(e) => Err(Error::Device {
-                device: "serial",
-                message: format!("{e:?}"),
-            }),
+        let taken = match self.uart.enqueue_raw_bytes(input) {
+            Ok(n) => n,
+            Err(SerialError::FullFifo) => 0,
+            Err(SerialError::Trigger(_)) => room,
+            Err(e) => {
+                return Err(Error::Device {
+                    device: "serial",
+                    message: format!("{e:?}"),
+                });
+            }
+        };
+        if taken < input.len() {
+            self.refused = true;
+        }
+        Ok(taken)
+    }
+
+    /// Tells the host side of room for the input it was refused, once the guest has read
+    /// the FIFO down to half (not per byte read) and left loopback mode.
+    fn announce_room(&mut self) {
+        if self.refused
+            && self.uart.fifo_capacity() >= self.fifo_size / 2
+            && self.uart.read(MCR) & MCR_LOOP == 0
+        {
+            self.refused = false;
+            (self.notify)();
         }
     }
 }
@@ -109,12 +155,18 @@ impl BusDevice for SerialDevice {
         if let Some(first) = data.first_mut() {
             *first = value;
         }
+        if offset == u64::from(RBR) {
+            self.announce_room();
+        }
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) -> Option<DeviceAction> {
         if let Some(&value) = data.first() {
             // An interrupt that cannot be raised leaves the guest to poll; nothing to stop for.
             let _ = self.uart.write(offset as u8, value);
+        }
+        if offset == u64::from(MCR) {
+            self.announce_room();
         }
         None
     }
@@ -134,7 +186,7 @@ impl SerialHandle {
     }
 
     /// Queues `input` for the guest; returns how many bytes fit in the receive FIFO (the
-    /// rest must be offered again once the guest has read some).
+    /// rest must be offered again when the device's callback tells of room).
     ///
     /// # Errors
     ///
@@ -172,6 +224,13 @@ mod tests {
         b[0]
     }
 
+    /// Reads `n` bytes of the receive buffer, as the guest does.
+    fn read_bytes(dev: &mut SerialDevice, n: usize) {
+        for _ in 0..n {
+            read(dev, THR);
+        }
+    }
+
     fn uart() -> (SerialDevice, Arc<Mutex<ConsoleOutput>>, Arc<AtomicUsize>) {
         let buffer = Arc::new(Mutex::new(ConsoleOutput::default()));
         let notices = Arc::new(AtomicUsize::new(0));
@@ -179,7 +238,7 @@ mod tests {
         let dev = SerialDevice::new(
             None,
             Arc::clone(&buffer),
-            Box::new(move || {
+            Arc::new(move || {
                 n.fetch_add(1, Ordering::Relaxed);
             }),
         );
@@ -250,6 +309,48 @@ mod tests {
         assert_eq!(dev.enqueue(b"b").unwrap(), 0);
         assert_eq!(read(&mut dev, THR), b'a');
         assert_eq!(dev.enqueue(b"bc").unwrap(), 1, "one byte of room again");
+    }
+
+    #[test]
+    fn room_is_announced_once_after_a_refusal_when_the_guest_read_half_the_fifo() {
+        let (mut dev, _, notices) = uart();
+        assert_eq!(dev.enqueue(&[b'a'; 64]).unwrap(), 64);
+        read_bytes(&mut dev, 40);
+        assert_eq!(
+            notices.load(Ordering::Relaxed),
+            0,
+            "nothing was refused: nobody waits for room"
+        );
+        assert_eq!(dev.enqueue(&[b'b'; 100]).unwrap(), 40);
+        read_bytes(&mut dev, 31);
+        assert_eq!(
+            notices.load(Ordering::Relaxed),
+            0,
+            "31 bytes of room: not yet"
+        );
+        read(&mut dev, THR);
+        assert_eq!(notices.load(Ordering::Relaxed), 1, "half the FIFO free");
+        read_bytes(&mut dev, 32);
+        assert_eq!(notices.load(Ordering::Relaxed), 1, "once per refusal");
+        assert_eq!(dev.enqueue(&[b'c'; 10]).unwrap(), 10);
+        read(&mut dev, THR);
+        assert_eq!(
+            notices.load(Ordering::Relaxed),
+            1,
+            "what fits is no refusal"
+        );
+    }
+
+    #[test]
+    fn input_refused_in_loopback_mode_is_announced_when_the_guest_leaves_it() {
+        let (mut dev, _, notices) = uart();
+        dev.write(MCR, &[0x10]);
+        assert_eq!(dev.enqueue(b"x").unwrap(), 0);
+        read(&mut dev, THR);
+        assert_eq!(notices.load(Ordering::Relaxed), 0, "still in loopback");
+        dev.write(MCR, &[0x00]);
+        assert_eq!(notices.load(Ordering::Relaxed), 1);
+        assert_eq!(dev.enqueue(b"x").unwrap(), 1);
     }
 
     #[test]

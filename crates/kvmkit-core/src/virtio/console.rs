@@ -5,7 +5,9 @@
 //! Unlike the 16550 (two exits per byte), a whole chain of output costs one notification.
 //! As for the UART, the guest never waits for the host: while nobody takes the output the
 //! buffer keeps the latest [`ConsoleOutput::CAPACITY`] bytes. Host input is bounded too
-//! ([`INPUT_CAPACITY`]): [`VirtioConsoleHandle::input`] takes what fits.
+//! ([`INPUT_CAPACITY`]): [`VirtioConsoleHandle::input`] takes what fits, and once the guest
+//! has taken the pending input down to half the bound, the host is told of room through the
+//! same callback as for output.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -29,14 +31,23 @@ pub const QUEUE_SIZE: u16 = 256;
 /// Most bytes of host input waiting for the guest's receive buffers.
 pub const INPUT_CAPACITY: usize = 64 * 1024;
 
-/// A callback telling the host that output is waiting.
+/// A callback telling the host that output is waiting, or that input it was refused fits
+/// again.
 pub type Notify = Box<dyn Fn() + Send + Sync>;
+
+/// Host input waiting for the guest's receive buffers.
+#[derive(Default)]
+struct PendingInput {
+    bytes: VecDeque<u8>,
+    /// Input was refused since the host was last told of room.
+    refused: bool,
+}
 
 /// What the device and its host side share.
 #[derive(Default)]
 struct Shared {
     output: Mutex<ConsoleOutput>,
-    input: Mutex<VecDeque<u8>>,
+    input: Mutex<PendingInput>,
     notify: Mutex<Option<Notify>>,
 }
 
@@ -50,7 +61,13 @@ impl Shared {
         let was_empty = output.is_empty();
         output.push(data);
         drop(output);
-        if was_empty && let Some(notify) = self.notify.lock_or_recover().as_ref() {
+        if was_empty {
+            self.notify();
+        }
+    }
+
+    fn notify(&self) {
+        if let Some(notify) = self.notify.lock_or_recover().as_ref() {
             notify();
         }
     }
@@ -119,11 +136,20 @@ impl VirtioConsole {
             queue,
             &active.mem,
             &active.interrupt,
-            &mut *input,
-            |input| !input.is_empty(),
+            &mut input.bytes,
+            |bytes| !bytes.is_empty(),
             fill_from,
         );
+        // Room for what was refused: once the guest took the pending input down to half the
+        // bound, not per buffer it posts.
+        let room = input.refused && input.bytes.len() <= INPUT_CAPACITY / 2;
+        if room {
+            input.refused = false;
+        }
         drop(input);
+        if room {
+            self.shared.notify();
+        }
         if let Err(e) = result {
             Activation::fail(
                 &mut self.active,
@@ -233,12 +259,16 @@ impl VirtioDevice for VirtioConsole {
 }
 
 impl VirtioConsoleHandle {
-    /// Queues `data` for the guest; returns how many bytes fit (the rest must be offered
-    /// again once the guest has read some: at most [`INPUT_CAPACITY`] bytes wait).
+    /// Queues `data` for the guest; returns how many bytes fit (at most [`INPUT_CAPACITY`]
+    /// bytes wait). The rest must be offered again when the callback of
+    /// [`VirtioConsoleHandle::set_notify`] tells of room.
     pub fn input(&self, data: &[u8]) -> usize {
         let mut input = self.shared.input.lock_or_recover();
-        let n = data.len().min(INPUT_CAPACITY - input.len());
-        input.extend(&data[..n]);
+        let n = data.len().min(INPUT_CAPACITY - input.bytes.len());
+        input.bytes.extend(&data[..n]);
+        if n < data.len() {
+            input.refused = true;
+        }
         drop(input);
         if n > 0 {
             // Cannot fail short of the counter saturating, when a wake-up is pending anyway.
@@ -258,7 +288,7 @@ impl VirtioConsoleHandle {
     }
 
     /// Calls `notify` whenever the output buffer stops being empty (and now, if output is
-    /// already waiting).
+    /// already waiting), and when input refused fits again.
     pub fn set_notify(&self, notify: Notify) {
         let waiting = !self.shared.output.lock_or_recover().is_empty();
         if waiting {
@@ -311,15 +341,21 @@ mod tests {
             .unwrap()
     }
 
-    #[test]
-    fn transmitted_chains_reach_the_output_and_notify_once_per_batch() {
-        let mem = memory();
-        let (mut dev, handle, _rx, tx) = active(&mem);
+    /// Counts the notices `handle`'s device gives.
+    fn counted(handle: &VirtioConsoleHandle) -> Arc<AtomicUsize> {
         let notices = Arc::new(AtomicUsize::new(0));
         let n = Arc::clone(&notices);
         handle.set_notify(Box::new(move || {
             n.fetch_add(1, Ordering::Relaxed);
         }));
+        notices
+    }
+
+    #[test]
+    fn transmitted_chains_reach_the_output_and_notify_once_per_batch() {
+        let mem = memory();
+        let (mut dev, handle, _rx, tx) = active(&mem);
+        let notices = counted(&handle);
         mem.write_slice(b"hello ", GuestAddress(0x2_0000)).unwrap();
         mem.write_slice(b"world", GuestAddress(0x3_0000)).unwrap();
         let descs = [
@@ -361,6 +397,50 @@ mod tests {
             INPUT_CAPACITY
         );
         assert_eq!(handle.input(b"y"), 0);
+    }
+
+    /// Posts `count` receive buffers of `len` bytes, from descriptor `first` on.
+    fn post_receive_buffers(rx: &MockSplitQueue<'_, Memory>, count: u64, len: u32) {
+        let descs: Vec<_> = (0..count)
+            .map(|i| RawDescriptor::from(Descriptor::new(0x2_0000 + i * 0x1_0000, len, WRITE, 0)))
+            .collect();
+        rx.build_multiple_desc_chains(&descs).unwrap();
+    }
+
+    #[test]
+    fn room_is_announced_once_after_a_refusal_when_half_the_input_was_taken() {
+        let mem = memory();
+        let (mut dev, handle, rx, _tx) = active(&mem);
+        let notices = counted(&handle);
+        let chunk = u32::try_from(INPUT_CAPACITY / 8).unwrap();
+        assert_eq!(
+            handle.input(&vec![b'a'; INPUT_CAPACITY / 2]),
+            INPUT_CAPACITY / 2
+        );
+        post_receive_buffers(&rx, 1, chunk);
+        dev.process_queue(RX_QUEUE);
+        assert_eq!(notices.load(Ordering::Relaxed), 0, "nothing was refused");
+
+        assert_eq!(
+            handle.input(&vec![b'b'; INPUT_CAPACITY]),
+            INPUT_CAPACITY * 5 / 8
+        );
+        // The guest takes an eighth of the bound per buffer: half is free after four.
+        for taken in 1..=3 {
+            post_receive_buffers(&rx, 1, chunk);
+            dev.process_queue(RX_QUEUE);
+            assert_eq!(
+                notices.load(Ordering::Relaxed),
+                0,
+                "{taken} eighths: not yet"
+            );
+        }
+        post_receive_buffers(&rx, 1, chunk);
+        dev.process_queue(RX_QUEUE);
+        assert_eq!(notices.load(Ordering::Relaxed), 1, "half the bound free");
+        post_receive_buffers(&rx, 1, chunk);
+        dev.process_queue(RX_QUEUE);
+        assert_eq!(notices.load(Ordering::Relaxed), 1, "once per refusal");
     }
 
     #[test]

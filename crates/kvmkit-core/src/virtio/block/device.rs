@@ -14,7 +14,7 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, VolatileSlice};
 
 use crate::virtio::block::backend::DiskBackend;
-use crate::virtio::block::external::{External, ExternalKind, ExternalRequest};
+use crate::virtio::block::external::{External, ExternalKind, ExternalRequest, Trims};
 use crate::virtio::block::request::{
     Buffer, Request, RequestKind, SECTOR_SHIFT, SECTOR_SIZE, SEG_MAX, parse,
 };
@@ -30,7 +30,8 @@ pub const QUEUE_SIZE: u16 = 256;
 pub const MAX_DISCARD_SECTORS: u32 = 1 << 22;
 /// The most sectors one write-zeroes segment may cover (32 MiB: the overlay writes them).
 pub const MAX_WRITE_ZEROES_SECTORS: u32 = 1 << 16;
-/// Segments per discard or write-zeroes request.
+/// Segments per discard or write-zeroes request: one, as QEMU and Cloud Hypervisor take
+/// (Linux sends one unless the device announces more).
 const MAX_SEGMENTS: u32 = 1;
 /// The size of a discard / write-zeroes segment.
 const SEGMENT_LEN: usize = 16;
@@ -72,10 +73,19 @@ struct Pending {
 #[derive(Debug)]
 struct Policy {
     read_only: bool,
-    /// Whether it takes discard and write-zeroes requests.
-    trims: bool,
+    /// Which of discard and write-zeroes it takes (none on a read-only disk).
+    trims: Trims,
     serial: [u8; ID_LEN],
     size: u64,
+}
+
+/// A discard or write-zeroes segment that lies on the disk and within the limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Segment {
+    sector: u64,
+    sectors: u64,
+    /// Write-zeroes only: the space may be freed.
+    unmap: bool,
 }
 
 /// A virtio-blk device.
@@ -127,9 +137,9 @@ impl Policy {
     fn precheck(&self, mem: &Memory, req: &Request) -> Option<Outcome> {
         match req.kind {
             RequestKind::Unsupported(_) => Some((UNSUPP, 0)),
-            RequestKind::Discard | RequestKind::WriteZeroes if !self.trims => {
-                Some((if self.read_only { IOERR } else { UNSUPP }, 0))
-            }
+            RequestKind::Discard | RequestKind::WriteZeroes if self.read_only => Some((IOERR, 0)),
+            RequestKind::Discard if !self.trims.discard => Some((UNSUPP, 0)),
+            RequestKind::WriteZeroes if !self.trims.write_zeroes => Some((UNSUPP, 0)),
             RequestKind::Write if self.read_only => Some((IOERR, 0)),
             RequestKind::Read | RequestKind::Write => {
                 let whole = req.data_len.is_multiple_of(SECTOR_SIZE);
@@ -171,7 +181,10 @@ impl Policy {
             RequestKind::Write => slices(mem, &req.data).map(|s| disk.write_at(offset, &s)),
             RequestKind::Flush => Some(disk.flush()),
             RequestKind::Discard | RequestKind::WriteZeroes => {
-                return self.serve_segments(disk, mem, req);
+                return match self.segment(mem, req) {
+                    Ok(segment) => Self::serve_segment(disk, req.kind, segment),
+                    Err(outcome) => outcome,
+                };
             }
             RequestKind::GetId | RequestKind::Unsupported(_) => None,
         };
@@ -183,74 +196,79 @@ impl Policy {
         }
     }
 
-    /// Serves a discard or write-zeroes request's segments.
-    fn serve_segments(&self, disk: &mut dyn DiskBackend, mem: &Memory, req: &Request) -> Outcome {
-        let count = req.data_len / SEGMENT_LEN as u64;
-        if !req.data_len.is_multiple_of(SEGMENT_LEN as u64)
-            || count == 0
-            || count > u64::from(MAX_SEGMENTS)
-        {
-            return (IOERR, 0);
+    /// The segment of a discard or write-zeroes request, checked: one 16-byte segment
+    /// (else `IOERR`), no flag but write-zeroes' unmap (else `UNSUPP`, as virtio 1.2
+    /// §5.2.6.2 asks), at most the sectors the configuration space allows and all on the
+    /// disk (else `IOERR`).
+    fn segment(&self, mem: &Memory, req: &Request) -> Result<Segment, Outcome> {
+        if req.data_len != SEGMENT_LEN as u64 * u64::from(MAX_SEGMENTS) {
+            return Err((IOERR, 0));
         }
-        let mut payload = vec![0u8; req.data_len as usize];
+        let mut fields = [0u8; SEGMENT_LEN];
         let mut at = 0;
         for b in &req.data {
             let end = at + b.len as usize;
             if mem
-                .read_slice(&mut payload[at..end], GuestAddress(b.addr))
+                .read_slice(&mut fields[at..end], GuestAddress(b.addr))
                 .is_err()
             {
-                return (IOERR, 0);
+                return Err((IOERR, 0));
             }
             at = end;
         }
+        let [
+            s0,
+            s1,
+            s2,
+            s3,
+            s4,
+            s5,
+            s6,
+            s7,
+            n0,
+            n1,
+            n2,
+            n3,
+            f0,
+            f1,
+            f2,
+            f3,
+        ] = fields;
+        let sector = u64::from_le_bytes([s0, s1, s2, s3, s4, s5, s6, s7]);
+        let sectors = u32::from_le_bytes([n0, n1, n2, n3]);
+        let flags = u32::from_le_bytes([f0, f1, f2, f3]);
         let zeroes = req.kind == RequestKind::WriteZeroes;
-        let max = if zeroes {
-            MAX_WRITE_ZEROES_SECTORS
+        let (allowed_flags, max) = if zeroes {
+            (FLAG_UNMAP, MAX_WRITE_ZEROES_SECTORS)
         } else {
-            MAX_DISCARD_SECTORS
+            (0, MAX_DISCARD_SECTORS)
         };
-        for segment in payload.chunks_exact(SEGMENT_LEN) {
-            let mut fields = [0u8; SEGMENT_LEN];
-            fields.copy_from_slice(segment);
-            let [
-                s0,
-                s1,
-                s2,
-                s3,
-                s4,
-                s5,
-                s6,
-                s7,
-                n0,
-                n1,
-                n2,
-                n3,
-                f0,
-                f1,
-                f2,
-                f3,
-            ] = fields;
-            let sector = u64::from_le_bytes([s0, s1, s2, s3, s4, s5, s6, s7]);
-            let sectors = u64::from(u32::from_le_bytes([n0, n1, n2, n3]));
-            let flags = u32::from_le_bytes([f0, f1, f2, f3]);
-            if flags & !FLAG_UNMAP != 0 {
-                return (UNSUPP, 0);
-            }
-            if sectors > u64::from(max) || !self.on_disk(sector, sectors) {
-                return (IOERR, 0);
-            }
-            let (offset, len) = (sector << SECTOR_SHIFT, sectors << SECTOR_SHIFT);
-            let result = if zeroes {
-                disk.write_zeroes(offset, len, flags & FLAG_UNMAP != 0)
-            } else {
-                disk.discard(offset, len)
-            };
-            if result.is_err() {
-                return (IOERR, 0);
-            }
+        if flags & !allowed_flags != 0 {
+            return Err((UNSUPP, 0));
         }
-        (OK, 0)
+        let sectors = u64::from(sectors);
+        if sectors > u64::from(max) || !self.on_disk(sector, sectors) {
+            return Err((IOERR, 0));
+        }
+        Ok(Segment {
+            sector,
+            sectors,
+            unmap: flags & FLAG_UNMAP != 0,
+        })
+    }
+
+    /// Serves a checked discard or write-zeroes request on `disk`.
+    fn serve_segment(disk: &mut dyn DiskBackend, kind: RequestKind, segment: Segment) -> Outcome {
+        let (offset, len) = (
+            segment.sector << SECTOR_SHIFT,
+            segment.sectors << SECTOR_SHIFT,
+        );
+        let result = if kind == RequestKind::WriteZeroes {
+            disk.write_zeroes(offset, len, segment.unmap)
+        } else {
+            disk.discard(offset, len)
+        };
+        if result.is_ok() { (OK, 0) } else { (IOERR, 0) }
     }
 
     /// Serves `chain` on `disk`; returns its used length.
@@ -270,10 +288,12 @@ impl Policy {
         put(12, &SEG_MAX.to_le_bytes()); // seg_max
         put(20, &(SECTOR_SIZE as u32).to_le_bytes()); // blk_size
         put(34, &1u16.to_le_bytes()); // num_queues
-        if self.trims {
+        if self.trims.discard {
             put(36, &MAX_DISCARD_SECTORS.to_le_bytes());
             put(40, &MAX_SEGMENTS.to_le_bytes()); // max_discard_seg
             put(44, &8u32.to_le_bytes()); // discard_sector_alignment: 4 KiB
+        }
+        if self.trims.write_zeroes {
             put(48, &MAX_WRITE_ZEROES_SECTORS.to_le_bytes());
             put(52, &MAX_SEGMENTS.to_le_bytes()); // max_write_zeroes_seg
             put(56, &[1]); // write_zeroes_may_unmap
@@ -293,7 +313,11 @@ impl Block {
         let bytes = options.serial.as_bytes();
         let n = bytes.len().min(ID_LEN);
         serial[..n].copy_from_slice(&bytes[..n]);
-        let trims = !options.read_only && matches!(backend, Backend::Sync(_));
+        let trims = match &backend {
+            _ if options.read_only => Trims::default(),
+            Backend::Sync(_) => Trims::BOTH,
+            Backend::External(e) => e.trims(),
+        };
         Block {
             policy: Policy {
                 read_only: options.read_only,
@@ -360,15 +384,17 @@ impl Block {
                         continue;
                     }
                 };
-                if let Some(outcome) = policy.precheck(mem, &req) {
-                    queue.add_used(mem, head, finish(mem, req.status, outcome))?;
-                    used = true;
-                    continue;
-                }
-                let kind = match req.kind {
-                    RequestKind::Read => ExternalKind::Read,
-                    RequestKind::Write => ExternalKind::Write,
-                    _ => ExternalKind::Flush,
+                let checked = match policy.precheck(mem, &req) {
+                    Some(outcome) => Err(outcome),
+                    None => external_request(policy, mem, &req),
+                };
+                let (kind, sector, sectors) = match checked {
+                    Ok(what) => what,
+                    Err(outcome) => {
+                        queue.add_used(mem, head, finish(mem, req.status, outcome))?;
+                        used = true;
+                        continue;
+                    }
                 };
                 let id = *next_id;
                 *next_id += 1;
@@ -386,11 +412,17 @@ impl Block {
                         len,
                     },
                 );
+                let buffers = match kind {
+                    ExternalKind::Read | ExternalKind::Write => req.data,
+                    // The segment was read here; a flush has no data.
+                    _ => Vec::new(),
+                };
                 batch.push(ExternalRequest {
                     id,
                     kind,
-                    sector: req.sector,
-                    buffers: req.data,
+                    sector,
+                    sectors,
+                    buffers,
                 });
             }
             if !queue.enable_notification(mem)? {
@@ -444,6 +476,34 @@ impl Block {
     }
 }
 
+/// What an external server is asked for `req`, which passed [`Policy::precheck`]: its
+/// kind, first sector and sector count, or the answer a bad discard or write-zeroes segment
+/// gets at once.
+fn external_request(
+    policy: &Policy,
+    mem: &Memory,
+    req: &Request,
+) -> Result<(ExternalKind, u64, u64), Outcome> {
+    let data = (req.sector, req.data_len >> SECTOR_SHIFT);
+    Ok(match req.kind {
+        RequestKind::Read => (ExternalKind::Read, data.0, data.1),
+        RequestKind::Write => (ExternalKind::Write, data.0, data.1),
+        RequestKind::Discard => {
+            let s = policy.segment(mem, req)?;
+            (ExternalKind::Discard, s.sector, s.sectors)
+        }
+        RequestKind::WriteZeroes => {
+            let s = policy.segment(mem, req)?;
+            (
+                ExternalKind::WriteZeroes { unmap: s.unmap },
+                s.sector,
+                s.sectors,
+            )
+        }
+        _ => (ExternalKind::Flush, 0, 0),
+    })
+}
+
 /// Interrupts the driver if the ring asks for it.
 fn notify(queue: &mut Queue, mem: &Memory, interrupt: &Interrupt) {
     match queue.needs_notification(mem) {
@@ -477,8 +537,11 @@ impl VirtioDevice for Block {
         if self.policy.read_only {
             bits |= 1 << VIRTIO_BLK_F_RO;
         }
-        if self.policy.trims {
-            bits |= (1 << VIRTIO_BLK_F_DISCARD) | (1 << VIRTIO_BLK_F_WRITE_ZEROES);
+        if self.policy.trims.discard {
+            bits |= 1 << VIRTIO_BLK_F_DISCARD;
+        }
+        if self.policy.trims.write_zeroes {
+            bits |= 1 << VIRTIO_BLK_F_WRITE_ZEROES;
         }
         bits
     }
@@ -672,6 +735,14 @@ pub(crate) mod tests {
             self.returned()
         }
 
+        /// Posts a discard or write-zeroes request (`kind`) whose first `len` bytes of
+        /// segment are `seg`, like [`Rig::request`].
+        fn trim(&mut self, kind: u32, seg: [u8; 16], len: u32) -> Vec<(u8, u32)> {
+            self.mem.write_slice(&seg, GuestAddress(DATA)).unwrap();
+            let h = self.header(kind, 0);
+            self.request(&[h, (DATA, len, false), STATUS_DESC])
+        }
+
         fn returned(&mut self) -> Vec<(u8, u32)> {
             let mq = &self.mq;
             let idx = mq.used().idx().load();
@@ -842,39 +913,39 @@ pub(crate) mod tests {
             (VIRTIO_BLK_T_WRITE_ZEROES, 8, 0),
             (VIRTIO_BLK_T_WRITE_ZEROES, 16, 1),
         ] {
-            rig.mem
-                .write_slice(&segment(sector, 8, flags), GuestAddress(DATA))
-                .unwrap();
-            let h = rig.header(kind, 0);
-            assert_eq!(
-                rig.request(&[h, (DATA, 16, false), STATUS_DESC]),
-                vec![(OK, 1)]
-            );
+            assert_eq!(rig.trim(kind, segment(sector, 8, flags), 16), vec![(OK, 1)]);
         }
-        rig.mem
-            .write_slice(&segment(32, 8, 0), GuestAddress(DATA))
-            .unwrap();
-        let h = rig.header(VIRTIO_BLK_T_DISCARD, 0);
-        assert_eq!(
-            rig.request(&[h, (DATA, 16, false), STATUS_DESC]),
-            vec![(OK, 1)]
-        );
+        let discard = segment(32, 8, 0);
+        assert_eq!(rig.trim(VIRTIO_BLK_T_DISCARD, discard, 16), vec![(OK, 1)]);
         let content = std::fs::read(&file.0).unwrap();
         assert_eq!(content.len() as u64, SECTORS * 512);
         assert!(content[8 * 512..24 * 512].iter().all(|&b| b == 0));
         assert_eq!((content[8 * 512 - 1], content[24 * 512]), (7, 24));
-        // A segment past the end, and unknown flags.
-        for (seg, status) in [
-            (segment(SECTORS - 4, 8, 0), IOERR),
-            (segment(0, 8, 2), UNSUPP),
-        ] {
-            rig.mem.write_slice(&seg, GuestAddress(DATA)).unwrap();
-            let h = rig.header(VIRTIO_BLK_T_WRITE_ZEROES, 0);
+        // A fresh rig: the mock queue serves at most eight chains.
+        let (mut rig, file) = Rig::file(&pattern(SECTORS), &BlockOptions::default());
+        for (kind, seg, len, status) in hostile_segments() {
             assert_eq!(
-                rig.request(&[h, (DATA, 16, false), STATUS_DESC]),
-                vec![(status, 1)]
+                rig.trim(kind, seg, len),
+                vec![(status, 1)],
+                "{kind} {seg:?}"
             );
         }
+        assert_eq!(std::fs::read(&file.0).unwrap(), pattern(SECTORS));
+    }
+
+    /// Discard and write-zeroes requests that must fail: (type, segment, length given,
+    /// status) on a disk of [`SECTORS`] sectors.
+    fn hostile_segments() -> Vec<(u32, [u8; 16], u32, u8)> {
+        let (wz, discard) = (VIRTIO_BLK_T_WRITE_ZEROES, VIRTIO_BLK_T_DISCARD);
+        vec![
+            (wz, segment(SECTORS - 4, 8, 0), 16, IOERR), // past the end
+            (discard, segment(u64::MAX, 2, 0), 16, IOERR), // overflowing
+            (wz, segment(0, MAX_WRITE_ZEROES_SECTORS + 1, 0), 16, IOERR), // over the limit
+            (discard, segment(0, MAX_DISCARD_SECTORS + 1, 0), 16, IOERR),
+            (wz, segment(0, 8, 2), 16, UNSUPP), // an unknown flag
+            (discard, segment(0, 8, 1), 16, UNSUPP), // unmap is write-zeroes' only
+            (discard, segment(0, 8, 0), 8, IOERR), // half a segment
+        ]
     }
 
     #[test]
@@ -893,13 +964,17 @@ pub(crate) mod tests {
     type Batches = Arc<Mutex<Vec<ExternalRequest>>>;
 
     fn external(size: u64) -> (Rig, Batches, Completer) {
+        external_with(size, Trims::default())
+    }
+
+    fn external_with(size: u64, trims: Trims) -> (Rig, Batches, Completer) {
         let seen: Batches = Arc::default();
         let sink = Arc::clone(&seen);
         let submit = Box::new(move |batch: Vec<ExternalRequest>| {
             sink.lock().unwrap().extend(batch);
             true
         });
-        let (ext, completer) = External::new(size, submit).unwrap();
+        let (ext, completer) = External::new(size, trims, submit).unwrap();
         let rig = Rig::new(Backend::External(ext), &BlockOptions::default());
         (rig, seen, completer)
     }
@@ -951,8 +1026,62 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn an_external_server_gets_only_the_trims_it_takes_and_only_checked_segments() {
+        let trims = Trims {
+            discard: false,
+            write_zeroes: true,
+        };
+        let (mut rig, seen, _completer) = external_with(SECTORS * 512, trims);
+        let features = rig.block.features();
+        assert!(has_feature(features, VIRTIO_BLK_F_WRITE_ZEROES));
+        assert!(!has_feature(features, VIRTIO_BLK_F_DISCARD));
+        let mut word = [0u8; 4];
+        rig.block.read_config(36, &mut word);
+        assert_eq!(word, [0; 4], "no discard limits without discard");
+        let seg = segment(8, 4, 0);
+        assert_eq!(rig.trim(VIRTIO_BLK_T_DISCARD, seg, 16), vec![(UNSUPP, 1)]);
+        assert_eq!(rig.trim(VIRTIO_BLK_T_WRITE_ZEROES, seg, 16), vec![]);
+        let req = seen.lock().unwrap().pop().unwrap();
+        assert_eq!(
+            (req.kind, req.sector, req.sectors),
+            (ExternalKind::WriteZeroes { unmap: false }, 8, 4)
+        );
+        assert!(req.buffers.is_empty());
+
+        let (mut rig, seen, _completer) = external_with(SECTORS * 512, Trims::BOTH);
+        let seg = segment(16, 8, 1);
+        assert_eq!(rig.trim(VIRTIO_BLK_T_WRITE_ZEROES, seg, 16), vec![]);
+        let req = seen.lock().unwrap().pop().unwrap();
+        assert_eq!(req.kind, ExternalKind::WriteZeroes { unmap: true });
+        for (kind, seg, len, status) in hostile_segments() {
+            assert_eq!(
+                rig.trim(kind, seg, len),
+                vec![(status, 1)],
+                "{kind} {seg:?}"
+            );
+        }
+        assert!(
+            seen.lock().unwrap().is_empty(),
+            "the server saw none of them"
+        );
+    }
+
+    #[test]
+    fn a_read_only_external_disk_offers_no_trims() {
+        let (ext, _completer) = External::new(512, Trims::BOTH, Box::new(|_| true)).unwrap();
+        let options = BlockOptions {
+            read_only: true,
+            serial: String::new(),
+        };
+        let rig = Rig::new(Backend::External(ext), &options);
+        let features = rig.block.features();
+        assert!(!has_feature(features, VIRTIO_BLK_F_DISCARD));
+        assert!(!has_feature(features, VIRTIO_BLK_F_WRITE_ZEROES));
+    }
+
+    #[test]
     fn a_gone_server_fails_its_requests() {
-        let (ext, _completer) = External::new(512, Box::new(|_| false)).unwrap();
+        let (ext, _completer) = External::new(512, Trims::default(), Box::new(|_| false)).unwrap();
         let mut rig = Rig::new(Backend::External(ext), &BlockOptions::default());
         let h = rig.header(VIRTIO_BLK_T_FLUSH, 0);
         assert_eq!(rig.request(&[h, STATUS_DESC]), vec![(IOERR, 1)]);
@@ -961,7 +1090,7 @@ pub(crate) mod tests {
     #[test]
     fn an_external_disk_must_be_whole_sectors() {
         for size in [0, 1000] {
-            let e = External::new(size, Box::new(|_| true)).unwrap_err();
+            let e = External::new(size, Trims::default(), Box::new(|_| true)).unwrap_err();
             assert_eq!(e.code(), "INVALID_CONFIG");
         }
     }

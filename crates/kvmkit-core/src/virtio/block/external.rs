@@ -7,6 +7,9 @@
 //! [`Completer`]: it queues them and writes an eventfd the I/O thread watches; the device
 //! then writes each request's status and returns its chain. Request ids are never reused, so
 //! a completion for a request the device forgot (it was reset meanwhile) is dropped.
+//!
+//! A server may also take discards and writes of zeroes ([`Trims`]): the device then offers
+//! them, checks each segment itself and hands over only well-formed ones.
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, Weak};
@@ -26,6 +29,30 @@ pub enum ExternalKind {
     Write,
     /// Make completed writes durable.
     Flush,
+    /// The sectors are no longer needed (their content becomes unspecified).
+    Discard,
+    /// The sectors must read as zeroes; `unmap`: their space may be freed.
+    WriteZeroes {
+        /// The driver allows the space to be freed.
+        unmap: bool,
+    },
+}
+
+/// Which of discard and write-zeroes an external server takes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Trims {
+    /// It takes [`ExternalKind::Discard`].
+    pub discard: bool,
+    /// It takes [`ExternalKind::WriteZeroes`].
+    pub write_zeroes: bool,
+}
+
+impl Trims {
+    /// Both.
+    pub const BOTH: Trims = Trims {
+        discard: true,
+        write_zeroes: true,
+    };
 }
 
 /// A request for the external server.
@@ -35,8 +62,10 @@ pub struct ExternalRequest {
     pub id: u64,
     /// What it asks for.
     pub kind: ExternalKind,
-    /// The first sector (reads and writes).
+    /// The first sector (0 for a flush).
     pub sector: u64,
+    /// How many sectors it covers (0 for a flush; reads and writes: their buffers').
+    pub sectors: u64,
     /// The guest buffers, in order, each inside one RAM region.
     pub buffers: Vec<Buffer>,
 }
@@ -74,6 +103,7 @@ pub struct External {
     submit: Submit,
     shared: Arc<Shared>,
     size: u64,
+    trims: Trims,
 }
 
 impl std::fmt::Debug for External {
@@ -85,13 +115,14 @@ impl std::fmt::Debug for External {
 }
 
 impl External {
-    /// A disk of `size` bytes served through `submit`, and the completer its server uses.
+    /// A disk of `size` bytes served through `submit`, which also takes the `trims` named,
+    /// and the completer its server uses.
     ///
     /// # Errors
     ///
     /// `INVALID_CONFIG` if `size` is 0 or not a multiple of 512; `EVENTFD_FAILED` if the
     /// completion eventfd cannot be made.
-    pub fn new(size: u64, submit: Submit) -> Result<(Self, Completer)> {
+    pub fn new(size: u64, trims: Trims, submit: Submit) -> Result<(Self, Completer)> {
         if size == 0 || !size.is_multiple_of(super::request::SECTOR_SIZE) {
             return Err(Error::config(
                 "size",
@@ -108,6 +139,7 @@ impl External {
                 submit,
                 shared,
                 size,
+                trims,
             },
             completer,
         ))
@@ -116,6 +148,11 @@ impl External {
     /// The disk's size in bytes.
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// Which of discard and write-zeroes its server takes.
+    pub fn trims(&self) -> Trims {
+        self.trims
     }
 
     /// Hands `batch` over; `false` if the server is gone.

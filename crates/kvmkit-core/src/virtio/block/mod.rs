@@ -6,8 +6,10 @@
 //! hands them in batches to an [`external`] server and returns them when it completes them.
 //!
 //! It offers `VIRTIO_BLK_F_FLUSH`, `BLK_SIZE`, `SEG_MAX`, `RO` on a read-only disk, and
-//! `DISCARD` and `WRITE_ZEROES` on a writable file or overlay; `GET_ID` answers the disk's
-//! serial. A request past the disk's end, with a sector count that overflows, with data not
+//! `DISCARD` and `WRITE_ZEROES` on a writable file or overlay, or on a writable external
+//! disk whose server takes them; `GET_ID` answers the disk's serial. A discard or
+//! write-zeroes request carries one segment, checked against the disk and the limits of the
+//! configuration space before any backend sees it. A request past the disk's end, with a sector count that overflows, with data not
 //! a whole number of sectors, or with a buffer outside guest RAM, ends with
 //! `VIRTIO_BLK_S_IOERR`; a chain with no status byte is returned with nothing written.
 
@@ -20,6 +22,6 @@ pub mod request;
 
 pub use backend::DiskBackend;
 pub use device::{Backend, Block, BlockOptions};
-pub use external::{Completer, External, ExternalKind, ExternalRequest, Submit};
+pub use external::{Completer, External, ExternalKind, ExternalRequest, Submit, Trims};
 pub use file::RawFile;
 pub use overlay::{Overlay, OverlayFile};
