@@ -5,9 +5,9 @@
 //!
 //! The filter covers the vCPU thread only, from its first instruction of guest work to its
 //! end: the thread that created the machine (Node's, in the binding) is not filtered, and
-//! neither is an [`crate::machine::InlineVcpu`]'s caller, so a machine with a sandbox
+//! neither is an [`crate::vm::InlineVcpu`]'s caller, so a machine with a sandbox
 //! cannot be started inline. What runs on a vCPU thread besides kvmkit's loop (an
-//! [`crate::machine::ExitHandler`]'s callbacks) runs under the same filter.
+//! [`crate::vm::ExitHandler`]'s callbacks) runs under the same filter.
 
 use std::collections::BTreeMap;
 
@@ -18,7 +18,7 @@ use seccompiler::{
 
 use crate::error::{Error, Result};
 use crate::exit::{ExitKind, MachineError, Outcome};
-use crate::run::VcpuContext;
+use crate::vm::run::VcpuContext;
 
 /// What happens when a sandboxed thread makes a system call the filter does not allow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +30,7 @@ pub enum Violation {
     KillProcess,
 }
 
-/// The sandbox option of [`crate::machine::MachineOptions`].
+/// The sandbox option of [`crate::vm::MachineOptions`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sandbox {
     /// What a disallowed system call does.

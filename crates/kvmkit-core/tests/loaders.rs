@@ -22,7 +22,7 @@ use kvmkit_core::loader::bzimage::{Header, KernelCache};
 use kvmkit_core::loader::decompress::{Compression, DecompressError, decompress};
 use kvmkit_core::loader::linux::{BootProtocol, BzImageMode, LinuxBoot};
 use kvmkit_core::loader::multiboot::{Module, MultibootBoot};
-use kvmkit_core::machine::{Machine, MachineOptions};
+use kvmkit_core::vm::{Machine, MachineOptions};
 
 use common::{Event, end, host, next, start};
 

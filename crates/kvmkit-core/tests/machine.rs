@@ -16,7 +16,7 @@ use kvmkit_core::config::{MachineConfig, MemoryRegionConfig};
 use kvmkit_core::devices::{DebugExit, DeviceSpec};
 use kvmkit_core::exit::{ExitKind, Outcome};
 use kvmkit_core::irq::{self, IoEvent};
-use kvmkit_core::machine::{InlineAnswer, Machine, MachineOptions, UnhandledPolicy};
+use kvmkit_core::vm::{InlineAnswer, Machine, MachineOptions, UnhandledPolicy};
 
 use common::{Channel, Event, end, host, next, start};
 use kvmkit_core::x86::mode::CpuMode;

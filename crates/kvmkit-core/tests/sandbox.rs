@@ -19,8 +19,8 @@ use kvmkit_core::bus::{Route, Space};
 use kvmkit_core::config::{MachineConfig, MemoryRegionConfig};
 use kvmkit_core::devices::DeviceSpec;
 use kvmkit_core::exit::Outcome;
-use kvmkit_core::machine::{ExitHandler, Machine, MachineOptions};
 use kvmkit_core::sandbox::{Sandbox, Violation};
+use kvmkit_core::vm::{ExitHandler, Machine, MachineOptions};
 use kvmkit_core::x86::mode::CpuMode;
 
 const ENTRY: u64 = 0x1000;

@@ -19,8 +19,8 @@ use napi_derive::napi;
 
 use kvmkit_core::exit::{DeviceAccess, ExitKind, Outcome, SystemEvent};
 use kvmkit_core::handoff::posted::PostedWrite;
-use kvmkit_core::machine::{ExitHandler, Machine};
 use kvmkit_core::sync::LockExt;
+use kvmkit_core::vm::{ExitHandler, Machine};
 
 use crate::convert::u64_from_js;
 use crate::error::{Result, core, invalid_arg, napi};

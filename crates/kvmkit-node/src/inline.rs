@@ -17,8 +17,8 @@ use napi::Env;
 use napi::bindgen_prelude::{Buffer, External, Float64ArraySlice};
 use napi_derive::napi;
 
-use kvmkit_core::machine::{InlineAnswer, InlineVcpu};
 use kvmkit_core::sync::LockExt;
+use kvmkit_core::vm::{InlineAnswer, InlineVcpu};
 
 use crate::error::{Result, core, napi};
 use crate::handoff::{word, write_access};

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex, Weak};
 
 use kvmkit_core::irq::IoEvent;
-use kvmkit_core::machine::Machine;
+use kvmkit_core::vm::Machine;
 use kvmkit_core::vmm_sys_util::eventfd::EventFd;
 use napi::bindgen_prelude::BigInt;
 use napi_derive::napi;

@@ -6,7 +6,7 @@
 //! irq.rs), `NativeVcpu` (vcpu.rs), `NativeMemory` (memory.rs), `NativeSerial` and
 //! `NativeConsole` (serial.rs), `NativeEventFd` (irq.rs), the virtio devices (virtio.rs, with
 //! `NativeVirtioConsole` in virtio_console.rs and `NativeNet` in virtio_net.rs); every
-//! hand-off call and event is in handoff.rs, and the constants TypeScript shares with it
+//! hand-off call and event is in handoff.rs, inline runs in inline.rs, and the constants TypeScript shares with it
 //! (slot layout, record, exit and event kinds) in protocol.rs. The façade is the public API;
 //! these exports are its private back end.
 

@@ -8,9 +8,9 @@ use napi::bindgen_prelude::{External, Function};
 use napi_derive::napi;
 
 use kvmkit_core::config::{MachineConfig, MemoryRegionConfig};
-use kvmkit_core::machine::{InlineVcpu, Machine, MachineOptions, UnhandledPolicy};
 use kvmkit_core::memory::{Backing, MemoryOptions};
 use kvmkit_core::sandbox::{Sandbox, Violation};
+use kvmkit_core::vm::{InlineVcpu, Machine, MachineOptions, UnhandledPolicy};
 use kvmkit_core::x86::layout;
 
 use crate::convert::u64_from_js;

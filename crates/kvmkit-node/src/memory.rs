@@ -4,7 +4,7 @@
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Weak};
 
-use kvmkit_core::machine::Machine;
+use kvmkit_core::vm::Machine;
 use napi::Env;
 use napi::bindgen_prelude::{Buffer, Uint8ArraySlice};
 use napi_derive::napi;

@@ -8,8 +8,8 @@ use kvmkit_core::kvm_bindings::{
     KVM_MP_STATE_HALTED, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE,
     KVM_MP_STATE_SIPI_RECEIVED, KVM_MP_STATE_UNINITIALIZED, kvm_lapic_state, kvm_mp_state,
 };
-use kvmkit_core::machine::Machine;
 use kvmkit_core::stats::bucket_bounds;
+use kvmkit_core::vm::Machine;
 use napi::bindgen_prelude::{BigInt, Buffer};
 use napi_derive::napi;
 

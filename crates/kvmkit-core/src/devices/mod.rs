@@ -1,6 +1,6 @@
 //! Devices implemented in Rust, answered on the vCPU thread without leaving it, and the one
 //! registry of them: each built-in is declared once by a [`DeviceSpec`] — its name, where it
-//! sits, its interrupt line and how it is built. [`crate::machine::Machine::add`] attaches a
+//! sits, its interrupt line and how it is built. [`crate::vm::Machine::add`] attaches a
 //! spec; the binding and the TypeScript façade only name one.
 
 pub mod acpi_sleep;

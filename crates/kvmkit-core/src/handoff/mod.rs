@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::exit::DeviceAccess;
-use crate::handler::ExitHandler;
+use crate::vm::handler::ExitHandler;
 use mailbox::{Answer, Mailbox, ReplyError};
 use posted::{PostedQueue, PostedWrite};
 use spin::{Partner, Spin};

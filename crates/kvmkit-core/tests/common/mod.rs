@@ -10,7 +10,7 @@ use std::time::Duration;
 use kvmkit_core::exit::{DeviceAccess, Outcome};
 use kvmkit_core::handoff::Handoff;
 use kvmkit_core::kvm::KvmHost;
-use kvmkit_core::machine::{ExitHandler, Machine};
+use kvmkit_core::vm::{ExitHandler, Machine};
 
 /// What the handler saw.
 pub enum Event {

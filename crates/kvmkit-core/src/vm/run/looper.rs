@@ -21,19 +21,19 @@ use kvm_bindings::{
     KVM_SYSTEM_EVENT_SHUTDOWN,
 };
 
+use super::emulate;
 use super::kvm_run::{Raw, decode, internal_error, io_exit, mmio_data};
 use super::route::route;
 use super::{Shared, Step, VcpuContext};
 use crate::bus::LastRoute;
 use crate::exit::{DeviceAccess, ExitKind, MachineError, Outcome, SystemEvent};
-use crate::fallback;
-use crate::handler::ExitHandler;
 use crate::handoff::mailbox::{Answer, MAX_REPLY};
 use crate::handoff::posted::PostedWrite;
-use crate::kick::Running;
-use crate::options::UnhandledPolicy;
 use crate::sync::LockExt;
 use crate::vcpu::Vcpu;
+use crate::vm::handler::ExitHandler;
+use crate::vm::kick::Running;
+use crate::vm::options::UnhandledPolicy;
 
 /// The per-vCPU loop state, reused for every exit.
 pub(super) struct Looper {
@@ -290,7 +290,7 @@ impl Dispatcher {
             }
             Raw::InternalError => {
                 stats.count(ExitKind::InternalError);
-                if shared.options.emulation_fallbacks && fallback::finish_unemulated(&ctx.ram, vcpu)
+                if shared.options.emulation_fallbacks && emulate::finish_unemulated(&ctx.ram, vcpu)
                 {
                     return Step::Continue;
                 }

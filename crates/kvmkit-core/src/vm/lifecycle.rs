@@ -16,8 +16,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
 use crate::exit::Outcome;
-use crate::handler::ExitHandler;
 use crate::sync::{CondvarExt, LockExt};
+use crate::vm::handler::ExitHandler;
 
 /// The lifecycle state of a machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

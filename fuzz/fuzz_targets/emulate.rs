@@ -4,7 +4,7 @@
 #![no_main]
 
 use kvm_bindings::{kvm_regs, kvm_sregs};
-use kvmkit_core::fallback::decode;
+use kvmkit_core::vm::emulate::decode;
 use libfuzzer_sys::fuzz_target;
 
 const EFER_LMA: u64 = 1 << 10;

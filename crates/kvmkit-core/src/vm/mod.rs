@@ -1,4 +1,17 @@
 //! A machine: one KVM VM with its guest RAM, vCPUs, device buses and vCPU threads.
+//!
+//! - [`lifecycle`]: its states and every transition (start, pause, resume, stop, close, a
+//!   vCPU's end), with one owner;
+//! - [`handler`]: what the machine tells its owner ([`ExitHandler`]);
+//! - [`options`]: what is chosen at creation;
+//! - [`kick`]: getting a vCPU thread out of `KVM_RUN`;
+//! - `run`: the vCPU run loops (and [`emulate`], the instructions KVM may leave unfinished).
+
+pub mod handler;
+pub mod kick;
+pub mod lifecycle;
+pub mod options;
+pub(crate) mod run;
 
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -11,22 +24,17 @@ use crate::config::MachineConfig;
 use crate::devices::{DeviceSpec, HostSide};
 use crate::error::{Error, Result};
 use crate::exit::{ExitKind, MachineError, Outcome};
-pub use crate::handler::ExitHandler;
 use crate::handoff::Handoff;
 use crate::irq::IoEvent;
-use crate::kick;
+pub use handler::ExitHandler;
+
 use crate::kvm::KvmHost;
-pub use crate::lifecycle::State;
 use crate::loader::flat::{self, FlatBoot};
 use crate::loader::linux::{self, LinuxBoot, LoadedKernel};
 use crate::loader::multiboot::{self, LoadedMultiboot, MultibootBoot};
 use crate::memory::GuestRam;
-pub use crate::options::{MachineOptions, UnhandledPolicy};
 use crate::platform::{Inventory, Platform, VirtioMmioInfo};
 use crate::resources::Resources;
-pub use crate::run::inline::{InlineAnswer, InlineVcpu};
-use crate::run::threaded::run_threaded;
-use crate::run::{Shared, VcpuContext};
 use crate::sandbox::Sandbox;
 use crate::stats::{StatsSnapshot, VcpuStats};
 use crate::sync::LockExt;
@@ -35,6 +43,12 @@ use crate::virtio::mmio::{MmioTransport, NOTIFY_OFFSET, Slot, WINDOW};
 use crate::virtio::worker::IoThread;
 use crate::virtio::{Interrupt, VirtioDevice};
 use crate::x86::{acpi, bios, layout, mptable};
+pub use lifecycle::State;
+pub use options::{MachineOptions, UnhandledPolicy};
+pub use run::emulate;
+pub use run::inline::{InlineAnswer, InlineVcpu};
+use run::threaded::run_threaded;
+use run::{Shared, VcpuContext};
 
 /// A virtual machine.
 pub struct Machine {

@@ -17,7 +17,7 @@ pub trait ExitHandler: Send + Sync {
     /// Called when the queue goes from empty to non-empty, not for every write.
     fn on_posted(&self);
     /// A device has news for its host side: its output buffer stopped being empty (take it:
-    /// [`crate::machine::SerialHandle::take_output`] for a serial port, named by its first
+    /// [`crate::devices::serial::SerialHandle::take_output`] for a serial port, named by its first
     /// port; a virtio console's or network device's, named by its MMIO base), or a byte
     /// stream (serial port, virtio console) has room again for input it refused (offer the
     /// rest again). Called when the buffer goes from empty to non-empty, and once per

@@ -6,8 +6,10 @@
 //! - [`inline`]: a vCPU driven by its caller's thread, which answers accesses directly;
 //! - [`route`]: where an access goes (a built-in device, a user device, or nowhere), a pure
 //!   function of the bus and the exit;
-//! - [`kvm_run`]: every read of the `kvm_run` union.
+//! - [`kvm_run`]: every read of the `kvm_run` union;
+//! - [`emulate`]: the few instructions a software-assisted KVM leaves unfinished.
 
+pub mod emulate;
 pub(crate) mod inline;
 mod kvm_run;
 mod looper;
@@ -19,12 +21,12 @@ use std::sync::{Arc, Mutex};
 use crate::bus::{Bus, SharedBus};
 use crate::exit::{ExitKind, Outcome};
 use crate::handoff::Handoff;
-use crate::kick::KickRegistry;
-use crate::lifecycle::Lifecycle;
 use crate::memory::GuestRam;
-use crate::options::MachineOptions;
 use crate::stats::VcpuStats;
 use crate::vcpu::Vcpu;
+use crate::vm::kick::KickRegistry;
+use crate::vm::lifecycle::Lifecycle;
+use crate::vm::options::MachineOptions;
 
 /// State shared between a machine's owner and its vCPU loops.
 pub(crate) struct Shared {

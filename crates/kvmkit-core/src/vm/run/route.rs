@@ -5,8 +5,8 @@
 
 use crate::bus::{DeviceAction, Route, Target};
 use crate::exit::{ExitKind, Outcome, SystemEvent, value_of};
-use crate::options::UnhandledPolicy;
 use crate::sync::LockExt;
+use crate::vm::options::UnhandledPolicy;
 
 use super::Step;
 

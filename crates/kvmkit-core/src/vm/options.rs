@@ -30,7 +30,7 @@ pub struct MachineOptions {
     pub memory: MemoryOptions,
     /// Finish in kvmkit the instructions a software-assisted KVM's emulator gives up on,
     /// where kvmkit can (`int3` and `int n`, by injecting the vector past them; `fwait`;
-    /// `xgetbv`; `clac`/`stac`; `clwb`/`clflushopt`; `ldmxcsr`/`stmxcsr`): see [`crate::fallback`].
+    /// `xgetbv`; `clac`/`stac`; `clwb`/`clflushopt`; `ldmxcsr`/`stmxcsr`): see [`crate::vm::run::emulate`].
     /// Harmless on hardware virtualization, where those instructions never exit.
     pub emulation_fallbacks: bool,
     /// Confine each vCPU thread with a seccomp filter (see [`crate::sandbox`]); off by
