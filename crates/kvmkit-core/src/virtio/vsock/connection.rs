@@ -285,28 +285,31 @@ impl Connection {
     }
 
     fn guest_data(&mut self, pkt: &TxPacket<'_>) -> Verdict {
-        let Some(data) = pkt.data else {
-            return Verdict::Keep;
-        };
-        let buffered = self.tx_buf.len() + data.len();
+        let len = pkt.header.len as usize;
+        let buffered = self.tx_buf.len() + len;
         if self.peer_shut_send || buffered > BUF_ALLOC as usize {
             // Data after SHUTDOWN, or past the credit this side gave.
             return Verdict::Reset;
         }
-        self.recv_cnt += data.len() as u32;
+        self.recv_cnt += len as u32;
         let mut written = 0;
-        if self.tx_buf.is_empty() {
-            match send_guest_data(&self.stream, &data) {
-                Ok(n) => written = n,
-                Err(e) if e.would_block() => {}
-                Err(_) => return Verdict::Reset,
+        for data in &pkt.data {
+            let mut sent = 0;
+            if self.tx_buf.is_empty() {
+                match send_guest_data(&self.stream, data) {
+                    Ok(n) => sent = n,
+                    Err(e) if e.would_block() => {}
+                    Err(_) => return Verdict::Reset,
+                }
             }
-        }
-        if written < data.len() {
-            let rest = data.offset(written).unwrap_or(data);
-            let mut copy = vec![0u8; rest.len()];
-            rest.copy_to(&mut copy[..]);
-            self.tx_buf.extend(copy);
+            written += sent;
+            if sent < data.len() {
+                // What the socket did not take waits, and so does everything after it.
+                let rest = data.offset(sent).unwrap_or(*data);
+                let mut copy = vec![0u8; rest.len()];
+                rest.copy_to(&mut copy[..]);
+                self.tx_buf.extend(copy);
+            }
         }
         self.forwarded(written);
         Verdict::Keep
@@ -399,33 +402,42 @@ impl Connection {
 
     fn fill_data(&mut self, rx: &mut RxPacket<'_>) -> (Option<u32>, Verdict) {
         let room = (self.peer_room() as usize).min(rx.capacity());
-        let Some(data) = rx.data().filter(|_| room > 0) else {
+        if room == 0 {
             // An RX buffer without room for payload: try again with the next one.
-            self.owed.rw = room > 0 || self.peer_room() > 0;
+            self.owed.rw = self.peer_room() > 0;
             return (None, Verdict::Keep);
-        };
-        let mut buf = data.subslice(0, room).unwrap_or(data);
-        match (&self.stream).read_volatile(&mut buf) {
-            Ok(0) => {
-                self.host_eof = true;
-                let mut h = self.header(OP_SHUTDOWN);
-                h.flags = SHUTDOWN_SEND;
-                (Some(rx.finish(&h)), self.finished())
-            }
-            Ok(n) => {
-                self.rx_cnt += n as u32;
-                let mut h = self.header(OP_RW);
-                h.len = n as u32;
-                if self.host_hung_up || self.peer_room() == 0 {
-                    // Nobody will say it is readable again (keep reading until end of file),
-                    // or the guest's room ran out (ask for more).
-                    self.on_host_readable();
-                }
-                (Some(rx.finish(&h)), Verdict::Keep)
-            }
-            Err(e) if e.would_block() => (None, Verdict::Keep),
-            Err(_) => (None, Verdict::Reset),
         }
+        let mut read = 0;
+        for mut buf in rx.data(room) {
+            match (&self.stream).read_volatile(&mut buf) {
+                Ok(n) => {
+                    read += n;
+                    if n < buf.len() {
+                        break;
+                    }
+                }
+                // Nothing more now: what was read goes out.
+                Err(e) if e.would_block() && read > 0 => break,
+                Err(e) if e.would_block() => return (None, Verdict::Keep),
+                Err(_) if read > 0 => break,
+                Err(_) => return (None, Verdict::Reset),
+            }
+        }
+        if read == 0 {
+            self.host_eof = true;
+            let mut h = self.header(OP_SHUTDOWN);
+            h.flags = SHUTDOWN_SEND;
+            return (Some(rx.finish(&h)), self.finished());
+        }
+        self.rx_cnt += read as u32;
+        let mut h = self.header(OP_RW);
+        h.len = read as u32;
+        if self.host_hung_up || self.peer_room() == 0 {
+            // Nobody will say it is readable again (keep reading until end of file), or the
+            // guest's room ran out (ask for more).
+            self.on_host_readable();
+        }
+        (Some(rx.finish(&h)), Verdict::Keep)
     }
 }
 

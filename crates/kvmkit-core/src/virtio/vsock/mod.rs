@@ -3,7 +3,7 @@
 //! The guest reaches the host at CID 2. On the host, each connection is a Unix stream socket:
 //! one end of a socket pair for the Node API ([`VsockHost::listen`], [`VsockHost::connect`]),
 //! or Firecracker's Unix sockets when the device is given a path ([`uds`]). The device
-//! ([`device`]) parses packets ([`packet`], through `virtio-vsock`), the muxer ([`muxer`])
+//! ([`device`]) parses packets ([`packet`], laid over descriptors in any way the spec allows), the muxer ([`muxer`])
 //! routes them to connections ([`connection`]: the state machine and credit flow control),
 //! and everything runs on the machine's I/O thread.
 //!

@@ -26,37 +26,17 @@ const TX: usize = 1;
 const EVENT: usize = 2;
 const RX_DATA: u32 = 4096;
 
-fn encode(h: &Header) -> [u8; 44] {
-    let mut b = [0u8; 44];
-    b[0..8].copy_from_slice(&h.src_cid.to_le_bytes());
-    b[8..16].copy_from_slice(&h.dst_cid.to_le_bytes());
-    b[16..20].copy_from_slice(&h.src_port.to_le_bytes());
-    b[20..24].copy_from_slice(&h.dst_port.to_le_bytes());
-    b[24..28].copy_from_slice(&h.len.to_le_bytes());
-    b[28..30].copy_from_slice(&h.type_.to_le_bytes());
-    b[30..32].copy_from_slice(&h.op.to_le_bytes());
-    b[32..36].copy_from_slice(&h.flags.to_le_bytes());
-    b[36..40].copy_from_slice(&h.buf_alloc.to_le_bytes());
-    b[40..44].copy_from_slice(&h.fwd_cnt.to_le_bytes());
-    b
-}
-
-fn decode(b: &[u8]) -> Header {
-    let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
-    let u16_at = |o: usize| u16::from_le_bytes(b[o..o + 2].try_into().unwrap());
-    Header {
-        src_cid: u64::from_le_bytes(b[0..8].try_into().unwrap()),
-        dst_cid: u64::from_le_bytes(b[8..16].try_into().unwrap()),
-        src_port: u32_at(16),
-        dst_port: u32_at(20),
-        len: u32_at(24),
-        type_: u16_at(28),
-        op: u16_at(30),
-        flags: u32_at(32),
-        buf_alloc: u32_at(36),
-        fwd_cnt: u32_at(40),
-    }
-}
+/// How a chain's bytes are cut into descriptors: the lengths of its first buffers, the last
+/// taking the rest. The layouts the spec allows, as Linux and other drivers post them.
+const LAYOUTS: [(&str, &[u32]); 4] = [
+    ("header, then payload", &[44]),
+    ("header and payload in one buffer", &[]),
+    (
+        "the header split, sharing a buffer with payload",
+        &[20, 30, 7],
+    ),
+    ("header, then payload over three buffers", &[44, 3, 5]),
+];
 
 /// A guest packet from guest port `src` to host port `dst`.
 fn guest(op: u16, src: u32, dst: u32) -> Header {
@@ -78,8 +58,8 @@ struct Guest<'m> {
     /// Next free descriptor and next used entry to read, per queue.
     next_desc: [u16; 3],
     next_used: [u16; 3],
-    /// Buffers of posted chains by head index: (header, data).
-    rx_bufs: HashMap<u16, (u64, u64)>,
+    /// Buffers of posted RX chains by head index: (address, length) of each.
+    rx_bufs: HashMap<u16, Vec<(u64, u32)>>,
     next_buf: u64,
     dev: Vsock,
     interrupt: Arc<Interrupt>,
@@ -141,31 +121,58 @@ impl<'m> Guest<'m> {
         head
     }
 
-    /// Posts `n` RX buffers.
-    fn post_rx(&mut self, n: usize) {
+    /// Cuts `len` bytes by `cuts` ([`LAYOUTS`]) into buffers apart from each other.
+    fn pieces(&mut self, len: u32, cuts: &[u32]) -> Vec<(u64, u32)> {
+        let mut left = len;
+        let mut out = Vec::new();
+        for &cut in cuts {
+            if left > cut {
+                out.push((self.buf(cut), cut));
+                left -= cut;
+            }
+        }
+        out.push((self.buf(left), left));
+        out
+    }
+
+    /// Posts `n` RX buffers of a header and [`RX_DATA`] bytes, laid out by `cuts`.
+    fn post_rx_as(&mut self, n: usize, cuts: &[u32]) {
         for _ in 0..n {
-            let (hdr, data) = (self.buf(44), self.buf(RX_DATA));
+            let pieces = self.pieces(44 + RX_DATA, cuts);
             let w = VRING_DESC_F_WRITE as u16;
-            let head = self.chain(RX, &[(hdr, 44, w), (data, RX_DATA, w)]);
-            self.rx_bufs.insert(head, (hdr, data));
+            let descs: Vec<_> = pieces.iter().map(|&(a, l)| (a, l, w)).collect();
+            let head = self.chain(RX, &descs);
+            self.rx_bufs.insert(head, pieces);
         }
         self.dev.process_queue(RX);
     }
 
-    fn send(&mut self, mut h: Header, data: &[u8]) {
+    /// Posts `n` RX buffers: a header, then the payload.
+    fn post_rx(&mut self, n: usize) {
+        self.post_rx_as(n, &[44]);
+    }
+
+    /// Sends a packet laid out by `cuts`.
+    fn send_as(&mut self, mut h: Header, data: &[u8], cuts: &[u32]) {
         h.len = data.len() as u32;
-        let hdr = self.buf(44);
-        self.mem
-            .write_slice(&encode(&h), GuestAddress(hdr))
-            .unwrap();
-        if data.is_empty() {
-            self.chain(TX, &[(hdr, 44, 0)]);
-        } else {
-            let at = self.buf(data.len() as u32);
-            self.mem.write_slice(data, GuestAddress(at)).unwrap();
-            self.chain(TX, &[(hdr, 44, 0), (at, data.len() as u32, 0)]);
+        let bytes = [&h.to_bytes()[..], data].concat();
+        let pieces = self.pieces(bytes.len() as u32, cuts);
+        let mut at = 0;
+        for &(addr, len) in &pieces {
+            let end = at + len as usize;
+            self.mem
+                .write_slice(&bytes[at..end], GuestAddress(addr))
+                .unwrap();
+            at = end;
         }
+        let descs: Vec<_> = pieces.iter().map(|&(a, l)| (a, l, 0)).collect();
+        self.chain(TX, &descs);
         self.dev.process_queue(TX);
+    }
+
+    /// Sends a packet: a header, then the payload if any.
+    fn send(&mut self, h: Header, data: &[u8]) {
+        self.send_as(h, data, &[44]);
     }
 
     /// The used entries of queue `q` not read yet: (head, length).
@@ -188,16 +195,15 @@ impl<'m> Guest<'m> {
         self.used(RX)
             .into_iter()
             .map(|(head, len)| {
-                let (hdr, data) = self.rx_bufs[&head];
-                let mut b = [0u8; 44];
-                self.mem.read_slice(&mut b, GuestAddress(hdr)).unwrap();
-                let h = decode(&b);
+                let mut bytes = Vec::new();
+                for &(addr, n) in &self.rx_bufs[&head] {
+                    let mut piece = vec![0u8; n as usize];
+                    self.mem.read_slice(&mut piece, GuestAddress(addr)).unwrap();
+                    bytes.extend(piece);
+                }
+                let h = Header::from_bytes(bytes[..HEADER_SIZE].try_into().unwrap());
                 assert_eq!(len, 44 + h.len);
-                let mut payload = vec![0u8; h.len as usize];
-                self.mem
-                    .read_slice(&mut payload, GuestAddress(data))
-                    .unwrap();
-                (h, payload)
+                (h, bytes[HEADER_SIZE..len as usize].to_vec())
             })
             .collect()
     }
@@ -303,6 +309,40 @@ fn a_guest_connection_carries_data_both_ways_and_shuts_down() {
 }
 
 #[test]
+fn payloads_cross_every_layout_of_descriptors_both_ways() {
+    for (layout, cuts) in LAYOUTS {
+        let mem = memory();
+        let dev = Vsock::new(CID, None).unwrap();
+        let accepted = listen(&dev.host(), 1234);
+        let mut g = Guest::new(&mem, dev);
+        g.post_rx_as(8, cuts);
+        g.send_as(guest(OP_REQUEST, 5000, 1234), &[], cuts);
+        assert_eq!(g.ops(), [OP_RESPONSE], "{layout}");
+        let mut host = stream(accepted.try_recv().unwrap());
+
+        let out: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+        g.send_as(guest(OP_RW, 5000, 1234), &out, cuts);
+        let mut got = vec![0u8; out.len()];
+        host.read_exact(&mut got).unwrap();
+        assert!(got == out, "{layout}: guest to host");
+        assert!(g.recv().is_empty(), "{layout}: no reset");
+
+        // More than one RX buffer holds: two packets, each spread over the buffer's pieces.
+        let back: Vec<u8> = (0..6000u32).map(|i| (i % 241) as u8).collect();
+        host.write_all(&back).unwrap();
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            g.host_events();
+            for (h, data) in g.recv() {
+                assert_eq!((h.op, h.len as usize), (OP_RW, data.len()), "{layout}");
+                got.extend(data);
+            }
+        }
+        assert!(got == back, "{layout}: host to guest, {} bytes", got.len());
+    }
+}
+
+#[test]
 fn a_hostile_guest_gets_resets_and_nothing_else() {
     let mem = memory();
     let (mut g, host) = connected(&mem);
@@ -326,7 +366,8 @@ fn a_hostile_guest_gets_resets_and_nothing_else() {
     let mut long = guest(OP_RW, 5000, 1234);
     long.len = 10_000;
     let hdr = g.buf(44);
-    mem.write_slice(&encode(&long), GuestAddress(hdr)).unwrap();
+    mem.write_slice(&long.to_bytes(), GuestAddress(hdr))
+        .unwrap();
     let data = g.buf(16);
     g.chain(TX, &[(hdr, 44, 0), (data, 16, 0)]);
     g.chain(TX, &[(hdr, 44, VRING_DESC_F_WRITE as u16)]);
