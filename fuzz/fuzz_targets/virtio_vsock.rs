@@ -9,6 +9,7 @@ use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use kvmkit_core::virtio::vsock::Vsock;
 use kvmkit_core::virtio::{Activation, Interrupt, VirtioDevice};
@@ -268,7 +269,8 @@ fuzz_target!(|data: &[u8]| {
                         connected.lock().expect("not poisoned").push(fd);
                     }
                 };
-                let _ = host.connect(port, Box::new(done));
+                // Never timed out here: the fuzzer's time is not the guest's.
+                let _ = host.connect(port, Duration::from_secs(3600), Box::new(done));
                 dev.process_backend(0);
             }
             6 => {

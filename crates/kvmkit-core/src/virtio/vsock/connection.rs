@@ -13,6 +13,7 @@ use std::net::Shutdown;
 use std::num::Wrapping;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::time::Instant;
 
 use vm_memory::{ReadVolatile, VolatileSlice};
 
@@ -47,8 +48,13 @@ pub enum OnAccept {
 impl OnAccept {
     /// Tells a waiting host that the connection was refused.
     pub fn refuse(self) {
+        self.fail(ErrorKind::ConnectionRefused);
+    }
+
+    /// Tells a waiting host that the connection failed (`kind`).
+    fn fail(self, kind: ErrorKind) {
         if let OnAccept::Node { done, .. } = self {
-            done(Err(ErrorKind::ConnectionRefused.into()));
+            done(Err(kind.into()));
         }
     }
 }
@@ -85,6 +91,8 @@ pub struct Connection {
     guest_cid: u64,
     established: bool,
     on_accept: OnAccept,
+    /// When a host-initiated connection the guest has not answered is given up.
+    deadline: Option<Instant>,
     owed: Owed,
     /// Guest payload the host socket has not taken yet.
     tx_buf: VecDeque<u8>,
@@ -127,6 +135,7 @@ impl Connection {
             guest_cid,
             established: false,
             on_accept: OnAccept::Nothing,
+            deadline: None,
             owed: Owed::default(),
             tx_buf: VecDeque::new(),
             recv_cnt: Wrapping(0),
@@ -154,18 +163,30 @@ impl Connection {
     }
 
     /// A connection the host asks for from `local_port` to guest port `peer_port`: a
-    /// `REQUEST` owed, `on_accept` done when the guest answers.
+    /// `REQUEST` owed, `on_accept` done when the guest answers, given up at `deadline`.
     pub fn from_host(
         stream: UnixStream,
         guest_cid: u64,
-        local_port: u32,
-        peer_port: u32,
+        (local_port, peer_port): (u32, u32),
         on_accept: OnAccept,
+        deadline: Instant,
     ) -> Self {
         let mut c = Connection::new(stream, local_port, peer_port, guest_cid);
         c.owed.request = true;
         c.on_accept = on_accept;
+        c.deadline = Some(deadline);
         c
+    }
+
+    /// When the guest's answer stops being waited for, while it is.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline.filter(|_| !self.established)
+    }
+
+    /// The guest did not answer in time: a waiting host hears so (`TimedOut`); the
+    /// connection is to be reset.
+    pub fn time_out(&mut self) {
+        std::mem::replace(&mut self.on_accept, OnAccept::Nothing).fail(ErrorKind::TimedOut);
     }
 
     /// The host socket.

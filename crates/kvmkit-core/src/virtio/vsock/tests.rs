@@ -6,6 +6,7 @@ use std::net::Shutdown;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::{Arc, mpsc};
+use std::time::Duration;
 
 use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use virtio_queue::desc::RawDescriptor;
@@ -25,6 +26,7 @@ const RX: usize = 0;
 const TX: usize = 1;
 const EVENT: usize = 2;
 const RX_DATA: u32 = 4096;
+const SECOND: Duration = Duration::from_secs(1);
 
 /// How a chain's bytes are cut into descriptors: the lengths of its first buffers, the last
 /// taking the rest. The layouts the spec allows, as Linux and other drivers post them.
@@ -441,7 +443,7 @@ fn the_host_connects_and_the_guest_accepts_or_refuses() {
     g.post_rx(8);
     let (tx, rx) = mpsc::channel();
     let done = tx.clone();
-    host.connect(77, Box::new(move |r| done.send(r).unwrap()))
+    host.connect(77, SECOND, Box::new(move |r| done.send(r).unwrap()))
         .unwrap();
     g.host_events();
     let request = g.recv()[0].0;
@@ -456,13 +458,62 @@ fn the_host_connects_and_the_guest_accepts_or_refuses() {
     g.host_events();
     assert_eq!(g.recv()[0].1, b"ping");
 
-    host.connect(78, Box::new(move |r| tx.send(r).unwrap()))
+    host.connect(78, SECOND, Box::new(move |r| tx.send(r).unwrap()))
         .unwrap();
     g.host_events();
     let request = g.recv()[0].0;
     g.send(guest(OP_RST, 78, request.src_port), &[]);
     let refused = rx.try_recv().unwrap().unwrap_err();
     assert_eq!(refused.kind(), ErrorKind::ConnectionRefused);
+}
+
+#[test]
+fn a_host_connection_the_guest_leaves_unanswered_times_out_and_is_reset() {
+    let mem = memory();
+    let dev = Vsock::new(CID, None).unwrap();
+    let host = dev.host();
+    let mut g = Guest::new(&mem, dev);
+    g.post_rx(8);
+    let (tx, rx) = mpsc::channel();
+    let done = tx.clone();
+    host.connect(
+        80,
+        Duration::from_millis(30),
+        Box::new(move |r| done.send(r).unwrap()),
+    )
+    .unwrap();
+    host.connect(
+        81,
+        Duration::from_secs(60),
+        Box::new(move |r| tx.send(r).unwrap()),
+    )
+    .unwrap();
+    g.host_events();
+    let requests = g.recv();
+    assert_eq!(requests.len(), 2);
+    let request = requests[0].0;
+    assert_eq!((request.op, request.dst_port), (OP_REQUEST, 80));
+    // The guest says nothing: once the deadline passes, the timer wakes the muxer.
+    std::thread::sleep(Duration::from_millis(60));
+    g.host_events();
+    let timed_out = rx.try_recv().unwrap().unwrap_err();
+    assert_eq!(timed_out.kind(), ErrorKind::TimedOut);
+    assert!(rx.try_recv().is_err(), "the other connection still waits");
+    let reset = g.recv();
+    assert_eq!(reset.len(), 1);
+    let h = reset[0].0;
+    assert_eq!(
+        (h.op, h.src_port, h.dst_port),
+        (OP_RST, request.src_port, 80),
+        "the guest hears the request is withdrawn"
+    );
+    // An answer too late finds no connection.
+    g.send(guest(OP_RESPONSE, 80, request.src_port), &[]);
+    assert_eq!(g.ops(), [OP_RST]);
+    // The other one is accepted in time.
+    let other = requests[1].0;
+    g.send(guest(OP_RESPONSE, 81, other.src_port), &[]);
+    assert!(rx.try_recv().unwrap().is_ok());
 }
 
 #[test]
@@ -528,7 +579,7 @@ fn closing_the_host_side_resets_the_transport() {
     assert_eq!((&host_end).read(&mut [0u8; 4]).unwrap(), 0);
     let e = host.listen(1, Arc::new(|_| {})).unwrap_err();
     assert_eq!(e.code(), "INVALID_STATE");
-    assert!(host.connect(1, Box::new(|_| {})).is_err());
+    assert!(host.connect(1, SECOND, Box::new(|_| {})).is_err());
 }
 
 #[test]
@@ -551,7 +602,7 @@ fn a_driver_reset_refuses_waiting_host_connections() {
     let host = dev.host();
     let mut g = Guest::new(&mem, dev);
     let (tx, rx) = mpsc::channel();
-    host.connect(7, Box::new(move |r| tx.send(r).unwrap()))
+    host.connect(7, SECOND, Box::new(move |r| tx.send(r).unwrap()))
         .unwrap();
     g.host_events();
     g.dev.reset();
@@ -578,7 +629,7 @@ fn a_dropped_device_refuses_what_was_asked_of_it() {
     let dev = Vsock::new(CID, None).unwrap();
     let host = dev.host();
     let (tx, rx) = mpsc::channel();
-    host.connect(7, Box::new(move |r| tx.send(r).unwrap()))
+    host.connect(7, SECOND, Box::new(move |r| tx.send(r).unwrap()))
         .unwrap();
     drop(dev);
     assert_eq!(
@@ -586,7 +637,9 @@ fn a_dropped_device_refuses_what_was_asked_of_it() {
         ErrorKind::ConnectionRefused
     );
     assert_eq!(
-        host.connect(7, Box::new(|_| {})).unwrap_err().code(),
+        host.connect(7, SECOND, Box::new(|_| {}))
+            .unwrap_err()
+            .code(),
         "INVALID_STATE"
     );
 }
