@@ -453,9 +453,11 @@ impl Connection {
         self.rx_cnt += read as u32;
         let mut h = self.header(OP_RW);
         h.len = read as u32;
-        if self.host_hung_up || self.peer_room() == 0 {
-            // Nobody will say it is readable again (keep reading until end of file), or the
-            // guest's room ran out (ask for more).
+        if self.host_hung_up || self.peer_room() == 0 || read == room {
+            // Nobody will say it is readable again (keep reading until end of file), the
+            // guest's room ran out (ask for more), or the buffer is full and the socket may
+            // hold more: the next RX buffer is tried at once, not after another trip through
+            // epoll and an interrupt per buffer (Linux posts 4 KiB ones).
             self.on_host_readable();
         }
         (Some(rx.finish(&h)), Verdict::Keep)

@@ -383,6 +383,24 @@ fn a_hostile_guest_gets_resets_and_nothing_else() {
 }
 
 #[test]
+fn host_data_fills_every_rx_buffer_it_needs_at_once() {
+    let mem = memory();
+    let (mut g, mut host) = connected(&mem);
+    let data = vec![9u8; 3 * RX_DATA as usize + 100];
+    host.write_all(&data).unwrap();
+    g.host_events();
+    let got = g.recv();
+    let lens: Vec<usize> = got.iter().map(|(_, d)| d.len()).collect();
+    assert_eq!(
+        lens,
+        [RX_DATA as usize, RX_DATA as usize, RX_DATA as usize, 100]
+    );
+    // The socket is empty now: the next buffer went back to the ring, nothing else came.
+    g.host_events();
+    assert!(g.recv().is_empty());
+}
+
+#[test]
 fn host_data_waits_for_the_guests_credit() {
     let mem = memory();
     let dev = Vsock::new(CID, None).unwrap();
