@@ -376,11 +376,18 @@ export function formatVirtioTable(report: VirtioReport): string {
     (r) => r.unavailable ?? r.vsockUnavailable,
   );
   const notes = [
-    'What limits them: the guest moves disk data in 1 MiB requests (4 KiB for the latency), each',
-    'a notification and an interrupt; vsock data in packets of at most 64 KiB, each a notification',
-    'and an interrupt. kvmkit serves both on its I/O thread in userspace, its vsock host side a',
-    'Unix socket (Firecracker convention); QEMU serves the disk in userspace and vsock in the',
-    'kernel (vhost-vsock, host side AF_VSOCK). Round trips add the host program and both kernels.',
+    'What limits them:',
+    '- seq-read, seq-write: per 1 MiB request a notification, the backend moving it from or to the',
+    "  page cache (kvmkit's I/O thread, QEMU's main loop) and an interrupt; the guest's block layer.",
+    '- read-4k-qd1: one request at a time, so the whole trip: submit, notify, wake the VMM, read,',
+    '  interrupt, complete.',
+    '- vsock-g2h, vsock-h2g: copies (the guest kernel into its queue buffers; kvmkit between guest RAM',
+    "  and a Unix socket, QEMU's vhost-vsock in the host kernel to AF_VSOCK; the host program), credit",
+    '  updates, and 4 KiB RX buffers in a Linux guest (host to guest: a packet per 4 KiB).',
+    '- vsock-rtt: two packets a round, each a notification or an interrupt, and the hand-offs between',
+    "  the guest's vCPU, the VMM's thread (kvmkit's I/O thread, QEMU's vhost worker) and the host",
+    '  program: with fewer CPUs than those, they take turns.',
   ];
+
   return `${[...block, '', ...vsock, '', ...notes].join('\n')}\n`;
 }

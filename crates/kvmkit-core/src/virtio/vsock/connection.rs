@@ -163,18 +163,19 @@ impl Connection {
     }
 
     /// A connection the host asks for from `local_port` to guest port `peer_port`: a
-    /// `REQUEST` owed, `on_accept` done when the guest answers, given up at `deadline`.
+    /// `REQUEST` owed, `on_accept` done when the guest answers, given up at `deadline` if
+    /// there is one.
     pub fn from_host(
         stream: UnixStream,
         guest_cid: u64,
         (local_port, peer_port): (u32, u32),
         on_accept: OnAccept,
-        deadline: Instant,
+        deadline: Option<Instant>,
     ) -> Self {
         let mut c = Connection::new(stream, local_port, peer_port, guest_cid);
         c.owed.request = true;
         c.on_accept = on_accept;
-        c.deadline = Some(deadline);
+        c.deadline = deadline;
         c
     }
 

@@ -262,7 +262,8 @@ impl Muxer {
             key.local = key.local.wrapping_add(1).max(FIRST_LOCAL_PORT);
         }
         self.next_local_port = key.local.wrapping_add(1).max(FIRST_LOCAL_PORT);
-        let deadline = Instant::now() + timeout;
+        // A timeout too long to be a moment is none.
+        let deadline = Instant::now().checked_add(timeout);
         let conn = Connection::from_host(stream, self.cid, (key.local, port), on_accept, deadline);
         self.add(key, conn);
         self.arm_timer();

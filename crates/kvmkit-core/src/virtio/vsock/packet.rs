@@ -211,6 +211,25 @@ fn split_at<'a>(slices: Slices<'a>, mut at: usize) -> (Slices<'a>, Slices<'a>) {
     (head, tail)
 }
 
+/// The buffers of `chain` (as [`slices`] checks them) cut after the header: (the header's,
+/// the rest, how many bytes the chain holds).
+fn header_first<'a>(
+    mem: &'a Memory,
+    chain: &mut Chain<'_>,
+    write: bool,
+) -> Result<(Slices<'a>, Slices<'a>, usize), ParseError> {
+    let all = slices(mem, chain, write)?;
+    let have = total(&all);
+    if have < HEADER_SIZE {
+        return Err(ParseError::TooShort {
+            have,
+            need: HEADER_SIZE,
+        });
+    }
+    let (header, rest) = split_at(all, HEADER_SIZE);
+    Ok((header, rest, have))
+}
+
 /// A packet the guest sent: its header, and its payload where the guest put it.
 pub struct TxPacket<'a> {
     /// The header, read once (a guest rewriting it meanwhile changes nothing).
@@ -235,15 +254,7 @@ impl std::fmt::Debug for TxPacket<'_> {
 /// A buffer is device-writable or outside RAM, the chain is shorter than a header and the
 /// payload it announces, or that payload is longer than [`MAX_PKT_DATA`].
 pub fn read_tx<'a>(mem: &'a Memory, chain: &mut Chain<'_>) -> Result<TxPacket<'a>, ParseError> {
-    let all = slices(mem, chain, false)?;
-    let have = total(&all);
-    if have < HEADER_SIZE {
-        return Err(ParseError::TooShort {
-            have,
-            need: HEADER_SIZE,
-        });
-    }
-    let (head, rest) = split_at(all, HEADER_SIZE);
+    let (head, rest, have) = header_first(mem, chain, false)?;
     let mut bytes = [0u8; HEADER_SIZE];
     let mut at = 0;
     for s in &head {
@@ -282,15 +293,7 @@ impl<'a> RxPacket<'a> {
     ///
     /// A buffer is device-readable or outside RAM, or the chain cannot hold a header.
     pub fn new(mem: &'a Memory, chain: &mut Chain<'_>) -> Result<Self, ParseError> {
-        let all = slices(mem, chain, true)?;
-        let have = total(&all);
-        if have < HEADER_SIZE {
-            return Err(ParseError::TooShort {
-                have,
-                need: HEADER_SIZE,
-            });
-        }
-        let (header, rest) = split_at(all, HEADER_SIZE);
+        let (header, rest, _) = header_first(mem, chain, true)?;
         let (data, _) = split_at(rest, MAX_PKT_DATA as usize);
         Ok(RxPacket { header, data })
     }

@@ -241,6 +241,15 @@ fn stream(fd: OwnedFd) -> UnixStream {
     s
 }
 
+/// A guest with RX buffers posted, and the host's handle on its device.
+fn with_host(mem: &Memory) -> (Guest<'_>, VsockHost) {
+    let dev = Vsock::new(CID, None).unwrap();
+    let host = dev.host();
+    let mut g = Guest::new(mem, dev);
+    g.post_rx(8);
+    (g, host)
+}
+
 /// A guest connected from port 5000 to a host listener on port 1234.
 fn connected(mem: &Memory) -> (Guest<'_>, UnixStream) {
     let dev = Vsock::new(CID, None).unwrap();
@@ -455,10 +464,7 @@ fn a_guest_sending_past_its_credit_is_reset() {
 #[test]
 fn the_host_connects_and_the_guest_accepts_or_refuses() {
     let mem = memory();
-    let dev = Vsock::new(CID, None).unwrap();
-    let host = dev.host();
-    let mut g = Guest::new(&mem, dev);
-    g.post_rx(8);
+    let (mut g, host) = with_host(&mem);
     let (tx, rx) = mpsc::channel();
     let done = tx.clone();
     host.connect(77, SECOND, Box::new(move |r| done.send(r).unwrap()))
@@ -488,10 +494,7 @@ fn the_host_connects_and_the_guest_accepts_or_refuses() {
 #[test]
 fn a_host_connection_the_guest_leaves_unanswered_times_out_and_is_reset() {
     let mem = memory();
-    let dev = Vsock::new(CID, None).unwrap();
-    let host = dev.host();
-    let mut g = Guest::new(&mem, dev);
-    g.post_rx(8);
+    let (mut g, host) = with_host(&mem);
     let (tx, rx) = mpsc::channel();
     let done = tx.clone();
     host.connect(
@@ -532,6 +535,10 @@ fn a_host_connection_the_guest_leaves_unanswered_times_out_and_is_reset() {
     let other = requests[1].0;
     g.send(guest(OP_RESPONSE, 81, other.src_port), &[]);
     assert!(rx.try_recv().unwrap().is_ok());
+    // A timeout past any clock's end is no timeout (and no overflow).
+    host.connect(82, Duration::MAX, Box::new(|_| {})).unwrap();
+    g.host_events();
+    assert_eq!(g.ops(), [OP_REQUEST]);
 }
 
 #[test]
