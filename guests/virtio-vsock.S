@@ -8,8 +8,10 @@
 # Then it takes a connection from the host to its port 5000, echoes what comes, and when the
 # host is done sending shuts down too. Then the hostile part: data for a connection that does not exist and an unknown operation
 # (each answered with a reset), and a header whose length its buffer does not hold (returned
-# unread, the device not broken). Exits with 0x55 when all went as expected, else with the
-# number of the check that failed.
+# unread, the device not broken). Last, it connects to host port 1235, whose listener then
+# connects to the guest's port 6000: the guest never answers that request and waits for the
+# host to give up on it (a reset for it); if nothing listens on 1235, it skips this part. Exits with 0x55 when all went as expected, else
+# with the number of the check that failed.
 
     .include "virtio.inc"
 
@@ -27,6 +29,8 @@
     .set HOST_PORT, 1234
     .set MY_PORT, 1000
     .set LISTEN_PORT, 5000
+    .set ASK_PORT, 1235             # the host connects to IGNORED_PORT when this is connected to
+    .set IGNORED_PORT, 6000
 
     .set OP_REQUEST, 1
     .set OP_RESPONSE, 2
@@ -236,6 +240,37 @@ _start:
     testl   $VIO_S_NEEDS_RESET, VIO_STATUS(%rdi)
     check z, 8
 
+    # A request from the host that is never answered: the host times out and resets it.
+    movl    $ASK_PORT, peer(%rip)
+    movl    $0, received(%rip)
+    mov     $OP_REQUEST, %eax
+    mov     $MY_PORT + 1, %ebx
+    xor     %r13d, %r13d
+    call    send
+    call    recv
+    movzwl  H_OP(%rbx), %eax
+    call    repost
+    cmp     $OP_RST, %eax           # nobody listens on 1235 (the host test through <uds>)
+    je      unanswered_done
+    cmp     $OP_RESPONSE, %eax
+    check e, 13
+    call    recv_long
+    cmpw    $OP_REQUEST, H_OP(%rbx)
+    check e, 14
+    cmpl    $IGNORED_PORT, H_DST_PORT(%rbx)
+    check e, 14
+    mov     H_SRC_PORT(%rbx), %eax
+    mov     %eax, ignored(%rip)
+    call    repost
+    call    recv_long
+    cmpw    $OP_RST, H_OP(%rbx)
+    check e, 15
+    cmpl    $IGNORED_PORT, H_DST_PORT(%rbx)
+    check e, 15
+    mov     ignored(%rip), %eax
+    cmp     %eax, H_SRC_PORT(%rbx)
+    check e, 15
+unanswered_done:
     mov     $0x55, %al
     outb    %al, $0xf4
     hlt
@@ -289,7 +324,11 @@ send:
     ret
 
 # Waits (bounded) for the next RX packet: RBX its header, RBP its data, `rx_id` its chain.
+# recv_long waits 200 times longer, for what the host sends only after a timeout of its own.
 # Clobbers RAX, RCX.
+recv_long:
+    mov     $400000000, %ecx
+    jmp     1f
 recv:
     mov     $2000000, %ecx
 1:  movzwl  RXQ + 0x202, %eax
@@ -340,5 +379,6 @@ sent:       .long 0
 received:   .long 0
 flags:      .long 0
 rx_id:      .long 0
+ignored:    .long 0
 peer:       .long HOST_PORT
 rx_seen:    .word 0

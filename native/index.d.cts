@@ -271,8 +271,11 @@ export declare class NativeVsock {
   listen(port: number, onConnection: (arg: number) => void): void
   /** Stops listening on `port`; returns whether it was listened on. */
   unlisten(port: number): boolean
-  /** Connects to guest port `port`; `done` hears how it went. */
-  connect(port: number, done: (arg: NativeVsockConnected) => void): void
+  /**
+   * Connects to guest port `port`, waiting at most `timeout_ms` for the guest to answer;
+   * `done` hears how it went.
+   */
+  connect(port: number, timeoutMs: number, done: (arg: NativeVsockConnected) => void): void
   /** Stops every listener and resets every connection; later calls fail. */
   close(): void
 }
@@ -687,6 +690,8 @@ export interface NativeVsockConnected {
   fd?: number
   /** Why not, otherwise. */
   error?: string
+  /** Whether it failed because the guest did not answer in time. */
+  timedOut: boolean
 }
 
 /** Non-maskable interrupt state. */

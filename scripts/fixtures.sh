@@ -6,6 +6,8 @@
 #              kvmkit.test=virtio (or kvmkit.bench=virtio) on the command line it loads
 #              Debian's virtio modules and runs the guest side of test/hw/virtio.test.ts (or
 #              of kvmkit bench virtio): test/hw/virtio-guest.sh
+#   vsock-bench  the vsock benchmark's program (test/hw/vsock-bench.c), static: the guest side
+#              in the initramfs, the host side here, one program for kvmkit and QEMU alike
 #   debs/      the two Debian packages they come from (scripts/hwvm.sh builds its L1 from them)
 # Needs apt-get, dpkg-deb, xz, cpio and binutils; on a fresh machine, run as root so it can install
 # what is missing.
@@ -18,7 +20,8 @@ out=$repo/fixtures/cache
 mkdir -p "$out"
 if [ -s "$out/vmlinux" ] && [ -s "$out/vmlinuz" ] && [ -s "$out/initramfs" ] &&
   [ "$out/initramfs" -nt "$0" ] && [ "$out/initramfs" -nt test/hw/virtio-guest.sh ] &&
-  [ "$out/initramfs" -nt test/hw/vsock-cat.S ] &&
+  [ "$out/initramfs" -nt test/hw/vsock-cat.S ] && [ "$out/initramfs" -nt test/hw/vsock-bench.c ] &&
+  [ -x "$out/vsock-bench" ] &&
   ls "$out"/debs/linux-image-*.deb >/dev/null 2>&1; then
   echo "fixtures: cached in $out"
   exit 0
@@ -28,6 +31,9 @@ need=()
 command -v xz >/dev/null || need+=(xz-utils)
 command -v cpio >/dev/null || need+=(cpio)
 command -v strings >/dev/null && command -v as >/dev/null || need+=(binutils)
+command -v gcc >/dev/null || need+=(gcc)
+[ -e /usr/include/linux/vm_sockets.h ] || need+=(linux-libc-dev)
+[ -e /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)
 if ((${#need[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
@@ -63,6 +69,7 @@ cp "$repo/test/hw/virtio-guest.sh" root/virtio-guest.sh
 # busybox has no AF_VSOCK client: the test's own, a static program with no libc.
 as --fatal-warnings --64 -o vsock-cat.o "$repo/test/hw/vsock-cat.S"
 ld -static -o root/bin/vsock-cat vsock-cat.o
+gcc -O2 -Wall -Wextra -Werror -static -o root/bin/vsock-bench "$repo/test/hw/vsock-bench.c"
 cat > root/init <<'INIT'
 #!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
@@ -77,5 +84,6 @@ chmod +x root/init
 
 cp "$vmlinuz" "$out/vmlinuz"
 cp vmlinux "$out/vmlinux"
+cp root/bin/vsock-bench "$out/vsock-bench"
 cp initramfs "$out/initramfs"
 echo "fixtures: $(basename "$vmlinuz") and its vmlinux, and a busybox initramfs, in $out"

@@ -146,7 +146,7 @@ const COMMANDS: Record<string, CommandSpec> = {
   },
   'bench virtio': {
     name: 'bench virtio',
-    summary: 'Measure virtio-blk throughput and latency from a Linux guest, kvmkit against QEMU.',
+    summary: 'Measure virtio-blk and virtio-vsock throughput and latency from a Linux guest, kvmkit against QEMU.',
     positionals: ['[KERNEL]'],
     options: {
       kernel: KERNEL,
@@ -158,12 +158,15 @@ const COMMANDS: Record<string, CommandSpec> = {
       memory: LINUX_OPTIONS.memory,
       disk: { type: 'string', value: 'SIZE', help: 'the disk, read and written whole each run (default 128M)' },
       reads: { type: 'string', value: 'N', help: '4 KiB reads in the latency test (default 4096)' },
+      'vsock-size': { type: 'string', value: 'SIZE', help: 'moved each way over vsock (default 64M)' },
+      'vsock-rounds': { type: 'string', value: 'N', help: 'round trips of 64 bytes over vsock (default 2000)' },
       runs: { type: 'string', value: 'N', help: 'runs of each, alternating (default 3)' },
       timeout: { type: 'string', value: 'SECONDS', help: 'the longest a run may take (default 600)' },
       'no-qemu': { type: 'boolean', help: 'run kvmkit only' },
       json: { type: 'string', value: 'FILE', help: 'also write the results as JSON' },
     },
-    notes: 'Both VMMs serve the same raw disk file from the page cache; the guest reads and writes it O_DIRECT.',
+    notes:
+      'Both VMMs serve the same raw disk file from the page cache; the guest reads and writes it O_DIRECT.\nvsock: QEMU through vhost-vsock (needs /dev/vhost-vsock), kvmkit through its Unix socket; one\nprogram (vsock-bench, built by npm run fixtures beside the initramfs) times both from the host.',
   },
   info: {
     name: 'info',
@@ -347,12 +350,18 @@ async function benchVirtioCommand(parsed: ParsedCommand): Promise<number> {
   if (disk % MIB !== 0) {
     throw new ConfigError('--disk', 'the guest moves whole MiB: give a multiple of 1M');
   }
+  const vsockSize = sizeFlag(v['vsock-size'], '--vsock-size', 64 * MIB);
+  if (vsockSize % MIB !== 0) {
+    throw new ConfigError('--vsock-size', 'the benchmark moves whole MiB: give a multiple of 1M');
+  }
   const report = await benchVirtio({
     kernel: kernelOf('bench virtio', parsed),
     initrd,
     memoryMib: sizeFlag(v.memory, '--memory', 512 * MIB) / MIB,
     diskMib: disk / MIB,
     latencyReads: countFlag(v.reads, '--reads', 4096),
+    vsockMib: vsockSize / MIB,
+    vsockRounds: countFlag(v['vsock-rounds'], '--vsock-rounds', 2000),
     runs: countFlag(v.runs, '--runs', 3),
     timeoutSeconds: countFlag(v.timeout, '--timeout', 600),
     skipQemu: v['no-qemu'] === true,

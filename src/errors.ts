@@ -33,6 +33,7 @@ export type ErrorCode =
   | 'INTERNAL_PANIC'
   | 'PORT_IN_USE'
   | 'CONNECTION_REFUSED'
+  | 'CONNECTION_TIMED_OUT'
   | MachineErrorCode;
 
 /** Codes of the errors that end a run ({@link MachineError}). */

@@ -106,4 +106,4 @@ export {
   type SwitchNetOptions,
   type TapNetOptions,
 } from './virtio/net.js';
-export { Vsock, type VsockListener, type VsockOptions } from './virtio/vsock.js';
+export { Vsock, type VsockConnectOptions, type VsockListener, type VsockOptions } from './virtio/vsock.js';

@@ -69,10 +69,21 @@ describeKvm('virtio-vsock', () => {
         answer = vsock.connect(5000).then(ping);
       }),
     );
+    // Last, the guest connects to 1235: the host then connects to its port 6000, which it
+    // never answers (it checks that the request is reset once the host gives up).
+    let unanswered: Promise<unknown> | undefined;
+    vsock.listen(1235, () => {
+      unanswered = vsock.connect(6000, { timeoutMs: 200 }).catch((error: unknown) => error);
+    });
     const outcome = await vm.run();
     expect(outcome).toEqual({ reason: 'device-request', device: 'debug-exit', status: 0x55 });
     expect(seen.join('')).toBe('hello, vsock');
     expect(await answer).toBe('ping');
+    const timedOut = await unanswered;
+    expect(timedOut).toMatchObject({ code: 'CONNECTION_TIMED_OUT' });
+    expect(String(timedOut)).toMatch(
+      /vsock port 6000 of guest CID 3: no answer in 200 ms; is anything listening on port 6000 in the guest/,
+    );
     expect(Buffer.from(console.take()).toString()).toBe('HELLO, VSOCK');
     listener.close();
     listener.close();
@@ -131,5 +142,8 @@ describeKvm('virtio-vsock', () => {
     const vm = track(machineWith('virtio-vsock', { memory: '4M', irqchip: true }));
     const vsock = vm.addVsock({ cid: 3 });
     await expect(vsock.connect(5000)).rejects.toMatchObject({ code: 'CONNECTION_REFUSED' });
+    expect(() => vsock.connect(5000, { timeoutMs: 0 })).toThrow(
+      expect.objectContaining({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(/options\.timeoutMs/) }),
+    );
   });
 });

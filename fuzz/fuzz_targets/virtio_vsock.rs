@@ -1,5 +1,6 @@
 //! The vsock device under any sequence of guest packets (headers, lengths, operations and
-//! descriptor shapes of its choosing, buffers outside RAM included), RX buffers, driver
+//! descriptor layouts of its choosing: header and payload in one buffer or apart, the header
+//! split, the payload over several buffers, buffers outside RAM included), RX buffers, driver
 //! resets and host activity (data, hang-ups, connections, close): nothing panics or hangs,
 //! and every chain the guest posts on TX comes back.
 #![no_main]
@@ -8,6 +9,7 @@ use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use kvmkit_core::virtio::vsock::Vsock;
 use kvmkit_core::virtio::{Activation, Interrupt, VirtioDevice};
@@ -158,12 +160,35 @@ fuzz_target!(|data: &[u8]| {
                 let _ = mem.write_slice(&h, GuestAddress(hdr));
                 let write = if shape & 0x10 != 0 { WRITE } else { 0 };
                 let data_len = u32::from(input.u16());
-                match shape & 3 {
-                    0 => rings[1].post(&mem, &[(hdr, 44, write)]),
-                    1 => rings[1].post(&mem, &[(hdr, 44 + data_len, write)]),
-                    _ => {
+                // With 0x08, the same layouts cut further: the header split where the input
+                // says (sharing its second buffer with the payload, if any), or the payload
+                // over two buffers.
+                let cut = if shape & 0x08 != 0 {
+                    Some(u32::from(input.u8()))
+                } else {
+                    None
+                };
+                match (shape & 3, cut) {
+                    (0, None) => rings[1].post(&mem, &[(hdr, 44, write)]),
+                    (0, Some(c)) => {
+                        let c = c % 44;
+                        rings[1].post(&mem, &[(hdr, c, 0), (hdr + u64::from(c), 44 - c, write)]);
+                    }
+                    (1, None) => rings[1].post(&mem, &[(hdr, 44 + data_len, write)]),
+                    (1, Some(c)) => {
+                        let c = c % 44;
+                        let rest = (hdr + u64::from(c), 44 + data_len - c, write);
+                        rings[1].post(&mem, &[(hdr, c, 0), rest]);
+                    }
+                    (_, None) => {
                         let data = input.addr();
                         rings[1].post(&mem, &[(hdr, 44, 0), (data, data_len, write)]);
+                    }
+                    (_, Some(c)) => {
+                        let data = input.addr();
+                        let c = c.min(data_len);
+                        let rest = (data + u64::from(c), data_len - c, write);
+                        rings[1].post(&mem, &[(hdr, 44, 0), (data, c, 0), rest]);
                     }
                 }
                 let before = rings[1].posted;
@@ -179,10 +204,26 @@ fuzz_target!(|data: &[u8]| {
                 let (hdr_len, data_len, flags) =
                     (u32::from(input.u8()), u32::from(input.u16()), input.u8());
                 let w = if flags & 1 != 0 { 0 } else { WRITE };
-                if flags & 2 != 0 {
-                    rings[0].post(&mem, &[(hdr, hdr_len + data_len, w)]);
+                // With 4, cut further where the input says: the one buffer in two, or the
+                // data buffer in two.
+                let cut = if flags & 4 != 0 {
+                    Some(u32::from(input.u8()))
                 } else {
-                    rings[0].post(&mem, &[(hdr, hdr_len, w), (data, data_len, w)]);
+                    None
+                };
+                match (flags & 2 != 0, cut) {
+                    (true, None) => rings[0].post(&mem, &[(hdr, hdr_len + data_len, w)]),
+                    (true, Some(c)) => {
+                        let c = c.min(hdr_len + data_len);
+                        let rest = (hdr + u64::from(c), hdr_len + data_len - c, w);
+                        rings[0].post(&mem, &[(hdr, c, w), rest]);
+                    }
+                    (false, None) => rings[0].post(&mem, &[(hdr, hdr_len, w), (data, data_len, w)]),
+                    (false, Some(c)) => {
+                        let c = c.min(data_len);
+                        let rest = (data + u64::from(c), data_len - c, w);
+                        rings[0].post(&mem, &[(hdr, hdr_len, w), (data, c, w), rest]);
+                    }
                 }
                 dev.process_queue(0);
             }
@@ -228,7 +269,8 @@ fuzz_target!(|data: &[u8]| {
                         connected.lock().expect("not poisoned").push(fd);
                     }
                 };
-                let _ = host.connect(port, Box::new(done));
+                // Never timed out here: the fuzzer's time is not the guest's.
+                let _ = host.connect(port, Duration::from_secs(3600), Box::new(done));
                 dev.process_backend(0);
             }
             6 => {

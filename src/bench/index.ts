@@ -25,6 +25,7 @@ export {
   type UnavailablePath,
 } from './run.js';
 export {
+  BLOCK_TESTS,
   benchVirtio,
   formatVirtioTable,
   parseVirtioResults,
@@ -34,4 +35,5 @@ export {
   type VirtioRunTimes,
   type VirtioTest,
   type VirtioTimes,
+  VSOCK_TESTS,
 } from './virtio.js';

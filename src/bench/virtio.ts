@@ -1,15 +1,19 @@
 /**
- * `kvmkit bench virtio`: virtio-blk throughput and latency seen from a Linux guest, kvmkit
- * against QEMU's virtio-mmio devices on the same disk file, in the same session, alternating.
- * The guest is kvmkit's test initramfs: with `kvmkit.bench=virtio` on its command line it
- * times `dd` on `/dev/vda` (sequential 1 MiB reads and writes, then 4 KiB reads one at a
- * time, all `O_DIRECT`) and prints one `kvmkit-bench` line per test.
+ * `kvmkit bench virtio`: virtio-blk and virtio-vsock throughput and latency seen from a Linux
+ * guest, kvmkit against QEMU's virtio-mmio devices (the same disk file; QEMU's vsock is
+ * vhost-vsock), in the same session, alternating. The guest is kvmkit's test initramfs: with
+ * `kvmkit.bench=virtio` on its command line it times `dd` on `/dev/vda` (sequential 1 MiB
+ * reads and writes, then 4 KiB reads one at a time, all `O_DIRECT`) and prints one
+ * `kvmkit-bench` line per test; with `kvmkit.bench.vsock=PORT` it then serves the vsock tests
+ * (`vsock-bench serve`, test/hw/vsock-bench.c), which the same program times from the host
+ * (`vsock-bench run`): through kvmkit's Firecracker-style Unix socket, or through `AF_VSOCK`
+ * for QEMU's vhost-vsock.
  * @module
  */
 import { spawn } from 'node:child_process';
-import { rmSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, existsSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { createLinuxMachine, DEFAULT_CMDLINE, withHostWorkarounds } from '../linux.js';
 import { findQemu } from './anchors.js';
 import { qemuMicrovmArgs } from './boot.js';
@@ -27,6 +31,15 @@ export interface VirtioBenchOptions {
   readonly diskMib?: number;
   /** 4 KiB reads in the latency test (default 4096). */
   readonly latencyReads?: number;
+  /** MiB moved each way over vsock (default 64). */
+  readonly vsockMib?: number;
+  /** Round trips of 64 bytes over vsock (default 2000). */
+  readonly vsockRounds?: number;
+  /**
+   * The vsock benchmark's program, built static by `npm run fixtures` (default: `vsock-bench`
+   * beside the initramfs). Without it, the vsock tests are left out.
+   */
+  readonly vsockTool?: string;
   /** Runs of each VMM, alternating (default 3). */
   readonly runs?: number;
   /** The longest a run may take (default 600 s). */
@@ -37,8 +50,12 @@ export interface VirtioBenchOptions {
   readonly progress?: (done: number, total: number, label: string) => void;
 }
 
-/** The tests, as the guest names them. */
-export const VIRTIO_TESTS = ['seq-read', 'seq-write', 'read-4k-qd1'] as const;
+/** The disk tests, as the guest names them. */
+export const BLOCK_TESTS = ['seq-read', 'seq-write', 'read-4k-qd1'] as const;
+/** The vsock tests, as `vsock-bench` names them: guest to host, host to guest, round trips. */
+export const VSOCK_TESTS = ['vsock-g2h', 'vsock-h2g', 'vsock-rtt'] as const;
+/** Every test. */
+export const VIRTIO_TESTS = [...BLOCK_TESTS, ...VSOCK_TESTS] as const;
 /** A test's name. */
 export type VirtioTest = (typeof VIRTIO_TESTS)[number];
 
@@ -55,6 +72,8 @@ export interface VirtioTimes {
   readonly median: Partial<Record<VirtioTest, number>>;
   /** Why there are no figures, when there are none. */
   readonly unavailable?: string;
+  /** Why there are no vsock figures, when there are none but disk figures. */
+  readonly vsockUnavailable?: string;
 }
 
 /** The benchmark's result. */
@@ -63,86 +82,190 @@ export interface VirtioReport {
   readonly diskMib: number;
   /** 4 KiB reads in the latency test. */
   readonly latencyReads: number;
+  /** MiB moved each way over vsock. */
+  readonly vsockMib: number;
+  /** Round trips over vsock. */
+  readonly vsockRounds: number;
   /** kvmkit's runs, then QEMU's. */
   readonly results: readonly VirtioTimes[];
 }
 
 /** `kvmkit-bench seq-read real 0m 1.23s`: a test's wall time as busybox's `time` says it. */
 const RESULT = /^kvmkit-bench (\S+) real\s+(\d+)m\s*([\d.]+)s/gm;
+/** `kvmkit-bench vsock-g2h seconds 1.234567`: a vsock test's time as `vsock-bench run` says it. */
+const VSOCK_RESULT = /^kvmkit-bench (vsock-\S+) seconds ([\d.]+)$/gm;
+const VSOCK_READY = 'kvmkit-bench vsock-ready';
 const DONE = 'kvmkit-bench done';
+/** The guest's vsock port for the benchmark. */
+const VSOCK_PORT = 5201;
 
-/** The seconds per test in a guest's console output. */
+/** The seconds per test in a guest's console output and `vsock-bench run`'s. */
 export function parseVirtioResults(text: string): VirtioRunTimes {
-  const times: VirtioRunTimes = { 'seq-read': null, 'seq-write': null, 'read-4k-qd1': null };
+  const times = Object.fromEntries(VIRTIO_TESTS.map((t) => [t, null])) as VirtioRunTimes;
+  const known = (name: string | undefined): name is VirtioTest =>
+    (VIRTIO_TESTS as readonly string[]).includes(name ?? '');
   for (const [, name, minutes, seconds] of text.matchAll(RESULT)) {
-    if ((VIRTIO_TESTS as readonly string[]).includes(name ?? '')) {
-      times[name as VirtioTest] = Number(minutes) * 60 + Number(seconds);
+    if (known(name)) {
+      times[name] = Number(minutes) * 60 + Number(seconds);
+    }
+  }
+  for (const [, name, seconds] of text.matchAll(VSOCK_RESULT)) {
+    if (known(name)) {
+      times[name] = Number(seconds);
     }
   }
   return times;
 }
 
-/** Collects `output` until it prints `marker`, the VMM ends or `timeoutMs` passes. */
-function consoleUntil(
-  output: NodeJS.ReadableStream,
-  marker: string,
-  timeoutMs: number,
-  ended: Promise<unknown>,
-): Promise<string> {
+/** A VMM's console, kept whole, with a wait for what it prints. */
+interface ConsoleWatch {
+  /** Resolves with everything printed so far once it includes `marker`, the VMM ends or `timeoutMs` passes. */
+  until(marker: string, timeoutMs: number): Promise<string>;
+}
+
+function watchConsole(output: NodeJS.ReadableStream, ended: Promise<unknown>): ConsoleWatch {
+  let text = '';
+  let over = false;
+  const waiting = new Set<() => void>();
+  output.on('data', (chunk: Buffer) => {
+    text += chunk.toString('latin1');
+    for (const check of waiting) check();
+  });
+  void ended.then(() => {
+    over = true;
+    for (const check of waiting) check();
+  });
+  return {
+    until: (marker, timeoutMs) =>
+      new Promise((resolve) => {
+        const timer = setTimeout(finish, timeoutMs);
+        function finish() {
+          clearTimeout(timer);
+          waiting.delete(check);
+          resolve(text);
+        }
+        function check() {
+          if (over || text.includes(marker)) {
+            finish();
+          }
+        }
+        waiting.add(check);
+        check();
+      }),
+  };
+}
+
+/** How the host reaches the guest's vsock server, and with what. */
+interface VsockHost {
+  /** `vsock-bench run`'s address: `uds:PATH` or `vsock:CID`. */
+  readonly address: string;
+  readonly tool: string;
+  readonly mib: number;
+  readonly rounds: number;
+}
+
+/** Runs `vsock-bench run` against the guest; resolves with its output (and why it failed, if it did). */
+function runVsockTool(host: VsockHost, timeoutMs: number): Promise<string> {
+  const args = ['run', host.address, String(VSOCK_PORT), String(host.mib), String(host.rounds)];
+  const child = spawn(host.tool, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (chunk: Buffer) => {
+    out += chunk.toString('latin1');
+  });
+  child.stderr.on('data', (chunk: Buffer) => {
+    out += chunk.toString('latin1');
+  });
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
   return new Promise((resolve) => {
-    let text = '';
-    const timer = setTimeout(finish, timeoutMs);
-    const onData = (chunk: Buffer) => {
-      text += chunk.toString('latin1');
-      if (text.includes(marker)) {
-        finish();
-      }
-    };
-    function finish() {
+    child.once('error', (error) => {
       clearTimeout(timer);
-      output.off('data', onData);
-      resolve(text);
-    }
-    output.on('data', onData);
-    void ended.then(finish);
+      resolve(`${out}${error.message}\n`);
+    });
+    child.once('close', () => {
+      clearTimeout(timer);
+      resolve(out);
+    });
   });
 }
 
-async function runKvmkit(options: VirtioBenchOptions, disk: string, cmdline: string, timeoutMs: number) {
+/** Waits for the guest's disk tests, then drives its vsock tests if it serves them, then waits for it to finish. */
+async function guestRun(watch: ConsoleWatch, vsock: VsockHost | undefined, timeoutMs: number): Promise<VirtioRunTimes> {
+  let text = await watch.until(vsock === undefined ? DONE : VSOCK_READY, timeoutMs);
+  let hostSide = '';
+  if (vsock !== undefined && text.includes(VSOCK_READY)) {
+    hostSide = await runVsockTool(vsock, timeoutMs);
+    text = await watch.until(DONE, timeoutMs);
+  }
+  return parseVirtioResults(`${text}\n${hostSide}`);
+}
+
+async function runKvmkit(options: VirtioBenchOptions, disk: string, cmdline: string, vsock: VsockPlan | undefined) {
+  const uds = join(tmpdir(), `kvmkit-bench-${process.pid}.vsock`);
+  rmSync(uds, { force: true });
   const { vm, console } = createLinuxMachine({
     kernel: options.kernel,
     initrd: options.initrd,
     cmdline,
     memory: `${options.memoryMib ?? 512}M`,
     disks: [{ path: disk }],
+    ...(vsock === undefined ? {} : { vsock: { cid: 3, uds } }),
   });
   try {
-    return parseVirtioResults(await consoleUntil(console.output, DONE, timeoutMs, vm.run()));
+    const host = vsock === undefined ? undefined : { ...vsock, address: `uds:${uds}` };
+    return await guestRun(watchConsole(console.output, vm.run()), host, timeoutOf(options));
   } finally {
     vm.stop();
     await vm.close();
+    rmSync(uds, { force: true });
   }
 }
 
-async function runQemu(qemu: string, options: VirtioBenchOptions, disk: string, cmdline: string, timeoutMs: number) {
+async function runQemu(
+  qemu: string,
+  options: VirtioBenchOptions,
+  disk: string,
+  cmdline: string,
+  vsock: VsockPlan | undefined,
+) {
+  // vhost-vsock's CIDs are the host kernel's: one this process alone is likely to use.
+  const cid = 3 + (process.pid % 1_000_000);
   const args = [
     ...qemuMicrovmArgs(options, cmdline),
     // virtio 1.x over virtio-mmio (version 2), as kvmkit's; the page cache as kvmkit's file backend.
     ...['-global', 'virtio-mmio.force-legacy=false'],
     ...['-drive', `id=vda,if=none,format=raw,cache=writeback,file=${disk}`],
     ...['-device', 'virtio-blk-device,drive=vda'],
+    ...(vsock === undefined ? [] : ['-device', `vhost-vsock-device,guest-cid=${cid}`]),
   ];
   const child = spawn(qemu, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise<unknown>((resolve) => child.once('close', resolve));
   try {
-    return parseVirtioResults(await consoleUntil(child.stdout, DONE, timeoutMs, exited));
+    const host = vsock === undefined ? undefined : { ...vsock, address: `vsock:${cid}` };
+    return await guestRun(watchConsole(child.stdout, exited), host, timeoutOf(options));
   } finally {
     child.kill('SIGKILL');
     await exited;
   }
 }
 
-function summary(vmm: VirtioTimes['vmm'], runs: readonly VirtioRunTimes[]): VirtioTimes {
+function timeoutOf(options: VirtioBenchOptions): number {
+  return (options.timeoutSeconds ?? 600) * 1000;
+}
+
+/** The vsock tests' program and sizes, when they run. */
+type VsockPlan = Omit<VsockHost, 'address'>;
+
+/** Why QEMU cannot run the vsock tests here, if it cannot: 7.2 has vsock only through vhost. */
+function qemuVsockUnavailable(): string | undefined {
+  try {
+    accessSync('/dev/vhost-vsock', constants.R_OK | constants.W_OK);
+    return undefined;
+  } catch {
+    return 'no /dev/vhost-vsock here (QEMU 7.2 has vsock only as vhost-vsock; modprobe vhost_vsock)';
+  }
+}
+
+function summary(vmm: VirtioTimes['vmm'], runs: readonly VirtioRunTimes[], vsockUnavailable?: string): VirtioTimes {
   const med: Partial<Record<VirtioTest, number>> = {};
   for (const test of VIRTIO_TESTS) {
     const seen = runs.map((r) => r[test]).filter((s): s is number => s !== null);
@@ -150,20 +273,26 @@ function summary(vmm: VirtioTimes['vmm'], runs: readonly VirtioRunTimes[]): Virt
       med[test] = median(seen);
     }
   }
-  return { vmm, runs, median: med };
+  return { vmm, runs, median: med, ...(vsockUnavailable === undefined ? {} : { vsockUnavailable }) };
 }
 
 /**
- * Runs the guest's disk tests `runs` times on each VMM, alternating, on one disk file of
- * `diskMib` MiB (filled, so neither VMM reads holes), and reports the times.
+ * Runs the guest's disk and vsock tests `runs` times on each VMM, alternating, on one disk
+ * file of `diskMib` MiB (filled, so neither VMM reads holes), and reports the times.
  */
 export async function benchVirtio(options: VirtioBenchOptions): Promise<VirtioReport> {
   const runs = options.runs ?? 3;
   const diskMib = options.diskMib ?? 128;
   const latencyReads = options.latencyReads ?? 4096;
-  const timeoutMs = (options.timeoutSeconds ?? 600) * 1000;
+  const vsockMib = options.vsockMib ?? 64;
+  const vsockRounds = options.vsockRounds ?? 2000;
+  const tool = options.vsockTool ?? join(dirname(options.initrd), 'vsock-bench');
+  const vsock = existsSync(tool) ? { tool, mib: vsockMib, rounds: vsockRounds } : undefined;
+  const noTool = vsock === undefined ? `no vsock benchmark program at ${tool} (npm run fixtures builds it)` : undefined;
+  const qemuNoVsock = noTool ?? qemuVsockUnavailable();
   const cmdline = withHostWorkarounds(
-    `${DEFAULT_CMDLINE} quiet kvmkit.bench=virtio kvmkit.bench.mib=${diskMib} kvmkit.bench.reads=${latencyReads}`,
+    `${DEFAULT_CMDLINE} quiet kvmkit.bench=virtio kvmkit.bench.mib=${diskMib} kvmkit.bench.reads=${latencyReads}` +
+      (vsock === undefined ? '' : ` kvmkit.bench.vsock=${VSOCK_PORT}`),
   );
   const qemu = options.skipQemu ? { unavailable: 'left out (--no-qemu)' } : findQemu();
   const disk = join(tmpdir(), `kvmkit-bench-${process.pid}.img`);
@@ -173,10 +302,10 @@ export async function benchVirtio(options: VirtioBenchOptions): Promise<VirtioRe
   const qemuRuns: VirtioRunTimes[] = [];
   try {
     for (let i = 0; i < runs; i++) {
-      kvmkit.push(await runKvmkit(options, disk, cmdline, timeoutMs));
+      kvmkit.push(await runKvmkit(options, disk, cmdline, vsock));
       options.progress?.(kvmkit.length + qemuRuns.length, total, `kvmkit run ${i + 1}`);
       if ('path' in qemu) {
-        qemuRuns.push(await runQemu(qemu.path, options, disk, cmdline, timeoutMs));
+        qemuRuns.push(await runQemu(qemu.path, options, disk, cmdline, qemuNoVsock === undefined ? vsock : undefined));
         options.progress?.(kvmkit.length + qemuRuns.length, total, `qemu run ${i + 1}`);
       }
     }
@@ -186,40 +315,79 @@ export async function benchVirtio(options: VirtioBenchOptions): Promise<VirtioRe
   return {
     diskMib,
     latencyReads,
+    vsockMib,
+    vsockRounds,
     results: [
-      summary('kvmkit', kvmkit),
-      'path' in qemu ? summary('qemu', qemuRuns) : { vmm: 'qemu', runs: [], median: {}, unavailable: qemu.unavailable },
+      summary('kvmkit', kvmkit, noTool),
+      'path' in qemu
+        ? summary('qemu', qemuRuns, qemuNoVsock)
+        : { vmm: 'qemu', runs: [], median: {}, unavailable: qemu.unavailable },
     ],
   };
 }
 
-/**
- * The report as a table: sequential throughput in MB/s and 4 KiB latency in µs (medians),
- * and kvmkit's ratios to QEMU (above 1 is kvmkit better).
- */
-export function formatVirtioTable(report: VirtioReport): string {
-  const bytes = report.diskMib * 2 ** 20;
-  const figure = (test: VirtioTest, s: number | undefined): string => {
-    if (s === undefined) {
-      return '—';
-    }
-    return test === 'read-4k-qd1'
-      ? `${((s / report.latencyReads) * 1e6).toFixed(1)} µs`
-      : `${(bytes / s / 1e6).toFixed(1)} MB/s`;
-  };
-  const head = `${'vmm'.padEnd(8)}${VIRTIO_TESTS.map((t) => t.padStart(16)).join('')}   runs`;
-  const lines = [`virtio-blk, ${report.diskMib} MiB disk, O_DIRECT in the guest`, '', head];
+/** One table: a row per VMM, then kvmkit's ratios to QEMU (above 1 is kvmkit better). */
+function table(
+  report: VirtioReport,
+  title: string,
+  tests: readonly VirtioTest[],
+  figure: (test: VirtioTest, s: number) => string,
+  missing: (r: VirtioTimes) => string | undefined,
+): string[] {
+  const head = `${'vmm'.padEnd(8)}${tests.map((t) => t.padStart(16)).join('')}   runs`;
+  const lines = [title, '', head];
   for (const r of report.results) {
-    const cells = VIRTIO_TESTS.map((t) => figure(t, r.median[t]).padStart(16)).join('');
-    lines.push(`${r.vmm.padEnd(8)}${cells}   ${r.unavailable ?? r.runs.length}`);
+    const cells = tests.map((t) => {
+      const s = r.median[t];
+      return (s === undefined ? '—' : figure(t, s)).padStart(16);
+    });
+    lines.push(`${r.vmm.padEnd(8)}${cells.join('')}   ${missing(r) ?? r.runs.length}`);
   }
   const [kvmkit, qemu] = report.results;
-  if (kvmkit !== undefined && qemu !== undefined && qemu.unavailable === undefined) {
-    const ratios = VIRTIO_TESTS.map((t) => {
+  if (kvmkit !== undefined && qemu !== undefined && missing(qemu) === undefined) {
+    const ratios = tests.map((t) => {
       const [k, q] = [kvmkit.median[t], qemu.median[t]];
       return k === undefined || q === undefined ? `${t} —` : `${t} ${(q / k).toFixed(2)}×`;
     });
     lines.push('', `kvmkit speed / qemu speed: ${ratios.join(', ')}`);
   }
-  return `${lines.join('\n')}\n`;
+  return lines;
+}
+
+/**
+ * The report as two tables, disk and vsock: throughput in MB/s and latency in µs (medians),
+ * kvmkit's ratios to QEMU (above 1 is kvmkit better), and what limits the figures.
+ */
+export function formatVirtioTable(report: VirtioReport): string {
+  const mb = (bytes: number, s: number) => `${(bytes / s / 1e6).toFixed(1)} MB/s`;
+  const µs = (count: number, s: number) => `${((s / count) * 1e6).toFixed(1)} µs`;
+  const block = table(
+    report,
+    `virtio-blk, ${report.diskMib} MiB disk, O_DIRECT in the guest`,
+    BLOCK_TESTS,
+    (t, s) => (t === 'read-4k-qd1' ? µs(report.latencyReads, s) : mb(report.diskMib * 2 ** 20, s)),
+    (r) => r.unavailable,
+  );
+  const vsock = table(
+    report,
+    `virtio-vsock, ${report.vsockMib} MiB each way, ${report.vsockRounds} round trips of 64 bytes (timed on the host)`,
+    VSOCK_TESTS,
+    (t, s) => (t === 'vsock-rtt' ? µs(report.vsockRounds, s) : mb(report.vsockMib * 2 ** 20, s)),
+    (r) => r.unavailable ?? r.vsockUnavailable,
+  );
+  const notes = [
+    'What limits them:',
+    '- seq-read, seq-write: per 1 MiB request a notification, the backend moving it from or to the',
+    "  page cache (kvmkit's I/O thread, QEMU's main loop) and an interrupt; the guest's block layer.",
+    '- read-4k-qd1: one request at a time, so the whole trip: submit, notify, wake the VMM, read,',
+    '  interrupt, complete.',
+    '- vsock-g2h, vsock-h2g: copies (the guest kernel into its queue buffers; kvmkit between guest RAM',
+    "  and a Unix socket, QEMU's vhost-vsock in the host kernel to AF_VSOCK; the host program), credit",
+    '  updates, and 4 KiB RX buffers in a Linux guest (host to guest: a packet per 4 KiB).',
+    '- vsock-rtt: two packets a round, each a notification or an interrupt, and the hand-offs between',
+    "  the guest's vCPU, the VMM's thread (kvmkit's I/O thread, QEMU's vhost worker) and the host",
+    '  program: with fewer CPUs than those, they take turns.',
+  ];
+
+  return `${[...block, '', ...vsock, '', ...notes].join('\n')}\n`;
 }

@@ -22,6 +22,18 @@ export interface VsockOptions {
   uds?: string;
 }
 
+/** How {@link Vsock.connect} connects. */
+export interface VsockConnectOptions {
+  /**
+   * How long to wait for the guest to accept or refuse, in milliseconds (default 10000, at
+   * most 2^32-1). A Linux guest answers at once; one that does not is given up on.
+   */
+  timeoutMs?: number;
+}
+
+/** How long {@link Vsock.connect} waits for the guest by default, in milliseconds. */
+const DEFAULT_VSOCK_CONNECT_TIMEOUT_MS = 10_000;
+
 /** Stops a {@link Vsock.listen}. */
 export interface VsockListener {
   /** The host port. */
@@ -85,20 +97,32 @@ export class Vsock {
   /**
    * Connects to guest port `port` (as the host, CID 2). Resolves once the guest accepts;
    * rejects with a `CONNECTION_REFUSED` {@link KvmkitError} if nothing listens there, the
-   * guest's driver is not running, or the device is reset meanwhile, and with
-   * `INVALID_STATE` after {@link Vsock.close} or once the machine is closed. A guest that
-   * never answers leaves it pending (Linux answers at once, accepting or refusing).
+   * guest's driver is not running, or the device is reset meanwhile; with
+   * `CONNECTION_TIMED_OUT` if the guest does not answer within `options.timeoutMs` (the
+   * guest's side of the request is reset, so a late answer finds nothing); and with
+   * `INVALID_STATE` after {@link Vsock.close} or once the machine is closed.
+   *
+   * @throws {@link ArgumentError} for a port or timeout out of range.
    */
-  connect(port_: number): Promise<Socket> {
+  connect(port_: number, options: VsockConnectOptions = {}): Promise<Socket> {
     const guestPort = port(port_);
+    const o = object(options, 'options');
+    const timeoutMs =
+      o.timeoutMs === undefined
+        ? DEFAULT_VSOCK_CONNECT_TIMEOUT_MS
+        : wholeNumber(o.timeoutMs, 'options.timeoutMs', 1, 0xffff_ffff);
     return new Promise((resolve, reject) => {
       callNative(() =>
-        this.#native.connect(guestPort, ({ fd, error }) => {
-          if (fd === undefined || fd === null) {
+        this.#native.connect(guestPort, timeoutMs, ({ fd, error, timedOut }) => {
+          if (fd !== undefined && fd !== null) {
+            resolve(socketOf(fd));
+          } else if (timedOut) {
+            const what = `vsock port ${guestPort} of guest CID ${this.cid}`;
+            const check = `is anything listening on port ${guestPort} in the guest, and is its virtio-vsock driver (vmw_vsock_virtio_transport) loaded?`;
+            reject(new KvmkitError('CONNECTION_TIMED_OUT', `${what}: no answer in ${timeoutMs} ms; ${check}`));
+          } else {
             const why = error ?? 'refused';
             reject(new KvmkitError('CONNECTION_REFUSED', `vsock port ${guestPort} of guest ${this.cid}: ${why}`));
-          } else {
-            resolve(socketOf(fd));
           }
         }),
       );

@@ -15,7 +15,9 @@
 #                        power-off (the host still talks to hvc0 or pings this guest)
 # The benchmark times dd on /dev/vda, all O_DIRECT: kvmkit.bench.mib MiB read then written
 # in 1 MiB blocks, then kvmkit.bench.reads 4 KiB reads one at a time; one line per test as
-# busybox's time says it (`kvmkit-bench seq-read real<TAB>0m 1.23s`), then `kvmkit-bench done`.
+# busybox's time says it (`kvmkit-bench seq-read real<TAB>0m 1.23s`). With kvmkit.bench.vsock=PORT,
+# it then serves the host's vsock tests on PORT (test/hw/vsock-bench.c) until the host ends
+# them. Last, `kvmkit-bench done`.
 /bin/busybox --install -s /bin
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
@@ -41,6 +43,11 @@ if [ "$(param bench)" = virtio ]; then
   timed seq-read dd if=/dev/vda of=/dev/null bs=1M count="${mib:-128}" iflag=direct
   timed seq-write dd if=/dev/zero of=/dev/vda bs=1M count="${mib:-128}" oflag=direct
   timed read-4k-qd1 dd if=/dev/vda of=/dev/null bs=4k count="${reads:-4096}" iflag=direct
+  vsock=$(param bench.vsock)
+  # Only with a vsock device (virtio id 19): without one, nobody would ever end the server.
+  if [ -n "$vsock" ] && grep -qx 0x0013 /sys/bus/virtio/devices/*/device 2>/dev/null; then
+    vsock-bench serve "$vsock" || echo "kvmkit-bench vsock-failed status $?"
+  fi
   echo "kvmkit-bench done"
   exit 0
 fi

@@ -4,6 +4,7 @@
 use std::os::fd::IntoRawFd;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use kvmkit_core::virtio::vsock::{Vsock, VsockHost};
 use napi::bindgen_prelude::Function;
@@ -21,6 +22,8 @@ pub struct NativeVsockConnected {
     pub fd: Option<i32>,
     /// Why not, otherwise.
     pub error: Option<String>,
+    /// Whether it failed because the guest did not answer in time.
+    pub timed_out: bool,
 }
 
 /// The host side of a vsock device.
@@ -76,9 +79,15 @@ impl NativeVsock {
         self.host.unlisten(port)
     }
 
-    /// Connects to guest port `port`; `done` hears how it went.
+    /// Connects to guest port `port`, waiting at most `timeout_ms` for the guest to answer;
+    /// `done` hears how it went.
     #[napi(catch_unwind)]
-    pub fn connect(&self, port: u32, done: Function<NativeVsockConnected, ()>) -> Result<()> {
+    pub fn connect(
+        &self,
+        port: u32,
+        timeout_ms: u32,
+        done: Function<NativeVsockConnected, ()>,
+    ) -> Result<()> {
         let callback = done
             .build_threadsafe_function()
             .callee_handled::<false>()
@@ -87,14 +96,17 @@ impl NativeVsock {
         self.host
             .connect(
                 port,
+                Duration::from_millis(u64::from(timeout_ms)),
                 Box::new(move |result| {
                     let outcome = match result {
                         Ok(fd) => NativeVsockConnected {
                             fd: Some(fd.into_raw_fd()),
                             error: None,
+                            timed_out: false,
                         },
                         Err(e) => NativeVsockConnected {
                             fd: None,
+                            timed_out: e.kind() == std::io::ErrorKind::TimedOut,
                             error: Some(e.to_string()),
                         },
                     };

@@ -13,6 +13,7 @@ use std::net::Shutdown;
 use std::num::Wrapping;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::time::Instant;
 
 use vm_memory::{ReadVolatile, VolatileSlice};
 
@@ -47,8 +48,13 @@ pub enum OnAccept {
 impl OnAccept {
     /// Tells a waiting host that the connection was refused.
     pub fn refuse(self) {
+        self.fail(ErrorKind::ConnectionRefused);
+    }
+
+    /// Tells a waiting host that the connection failed (`kind`).
+    fn fail(self, kind: ErrorKind) {
         if let OnAccept::Node { done, .. } = self {
-            done(Err(ErrorKind::ConnectionRefused.into()));
+            done(Err(kind.into()));
         }
     }
 }
@@ -85,6 +91,8 @@ pub struct Connection {
     guest_cid: u64,
     established: bool,
     on_accept: OnAccept,
+    /// When a host-initiated connection the guest has not answered is given up.
+    deadline: Option<Instant>,
     owed: Owed,
     /// Guest payload the host socket has not taken yet.
     tx_buf: VecDeque<u8>,
@@ -127,6 +135,7 @@ impl Connection {
             guest_cid,
             established: false,
             on_accept: OnAccept::Nothing,
+            deadline: None,
             owed: Owed::default(),
             tx_buf: VecDeque::new(),
             recv_cnt: Wrapping(0),
@@ -154,18 +163,31 @@ impl Connection {
     }
 
     /// A connection the host asks for from `local_port` to guest port `peer_port`: a
-    /// `REQUEST` owed, `on_accept` done when the guest answers.
+    /// `REQUEST` owed, `on_accept` done when the guest answers, given up at `deadline` if
+    /// there is one.
     pub fn from_host(
         stream: UnixStream,
         guest_cid: u64,
-        local_port: u32,
-        peer_port: u32,
+        (local_port, peer_port): (u32, u32),
         on_accept: OnAccept,
+        deadline: Option<Instant>,
     ) -> Self {
         let mut c = Connection::new(stream, local_port, peer_port, guest_cid);
         c.owed.request = true;
         c.on_accept = on_accept;
+        c.deadline = deadline;
         c
+    }
+
+    /// When the guest's answer stops being waited for, while it is.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline.filter(|_| !self.established)
+    }
+
+    /// The guest did not answer in time: a waiting host hears so (`TimedOut`); the
+    /// connection is to be reset.
+    pub fn time_out(&mut self) {
+        std::mem::replace(&mut self.on_accept, OnAccept::Nothing).fail(ErrorKind::TimedOut);
     }
 
     /// The host socket.
@@ -285,28 +307,31 @@ impl Connection {
     }
 
     fn guest_data(&mut self, pkt: &TxPacket<'_>) -> Verdict {
-        let Some(data) = pkt.data else {
-            return Verdict::Keep;
-        };
-        let buffered = self.tx_buf.len() + data.len();
+        let len = pkt.header.len as usize;
+        let buffered = self.tx_buf.len() + len;
         if self.peer_shut_send || buffered > BUF_ALLOC as usize {
             // Data after SHUTDOWN, or past the credit this side gave.
             return Verdict::Reset;
         }
-        self.recv_cnt += data.len() as u32;
+        self.recv_cnt += len as u32;
         let mut written = 0;
-        if self.tx_buf.is_empty() {
-            match send_guest_data(&self.stream, &data) {
-                Ok(n) => written = n,
-                Err(e) if e.would_block() => {}
-                Err(_) => return Verdict::Reset,
+        for data in &pkt.data {
+            let mut sent = 0;
+            if self.tx_buf.is_empty() {
+                match send_guest_data(&self.stream, data) {
+                    Ok(n) => sent = n,
+                    Err(e) if e.would_block() => {}
+                    Err(_) => return Verdict::Reset,
+                }
             }
-        }
-        if written < data.len() {
-            let rest = data.offset(written).unwrap_or(data);
-            let mut copy = vec![0u8; rest.len()];
-            rest.copy_to(&mut copy[..]);
-            self.tx_buf.extend(copy);
+            written += sent;
+            if sent < data.len() {
+                // What the socket did not take waits, and so does everything after it.
+                let rest = data.offset(sent).unwrap_or(*data);
+                let mut copy = vec![0u8; rest.len()];
+                rest.copy_to(&mut copy[..]);
+                self.tx_buf.extend(copy);
+            }
         }
         self.forwarded(written);
         Verdict::Keep
@@ -399,33 +424,44 @@ impl Connection {
 
     fn fill_data(&mut self, rx: &mut RxPacket<'_>) -> (Option<u32>, Verdict) {
         let room = (self.peer_room() as usize).min(rx.capacity());
-        let Some(data) = rx.data().filter(|_| room > 0) else {
+        if room == 0 {
             // An RX buffer without room for payload: try again with the next one.
-            self.owed.rw = room > 0 || self.peer_room() > 0;
+            self.owed.rw = self.peer_room() > 0;
             return (None, Verdict::Keep);
-        };
-        let mut buf = data.subslice(0, room).unwrap_or(data);
-        match (&self.stream).read_volatile(&mut buf) {
-            Ok(0) => {
-                self.host_eof = true;
-                let mut h = self.header(OP_SHUTDOWN);
-                h.flags = SHUTDOWN_SEND;
-                (Some(rx.finish(&h)), self.finished())
-            }
-            Ok(n) => {
-                self.rx_cnt += n as u32;
-                let mut h = self.header(OP_RW);
-                h.len = n as u32;
-                if self.host_hung_up || self.peer_room() == 0 {
-                    // Nobody will say it is readable again (keep reading until end of file),
-                    // or the guest's room ran out (ask for more).
-                    self.on_host_readable();
-                }
-                (Some(rx.finish(&h)), Verdict::Keep)
-            }
-            Err(e) if e.would_block() => (None, Verdict::Keep),
-            Err(_) => (None, Verdict::Reset),
         }
+        let mut read = 0;
+        for mut buf in rx.data(room) {
+            match (&self.stream).read_volatile(&mut buf) {
+                Ok(n) => {
+                    read += n;
+                    if n < buf.len() {
+                        break;
+                    }
+                }
+                // Nothing more now: what was read goes out.
+                Err(e) if e.would_block() && read > 0 => break,
+                Err(e) if e.would_block() => return (None, Verdict::Keep),
+                Err(_) if read > 0 => break,
+                Err(_) => return (None, Verdict::Reset),
+            }
+        }
+        if read == 0 {
+            self.host_eof = true;
+            let mut h = self.header(OP_SHUTDOWN);
+            h.flags = SHUTDOWN_SEND;
+            return (Some(rx.finish(&h)), self.finished());
+        }
+        self.rx_cnt += read as u32;
+        let mut h = self.header(OP_RW);
+        h.len = read as u32;
+        if self.host_hung_up || self.peer_room() == 0 || read == room {
+            // Nobody will say it is readable again (keep reading until end of file), the
+            // guest's room ran out (ask for more), or the buffer is full and the socket may
+            // hold more: the next RX buffer is tried at once, not after another trip through
+            // epoll and an interrupt per buffer (Linux posts 4 KiB ones).
+            self.on_host_readable();
+        }
+        (Some(rx.finish(&h)), Verdict::Keep)
     }
 }
 

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
@@ -13,13 +14,17 @@ use super::connection::Connected;
 use crate::error::{Error, Result};
 use crate::sync::LockExt;
 
+/// How long a host connection through `<uds>` waits for the guest to answer its request
+/// (a Linux guest answers at once, accepting or refusing).
+pub const UDS_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Takes the host end of a connection the guest opened to a listened-on port.
 pub type Accept = Arc<dyn Fn(OwnedFd) + Send + Sync>;
 
 /// What the host asked of the muxer.
 pub(super) enum Request {
-    /// Connect to guest port `port`.
-    Connect(u32, Connected),
+    /// Connect to guest port `port`, giving up after `timeout` without an answer.
+    Connect(u32, Duration, Connected),
 }
 
 /// State shared by the handle and the muxer.
@@ -66,7 +71,7 @@ impl Shared {
         self.closed.store(true, Ordering::Release);
         self.listeners.lock_or_recover().clear();
         for request in self.take_requests() {
-            let Request::Connect(_, done) = request;
+            let Request::Connect(_, _, done) = request;
             done(Err(std::io::ErrorKind::ConnectionRefused.into()));
         }
     }
@@ -128,17 +133,19 @@ impl VsockHost {
             .is_some()
     }
 
-    /// Connects to guest port `port`: `done` gets the host end once the guest accepts, or
-    /// `ConnectionRefused` if it refuses, has no driver running, or the device is reset.
+    /// Connects to guest port `port`: `done` gets the host end once the guest accepts,
+    /// `ConnectionRefused` if it refuses, has no driver running, or the device is reset, or
+    /// `TimedOut` if it does not answer within `timeout` (the guest then gets a reset for
+    /// the request, so a late answer finds no connection).
     ///
     /// # Errors
     ///
     /// `INVALID_STATE` after [`VsockHost::close`] or once the machine is closed.
-    pub fn connect(&self, port: u32, done: Connected) -> Result<()> {
+    pub fn connect(&self, port: u32, timeout: Duration, done: Connected) -> Result<()> {
         let mut requests = self.shared.requests.lock_or_recover();
         // Checked under the lock, so a device going away refuses what was queued before.
         self.check_open("connect to a vsock port")?;
-        requests.push(Request::Connect(port, done));
+        requests.push(Request::Connect(port, timeout, done));
         drop(requests);
         // An eventfd write fails only when its counter is saturated: it is signalled anyway.
         let _ = self.shared.wake.write(1);

@@ -1,6 +1,7 @@
 //! The vsock muxer: routes the guest's packets to connections by port, watches every host
 //! socket (connections, the Unix socket at `<uds>`, handshakes on it, the host handle's
-//! wake-up) on one epoll instance the I/O thread polls, and queues what is owed to the guest.
+//! wake-up) and a timer (host connections the guest leaves unanswered) on one epoll instance
+//! the I/O thread polls, and queues what is owed to the guest.
 //!
 //! Every queue here is bounded: connections ([`MAX_CONNECTIONS`]), handshakes
 //! ([`MAX_HANDSHAKES`]), resets for packets no connection owns ([`MAX_RESETS`], beyond which
@@ -11,11 +12,13 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::timerfd::TimerFd;
 
 use super::connection::{Connected, Connection, OnAccept, Verdict};
-use super::host::{Request, Shared};
+use super::host::{Request, Shared, UDS_CONNECT_TIMEOUT};
 use super::packet::{HOST_CID, Header, OP_REQUEST, OP_RST, RxPacket, TYPE_STREAM, TxPacket};
 use super::uds::{Handshake, Progress, UdsListener};
 use crate::error::{Error, Result};
@@ -40,6 +43,7 @@ struct Key {
 #[derive(Debug, Clone, Copy)]
 enum Watched {
     Wake,
+    Timer,
     Uds,
     Handshake,
     Connection(Key),
@@ -56,6 +60,8 @@ fn epoll_error(e: std::io::Error) -> Error {
 pub struct Muxer {
     cid: u64,
     epoll: Epoll,
+    /// Fires at the earliest deadline of the host connections the guest has not answered.
+    timer: TimerFd,
     host: Arc<Shared>,
     uds: Option<UdsListener>,
     watched: HashMap<RawFd, Watched>,
@@ -94,6 +100,10 @@ impl Muxer {
         let mut muxer = Muxer {
             cid,
             epoll: Epoll::new().map_err(epoll_error)?,
+            timer: TimerFd::new().map_err(|e| Error::Device {
+                device: "virtio-vsock",
+                message: format!("timerfd: {e}"),
+            })?,
             host,
             uds: None,
             watched: HashMap::new(),
@@ -107,6 +117,7 @@ impl Muxer {
             transport_reset: false,
         };
         muxer.watch(muxer.host.wake_fd(), Watched::Wake, EventSet::IN)?;
+        muxer.watch(muxer.timer.as_raw_fd(), Watched::Timer, EventSet::IN)?;
         if let Some(uds) = uds {
             muxer.watch(uds.listener().as_raw_fd(), Watched::Uds, EventSet::IN)?;
             muxer.uds = Some(uds);
@@ -232,7 +243,13 @@ impl Muxer {
         }
     }
 
-    fn host_connect(&mut self, stream: UnixStream, port: u32, on_accept: OnAccept) {
+    fn host_connect(
+        &mut self,
+        stream: UnixStream,
+        port: u32,
+        on_accept: OnAccept,
+        timeout: Duration,
+    ) {
         if !self.active || self.connections.len() >= MAX_CONNECTIONS {
             on_accept.refuse();
             return;
@@ -245,19 +262,61 @@ impl Muxer {
             key.local = key.local.wrapping_add(1).max(FIRST_LOCAL_PORT);
         }
         self.next_local_port = key.local.wrapping_add(1).max(FIRST_LOCAL_PORT);
-        let conn = Connection::from_host(stream, self.cid, key.local, port, on_accept);
+        // A timeout too long to be a moment is none.
+        let deadline = Instant::now().checked_add(timeout);
+        let conn = Connection::from_host(stream, self.cid, (key.local, port), on_accept, deadline);
         self.add(key, conn);
+        self.arm_timer();
     }
 
-    fn node_connect(&mut self, port: u32, done: Connected) {
+    fn node_connect(&mut self, port: u32, timeout: Duration, done: Connected) {
         match UnixStream::pair() {
             Ok((ours, theirs)) if ours.set_nonblocking(true).is_ok() => {
                 let host = OwnedFd::from(theirs);
-                self.host_connect(ours, port, OnAccept::Node { host, done });
+                self.host_connect(ours, port, OnAccept::Node { host, done }, timeout);
             }
             Ok(_) => done(Err(std::io::ErrorKind::Other.into())),
             Err(e) => done(Err(e)),
         }
+    }
+
+    /// Sets the timer to the earliest deadline of the connections waiting for the guest,
+    /// or disarms it. Either way it is no longer readable (no read of it can block).
+    fn arm_timer(&mut self) {
+        let next = self
+            .connections
+            .values()
+            .filter_map(Connection::deadline)
+            .min();
+        // A timer that cannot be set leaves the connections waiting, as without a deadline.
+        let _ = match next {
+            Some(at) => {
+                // A zero duration would disarm it: a deadline already past fires at once.
+                let wait = at
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_nanos(1));
+                self.timer.reset(wait, None)
+            }
+            None => self.timer.clear(),
+        };
+    }
+
+    /// Resets the host connections the guest left unanswered past their deadline.
+    fn time_out(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<Key> = self
+            .connections
+            .iter()
+            .filter(|(_, c)| c.deadline().is_some_and(|d| d <= now))
+            .map(|(key, _)| *key)
+            .collect();
+        for key in expired {
+            if let Some(conn) = self.connections.get_mut(&key) {
+                conn.time_out();
+            }
+            self.settle(key, Verdict::Reset);
+        }
+        self.arm_timer();
     }
 
     fn add(&mut self, key: Key, conn: Connection) {
@@ -356,6 +415,7 @@ impl Muxer {
             let set = EventSet::from_bits_truncate(event.events());
             match self.watched.get(&fd).copied() {
                 Some(Watched::Wake) => self.host_requests(),
+                Some(Watched::Timer) => self.time_out(),
                 Some(Watched::Uds) => self.accept_uds(),
                 Some(Watched::Handshake) => self.handshake(fd),
                 Some(Watched::Connection(key)) => self.host_event(key, set),
@@ -367,7 +427,7 @@ impl Muxer {
     fn host_requests(&mut self) {
         for request in self.host.take_requests() {
             match request {
-                Request::Connect(port, done) => self.node_connect(port, done),
+                Request::Connect(port, timeout, done) => self.node_connect(port, timeout, done),
             }
         }
         if self.host.closed() && (self.uds.is_some() || !self.connections.is_empty()) {
@@ -413,7 +473,8 @@ impl Muxer {
             return;
         };
         if let Progress::Connect(port) = progress {
-            self.host_connect(handshake.into_stream(), port, OnAccept::UdsAck);
+            let stream = handshake.into_stream();
+            self.host_connect(stream, port, OnAccept::UdsAck, UDS_CONNECT_TIMEOUT);
         }
     }
 

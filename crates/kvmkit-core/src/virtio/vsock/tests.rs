@@ -6,6 +6,7 @@ use std::net::Shutdown;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::{Arc, mpsc};
+use std::time::Duration;
 
 use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use virtio_queue::desc::RawDescriptor;
@@ -25,38 +26,19 @@ const RX: usize = 0;
 const TX: usize = 1;
 const EVENT: usize = 2;
 const RX_DATA: u32 = 4096;
+const SECOND: Duration = Duration::from_secs(1);
 
-fn encode(h: &Header) -> [u8; 44] {
-    let mut b = [0u8; 44];
-    b[0..8].copy_from_slice(&h.src_cid.to_le_bytes());
-    b[8..16].copy_from_slice(&h.dst_cid.to_le_bytes());
-    b[16..20].copy_from_slice(&h.src_port.to_le_bytes());
-    b[20..24].copy_from_slice(&h.dst_port.to_le_bytes());
-    b[24..28].copy_from_slice(&h.len.to_le_bytes());
-    b[28..30].copy_from_slice(&h.type_.to_le_bytes());
-    b[30..32].copy_from_slice(&h.op.to_le_bytes());
-    b[32..36].copy_from_slice(&h.flags.to_le_bytes());
-    b[36..40].copy_from_slice(&h.buf_alloc.to_le_bytes());
-    b[40..44].copy_from_slice(&h.fwd_cnt.to_le_bytes());
-    b
-}
-
-fn decode(b: &[u8]) -> Header {
-    let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
-    let u16_at = |o: usize| u16::from_le_bytes(b[o..o + 2].try_into().unwrap());
-    Header {
-        src_cid: u64::from_le_bytes(b[0..8].try_into().unwrap()),
-        dst_cid: u64::from_le_bytes(b[8..16].try_into().unwrap()),
-        src_port: u32_at(16),
-        dst_port: u32_at(20),
-        len: u32_at(24),
-        type_: u16_at(28),
-        op: u16_at(30),
-        flags: u32_at(32),
-        buf_alloc: u32_at(36),
-        fwd_cnt: u32_at(40),
-    }
-}
+/// How a chain's bytes are cut into descriptors: the lengths of its first buffers, the last
+/// taking the rest. The layouts the spec allows, as Linux and other drivers post them.
+const LAYOUTS: [(&str, &[u32]); 4] = [
+    ("header, then payload", &[44]),
+    ("header and payload in one buffer", &[]),
+    (
+        "the header split, sharing a buffer with payload",
+        &[20, 30, 7],
+    ),
+    ("header, then payload over three buffers", &[44, 3, 5]),
+];
 
 /// A guest packet from guest port `src` to host port `dst`.
 fn guest(op: u16, src: u32, dst: u32) -> Header {
@@ -78,8 +60,8 @@ struct Guest<'m> {
     /// Next free descriptor and next used entry to read, per queue.
     next_desc: [u16; 3],
     next_used: [u16; 3],
-    /// Buffers of posted chains by head index: (header, data).
-    rx_bufs: HashMap<u16, (u64, u64)>,
+    /// Buffers of posted RX chains by head index: (address, length) of each.
+    rx_bufs: HashMap<u16, Vec<(u64, u32)>>,
     next_buf: u64,
     dev: Vsock,
     interrupt: Arc<Interrupt>,
@@ -141,31 +123,58 @@ impl<'m> Guest<'m> {
         head
     }
 
-    /// Posts `n` RX buffers.
-    fn post_rx(&mut self, n: usize) {
+    /// Cuts `len` bytes by `cuts` ([`LAYOUTS`]) into buffers apart from each other.
+    fn pieces(&mut self, len: u32, cuts: &[u32]) -> Vec<(u64, u32)> {
+        let mut left = len;
+        let mut out = Vec::new();
+        for &cut in cuts {
+            if left > cut {
+                out.push((self.buf(cut), cut));
+                left -= cut;
+            }
+        }
+        out.push((self.buf(left), left));
+        out
+    }
+
+    /// Posts `n` RX buffers of a header and [`RX_DATA`] bytes, laid out by `cuts`.
+    fn post_rx_as(&mut self, n: usize, cuts: &[u32]) {
         for _ in 0..n {
-            let (hdr, data) = (self.buf(44), self.buf(RX_DATA));
+            let pieces = self.pieces(44 + RX_DATA, cuts);
             let w = VRING_DESC_F_WRITE as u16;
-            let head = self.chain(RX, &[(hdr, 44, w), (data, RX_DATA, w)]);
-            self.rx_bufs.insert(head, (hdr, data));
+            let descs: Vec<_> = pieces.iter().map(|&(a, l)| (a, l, w)).collect();
+            let head = self.chain(RX, &descs);
+            self.rx_bufs.insert(head, pieces);
         }
         self.dev.process_queue(RX);
     }
 
-    fn send(&mut self, mut h: Header, data: &[u8]) {
+    /// Posts `n` RX buffers: a header, then the payload.
+    fn post_rx(&mut self, n: usize) {
+        self.post_rx_as(n, &[44]);
+    }
+
+    /// Sends a packet laid out by `cuts`.
+    fn send_as(&mut self, mut h: Header, data: &[u8], cuts: &[u32]) {
         h.len = data.len() as u32;
-        let hdr = self.buf(44);
-        self.mem
-            .write_slice(&encode(&h), GuestAddress(hdr))
-            .unwrap();
-        if data.is_empty() {
-            self.chain(TX, &[(hdr, 44, 0)]);
-        } else {
-            let at = self.buf(data.len() as u32);
-            self.mem.write_slice(data, GuestAddress(at)).unwrap();
-            self.chain(TX, &[(hdr, 44, 0), (at, data.len() as u32, 0)]);
+        let bytes = [&h.to_bytes()[..], data].concat();
+        let pieces = self.pieces(bytes.len() as u32, cuts);
+        let mut at = 0;
+        for &(addr, len) in &pieces {
+            let end = at + len as usize;
+            self.mem
+                .write_slice(&bytes[at..end], GuestAddress(addr))
+                .unwrap();
+            at = end;
         }
+        let descs: Vec<_> = pieces.iter().map(|&(a, l)| (a, l, 0)).collect();
+        self.chain(TX, &descs);
         self.dev.process_queue(TX);
+    }
+
+    /// Sends a packet: a header, then the payload if any.
+    fn send(&mut self, h: Header, data: &[u8]) {
+        self.send_as(h, data, &[44]);
     }
 
     /// The used entries of queue `q` not read yet: (head, length).
@@ -188,16 +197,15 @@ impl<'m> Guest<'m> {
         self.used(RX)
             .into_iter()
             .map(|(head, len)| {
-                let (hdr, data) = self.rx_bufs[&head];
-                let mut b = [0u8; 44];
-                self.mem.read_slice(&mut b, GuestAddress(hdr)).unwrap();
-                let h = decode(&b);
+                let mut bytes = Vec::new();
+                for &(addr, n) in &self.rx_bufs[&head] {
+                    let mut piece = vec![0u8; n as usize];
+                    self.mem.read_slice(&mut piece, GuestAddress(addr)).unwrap();
+                    bytes.extend(piece);
+                }
+                let h = Header::from_bytes(bytes[..HEADER_SIZE].try_into().unwrap());
                 assert_eq!(len, 44 + h.len);
-                let mut payload = vec![0u8; h.len as usize];
-                self.mem
-                    .read_slice(&mut payload, GuestAddress(data))
-                    .unwrap();
-                (h, payload)
+                (h, bytes[HEADER_SIZE..len as usize].to_vec())
             })
             .collect()
     }
@@ -231,6 +239,15 @@ fn stream(fd: OwnedFd) -> UnixStream {
     s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
         .unwrap();
     s
+}
+
+/// A guest with RX buffers posted, and the host's handle on its device.
+fn with_host(mem: &Memory) -> (Guest<'_>, VsockHost) {
+    let dev = Vsock::new(CID, None).unwrap();
+    let host = dev.host();
+    let mut g = Guest::new(mem, dev);
+    g.post_rx(8);
+    (g, host)
 }
 
 /// A guest connected from port 5000 to a host listener on port 1234.
@@ -303,6 +320,40 @@ fn a_guest_connection_carries_data_both_ways_and_shuts_down() {
 }
 
 #[test]
+fn payloads_cross_every_layout_of_descriptors_both_ways() {
+    for (layout, cuts) in LAYOUTS {
+        let mem = memory();
+        let dev = Vsock::new(CID, None).unwrap();
+        let accepted = listen(&dev.host(), 1234);
+        let mut g = Guest::new(&mem, dev);
+        g.post_rx_as(8, cuts);
+        g.send_as(guest(OP_REQUEST, 5000, 1234), &[], cuts);
+        assert_eq!(g.ops(), [OP_RESPONSE], "{layout}");
+        let mut host = stream(accepted.try_recv().unwrap());
+
+        let out: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+        g.send_as(guest(OP_RW, 5000, 1234), &out, cuts);
+        let mut got = vec![0u8; out.len()];
+        host.read_exact(&mut got).unwrap();
+        assert!(got == out, "{layout}: guest to host");
+        assert!(g.recv().is_empty(), "{layout}: no reset");
+
+        // More than one RX buffer holds: two packets, each spread over the buffer's pieces.
+        let back: Vec<u8> = (0..6000u32).map(|i| (i % 241) as u8).collect();
+        host.write_all(&back).unwrap();
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            g.host_events();
+            for (h, data) in g.recv() {
+                assert_eq!((h.op, h.len as usize), (OP_RW, data.len()), "{layout}");
+                got.extend(data);
+            }
+        }
+        assert!(got == back, "{layout}: host to guest, {} bytes", got.len());
+    }
+}
+
+#[test]
 fn a_hostile_guest_gets_resets_and_nothing_else() {
     let mem = memory();
     let (mut g, host) = connected(&mem);
@@ -326,7 +377,8 @@ fn a_hostile_guest_gets_resets_and_nothing_else() {
     let mut long = guest(OP_RW, 5000, 1234);
     long.len = 10_000;
     let hdr = g.buf(44);
-    mem.write_slice(&encode(&long), GuestAddress(hdr)).unwrap();
+    mem.write_slice(&long.to_bytes(), GuestAddress(hdr))
+        .unwrap();
     let data = g.buf(16);
     g.chain(TX, &[(hdr, 44, 0), (data, 16, 0)]);
     g.chain(TX, &[(hdr, 44, VRING_DESC_F_WRITE as u16)]);
@@ -337,6 +389,24 @@ fn a_hostile_guest_gets_resets_and_nothing_else() {
     g.send(guest(99, 5000, 1234), &[]);
     assert_eq!(g.ops(), [OP_RST]);
     assert_eq!((&host).read(&mut [0u8; 4]).unwrap(), 0);
+}
+
+#[test]
+fn host_data_fills_every_rx_buffer_it_needs_at_once() {
+    let mem = memory();
+    let (mut g, mut host) = connected(&mem);
+    let data = vec![9u8; 3 * RX_DATA as usize + 100];
+    host.write_all(&data).unwrap();
+    g.host_events();
+    let got = g.recv();
+    let lens: Vec<usize> = got.iter().map(|(_, d)| d.len()).collect();
+    assert_eq!(
+        lens,
+        [RX_DATA as usize, RX_DATA as usize, RX_DATA as usize, 100]
+    );
+    // The socket is empty now: the next buffer went back to the ring, nothing else came.
+    g.host_events();
+    assert!(g.recv().is_empty());
 }
 
 #[test]
@@ -394,13 +464,10 @@ fn a_guest_sending_past_its_credit_is_reset() {
 #[test]
 fn the_host_connects_and_the_guest_accepts_or_refuses() {
     let mem = memory();
-    let dev = Vsock::new(CID, None).unwrap();
-    let host = dev.host();
-    let mut g = Guest::new(&mem, dev);
-    g.post_rx(8);
+    let (mut g, host) = with_host(&mem);
     let (tx, rx) = mpsc::channel();
     let done = tx.clone();
-    host.connect(77, Box::new(move |r| done.send(r).unwrap()))
+    host.connect(77, SECOND, Box::new(move |r| done.send(r).unwrap()))
         .unwrap();
     g.host_events();
     let request = g.recv()[0].0;
@@ -415,13 +482,63 @@ fn the_host_connects_and_the_guest_accepts_or_refuses() {
     g.host_events();
     assert_eq!(g.recv()[0].1, b"ping");
 
-    host.connect(78, Box::new(move |r| tx.send(r).unwrap()))
+    host.connect(78, SECOND, Box::new(move |r| tx.send(r).unwrap()))
         .unwrap();
     g.host_events();
     let request = g.recv()[0].0;
     g.send(guest(OP_RST, 78, request.src_port), &[]);
     let refused = rx.try_recv().unwrap().unwrap_err();
     assert_eq!(refused.kind(), ErrorKind::ConnectionRefused);
+}
+
+#[test]
+fn a_host_connection_the_guest_leaves_unanswered_times_out_and_is_reset() {
+    let mem = memory();
+    let (mut g, host) = with_host(&mem);
+    let (tx, rx) = mpsc::channel();
+    let done = tx.clone();
+    host.connect(
+        80,
+        Duration::from_millis(30),
+        Box::new(move |r| done.send(r).unwrap()),
+    )
+    .unwrap();
+    host.connect(
+        81,
+        Duration::from_secs(60),
+        Box::new(move |r| tx.send(r).unwrap()),
+    )
+    .unwrap();
+    g.host_events();
+    let requests = g.recv();
+    assert_eq!(requests.len(), 2);
+    let request = requests[0].0;
+    assert_eq!((request.op, request.dst_port), (OP_REQUEST, 80));
+    // The guest says nothing: once the deadline passes, the timer wakes the muxer.
+    std::thread::sleep(Duration::from_millis(60));
+    g.host_events();
+    let timed_out = rx.try_recv().unwrap().unwrap_err();
+    assert_eq!(timed_out.kind(), ErrorKind::TimedOut);
+    assert!(rx.try_recv().is_err(), "the other connection still waits");
+    let reset = g.recv();
+    assert_eq!(reset.len(), 1);
+    let h = reset[0].0;
+    assert_eq!(
+        (h.op, h.src_port, h.dst_port),
+        (OP_RST, request.src_port, 80),
+        "the guest hears the request is withdrawn"
+    );
+    // An answer too late finds no connection.
+    g.send(guest(OP_RESPONSE, 80, request.src_port), &[]);
+    assert_eq!(g.ops(), [OP_RST]);
+    // The other one is accepted in time.
+    let other = requests[1].0;
+    g.send(guest(OP_RESPONSE, 81, other.src_port), &[]);
+    let _accepted = rx.try_recv().unwrap().unwrap();
+    // A timeout past any clock's end is no timeout (and no overflow).
+    host.connect(82, Duration::MAX, Box::new(|_| {})).unwrap();
+    g.host_events();
+    assert_eq!(g.ops(), [OP_REQUEST]);
 }
 
 #[test]
@@ -487,7 +604,7 @@ fn closing_the_host_side_resets_the_transport() {
     assert_eq!((&host_end).read(&mut [0u8; 4]).unwrap(), 0);
     let e = host.listen(1, Arc::new(|_| {})).unwrap_err();
     assert_eq!(e.code(), "INVALID_STATE");
-    assert!(host.connect(1, Box::new(|_| {})).is_err());
+    assert!(host.connect(1, SECOND, Box::new(|_| {})).is_err());
 }
 
 #[test]
@@ -510,7 +627,7 @@ fn a_driver_reset_refuses_waiting_host_connections() {
     let host = dev.host();
     let mut g = Guest::new(&mem, dev);
     let (tx, rx) = mpsc::channel();
-    host.connect(7, Box::new(move |r| tx.send(r).unwrap()))
+    host.connect(7, SECOND, Box::new(move |r| tx.send(r).unwrap()))
         .unwrap();
     g.host_events();
     g.dev.reset();
@@ -537,7 +654,7 @@ fn a_dropped_device_refuses_what_was_asked_of_it() {
     let dev = Vsock::new(CID, None).unwrap();
     let host = dev.host();
     let (tx, rx) = mpsc::channel();
-    host.connect(7, Box::new(move |r| tx.send(r).unwrap()))
+    host.connect(7, SECOND, Box::new(move |r| tx.send(r).unwrap()))
         .unwrap();
     drop(dev);
     assert_eq!(
@@ -545,7 +662,9 @@ fn a_dropped_device_refuses_what_was_asked_of_it() {
         ErrorKind::ConnectionRefused
     );
     assert_eq!(
-        host.connect(7, Box::new(|_| {})).unwrap_err().code(),
+        host.connect(7, SECOND, Box::new(|_| {}))
+            .unwrap_err()
+            .code(),
         "INVALID_STATE"
     );
 }
