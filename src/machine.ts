@@ -109,7 +109,7 @@ export interface DebugConsole {
  * ```ts
  * await using vm = Machine.create({ memory: '2M' });
  * vm.memory.write(0x1000, code);
- * vm.vcpus[0].setup({ mode: 'real', entry: 0x1000 });
+ * vm.vcpu(0).setup({ mode: 'real', entry: 0x1000 });
  * vm.addPortDevice(0x3f8, 8, { name: 'uart', write: (_a, v) => process.stdout.write(String.fromCharCode(Number(v))) });
  * const outcome = await vm.run();
  * ```
@@ -131,7 +131,7 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
 
   /** Guest RAM. */
   readonly memory: GuestMemory;
-  /** The vCPUs, by index. */
+  /** The vCPUs, by index ({@link Machine.vcpu} throws for a missing one instead of giving `undefined`). */
   readonly vcpus: readonly Vcpu[];
 
   private constructor(nativeMachine: NativeMachine, handlerTimeoutMs: number, spinMicros: number, irqchip: boolean) {
@@ -183,6 +183,26 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
   /** The outcome, once the run has ended. */
   get outcome(): Outcome | undefined {
     return this.#outcome;
+  }
+
+  /**
+   * vCPU `index`. Throws `NO_SUCH_VCPU`, naming how many vCPUs the machine has, when there is
+   * no such vCPU ({@link Machine.vcpus} gives `undefined` there).
+   * @example
+   * ```ts
+   * vm.vcpu(0).setup({ mode: 'long', entry: 0x1000, stack: 0x8_0000 });
+   * ```
+   */
+  vcpu(index: number): Vcpu {
+    wholeNumber(index, 'index', 0, Number.MAX_SAFE_INTEGER);
+    const vcpu = this.vcpus[index];
+    if (vcpu === undefined) {
+      throw new KvmkitError(
+        'NO_SUCH_VCPU',
+        `vCPU ${index} does not exist: this machine has ${this.vcpus.length} vCPU(s), 0 to ${this.vcpus.length - 1}`,
+      );
+    }
+    return vcpu;
   }
 
   /**
