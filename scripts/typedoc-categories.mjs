@@ -6,7 +6,7 @@ import { Comment, CommentTag, Converter } from 'typedoc';
 
 /** The reference sections (typedoc.json's categoryOrder orders them) and the files whose exports go in each. */
 const SECTIONS = [
-  ['Machine', /\/src\/(machine|config|outcome|size|kvm|hardware)\.ts$/],
+  ['Machine', /\/src\/(machine|loaders|irq|config|outcome|size|kvm|hardware)\.ts$/],
   ['vCPU', /\/src\/vcpu\.ts$|\/native\/index\.d\.cts$/],
   ['Memory', /\/src\/memory\.ts$/],
   ['Devices', /\/src\/(devices|serial|byte-stream|virtio\/[a-z-]+)\.ts$/],

@@ -35,7 +35,7 @@ export async function runDemo(print: (line: string) => void = () => {}): Promise
   await using vm = Machine.create({ memory: '2M' });
   const { address } = GUEST_LAYOUT.long;
   vm.memory.write(address, guestImage('demo'));
-  vm.vcpus[0]?.setup({ mode: 'long', entry: address, stack: 0x8_0000 });
+  vm.vcpu(0).setup({ mode: 'long', entry: address, stack: 0x8_0000 });
 
   let line = '';
   let consoleText = '';
@@ -78,10 +78,7 @@ export async function runDemo(print: (line: string) => void = () => {}): Promise
   for (const l of debugConsole.split('\n').filter(Boolean)) {
     print(`  debug console (Rust built-in)> ${l}`);
   }
-  const stats = vm.vcpus[0]?.stats();
-  if (stats === undefined) {
-    throw new Error('the demo machine has no vCPU');
-  }
+  const stats = vm.vcpu(0).stats();
   print(`the run ended: ${describeOutcome(outcome)} after ${elapsedMs.toFixed(1)} ms`);
   print(`exits: ${formatExits(stats)}`);
   print(

@@ -19,6 +19,7 @@ export {
   type MachineErrorCode,
 } from './errors.js';
 export { hardwareVirtualization } from './hardware.js';
+export type { IoEventFd, IoEventFdOptions, IrqFd } from './irq.js';
 export { defaultKernelCache } from './kernel-cache.js';
 export {
   type KvmAvailability,
@@ -39,23 +40,22 @@ export {
   SOFTWARE_KVM_KERNEL_PARAMS,
   withHostWorkarounds,
 } from './linux.js';
+export type {
+  FlatBinaryOptions,
+  LoadedKernel,
+  LoadedMultiboot,
+  LoadLinuxOptions,
+  ModulePlacement,
+  MultibootModule,
+} from './loaders.js';
 export {
   type AccessEvent,
   type BuiltinDevice,
   type DebugConsole,
   type DeviceError,
-  type FlatBinaryOptions,
-  type IoEventFd,
-  type IoEventFdOptions,
-  type IrqFd,
-  type LoadedKernel,
-  type LoadedMultiboot,
-  type LoadLinuxOptions,
   Machine,
   type MachineEvents,
   type MachineState,
-  type ModulePlacement,
-  type MultibootModule,
   stopMachine,
   type VirtioDeviceInfo,
 } from './machine.js';

@@ -5,7 +5,8 @@
  */
 import { KvmkitError } from './errors.js';
 import { hardwareVirtualization } from './hardware.js';
-import { type LoadedKernel, type LoadLinuxOptions, Machine } from './machine.js';
+import type { LoadedKernel, LoadLinuxOptions } from './loaders.js';
+import { Machine } from './machine.js';
 import type { SerialPort } from './serial.js';
 import type { Size } from './size.js';
 import { eachOf, object } from './validate.js';

@@ -7,21 +7,17 @@ import { type MachineConfig, resolveConfig } from './config.js';
 import type { Device, DeviceHandle } from './devices.js';
 import { ArgumentError, callNative, fromNative, KvmkitError } from './errors.js';
 import { describeAccess, Handoff, type SlotRecord } from './handoff.js';
-import { defaultKernelCache } from './kernel-cache.js';
+import type { IoEventFd, IoEventFdOptions, IrqFd } from './irq.js';
+import * as interrupts from './irq.js';
+import type { FlatBinaryOptions, LoadedKernel, LoadedMultiboot, LoadLinuxOptions, MultibootModule } from './loaders.js';
+import * as loaders from './loaders.js';
 import { GuestMemory } from './memory.js';
-import {
-  type NativeBuiltin,
-  type NativeEvent,
-  type NativeEventFd,
-  type NativeMachine,
-  type NativeOutcome,
-  native,
-} from './native.js';
+import { type NativeBuiltin, type NativeEvent, type NativeMachine, type NativeOutcome, native } from './native.js';
 import { type Outcome, toOutcome } from './outcome.js';
 import { type SerialOptions, SerialPort } from './serial.js';
 import type { VcpuStats } from './stats.js';
-import { describe, deviceArgs, eachOf, object, oneOf, optionalText, string, text, wholeNumber } from './validate.js';
-import { type CpuMode, Vcpu } from './vcpu.js';
+import { deviceArgs, oneOf, wholeNumber } from './validate.js';
+import { Vcpu } from './vcpu.js';
 import { VirtioConsole } from './virtio/console.js';
 import { addDisk, type Disk, type DiskOptions } from './virtio/disk.js';
 import { addNet, type NetDevice, type NetOptions } from './virtio/net.js';
@@ -78,113 +74,6 @@ export interface DeviceError {
   readonly message: string;
 }
 
-/** Where a kernel was loaded, and how vCPU 0 enters it. */
-export interface LoadedKernel {
-  /**
-   * `pvh` (32-bit entry with a start-info page), `linux64` (the 64-bit boot protocol at the
-   * ELF entry) or `bzimage` (the 64-bit boot protocol at a bzImage's entry, whose own
-   * decompressor runs first).
-   */
-  readonly protocol: 'pvh' | 'linux64' | 'bzimage';
-  /** The entry point's guest-physical address. */
-  readonly entry: number;
-  /** Where the initrd was put, if there is one. */
-  readonly initrd?: {
-    /** Its guest-physical address. */
-    readonly address: number;
-    /** Its size in bytes. */
-    readonly size: number;
-  };
-  /** For a bzImage decompressed on the host: how. */
-  readonly decompressed?: {
-    /** The payload's compression: `gzip`, `xz`, `lzma`, `lz4` or `zstd`. */
-    readonly compression: string;
-    /** Whether the decompressed kernel came from the cache. */
-    readonly fromCache: boolean;
-  };
-}
-
-/** A Multiboot module: a file loaded page-aligned after the kernel, and its string. */
-export interface MultibootModule {
-  /** The file. */
-  readonly path: string;
-  /** The string the kernel sees for it (default: empty). */
-  readonly cmdline?: string;
-}
-
-/** Where a Multiboot kernel and its modules were loaded. */
-export interface LoadedMultiboot {
-  /** The entry point's guest-physical address. */
-  readonly entry: number;
-  /** Where the kernel's image ends. */
-  readonly kernelEnd: number;
-  /** Each module's place in guest RAM, in order. */
-  readonly modules: readonly ModulePlacement[];
-}
-
-/** Where a Multiboot module was put. */
-export interface ModulePlacement {
-  /** Its first byte's guest-physical address. */
-  readonly start: number;
-  /** The guest-physical address just past it. */
-  readonly end: number;
-}
-
-/** Where {@link Machine.loadFlat} puts a flat binary and how vCPU 0 enters it. */
-export interface FlatBinaryOptions {
-  /** The guest-physical address of its first byte. */
-  address: number;
-  /** The mode vCPU 0 starts in. */
-  mode: CpuMode;
-  /** Where it is entered (default `address`). */
-  entry?: number;
-  /** The initial stack pointer (default 0x8000). */
-  stack?: number;
-}
-
-/** How {@link Machine.loadLinux} treats a bzImage. */
-export interface LoadLinuxOptions {
-  /**
-   * `decompress` (default): decompress its payload on the host and enter the vmlinux
-   * inside, which saves the guest the kernel's own decompressor (falling back to `standard`
-   * for bzip2 and lzo). `standard`: load it as the boot protocol says.
-   */
-  bzImage?: 'decompress' | 'standard';
-  /**
-   * The directory where decompressed kernels are cached by the image's SHA-256, or `false`
-   * for none (default {@link defaultKernelCache}).
-   */
-  kernelCache?: string | false;
-}
-
-/** An eventfd that raises a guest interrupt when triggered, without an ioctl per interrupt. */
-export interface IrqFd {
-  /** Raises the interrupt (edge-triggered). */
-  trigger(): void;
-  /** Detaches it from the machine. */
-  close(): void;
-}
-
-/** Where an {@link IoEventFd} listens. */
-export interface IoEventFdOptions {
-  /** `port` (default) or `mmio` (outside guest RAM). */
-  space?: 'port' | 'mmio';
-  /** The port or guest-physical address. */
-  address: number;
-  /** Access width in bytes (1, 2, 4 or 8); needed with `datamatch`. */
-  length?: number;
-  /** Only writes of this value count. */
-  datamatch?: bigint;
-}
-
-/** An eventfd KVM signals, inside the kernel and without a VM exit, when the guest writes an address. */
-export interface IoEventFd {
-  /** How many matching writes happened since the last call. */
-  take(): number;
-  /** Detaches it from the machine. */
-  close(): void;
-}
-
 /** Where a built-in device sits. */
 export interface BuiltinDevice {
   /** Its name on the bus: `debug-exit`, `i8042`, `rtc`, `null`. */
@@ -220,7 +109,7 @@ export interface DebugConsole {
  * ```ts
  * await using vm = Machine.create({ memory: '2M' });
  * vm.memory.write(0x1000, code);
- * vm.vcpus[0].setup({ mode: 'real', entry: 0x1000 });
+ * vm.vcpu(0).setup({ mode: 'real', entry: 0x1000 });
  * vm.addPortDevice(0x3f8, 8, { name: 'uart', write: (_a, v) => process.stdout.write(String.fromCharCode(Number(v))) });
  * const outcome = await vm.run();
  * ```
@@ -242,7 +131,7 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
 
   /** Guest RAM. */
   readonly memory: GuestMemory;
-  /** The vCPUs, by index. */
+  /** The vCPUs, by index ({@link Machine.vcpu} throws for a missing one instead of giving `undefined`). */
   readonly vcpus: readonly Vcpu[];
 
   private constructor(nativeMachine: NativeMachine, handlerTimeoutMs: number, spinMicros: number, irqchip: boolean) {
@@ -297,6 +186,26 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
   }
 
   /**
+   * vCPU `index`. Throws `NO_SUCH_VCPU`, naming how many vCPUs the machine has, when there is
+   * no such vCPU ({@link Machine.vcpus} gives `undefined` there).
+   * @example
+   * ```ts
+   * vm.vcpu(0).setup({ mode: 'long', entry: 0x1000, stack: 0x8_0000 });
+   * ```
+   */
+  vcpu(index: number): Vcpu {
+    wholeNumber(index, 'index', 0, Number.MAX_SAFE_INTEGER);
+    const vcpu = this.vcpus[index];
+    if (vcpu === undefined) {
+      throw new KvmkitError(
+        'NO_SUCH_VCPU',
+        `vCPU ${index} does not exist: this machine has ${this.vcpus.length} vCPU(s), 0 to ${this.vcpus.length - 1}`,
+      );
+    }
+    return vcpu;
+  }
+
+  /**
    * Registers a TypeScript device on `length` I/O ports from `base`.
    * @example
    * ```ts
@@ -323,26 +232,7 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
    * what is wrong, before anything is loaded. See also {@link createLinuxMachine}.
    */
   loadLinux(kernel: string, initrd: string | undefined, cmdline: string, options: LoadLinuxOptions = {}): LoadedKernel {
-    const { bzImage = 'decompress', kernelCache = defaultKernelCache() } = options;
-    text(kernel, 'kernel');
-    optionalText(initrd, 'initrd');
-    string(cmdline, 'cmdline');
-    oneOf(bzImage, 'options.bzImage', ['decompress', 'standard'] as const);
-    const native = {
-      standardBzimage: bzImage === 'standard',
-      ...(kernelCache === false ? {} : { cacheDir: kernelCache }),
-    };
-    const loaded = callNative(() => this.#native.loadLinux(kernel, initrd, cmdline, native));
-    return {
-      protocol: loaded.protocol,
-      entry: loaded.entry,
-      ...(loaded.initrdAddr === undefined || loaded.initrdAddr === null
-        ? {}
-        : { initrd: { address: loaded.initrdAddr, size: loaded.initrdSize ?? 0 } }),
-      ...(loaded.compression === undefined || loaded.compression === null
-        ? {}
-        : { decompressed: { compression: loaded.compression, fromCache: loaded.fromCache ?? false } }),
-    };
+    return loaders.loadLinux(this.#native, kernel, initrd, cmdline, options);
   }
 
   /**
@@ -352,16 +242,7 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
    * multiboot information with memory sizes, memory map, command line and modules).
    */
   loadMultiboot(kernel: string, cmdline = '', modules: readonly MultibootModule[] = []): LoadedMultiboot {
-    text(kernel, 'kernel');
-    string(cmdline, 'cmdline');
-    eachOf(modules, 'modules', (m, name) => text(object(m, name).path, `${name}.path`));
-    const native = modules.map((m) => ({ path: m.path, cmdline: m.cmdline ?? '' }));
-    const loaded = callNative(() => this.#native.loadMultiboot(kernel, cmdline, native));
-    return {
-      entry: loaded.entry,
-      kernelEnd: loaded.kernelEnd,
-      modules: loaded.modules.map(([start = 0, end = 0]) => ({ start, end })),
-    };
+    return loaders.loadMultiboot(this.#native, kernel, cmdline, modules);
   }
 
   /**
@@ -370,11 +251,7 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
    * `BAD_IMAGE`.
    */
   loadFlat(path: string, options: FlatBinaryOptions): number {
-    const { address, mode, entry = address, stack = 0x8000 } = options;
-    text(path, 'path');
-    wholeNumber(address, 'options.address', 0, Number.MAX_SAFE_INTEGER);
-    oneOf(mode, 'options.mode', ['real', 'protected', 'long'] as const);
-    return callNative(() => this.#native.loadFlat(path, address, entry, mode, stack));
+    return loaders.loadFlat(this.#native, path, options);
   }
 
   /**
@@ -609,11 +486,10 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
 
   /** Raises (`true`) or lowers (`false`) interrupt line `irq` (needs `irqchip`). */
   setIrqLine(irq: number, level: boolean): void {
-    wholeNumber(irq, 'irq', 0, 23);
-    callNative(() => this.#native.setIrqLine(irq, level));
+    interrupts.setIrqLine(this.#native, irq, level);
   }
 
-  /** Raises and lowers interrupt line `irq`: one edge-triggered interrupt (needs `irqchip`). */
+  /** Raises and lowers interrupt line `line`: one edge-triggered interrupt (needs `irqchip`). */
   pulseIrq(irq: number): void {
     this.setIrqLine(irq, true);
     this.setIrqLine(irq, false);
@@ -625,37 +501,17 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
    * Returns whether it was delivered.
    */
   signalMsi(address: number, data: number): boolean {
-    wholeNumber(address, 'address', 0, Number.MAX_SAFE_INTEGER);
-    wholeNumber(data, 'data', 0, 0xffff_ffff);
-    return callNative(() => this.#native.signalMsi(address, data));
+    return interrupts.signalMsi(this.#native, address, data);
   }
 
   /** An eventfd that raises interrupt `gsi` whenever triggered (needs `irqchip`). */
   createIrqFd(gsi: number): IrqFd {
-    wholeNumber(gsi, 'gsi', 0, 23);
-    return this.#eventFd(callNative(() => this.#native.createIrqfd(gsi)));
+    return interrupts.createIrqFd(this.#native, gsi);
   }
 
   /** An eventfd that counts the guest's writes to a port or address, answered in the kernel without a VM exit. */
   createIoEventFd(options: IoEventFdOptions): IoEventFd {
-    const { space = 'port', address, length = 0, datamatch } = options;
-    oneOf(space, 'options.space', ['port', 'mmio'] as const);
-    wholeNumber(address, 'options.address', 0, space === 'port' ? 0xffff : Number.MAX_SAFE_INTEGER);
-    if (![0, 1, 2, 4, 8].includes(length)) {
-      throw new ArgumentError('options.length', `expected 1, 2, 4 or 8 (or 0 for any width), got ${describe(length)}`);
-    }
-    if (datamatch !== undefined && typeof datamatch !== 'bigint') {
-      throw new ArgumentError('options.datamatch', `expected a bigint, got ${describe(datamatch)}`);
-    }
-    return this.#eventFd(callNative(() => this.#native.createIoeventfd(space, address, length, datamatch)));
-  }
-
-  #eventFd(fd: NativeEventFd): IrqFd & IoEventFd {
-    return {
-      trigger: () => callNative(() => fd.trigger()),
-      take: () => callNative(() => fd.take()),
-      close: () => callNative(() => fd.close()),
-    };
+    return interrupts.createIoEventFd(this.#native, options);
   }
 
   /** Starts the vCPU threads. */

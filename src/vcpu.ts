@@ -126,7 +126,7 @@ export class Vcpu {
    * @example
    * ```ts
    * vm.memory.write(0x1000, Uint8Array.of(0xf4)); // hlt
-   * vm.vcpus[0].setup({ mode: 'real', entry: 0x1000 });
+   * vm.vcpu(0).setup({ mode: 'real', entry: 0x1000 });
    * ```
    */
   setup(setup: VcpuSetup): void {
@@ -206,7 +206,7 @@ export class Vcpu {
    * asked is returned, with both values. An empty list means the guest sees exactly `entries`.
    * @example
    * ```ts
-   * const vcpu = vm.vcpus[0];
+   * const vcpu = vm.vcpu(0);
    * const forced = vcpu.setCpuid(maskCpuid(vcpu.cpuid(), [{ function: 1, register: 'ecx', clear: 1 << 26 }]));
    * for (const f of forced) console.warn(`CPUID ${f.function.toString(16)}.${f.register}: asked ${f.requested}, got ${f.actual}`);
    * ```

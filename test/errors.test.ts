@@ -96,6 +96,15 @@ describeKvm('errors a user can act on', () => {
     expect(argumentError(() => withIrqchip.setIrqLine(24, true), 'irq')).toMatch(/0 to 23/);
   });
 
+  it('names how many vCPUs there are when asked for one that does not exist', () => {
+    const vm = track(Machine.create({ memory: '2M', vcpus: 2 }));
+    expect(vm.vcpu(1)).toBe(vm.vcpus[1]);
+    const error = thrown(() => vm.vcpu(2));
+    expect(error.code).toBe('NO_SUCH_VCPU');
+    expect(error.message).toBe('vCPU 2 does not exist: this machine has 2 vCPU(s), 0 to 1');
+    expect(argumentError(() => vm.vcpu(-1), 'index')).toMatch(/-1/);
+  });
+
   it('rejects, never throws, when run() cannot start', async () => {
     const vm = track(Machine.create({ memory: '2M' }));
     vm.memory.write(0x1000, Uint8Array.of(0xf4));

@@ -68,6 +68,23 @@ describeKvm('ioeventfd', () => {
     counted.fd?.close();
   });
 
+  it('closes at the end of a using scope, irqfd and ioeventfd alike', () => {
+    const vm = machineWith('irq', { irqchip: true });
+    track(vm);
+    const escaped: { trigger?: () => void; take?: () => number } = {};
+    {
+      using irqfd = vm.createIrqFd(5);
+      using ioeventfd = vm.createIoEventFd({ address: 0x60, length: 1 });
+      irqfd.trigger();
+      expect(ioeventfd.take()).toBe(0);
+      escaped.trigger = () => irqfd.trigger();
+      escaped.take = () => ioeventfd.take();
+    }
+    const closed = expect.objectContaining({ code: 'INVALID_STATE' });
+    expect(() => escaped.trigger?.()).toThrow(closed);
+    expect(() => escaped.take?.()).toThrow(closed);
+  });
+
   it('rejects a datamatch without an access width', () => {
     const vm = machineWith('io');
     track(vm);

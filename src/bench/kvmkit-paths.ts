@@ -44,9 +44,9 @@ const COUNTER = {
 export function benchMachine(exit: ExitName, count: number): Machine {
   const vm = Machine.create({ memory: BENCH_RAM });
   vm.memory.write(BENCH_ENTRY, guestImage('bench'));
-  const vcpu = vm.vcpus[0];
-  vcpu?.setup({ mode: 'protected', entry: BENCH_ENTRY });
-  vcpu?.setRegisters({ rax: BigInt(exitCode(exit)), rsi: BigInt(count) });
+  const vcpu = vm.vcpu(0);
+  vcpu.setup({ mode: 'protected', entry: BENCH_ENTRY });
+  vcpu.setRegisters({ rax: BigInt(exitCode(exit)), rsi: BigInt(count) });
   vm.addDebugExit(DONE_PORT);
   return vm;
 }
@@ -80,8 +80,8 @@ export async function runKvmkit(path: KvmkitPath, exit: ExitName, count: number)
       const why = outcome.reason === 'error' ? outcome.error.message : outcome.reason;
       throw new Error(`the bench guest did not finish on the ${path} path: ${why}`);
     }
-    const stats = vm.vcpus[0]?.stats();
-    const counted = reachesUserspace(exit) ? (stats?.exits[COUNTER[exit as keyof typeof COUNTER]] ?? 0) : 0;
+    const stats = vm.vcpu(0).stats();
+    const counted = reachesUserspace(exit) ? (stats.exits[COUNTER[exit as keyof typeof COUNTER]] ?? 0) : 0;
     // The guest's final write to the done port is a port-out exit too.
     const exits = exit === 'pio-out' ? counted - 1 : counted;
     const { p50Ns, p99Ns, p999Ns, buckets } = stats?.latency ?? { p50Ns: 0, p99Ns: 0, p999Ns: 0, buckets: [] };

@@ -55,7 +55,7 @@ export async function idleMemory(count: number): Promise<IdleMemory> {
       const vm = Machine.create({ memory: '2M', irqchip: true });
       vms.push(vm);
       vm.memory.write(0x1000, idle);
-      vm.vcpus[0]?.setup({ mode: 'real', entry: 0x1000 });
+      vm.vcpu(0).setup({ mode: 'real', entry: 0x1000 });
       vm.addDebugExit(DONE_PORT);
       vm.start();
     }

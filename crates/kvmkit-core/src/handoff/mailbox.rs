@@ -6,14 +6,11 @@
 //! and replies or fails it; the vCPU hands the reply bytes straight to whoever writes them
 //! into `kvm_run`, and takes its record back.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::thread::Thread;
 use std::time::Duration;
 
+use super::primitives::{self, AtomicU32, LockExt, Mutex, MutexGuard, Ordering, Thread};
 use super::spin::{Adaptive, Partner, Spin};
 use crate::exit::DeviceAccess;
-use crate::sync::LockExt;
 
 const IDLE: u32 = 0;
 /// Posted and not yet claimed.
@@ -87,7 +84,7 @@ impl Mailbox {
     pub fn post(&self, access: &mut DeviceAccess) {
         let mut waiter = self.waiter.lock_or_recover();
         if waiter.is_none() {
-            *waiter = Some(std::thread::current());
+            *waiter = Some(primitives::current());
         }
         drop(waiter);
         std::mem::swap(&mut *self.access.lock_or_recover(), access);
@@ -130,7 +127,7 @@ impl Mailbox {
             }
             spinning = spinning && spin.pause();
             if !spinning {
-                std::thread::park_timeout(Duration::from_millis(50));
+                primitives::park_timeout(Duration::from_millis(50));
             }
         };
         self.waits.learn(spin.elapsed(), budget);
@@ -174,7 +171,7 @@ impl Mailbox {
         Ok(())
     }
 
-    fn finish(&self, guard: std::sync::MutexGuard<'_, Reply>, state: u32) {
+    fn finish(&self, guard: MutexGuard<'_, Reply>, state: u32) {
         self.state.store(state, Ordering::Release);
         drop(guard);
         self.wake();
@@ -193,21 +190,27 @@ impl Mailbox {
     }
 }
 
+/// An answer as owned values (the bytes, or the failure's message if any), and the address of
+/// the record handed back.
 #[cfg(test)]
+type Owned = (Result<Vec<u8>, Option<String>>, u64);
+
+/// The answer as owned values, and the address of the record handed back.
+#[cfg(test)]
+fn owned(a: &DeviceAccess, answer: Answer<'_>) -> Owned {
+    let answer = match answer {
+        Answer::Replied(bytes) => Ok(bytes.to_vec()),
+        Answer::Failed(message) => Err(Some(message)),
+        Answer::Cancelled => Err(None),
+    };
+    (answer, a.addr)
+}
+
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
-
-    /// The answer as owned values, and the address of the record handed back.
-    fn owned(a: &DeviceAccess, answer: Answer<'_>) -> (Result<Vec<u8>, Option<String>>, u64) {
-        let answer = match answer {
-            Answer::Replied(bytes) => Ok(bytes.to_vec()),
-            Answer::Failed(message) => Err(Some(message)),
-            Answer::Cancelled => Err(None),
-        };
-        (answer, a.addr)
-    }
 
     #[test]
     fn reply_reaches_the_waiter_after_it_parks_with_its_record() {
@@ -277,5 +280,116 @@ mod tests {
         mb.reply(&[]).unwrap();
         let _ = mb.wait(&mut a, Duration::ZERO, &Partner::default(), || false, owned);
         assert!(!mb.claim(), "answered");
+    }
+}
+
+/// Model checks of the mailbox's protocol: loom runs each test under every interleaving of
+/// its threads (up to `LOOM_MAX_PREEMPTIONS` preemptions), and fails one that deadlocks, and
+/// so also one that loses a wake-up (a timed park is a park there, see
+/// [`primitives::park_timeout`]).
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    /// Spin budgets of the waiting vCPU: none (it parks at its first miss), and one it never
+    /// spends (it only spins, yielding).
+    const BUDGETS: [Duration; 2] = [Duration::ZERO, Duration::from_secs(3600)];
+
+    /// Posts reads of `addrs` one after the other on `mb` from a new thread, which waits for
+    /// each answer with `budget`; returns the answers.
+    fn vcpu(
+        mb: &Arc<Mailbox>,
+        addrs: &'static [u64],
+        budget: Duration,
+    ) -> thread::JoinHandle<Vec<Owned>> {
+        let mb = Arc::clone(mb);
+        thread::spawn(move || {
+            let mut a = DeviceAccess::port_read(0);
+            addrs
+                .iter()
+                .map(|&addr| {
+                    a.addr = addr;
+                    mb.post(&mut a);
+                    mb.wait(&mut a, budget, &Partner::default(), || false, owned)
+                })
+                .collect()
+        })
+    }
+
+    /// Claims the next access, spinning until there is one.
+    fn claim(mb: &Mailbox) {
+        while !mb.claim() {
+            thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn a_claimed_access_is_answered_once_and_its_record_handed_back() {
+        for budget in BUDGETS {
+            loom::model(move || {
+                let mb = Arc::new(Mailbox::default());
+                let t = vcpu(&mb, &[0x60], budget);
+                claim(&mb);
+                assert!(!mb.claim(), "claimed already");
+                assert_eq!(mb.read(|a| a.addr), 0x60);
+                mb.reply(&[0x34, 0x12]).unwrap();
+                assert_eq!(t.join().unwrap(), [(Ok(vec![0x34, 0x12]), 0x60)]);
+                assert_eq!(mb.reply(&[1]), Err(ReplyError::NotWaiting));
+                assert!(!mb.claim(), "answered");
+            });
+        }
+    }
+
+    #[test]
+    fn of_two_racing_answerers_one_claims_the_access() {
+        loom::model(|| {
+            let mb = Arc::new(Mailbox::default());
+            let t = vcpu(&mb, &[0x60], Duration::ZERO);
+            let other = {
+                let mb = Arc::clone(&mb);
+                thread::spawn(move || mb.claim())
+            };
+            let mine = mb.claim();
+            let theirs = other.join().unwrap();
+            assert!(!(mine && theirs), "claimed twice");
+            if !(mine || theirs) {
+                // Both looked before the post.
+                claim(&mb);
+            }
+            mb.reply(&[1]).unwrap();
+            assert_eq!(t.join().unwrap(), [(Ok(vec![1]), 0x60)]);
+        });
+    }
+
+    #[test]
+    fn a_failure_reaches_the_waiter() {
+        loom::model(|| {
+            let mb = Arc::new(Mailbox::default());
+            let t = vcpu(&mb, &[0x60], Duration::ZERO);
+            claim(&mb);
+            mb.fail("boom".into()).unwrap();
+            assert_eq!(t.join().unwrap(), [(Err(Some("boom".into())), 0x60)]);
+            assert_eq!(mb.fail(String::new()), Err(ReplyError::NotWaiting));
+        });
+    }
+
+    #[test]
+    fn consecutive_accesses_get_their_own_answers() {
+        loom::model(|| {
+            let mb = Arc::new(Mailbox::default());
+            let t = vcpu(&mb, &[0x60, 0x61], Duration::ZERO);
+            for byte in [1, 2] {
+                claim(&mb);
+                let addr = mb.read(|a| a.addr);
+                assert_eq!(addr, 0x5f + u64::from(byte));
+                mb.reply(&[byte]).unwrap();
+            }
+            assert_eq!(
+                t.join().unwrap(),
+                [(Ok(vec![1]), 0x60), (Ok(vec![2]), 0x61)]
+            );
+        });
     }
 }

@@ -17,9 +17,9 @@
 
 pub mod mailbox;
 pub mod posted;
+mod primitives;
 pub mod spin;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -27,6 +27,7 @@ use crate::exit::DeviceAccess;
 use crate::vm::handler::ExitHandler;
 use mailbox::{Answer, Mailbox, ReplyError};
 use posted::{PostedQueue, PostedWrite};
+use primitives::{AtomicBool, Ordering};
 use spin::{Partner, Spin};
 
 /// The hand-off of one machine.
@@ -214,7 +215,7 @@ fn reply_error(vcpu: u32, e: ReplyError) -> Error {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use crate::exit::Outcome;
@@ -308,5 +309,153 @@ mod tests {
         assert_eq!(t.join().unwrap(), [0xee]);
         assert_eq!(h.reply(1, &[]).unwrap_err().code(), "NOT_WAITING");
         assert_eq!(h.fail(2, String::new()).unwrap_err().code(), "NO_SUCH_VCPU");
+    }
+}
+
+/// Model checks of the doorbells and the cancel (see the mailbox's for the waits themselves):
+/// every interleaving, up to `LOOM_MAX_PREEMPTIONS` preemptions.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::exit::Outcome;
+    use loom::sync::Arc;
+    use loom::sync::atomic::AtomicU32;
+    use loom::thread::{self, Thread};
+
+    /// Doorbells that count their rings and wake the answering thread, as the binding's
+    /// wake its JS thread. (Only the vCPU writes the count: loom 0.7 may let a later read
+    /// miss a store that races with another thread's read-modify-write, tokio-rs/loom#254,
+    /// so a flag the answerer clears would fail the model spuriously.)
+    struct Doorbells {
+        rings: AtomicU32,
+        answerer: Thread,
+    }
+
+    impl ExitHandler for Doorbells {
+        fn on_access(&self) {
+            self.rings.fetch_add(1, Ordering::Release);
+            self.answerer.unpark();
+        }
+        fn on_posted(&self) {}
+        fn on_output(&self, _: u32) {}
+        fn on_paused(&self) {}
+        fn on_end(&self, _: &Outcome) {}
+    }
+
+    /// The answering side of a machine of one vCPU: the hand-off, its doorbells and the
+    /// rings heard so far.
+    struct Answerer {
+        h: Arc<Handoff>,
+        bells: Arc<Doorbells>,
+        heard: u32,
+    }
+
+    impl Answerer {
+        /// Takes the next access as the binding does: polls, and sleeps until the next ring
+        /// when the poll finds nothing. Returns its address.
+        fn next_access(&mut self) -> u64 {
+            let mut seen = None;
+            while !self.h.poll(Duration::ZERO, |_, a| seen = Some(a.addr)) {
+                loop {
+                    let rings = self.bells.rings.load(Ordering::Acquire);
+                    if rings != self.heard {
+                        self.heard = rings;
+                        break;
+                    }
+                    thread::park();
+                }
+            }
+            seen.unwrap_or_default()
+        }
+    }
+
+    /// Runs a machine of one vCPU that reads `addrs` one after the other, answered by
+    /// `answer` on a thread of its own (the vCPU's doorbells wake it). Returns what `answer`
+    /// returned, the bytes the vCPU got (0xee for an access left unanswered) and the
+    /// hand-off, once both threads are done. (The model thread only joins: loom 0.7 aborts
+    /// when a thread blocked in a join is unparked, tokio-rs/loom#249, and a doorbell may
+    /// ring late, for an access a poll took already.)
+    fn run<R: Send + 'static>(
+        addrs: &'static [u64],
+        answer: impl FnOnce(&mut Answerer) -> R + Send + 'static,
+    ) -> (R, Vec<u8>, Arc<Handoff>) {
+        let js = thread::spawn(move || {
+            let h = Arc::new(Handoff::new(1, Duration::ZERO));
+            let bells = Arc::new(Doorbells {
+                rings: AtomicU32::new(0),
+                answerer: thread::current(),
+            });
+            let (vh, vbells) = (Arc::clone(&h), Arc::clone(&bells));
+            let vcpu = thread::spawn(move || {
+                let mut a = DeviceAccess::port_read(0);
+                addrs
+                    .iter()
+                    .map(|&addr| {
+                        a.addr = addr;
+                        vh.exchange(0, &mut a, vbells.as_ref(), |_, answer| match answer {
+                            Answer::Replied(b) => b[0],
+                            _ => 0xee,
+                        })
+                    })
+                    .collect::<Vec<u8>>()
+            });
+            let mut js = Answerer { h, bells, heard: 0 };
+            (answer(&mut js), vcpu, js.h)
+        });
+        let (result, vcpu, h) = js.join().expect("the answering thread panicked");
+        (result, vcpu.join().expect("the vCPU thread panicked"), h)
+    }
+
+    #[test]
+    fn an_access_is_rung_for_or_found_by_the_poll_it_races() {
+        loom::model(|| {
+            let (addr, got, _) = run(&[0x60], |js| {
+                let addr = js.next_access();
+                js.h.reply(0, &[7]).unwrap();
+                addr
+            });
+            assert_eq!((addr, got), (0x60, vec![7]));
+        });
+    }
+
+    #[test]
+    fn a_streak_is_answered_with_reply_and_poll() {
+        loom::model(|| {
+            let (addrs, got, _) = run(&[0x60, 0x61], |js| {
+                let first = js.next_access();
+                let mut next = None;
+                let found =
+                    js.h.reply_and_poll(0, &[1], Duration::ZERO, |_, a| next = Some(a.addr))
+                        .unwrap();
+                let second = if found {
+                    next.unwrap_or_default()
+                } else {
+                    js.next_access()
+                };
+                js.h.reply(0, &[2]).unwrap();
+                [first, second]
+            });
+            assert_eq!((addrs, got), ([0x60, 0x61], vec![1, 2]));
+        });
+    }
+
+    #[test]
+    fn a_cancel_releases_the_waiting_vcpu_whatever_the_answer_does() {
+        loom::model(|| {
+            let (replied, got, h) = run(&[0x60], |js| {
+                let canceller = {
+                    let h = Arc::clone(&js.h);
+                    thread::spawn(move || h.cancel())
+                };
+                // Replies if it finds the access before the cancel.
+                let replied = js.h.poll(Duration::ZERO, |_, _| {}) && js.h.reply(0, &[7]).is_ok();
+                (replied, canceller)
+            });
+            let (replied, canceller) = replied;
+            canceller.join().unwrap();
+            assert!(got == [7] || got == [0xee], "{got:?}");
+            assert!(replied || got == [0xee], "an answer came from nowhere");
+            assert_eq!(h.reply(0, &[7]).unwrap_err().code(), "NOT_WAITING");
+        });
     }
 }

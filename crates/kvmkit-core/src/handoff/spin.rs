@@ -14,12 +14,15 @@
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use super::primitives;
+
 /// What a waiter spins for when spinning has not paid lately: enough for an answer that
 /// is already on its way.
 pub const MIN_SPIN: Duration = Duration::from_micros(10);
 
-/// Checks between two looks at the clock.
-const CHECKS_PER_CLOCK: u32 = 32;
+/// Checks between two looks at the clock (under loom, every check is one: each is a point
+/// where the model switches threads, and the spin must stay short).
+const CHECKS_PER_CLOCK: u32 = if cfg!(all(test, loom)) { 1 } else { 32 };
 
 /// The CPU a thread on one side of the hand-off last ran on, for the other side's waits.
 #[derive(Debug)]
@@ -37,8 +40,12 @@ impl Partner {
         self.0.store(current_cpu(), Ordering::Relaxed);
     }
 
-    /// Whether the calling thread runs on the CPU the partner last ran on.
+    /// Whether the calling thread runs on the CPU the partner last ran on (always under loom,
+    /// which runs one thread at a time: a model's waiter must yield, it cannot spin).
     fn shares_cpu(&self) -> bool {
+        if cfg!(all(test, loom)) {
+            return true;
+        }
         let cpu = current_cpu();
         cpu >= 0 && self.0.load(Ordering::Relaxed) == cpu
     }
@@ -83,7 +90,7 @@ impl<'a> Spin<'a> {
             return false;
         }
         if self.partner.shares_cpu() {
-            std::thread::yield_now();
+            primitives::yield_now();
         }
         true
     }
@@ -137,7 +144,7 @@ impl Adaptive {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
