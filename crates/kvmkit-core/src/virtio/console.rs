@@ -301,6 +301,7 @@ mod tests {
             mem: mem.clone(),
             queues,
             interrupt: Arc::new(Interrupt::new(irq)),
+            kicks: Vec::new(),
         })
         .unwrap();
         (dev, handle, rx, tx)

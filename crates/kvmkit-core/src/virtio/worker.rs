@@ -92,6 +92,7 @@ impl IoThread {
             slot,
             interrupt,
             queue_evts,
+            offloaded: Vec::new(),
             backend,
         }));
         self.endpoint
@@ -120,6 +121,8 @@ struct DeviceWorker {
     slot: Arc<Mutex<Slot>>,
     interrupt: Arc<Interrupt>,
     queue_evts: Vec<EventFd>,
+    /// The queues whose eventfds a backend outside kvmkit waits on.
+    offloaded: Vec<usize>,
     backend: Vec<RawFd>,
 }
 
@@ -129,8 +132,10 @@ impl DeviceWorker {
     /// events; a queue with nothing waiting costs one empty look.
     fn requeue_if_yielded(&self) {
         if self.interrupt.take_yielded() {
-            for evt in &self.queue_evts {
-                let _ = evt.write(1);
+            for (i, evt) in self.queue_evts.iter().enumerate() {
+                if !self.offloaded.contains(&i) {
+                    let _ = evt.write(1);
+                }
             }
         }
     }
@@ -149,8 +154,18 @@ impl DeviceWorker {
 
 impl MutEventSubscriber for DeviceWorker {
     fn init(&mut self, ops: &mut EventOps) {
+        // A queue served outside kvmkit (vhost) is the kernel's to wait on: reading its
+        // eventfd here would steal the guest's notifications.
+        self.offloaded = self
+            .slot
+            .lock_or_recover()
+            .device
+            .offloaded_queues()
+            .to_vec();
         for (i, evt) in self.queue_evts.iter().enumerate() {
-            let _ = ops.add(Events::with_data(evt, i as u32, EventSet::IN));
+            if !self.offloaded.contains(&i) {
+                let _ = ops.add(Events::with_data(evt, i as u32, EventSet::IN));
+            }
         }
         for (i, &fd) in self.backend.iter().enumerate() {
             let data = BACKEND_BASE + i as u32;
