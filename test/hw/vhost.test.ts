@@ -1,0 +1,143 @@
+/**
+ * Debian's virtio drivers on kvmkit's vhost backends, in the test machine (which has
+ * /dev/vhost-net and /dev/vhost-vsock): one guest whose network device is served by vhost-net
+ * on a TAP the test makes, and whose vsock device is served by vhost-vsock. The guest side is
+ * test/hw/virtio-guest.sh (`kvmkit.test=virtio`): it pings the TAP's address, and sends a
+ * line to the host's vsock port through vsock-cat, which an `AF_VSOCK` listener (python3;
+ * Node has no AF_VSOCK) answers. The host also pings the guest and prints the round-trip
+ * times, then does the same for a guest on kvmkit's own TAP backend, for comparison.
+ */
+import { type ChildProcessWithoutNullStreams, execFileSync, spawn } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { initramfs, type RunningLinux, startLinux, vmlinuz } from '../boot/debian.js';
+import { describeHw } from './hardware.js';
+
+const vsockPort = 5001;
+const hostAddress = '10.0.3.1';
+const guestAddress = '10.0.3.2';
+
+/** A one-connection AF_VSOCK echo on `port` in this (host) kernel: answers a line with `pong: LINE` and prints the peer's CID. */
+const LISTENER = `
+import socket, sys
+s = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+s.bind((socket.VMADDR_CID_ANY, int(sys.argv[1])))
+s.listen(1)
+print("listening", flush=True)
+c, (cid, port) = s.accept()
+line = b""
+while b"\\n" not in line:
+    chunk = c.recv(4096)
+    if not chunk:
+        break
+    line += chunk
+c.sendall(b"pong: " + line.strip() + b"\\n")
+c.close()
+print("peer", cid, flush=True)
+`;
+
+const ip = (...args: string[]) => execFileSync('ip', args, { stdio: 'pipe' });
+
+/** Makes TAP `name` with the host's address on it, up. */
+function makeTap(name: string): void {
+  ip('tuntap', 'add', 'dev', name, 'mode', 'tap');
+  execFileSync('sysctl', ['-q', '-w', `net.ipv6.conf.${name}.disable_ipv6=1`], { stdio: 'ignore' });
+  ip('addr', 'add', `${hostAddress}/24`, 'dev', name);
+  ip('link', 'set', name, 'up');
+}
+
+/** The host pings the guest `count` times and returns ping's summary line (`rtt min/avg/max/mdev = …`). */
+function pingGuest(count: number): string {
+  const out = execFileSync('ping', ['-c', String(count), '-i', '0.2', '-W', '2', guestAddress], {
+    encoding: 'utf8',
+  });
+  return out.match(/^(?:rtt|round-trip) .*$/m)?.[0] ?? out;
+}
+
+/** The rest of the line `KVMKIT-<step> …` on the guest's console, or undefined. */
+function marker(log: string, step: string): string | undefined {
+  return log.match(new RegExp(`^KVMKIT-${step} (.*?)\\r?\\n`, 'm'))?.[1];
+}
+
+const cmdline = `console=ttyS0 panic=-1 kvmkit.test=virtio kvmkit.wait kvmkit.ip=${guestAddress}/24 kvmkit.ping=${hostAddress}`;
+
+describeHw("Debian's virtio drivers on vhost-net and vhost-vsock", () => {
+  describe('one guest with both', () => {
+    const tap = 'kvmkitvh0';
+    let listener: ChildProcessWithoutNullStreams;
+    let heard = '';
+    let guest: RunningLinux;
+    let log = '';
+
+    beforeAll(async () => {
+      makeTap(tap);
+      listener = spawn('python3', ['-c', LISTENER, String(vsockPort)]);
+      listener.stdout.on('data', (chunk: Buffer) => {
+        heard += chunk.toString();
+      });
+      listener.stderr.on('data', (chunk: Buffer) => {
+        heard += chunk.toString();
+      });
+      guest = startLinux(
+        {
+          kernel: vmlinuz,
+          initrd: initramfs,
+          cmdline: `${cmdline} kvmkit.vsock=${vsockPort}`,
+          net: [{ tap, mac: '02:00:00:00:03:02', vhost: true }],
+          vsock: { cid: 3, vhost: true },
+        },
+        'vhost: net and vsock',
+      );
+      await guest.waitFor(/^KVMKIT-VIRTIO-DONE/m, 300);
+      log = guest.log();
+    }, 330_000);
+
+    afterAll(async () => {
+      listener?.kill();
+      await guest?.close();
+      ip('link', 'del', 'dev', tap);
+    });
+
+    it('binds virtio_net and the vsock transport to the vhost devices', () => {
+      expect(log).not.toMatch(/^KVMKIT-\S+ FAIL/m);
+      expect(marker(log, 'VIRTIO-DEVICES')?.split(' ').sort()).toEqual(
+        ['0x0001=virtio_net', '0x0013=vmw_vsock_virtio_transport'].sort(),
+      );
+    });
+
+    it("pings the host's address on the TAP through vhost-net, and answers the host's pings", () => {
+      expect(marker(log, 'PING')).toMatch(new RegExp(`^ok ${hostAddress} `));
+      const rtt = pingGuest(20);
+      console.log(`vhost-net: host pings guest: ${rtt}`);
+      expect(rtt).toMatch(/ = [\d.]+\/[\d.]+\/[\d.]+/);
+    });
+
+    it('round-trips a line with an AF_VSOCK listener of the host through vhost-vsock', () => {
+      expect(marker(log, 'VSOCK')).toBe(`ok ${vsockPort} answered: pong: hello from the guest`);
+      expect(heard).toContain('peer 3');
+    });
+
+    it('powers off when told', async () => {
+      guest.console.input.write('\n');
+      expect(await guest.outcome).toEqual({ reason: 'shutdown', vcpu: expect.any(Number) });
+    });
+  });
+
+  it("kvmkit's own TAP backend, for comparison: the host pings the guest", async () => {
+    const tap = 'kvmkitvh1';
+    makeTap(tap);
+    const guest = startLinux(
+      { kernel: vmlinuz, initrd: initramfs, cmdline, net: [{ tap, mac: '02:00:00:00:03:02' }] },
+      'vhost: userspace TAP for comparison',
+    );
+    try {
+      const [, ping] = await guest.waitFor(/^KVMKIT-PING (.*?)\r?\n/m, 300);
+      expect(ping).toMatch(new RegExp(`^ok ${hostAddress} `));
+      console.log(`kvmkit TAP backend: host pings guest: ${pingGuest(20)}`);
+      guest.console.input.write('\n');
+      expect(await guest.outcome).toEqual({ reason: 'shutdown', vcpu: expect.any(Number) });
+    } finally {
+      await guest.close();
+      ip('link', 'del', 'dev', tap);
+    }
+  }, 330_000);
+});
