@@ -189,10 +189,7 @@ export function vsockFlag(
   const [first = '', ...rest] = value.split(',');
   const cid = Number(first);
   if (first.trim() === '' || !Number.isSafeInteger(cid) || cid < 3) {
-    throw new ConfigError(
-      flag,
-      `expected CID[,uds=PATH|,vhost] with a CID of 3 or more, got ${JSON.stringify(value)}`,
-    );
+    throw new ConfigError(flag, `expected CID[,uds=PATH|,vhost] with a CID of 3 or more, got ${JSON.stringify(value)}`);
   }
   const options = rest.join(',');
   if (options === '') {

@@ -90,7 +90,7 @@ const COMMANDS: Record<string, CommandSpec> = {
         type: 'string',
         value: 'tap=IFNAME',
         repeatable: true,
-        help: 'a virtio network device on an existing TAP interface (eth0, then\neth1… in order; repeat for more; make it with ip tuntap add dev\nIFNAME mode tap user $USER); ,mac=02:00:00:00:00:01 sets its MAC;\n,vhost: the kernel\'s vhost-net moves the frames (needs /dev/vhost-net)',
+        help: "a virtio network device on an existing TAP interface (eth0, then\neth1… in order; repeat for more; make it with ip tuntap add dev\nIFNAME mode tap user $USER); ,mac=02:00:00:00:00:01 sets its MAC;\n,vhost: the kernel's vhost-net moves the frames (needs /dev/vhost-net)",
       },
       'virtio-console': {
         type: 'boolean',

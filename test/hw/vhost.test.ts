@@ -8,8 +8,11 @@
  * times, then does the same for a guest on kvmkit's own TAP backend, for comparison.
  */
 import { type ChildProcessWithoutNullStreams, execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { initramfs, type RunningLinux, startLinux, vmlinuz } from '../boot/debian.js';
+import { fixture, initramfs, type RunningLinux, startLinux, vmlinuz } from '../boot/debian.js';
 import { describeHw } from './hardware.js';
 
 const vsockPort = 5001;
@@ -45,9 +48,29 @@ function makeTap(name: string): void {
   ip('link', 'set', name, 'up');
 }
 
-/** The host pings the guest `count` times and returns ping's summary line (`rtt min/avg/max/mdev = …`). */
+/**
+ * busybox from the fixtures' busybox-static package, for its ping (hosts may have no
+ * ping(8)), unpacked once into a temporary directory.
+ */
+const busybox = (() => {
+  let path: string | undefined;
+  return () => {
+    if (path === undefined) {
+      const deb = readdirSync(fixture('debs')).find((f) => f.startsWith('busybox-static_'));
+      if (deb === undefined) {
+        throw new Error('no busybox-static package in fixtures/cache/debs: run scripts/fixtures.sh');
+      }
+      const dir = mkdtempSync(join(tmpdir(), 'kvmkit-busybox-'));
+      execFileSync('dpkg-deb', ['-x', join(fixture('debs'), deb), dir]);
+      path = join(dir, 'bin', 'busybox');
+    }
+    return path;
+  };
+})();
+
+/** The host pings the guest `count` times and returns ping's summary line (`round-trip min/avg/max = …`). */
 function pingGuest(count: number): string {
-  const out = execFileSync('ping', ['-c', String(count), '-i', '0.2', '-W', '2', guestAddress], {
+  const out = execFileSync(busybox(), ['ping', '-c', String(count), '-i', '0.2', '-W', '2', guestAddress], {
     encoding: 'utf8',
   });
   return out.match(/^(?:rtt|round-trip) .*$/m)?.[0] ?? out;

@@ -54,8 +54,7 @@ impl NativeMachine {
             let device = VhostVsock::new(u64::from(cid), m.ram().memory()).map_err(core)?;
             (None, m.add_virtio(Box::new(device)).map_err(core)?)
         } else {
-            let device =
-                Vsock::new(u64::from(cid), uds.as_deref().map(Path::new)).map_err(core)?;
+            let device = Vsock::new(u64::from(cid), uds.as_deref().map(Path::new)).map_err(core)?;
             let host = device.host();
             (Some(host), m.add_virtio(Box::new(device)).map_err(core)?)
         };
