@@ -6,11 +6,11 @@
  * /dev/vhost-*; the test machine (test/hw) has both, and test/hw/vhost.test.ts boots Debian on
  * them.
  */
-import { execFileSync } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { closedAfterEach, machineWith } from './guests.js';
 import { describeKvm } from './kvm.js';
+import { cannotCreateTaps, deleteTap, makeTap } from './tap.js';
 
 const track = closedAfterEach();
 
@@ -56,19 +56,6 @@ describeKvm('vhost-vsock', () => {
   });
 });
 
-/** Why this process may not create TAP interfaces (root, /dev/net/tun and `ip`), if it may not. */
-function cannotCreateTaps(): string | undefined {
-  if (process.getuid?.() !== 0) {
-    return 'not root: creating a TAP needs CAP_NET_ADMIN';
-  }
-  try {
-    execFileSync('ip', ['-V'], { stdio: 'ignore' });
-  } catch {
-    return 'no ip(8) to create a TAP with';
-  }
-  return undefined;
-}
-
 const noTap = cannotCreateTaps();
 
 describe('vhost-net options', () => {
@@ -85,12 +72,8 @@ describeKvm('vhost-net on a TAP', () => {
     `carries the guest's frames where /dev/vhost-net is usable, and says VHOST_UNAVAILABLE where not${noTap === undefined ? '' : ` (skipped: ${noTap})`}`,
     async () => {
       const tap = `kvmkitv${process.pid % 100_000}`;
-      const ip = (...args: string[]) => execFileSync('ip', args, { stdio: 'pipe' });
-      ip('tuntap', 'add', 'dev', tap, 'mode', 'tap');
+      makeTap(tap, '10.0.0.1/24');
       try {
-        execFileSync('sysctl', ['-q', '-w', `net.ipv6.conf.${tap}.disable_ipv6=1`], { stdio: 'ignore' });
-        ip('addr', 'add', '10.0.0.1/24', 'dev', tap);
-        ip('link', 'set', tap, 'up');
         const vm = track(machineWith('virtio-net', { memory: '4M', irqchip: true }));
         vm.addDebugExit(0xf4);
         if (!usable('/dev/vhost-net')) {
@@ -102,7 +85,7 @@ describeKvm('vhost-net on a TAP', () => {
         expect(await vm.run()).toEqual({ reason: 'device-request', device: 'debug-exit', status: 0x55 });
         expect(() => net.send(Buffer.alloc(64))).toThrow(expect.objectContaining({ code: 'VHOST_IN_KERNEL' }));
       } finally {
-        ip('link', 'del', 'dev', tap);
+        deleteTap(tap);
       }
     },
   );

@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fixture, initramfs, type RunningLinux, startLinux, vmlinuz } from '../boot/debian.js';
+import { deleteTap, makeTap } from '../tap.js';
 import { describeHw } from './hardware.js';
 
 const vsockPort = 5001;
@@ -37,16 +38,6 @@ c.sendall(b"pong: " + line.strip() + b"\\n")
 c.close()
 print("peer", cid, flush=True)
 `;
-
-const ip = (...args: string[]) => execFileSync('ip', args, { stdio: 'pipe' });
-
-/** Makes TAP `name` with the host's address on it, up. */
-function makeTap(name: string): void {
-  ip('tuntap', 'add', 'dev', name, 'mode', 'tap');
-  execFileSync('sysctl', ['-q', '-w', `net.ipv6.conf.${name}.disable_ipv6=1`], { stdio: 'ignore' });
-  ip('addr', 'add', `${hostAddress}/24`, 'dev', name);
-  ip('link', 'set', name, 'up');
-}
 
 /**
  * busybox from the fixtures' busybox-static package, for its ping (hosts may have no
@@ -92,7 +83,7 @@ describeHw("Debian's virtio drivers on vhost-net and vhost-vsock", () => {
     let log = '';
 
     beforeAll(async () => {
-      makeTap(tap);
+      makeTap(tap, `${hostAddress}/24`);
       listener = spawn('python3', ['-c', LISTENER, String(vsockPort)]);
       listener.stdout.on('data', (chunk: Buffer) => {
         heard += chunk.toString();
@@ -117,7 +108,7 @@ describeHw("Debian's virtio drivers on vhost-net and vhost-vsock", () => {
     afterAll(async () => {
       listener?.kill();
       await guest?.close();
-      ip('link', 'del', 'dev', tap);
+      deleteTap(tap);
     });
 
     it('binds virtio_net and the vsock transport to the vhost devices', () => {
@@ -147,7 +138,7 @@ describeHw("Debian's virtio drivers on vhost-net and vhost-vsock", () => {
 
   it("kvmkit's own TAP backend, for comparison: the host pings the guest", async () => {
     const tap = 'kvmkitvh1';
-    makeTap(tap);
+    makeTap(tap, `${hostAddress}/24`);
     const guest = startLinux(
       { kernel: vmlinuz, initrd: initramfs, cmdline, net: [{ tap, mac: '02:00:00:00:03:02' }] },
       'vhost: userspace TAP for comparison',
@@ -160,7 +151,7 @@ describeHw("Debian's virtio drivers on vhost-net and vhost-vsock", () => {
       expect(await guest.outcome).toEqual({ reason: 'shutdown', vcpu: expect.any(Number) });
     } finally {
       await guest.close();
-      ip('link', 'del', 'dev', tap);
+      deleteTap(tap);
     }
   }, 330_000);
 });

@@ -108,7 +108,7 @@ impl NativeMachine {
         let m = self.m()?;
         if vhost == Some(true) {
             let tap = tap.ok_or_else(|| invalid_arg("vhost", "vhost-net needs a TAP"))?;
-            let device = VhostNet::new(config, tap, m.ram().memory()).map_err(core)?;
+            let device = VhostNet::open(config, tap, m.ram().memory()).map_err(core)?;
             let info = m.add_virtio(Box::new(device)).map_err(core)?;
             return Ok(NativeNet {
                 handle: None,

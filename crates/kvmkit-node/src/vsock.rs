@@ -51,7 +51,7 @@ impl NativeMachine {
                     "vhost-vsock's host side is AF_VSOCK: give uds or vhost, not both",
                 ));
             }
-            let device = VhostVsock::new(u64::from(cid), m.ram().memory()).map_err(core)?;
+            let device = VhostVsock::open(u64::from(cid), m.ram().memory()).map_err(core)?;
             (None, m.add_virtio(Box::new(device)).map_err(core)?)
         } else {
             let device = Vsock::new(u64::from(cid), uds.as_deref().map(Path::new)).map_err(core)?;

@@ -203,3 +203,74 @@ impl MutEventSubscriber for DeviceWorker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::virtio::{Activation, VirtioDevice};
+    use std::sync::atomic::AtomicU32;
+    use std::time::{Duration, Instant};
+    use vmm_sys_util::eventfd::EFD_NONBLOCK;
+
+    /// A device whose queue 0 a backend outside kvmkit serves; it counts the notifications it
+    /// hears of, per queue.
+    struct Offloading(Arc<[AtomicU32; 2]>);
+
+    impl VirtioDevice for Offloading {
+        fn device_type(&self) -> u32 {
+            0
+        }
+        fn name(&self) -> &'static str {
+            "offloading"
+        }
+        fn queue_max_sizes(&self) -> &[u16] {
+            &[16, 16]
+        }
+        fn features(&self) -> u64 {
+            0
+        }
+        fn read_config(&self, _offset: u64, _data: &mut [u8]) {}
+        fn activate(&mut self, _activation: Activation) -> std::result::Result<(), String> {
+            Ok(())
+        }
+        fn process_queue(&mut self, index: usize) {
+            self.0[index].fetch_add(1, Ordering::SeqCst);
+        }
+        fn offloaded_queues(&self) -> &[usize] {
+            &[0]
+        }
+        fn reset(&mut self) {}
+    }
+
+    #[test]
+    fn an_offloaded_queue_keeps_its_notifications_for_the_backend_that_serves_it() {
+        let heard = Arc::new([AtomicU32::new(0), AtomicU32::new(0)]);
+        let slot = Arc::new(Mutex::new(Slot {
+            device: Box::new(Offloading(Arc::clone(&heard))),
+            active: true,
+        }));
+        let interrupt = Arc::new(Interrupt::new(EventFd::new(EFD_NONBLOCK).unwrap()));
+        let evts = [
+            EventFd::new(EFD_NONBLOCK).unwrap(),
+            EventFd::new(EFD_NONBLOCK).unwrap(),
+        ];
+        let kept: Vec<EventFd> = evts.iter().map(|e| e.try_clone().unwrap()).collect();
+        let io = IoThread::spawn().unwrap();
+        io.serve(slot, interrupt, evts.into(), Vec::new()).unwrap();
+        kept[0].write(1).unwrap();
+        kept[1].write(1).unwrap();
+        let start = Instant::now();
+        while heard[1].load(Ordering::SeqCst) == 0 && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(
+            heard[1].load(Ordering::SeqCst),
+            1,
+            "queue 1 is the I/O thread's"
+        );
+        assert_eq!(heard[0].load(Ordering::SeqCst), 0, "queue 0 is not");
+        // Its notification is still there for the kernel to take.
+        assert_eq!(kept[0].read().unwrap(), 1);
+        assert!(kept[1].read().is_err(), "the I/O thread consumed queue 1's");
+    }
+}

@@ -15,6 +15,7 @@
 //! [`VirtioDevice::offloaded_queues`]: crate::virtio::VirtioDevice::offloaded_queues
 //! [`Interrupt::signal_used`]: crate::virtio::Interrupt::signal_used
 
+pub mod device;
 pub mod net;
 pub mod vsock;
 
@@ -28,6 +29,7 @@ use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use crate::virtio::{Activation, Memory, TRANSPORT_FEATURES};
 
+pub use device::{Personality, Vhost};
 pub use net::VhostNet;
 pub use vsock::VhostVsock;
 
@@ -184,9 +186,14 @@ impl<B: VhostKernBackend<AS = Mem>> Kernel<B> {
         self.calls.iter().map(AsRawFd::as_raw_fd).collect()
     }
 
-    /// Whether the kernel signalled call eventfd `index` (and consumes it).
-    pub(crate) fn take_call(&self, index: usize) -> bool {
-        self.calls.get(index).is_some_and(|c| c.read().is_ok())
+    /// Call eventfd `index` is readable: the kernel used buffers of that queue and the
+    /// driver wants to hear of it. Consumes it and, while the device is `active`, interrupts
+    /// the driver with the used-buffer bit set.
+    pub(crate) fn on_call(&self, index: usize, active: Option<&Activation>) {
+        let called = self.calls.get(index).is_some_and(|c| c.read().is_ok());
+        if let (true, Some(active)) = (called, active) {
+            active.interrupt.signal_used();
+        }
     }
 
     /// Hands the queues of `activation` to the kernel: features `acked ∩` what it offers,

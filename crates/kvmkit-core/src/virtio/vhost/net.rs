@@ -7,30 +7,29 @@
 //! frame; vhost-net passes it through to the TAP (`VHOST_NET_F_VIRTIO_NET_HDR` is not
 //! negotiated).
 
-use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use vhost::net::VhostNet as _;
 use vhost::vhost_kern::net::Net as KernelNet;
 use virtio_bindings::virtio_ids::VIRTIO_ID_NET;
 
+use super::device::{Personality, Vhost};
 use super::{Kernel, Mem, VhostError};
 use crate::error::Result;
+use crate::virtio::Memory;
 use crate::virtio::net::{NetConfig, QUEUE_SIZE, RX_QUEUE, TX_QUEUE, Tap};
-use crate::virtio::{Activation, Memory, VirtioDevice};
 
 /// The device node.
 pub const PATH: &str = "/dev/vhost-net";
-const QUEUES: &[usize] = &[RX_QUEUE, TX_QUEUE];
 
 /// A network device whose queues the kernel serves.
+pub type VhostNet = Vhost<NetSide>;
+
+/// What kvmkit keeps of a vhost-net device: its configuration and its TAP.
 #[derive(Debug)]
-pub struct VhostNet {
+pub struct NetSide {
     config: NetConfig,
     tap: Tap,
-    kernel: Kernel<KernelNet<Mem>>,
-    acked: u64,
-    active: Option<Activation>,
 }
 
 impl VhostNet {
@@ -41,101 +40,51 @@ impl VhostNet {
     ///
     /// `INVALID_CONFIG` for an MTU below 68; `VHOST_UNAVAILABLE` if `/dev/vhost-net` is
     /// missing or not permitted; `VHOST_FAILED` if the kernel refuses to set it up.
-    pub fn new(config: NetConfig, tap: Tap, mem: &Memory) -> Result<Self> {
+    pub fn open(config: NetConfig, tap: Tap, mem: &Memory) -> Result<Self> {
         config.check()?;
         let mem = Arc::new(mem.clone());
-        let kernel = Kernel::open(PATH, "vhost_net", QUEUES, || KernelNet::new(mem))?;
-        Ok(VhostNet {
-            config,
-            tap,
-            kernel,
-            acked: 0,
-            active: None,
-        })
-    }
-
-    /// Detaches the TAP from the queues: the kernel stops serving them.
-    fn stop(&self) {
-        for &queue in QUEUES {
-            // Fails only if the queue was never started; either way it is stopped.
-            let _ = self.kernel.backend().set_backend(queue, None);
-        }
-    }
-
-    fn start(&self, activation: &Activation) -> std::result::Result<(), String> {
-        self.kernel.start(activation, self.acked)?;
-        for &queue in QUEUES {
-            self.kernel
-                .backend()
-                .set_backend(queue, Some(self.tap.file()))
-                .map_err(|e| {
-                    let e = VhostError::Kernel {
-                        path: PATH,
-                        op: "VHOST_NET_SET_BACKEND",
-                        source: e,
-                    };
-                    format!("{e} (TAP {})", self.tap.name())
-                })?;
-        }
-        Ok(())
+        let kernel = Kernel::open(PATH, "vhost_net", NetSide::OFFLOADED, || {
+            KernelNet::new(mem)
+        })?;
+        Ok(Vhost::new(NetSide { config, tap }, kernel))
     }
 }
 
-impl VirtioDevice for VhostNet {
-    fn device_type(&self) -> u32 {
-        VIRTIO_ID_NET
-    }
-
-    fn name(&self) -> &'static str {
-        "virtio-net"
-    }
-
-    fn queue_max_sizes(&self) -> &[u16] {
-        &[QUEUE_SIZE, QUEUE_SIZE]
-    }
+impl Personality for NetSide {
+    type Backend = KernelNet<Mem>;
+    const DEVICE_TYPE: u32 = VIRTIO_ID_NET;
+    const NAME: &'static str = "virtio-net";
+    const QUEUE_SIZES: &'static [u16] = &[QUEUE_SIZE, QUEUE_SIZE];
+    const OFFLOADED: &'static [usize] = &[RX_QUEUE, TX_QUEUE];
 
     fn features(&self) -> u64 {
         self.config.features()
-    }
-
-    fn ack_features(&mut self, features: u64) {
-        self.acked = features;
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         self.config.read(offset, data);
     }
 
-    fn activate(&mut self, activation: Activation) -> std::result::Result<(), String> {
-        let activation = activation.all_ready("virtio-net", 2)?;
-        if let Err(why) = self.start(&activation) {
-            self.stop();
-            return Err(why);
+    fn attach(&self, backend: &Self::Backend) -> std::result::Result<(), String> {
+        for &queue in Self::OFFLOADED {
+            backend
+                .set_backend(queue, Some(self.tap.file()))
+                .map_err(|source| {
+                    let e = VhostError::Kernel {
+                        path: PATH,
+                        op: "VHOST_NET_SET_BACKEND",
+                        source,
+                    };
+                    format!("{e} (TAP {})", self.tap.name())
+                })?;
         }
-        self.active = Some(activation);
         Ok(())
     }
 
-    fn process_queue(&mut self, _index: usize) {}
-
-    fn offloaded_queues(&self) -> &[usize] {
-        QUEUES
-    }
-
-    fn backend_fds(&self) -> Vec<RawFd> {
-        self.kernel.call_fds()
-    }
-
-    fn process_backend(&mut self, index: usize) {
-        if self.kernel.take_call(index)
-            && let Some(active) = &self.active
-        {
-            active.interrupt.signal_used();
+    fn detach(&self, backend: &Self::Backend) {
+        for &queue in Self::OFFLOADED {
+            // Fails only if the queue was never started; either way it is stopped.
+            let _ = backend.set_backend(queue, None);
         }
-    }
-
-    fn reset(&mut self) {
-        self.stop();
-        self.active = None;
     }
 }

@@ -4,30 +4,29 @@
 //! the configuration space (the CID) and keeps the event queue, which only carries transport
 //! resets kvmkit never owes here.
 
-use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use vhost::vhost_kern::vsock::Vsock as KernelVsock;
 use vhost::vsock::VhostVsock as _;
 use virtio_bindings::virtio_ids::VIRTIO_ID_VSOCK;
 
+use super::device::{Personality, Vhost};
 use super::{Kernel, Mem, VhostError};
 use crate::error::Result;
+use crate::virtio::Memory;
 use crate::virtio::vsock::device::{QUEUE_SIZE, check_cid, read_cid_config};
-use crate::virtio::{Activation, Memory, VirtioDevice};
 
 /// The device node.
 pub const PATH: &str = "/dev/vhost-vsock";
-/// The queues the kernel serves: RX and TX (the event queue stays with kvmkit).
-const QUEUES: &[usize] = &[0, 1];
 
-/// A vsock device whose queues the kernel serves.
+/// A vsock device whose RX and TX queues the kernel serves.
+pub type VhostVsock = Vhost<VsockSide>;
+
+/// What kvmkit keeps of a vhost-vsock device: the guest's CID (and its event queue, which
+/// carries only transport resets, which kvmkit never owes here).
 #[derive(Debug)]
-pub struct VhostVsock {
+pub struct VsockSide {
     cid: u64,
-    kernel: Kernel<KernelVsock<Mem>>,
-    acked: u64,
-    active: Option<Activation>,
 }
 
 impl VhostVsock {
@@ -39,10 +38,12 @@ impl VhostVsock {
     /// `INVALID_CONFIG` for a CID below 3 or above 4294967294; `VHOST_UNAVAILABLE` if
     /// `/dev/vhost-vsock` is missing or not permitted; `VSOCK_CID_IN_USE` if another VM on
     /// this host has `cid`; `VHOST_FAILED` if the kernel refuses to set it up.
-    pub fn new(cid: u64, mem: &Memory) -> Result<Self> {
+    pub fn open(cid: u64, mem: &Memory) -> Result<Self> {
         check_cid(cid)?;
         let mem = Arc::new(mem.clone());
-        let kernel = Kernel::open(PATH, "vhost_vsock", QUEUES, || KernelVsock::new(mem))?;
+        let kernel = Kernel::open(PATH, "vhost_vsock", VsockSide::OFFLOADED, || {
+            KernelVsock::new(mem)
+        })?;
         kernel.backend().set_guest_cid(cid).map_err(|e| match e {
             vhost::Error::IoctlError(ref io) if io.raw_os_error() == Some(libc::EADDRINUSE) => {
                 VhostError::CidInUse { cid }
@@ -53,82 +54,35 @@ impl VhostVsock {
                 source,
             },
         })?;
-        Ok(VhostVsock {
-            cid,
-            kernel,
-            acked: 0,
-            active: None,
-        })
-    }
-
-    fn start(&self, activation: &Activation) -> std::result::Result<(), String> {
-        self.kernel.start(activation, self.acked)?;
-        self.kernel
-            .backend()
-            .start()
-            .map_err(|e| format!("{PATH}: VHOST_VSOCK_SET_RUNNING: {e}"))
+        Ok(Vhost::new(VsockSide { cid }, kernel))
     }
 }
 
-impl VirtioDevice for VhostVsock {
-    fn device_type(&self) -> u32 {
-        VIRTIO_ID_VSOCK
-    }
-
-    fn name(&self) -> &'static str {
-        "virtio-vsock"
-    }
-
-    fn queue_max_sizes(&self) -> &[u16] {
-        &[QUEUE_SIZE; 3]
-    }
+impl Personality for VsockSide {
+    type Backend = KernelVsock<Mem>;
+    const DEVICE_TYPE: u32 = VIRTIO_ID_VSOCK;
+    const NAME: &'static str = "virtio-vsock";
+    const QUEUE_SIZES: &'static [u16] = &[QUEUE_SIZE; 3];
+    /// RX and TX; the event queue stays with kvmkit.
+    const OFFLOADED: &'static [usize] = &[0, 1];
 
     fn features(&self) -> u64 {
         0
-    }
-
-    fn ack_features(&mut self, features: u64) {
-        self.acked = features;
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         read_cid_config(self.cid, offset, data);
     }
 
-    fn activate(&mut self, activation: Activation) -> std::result::Result<(), String> {
-        let activation = activation.all_ready("virtio-vsock", 3)?;
-        if let Err(why) = self.start(&activation) {
-            let _ = self.kernel.backend().stop();
-            return Err(why);
-        }
-        self.active = Some(activation);
-        Ok(())
+    fn attach(&self, backend: &Self::Backend) -> std::result::Result<(), String> {
+        backend
+            .start()
+            .map_err(|e| format!("{PATH}: VHOST_VSOCK_SET_RUNNING: {e}"))
     }
 
-    /// Only the event queue comes here; its buffers wait for a transport reset event that
-    /// vhost never needs.
-    fn process_queue(&mut self, _index: usize) {}
-
-    fn offloaded_queues(&self) -> &[usize] {
-        QUEUES
-    }
-
-    fn backend_fds(&self) -> Vec<RawFd> {
-        self.kernel.call_fds()
-    }
-
-    fn process_backend(&mut self, index: usize) {
-        if self.kernel.take_call(index)
-            && let Some(active) = &self.active
-        {
-            active.interrupt.signal_used();
-        }
-    }
-
-    fn reset(&mut self) {
+    fn detach(&self, backend: &Self::Backend) {
         // Fails only if it never ran; either way it is stopped.
-        let _ = self.kernel.backend().stop();
-        self.active = None;
+        let _ = backend.stop();
     }
 }
 
@@ -146,7 +100,7 @@ mod tests {
             .write(true)
             .open(PATH)
             .is_ok();
-        match VhostVsock::new(u64::from(std::process::id()) + 1000, &mem) {
+        match VhostVsock::open(u64::from(std::process::id()) + 1000, &mem) {
             Ok(dev) => assert!(usable, "opened {PATH} though this process cannot: {dev:?}"),
             Err(e) => {
                 assert!(!usable, "{PATH} is usable here, yet: {e}");
@@ -162,7 +116,7 @@ mod tests {
     #[test]
     fn a_reserved_cid_is_refused_before_the_node_is_opened() {
         let mem = Memory::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
-        let err = VhostVsock::new(2, &mem).unwrap_err();
+        let err = VhostVsock::open(2, &mem).unwrap_err();
         assert_eq!(err.code(), "INVALID_CONFIG");
     }
 }
