@@ -20,23 +20,26 @@ const vsockPort = 5001;
 const hostAddress = '10.0.3.1';
 const guestAddress = '10.0.3.2';
 
-/** A one-connection AF_VSOCK echo on `port` in this (host) kernel: answers a line with `pong: LINE` and prints the peer's CID. */
+/**
+ * An AF_VSOCK listener on `port` in this (host) kernel for two connections (before and after
+ * the guest rebinds its driver): answers a line with `pong: LINE` and prints the peer's CID.
+ */
 const LISTENER = `
 import socket, sys
 s = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
 s.bind((socket.VMADDR_CID_ANY, int(sys.argv[1])))
 s.listen(1)
-print("listening", flush=True)
-c, (cid, port) = s.accept()
-line = b""
-while b"\\n" not in line:
-    chunk = c.recv(4096)
-    if not chunk:
-        break
-    line += chunk
-c.sendall(b"pong: " + line.strip() + b"\\n")
-c.close()
-print("peer", cid, flush=True)
+for _ in range(2):
+    c, (cid, port) = s.accept()
+    line = b""
+    while b"\\n" not in line:
+        chunk = c.recv(4096)
+        if not chunk:
+            break
+        line += chunk
+    c.sendall(b"pong: " + line.strip() + b"\\n")
+    c.close()
+    print("peer", cid, flush=True)
 `;
 
 /**
@@ -95,7 +98,7 @@ describeHw("Debian's virtio drivers on vhost-net and vhost-vsock", () => {
         {
           kernel: vmlinuz,
           initrd: initramfs,
-          cmdline: `${cmdline} kvmkit.vsock=${vsockPort}`,
+          cmdline: `${cmdline} kvmkit.vsock=${vsockPort} kvmkit.rebind`,
           net: [{ tap, mac: '02:00:00:00:03:02', vhost: true }],
           vsock: { cid: 3, vhost: true },
         },
@@ -128,6 +131,14 @@ describeHw("Debian's virtio drivers on vhost-net and vhost-vsock", () => {
     it('round-trips a line with an AF_VSOCK listener of the host through vhost-vsock', () => {
       expect(marker(log, 'VSOCK')).toBe(`ok ${vsockPort} answered: pong: hello from the guest`);
       expect(heard).toContain('peer 3');
+    });
+
+    it('serves both again after the driver resets them and sets them up anew', () => {
+      expect(marker(log, 'REBIND')).toMatch(
+        /^ok virtio\d+ virtio\d+: ping after \d+ lost, vsock answered: pong: hello again$/,
+      );
+      expect(marker(log, 'REBIND')).not.toContain('after 30 lost');
+      expect(heard.match(/peer 3/g)).toHaveLength(2);
     });
 
     it('powers off when told', async () => {
