@@ -9,6 +9,7 @@
 #   KVMKIT-<STEP> absent     the machine has no such device
 # Command-line parameters:
 #   kvmkit.ip=ADDR/LEN   configure eth0 with this address
+#   kvmkit.ip1=ADDR/LEN  configure eth1 with this address
 #   kvmkit.ping=ADDR     ping ADDR from eth0 until it answers (60 tries)
 #   kvmkit.vsock=PORT    send a line to the host's vsock PORT and print its answer
 #   kvmkit.rebind        then unbind and bind the network and vsock devices (a reset and a
@@ -98,12 +99,14 @@ else
   echo "KVMKIT-HVC0 absent"
 fi
 
-# Network: eth0 gets kvmkit.ip, then pings kvmkit.ping until it answers.
+# Network: eth0 gets kvmkit.ip (and eth1 kvmkit.ip1), then pings kvmkit.ping until it answers.
+eth1() { [ -n "$(param ip1)" ] && ip addr add "$(param ip1)" dev eth1 && ip link set eth1 up; }
 if [ -e /sys/class/net/eth0 ]; then
   ip link set lo up
   ip=$(param ip)
   [ -n "$ip" ] && ip addr add "$ip" dev eth0
   ip link set eth0 up
+  eth1
   echo "KVMKIT-NET ok eth0 $(cat /sys/class/net/eth0/address) ${ip:-no address}"
   peer=$(param ping)
   if [ -n "$peer" ]; then
@@ -150,6 +153,7 @@ if flag rebind; then
   done
   ip addr add "$(param ip)" dev eth0
   ip link set eth0 up
+  eth1
   tries=0
   until ping -c 1 -W 1 "$(param ping)" > /dev/null 2>&1 || [ $tries -ge 30 ]; do tries=$((tries + 1)); done
   answer=$(echo "hello again" | vsock-cat 2 "$port")
