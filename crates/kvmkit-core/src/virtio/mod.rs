@@ -8,6 +8,9 @@
 //! vCPU thread and never on Node's event loop; it interrupts the guest through an irqfd.
 //! Queues come from rust-vmm's `virtio-queue`, which validates every ring index, descriptor
 //! and address a guest hands over.
+//!
+//! A device may instead have the host kernel serve some of its queues ([`vhost`]): it names
+//! them in [`VirtioDevice::offloaded_queues`] and hands the kernel their notify eventfds.
 
 pub mod block;
 pub mod console;

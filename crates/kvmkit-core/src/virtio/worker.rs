@@ -1,6 +1,6 @@
 //! The machine's I/O thread: one `event-manager` loop that waits on every virtio device's
-//! queue eventfds (signalled by KVM when the guest writes `QueueNotify`) and backend file
-//! descriptors, and calls the device. Nothing here runs on a vCPU thread or on Node's event
+//! queue eventfds (signalled by KVM when the guest writes `QueueNotify`; not those of queues
+//! the kernel's vhost serves) and backend file descriptors, and calls the device. Nothing here runs on a vCPU thread or on Node's event
 //! loop. A device that panics is marked `DEVICE_NEEDS_RESET` and stopped; the others go on.
 
 use std::os::fd::RawFd;
