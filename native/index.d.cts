@@ -148,14 +148,15 @@ export declare class NativeMachine {
   addVirtioConsole(): NativeVirtioConsole
   /**
    * Adds a virtio network device with MAC `mac` (6 bytes) and, if given, MTU `mtu`, on
-   * TAP interface `tap` or, without one, exchanging frames with the host.
+   * TAP interface `tap` or, without one, exchanging frames with the host; with `vhost`,
+   * `/dev/vhost-net` serves its queues (a TAP is needed then).
    */
-  addNet(mac: Buffer, tap?: string | undefined | null, mtu?: number | undefined | null): NativeNet
+  addNet(mac: Buffer, tap?: string | undefined | null, mtu?: number | undefined | null, vhost?: boolean | undefined | null): NativeNet
   /**
    * Adds a virtio-vsock device giving the guest context ID `cid`, with Firecracker's
-   * Unix sockets at `uds` if given.
+   * Unix sockets at `uds` if given, or served by `/dev/vhost-vsock` with `vhost`.
    */
-  addVsock(cid: number, uds?: string | undefined | null): NativeVsock
+  addVsock(cid: number, uds?: string | undefined | null, vhost?: boolean | undefined | null): NativeVsock
 }
 
 /**

@@ -178,25 +178,28 @@ export function countFlag(value: string | boolean | undefined, flag: string, fal
   return n;
 }
 
-/** `--vsock CID[,uds=PATH]`: `{ vsock }` for the run's devices, or nothing without the flag. */
+/** `--vsock CID[,uds=PATH|,vhost]`: `{ vsock }` for the run's devices, or nothing without the flag. */
 export function vsockFlag(
   value: string | boolean | undefined,
   flag: string,
-): { vsock?: { cid: number; uds?: string } } {
+): { vsock?: { cid: number; uds?: string; vhost?: boolean } } {
   if (typeof value !== 'string') {
     return {};
   }
   const [first = '', ...rest] = value.split(',');
   const cid = Number(first);
   if (first.trim() === '' || !Number.isSafeInteger(cid) || cid < 3) {
-    throw new ConfigError(flag, `expected CID[,uds=PATH] with a CID of 3 or more, got ${JSON.stringify(value)}`);
+    throw new ConfigError(flag, `expected CID[,uds=PATH|,vhost] with a CID of 3 or more, got ${JSON.stringify(value)}`);
   }
   const options = rest.join(',');
   if (options === '') {
     return { vsock: { cid } };
   }
+  if (options === 'vhost') {
+    return { vsock: { cid, vhost: true } };
+  }
   if (!options.startsWith('uds=') || options.length === 4) {
-    throw new ConfigError(flag, `expected uds=PATH after the CID, got ${JSON.stringify(options)}`);
+    throw new ConfigError(flag, `expected uds=PATH or vhost after the CID, got ${JSON.stringify(options)}`);
   }
   return { vsock: { cid, uds: options.slice(4) } };
 }
@@ -243,20 +246,26 @@ export function listFlag<T extends string>(value: string, flag: string, allowed:
   return items as T[];
 }
 
-/** A `--net` value: `tap=IFNAME[,mac=MAC]`. */
+/** A `--net` value: `tap=IFNAME[,mac=MAC][,vhost]`. */
 export function netFlag(value: string): TapNetOptions {
   const fields = new Map<string, string>();
+  const usage = 'tap=IFNAME[,mac=MAC][,vhost]';
   for (const item of value.split(',')) {
     const [key = '', ...rest] = item.split('=');
-    if (!['tap', 'mac'].includes(key) || rest.length === 0 || fields.has(key)) {
-      throw new ConfigError('--net', `expected tap=IFNAME[,mac=MAC], got ${JSON.stringify(value)}`);
+    const valid = key === 'vhost' ? rest.length === 0 : ['tap', 'mac'].includes(key) && rest.length > 0;
+    if (!valid || fields.has(key)) {
+      throw new ConfigError('--net', `expected ${usage}, got ${JSON.stringify(value)}`);
     }
     fields.set(key, rest.join('='));
   }
   const tap = fields.get('tap');
   if (tap === undefined || tap === '') {
-    throw new ConfigError('--net', `expected tap=IFNAME[,mac=MAC], got ${JSON.stringify(value)}: name the TAP`);
+    throw new ConfigError('--net', `expected ${usage}, got ${JSON.stringify(value)}: name the TAP`);
   }
   const mac = fields.get('mac');
-  return mac === undefined ? { tap } : { tap, mac };
+  return {
+    tap,
+    ...(mac === undefined ? {} : { mac }),
+    ...(fields.has('vhost') ? { vhost: true } : {}),
+  };
 }

@@ -90,7 +90,7 @@ const COMMANDS: Record<string, CommandSpec> = {
         type: 'string',
         value: 'tap=IFNAME',
         repeatable: true,
-        help: 'a virtio network device on an existing TAP interface (eth0, then\neth1… in order; repeat for more; make it with ip tuntap add dev\nIFNAME mode tap user $USER); ,mac=02:00:00:00:00:01 sets its MAC',
+        help: "a virtio network device on an existing TAP interface (eth0, then\neth1… in order; repeat for more; make it with ip tuntap add dev\nIFNAME mode tap user $USER); ,mac=02:00:00:00:00:01 sets its MAC;\n,vhost: the kernel's vhost-net moves the frames (needs /dev/vhost-net)",
       },
       'virtio-console': {
         type: 'boolean',
@@ -99,7 +99,7 @@ const COMMANDS: Record<string, CommandSpec> = {
       vsock: {
         type: 'string',
         value: 'CID[,uds=PATH]',
-        help: 'a virtio-vsock device giving the guest context ID CID (3 or more);\nwith uds=PATH, Firecracker-style Unix sockets: the host connects\nto PATH and writes "CONNECT <port>\\n", guest connections to host\nport P reach PATH_P',
+        help: 'a virtio-vsock device giving the guest context ID CID (3 or more);\nwith uds=PATH, Firecracker-style Unix sockets: the host connects\nto PATH and writes "CONNECT <port>\\n", guest connections to host\nport P reach PATH_P; with ,vhost: the kernel\'s vhost-vsock serves\nit and host programs use AF_VSOCK (needs /dev/vhost-vsock)',
       },
     },
     notes: 'Exits 0 when the guest powers off, resets or is quit; 1 with the reason otherwise.',

@@ -374,8 +374,13 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
    * (`{ switch: createSwitch() }`); see {@link NetDevice}. Needs `irqchip: true`; add it
    * before {@link loadLinux} so the ACPI tables name it.
    *
+   * With `{ tap, vhost: true }` the host kernel's vhost-net moves the frames between the
+   * guest's queues and the TAP (no copy through kvmkit's I/O thread).
+   *
    * @throws {@link KvmkitError} `TAP_NOT_FOUND` (no such interface, or not a TAP),
    *   `TAP_PERMISSION_DENIED` (another user's TAP, or no CAP_NET_ADMIN), `TAP_FAILED`;
+   *   `VHOST_UNAVAILABLE` with `vhost` where `/dev/vhost-net` is missing or not permitted,
+   *   `VHOST_FAILED` if the kernel refuses it;
    *   {@link ArgumentError} for a bad MAC address, MTU or backend.
    * @example
    * ```ts
@@ -383,10 +388,11 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
    * vmA.addNet({ switch: lan, mac: '02:00:00:00:00:0a' });
    * vmB.addNet({ switch: lan, mac: '02:00:00:00:00:0b' });
    * const tapped = vmC.addNet({ tap: 'tap0' });
+   * const fast = vmD.addNet({ tap: 'tap1', vhost: true });
    * ```
    */
   addNet(options: NetOptions): NetDevice {
-    const net = addNet(options, (mac, tap, mtu) => this.#native.addNet(mac, tap, mtu));
+    const net = addNet(options, (mac, tap, mtu, vhost) => this.#native.addNet(mac, tap, mtu, vhost));
     this.#outputs.set(net.info.base, net);
     return net;
   }
@@ -397,8 +403,14 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
    * machine's I/O thread like every virtio device; add it before {@link loadLinux}. Needs
    * `irqchip: true`.
    *
+   * With `vhost: true` the host kernel's vhost-vsock serves it: the host side is then the
+   * kernel's `AF_VSOCK` (the host connects to CID `cid`), not {@link Vsock.connect} and
+   * {@link Vsock.listen}.
+   *
    * @throws {@link ConfigError} for a `cid` below 3, or a `uds` path that is too long, exists
-   * already or cannot be bound.
+   * already or cannot be bound; {@link KvmkitError} `VHOST_UNAVAILABLE` with `vhost` where
+   * `/dev/vhost-vsock` is missing or not permitted, `VSOCK_CID_IN_USE` if another VM on the
+   * host has `cid`.
    * @example
    * ```ts
    * const vm = Machine.create({ memory: '256M', irqchip: true });
@@ -407,9 +419,9 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
    * ```
    */
   addVsock(options: VsockOptions): Vsock {
-    const { cid, uds } = vsockOptions(options, 'options');
+    const { cid, uds, vhost } = vsockOptions(options, 'options');
     return new Vsock(
-      callNative(() => this.#native.addVsock(cid, uds)),
+      callNative(() => this.#native.addVsock(cid, uds, vhost)),
       cid,
     );
   }

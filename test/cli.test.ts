@@ -84,7 +84,8 @@ describe('kvmkit options', () => {
     expect(vsockFlag('3', '--vsock')).toEqual({ vsock: { cid: 3 } });
     expect(vsockFlag('7,uds=/run/v.sock', '--vsock')).toEqual({ vsock: { cid: 7, uds: '/run/v.sock' } });
     expect(() => vsockFlag('2', '--vsock')).toThrow('with a CID of 3 or more, got "2"');
-    expect(() => vsockFlag('3,path=x', '--vsock')).toThrow('expected uds=PATH after the CID');
+    expect(vsockFlag('3,vhost', '--vsock')).toEqual({ vsock: { cid: 3, vhost: true } });
+    expect(() => vsockFlag('3,path=x', '--vsock')).toThrow('expected uds=PATH or vhost after the CID');
     expect(closest('kernal', ['kernel', 'initrd'])).toBe('kernel');
     expect(closest('zzzzzz', ['kernel', 'initrd'])).toBeUndefined();
   });
@@ -92,7 +93,8 @@ describe('kvmkit options', () => {
   it('reads --net as tap=IFNAME[,mac=MAC], and says --net and --virtio-console in the help', () => {
     expect(netFlag('tap=tap0')).toEqual({ tap: 'tap0' });
     expect(netFlag('tap=tap1,mac=02:00:00:00:00:01')).toEqual({ tap: 'tap1', mac: '02:00:00:00:00:01' });
-    for (const bad of ['tap0', 'tap=', 'user', 'tap=a,tap=b', 'tap=a,model=e1000']) {
+    expect(netFlag('tap=tap2,vhost')).toEqual({ tap: 'tap2', vhost: true });
+    for (const bad of ['tap0', 'tap=', 'user', 'tap=a,tap=b', 'tap=a,model=e1000', 'tap=a,vhost=1', 'vhost']) {
       expect(() => netFlag(bad), bad).toThrow(ConfigError);
     }
     const help = kvmkit('run', '--help').stdout;

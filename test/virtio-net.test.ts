@@ -1,8 +1,8 @@
-import { execFileSync } from 'node:child_process';
 import { expect, it } from 'vitest';
 import { createSwitch, type Machine } from '../src/index.js';
 import { closedAfterEach, machineWith } from './guests.js';
 import { describeKvm } from './kvm.js';
+import { cannotCreateTaps, deleteTap, makeTap } from './tap.js';
 
 const track = closedAfterEach();
 
@@ -102,32 +102,15 @@ describeKvm('virtio-net', () => {
   });
 });
 
-/** Whether this process may create TAP interfaces (root, with /dev/net/tun and `ip`). */
-function canCreateTaps(): string | undefined {
-  if (process.getuid?.() !== 0) {
-    return 'not root: creating a TAP needs CAP_NET_ADMIN';
-  }
-  try {
-    execFileSync('ip', ['-V'], { stdio: 'ignore' });
-  } catch {
-    return 'no ip(8) to create a TAP with';
-  }
-  return undefined;
-}
-
-const noTap = canCreateTaps();
+const noTap = cannotCreateTaps();
 
 describeKvm('virtio-net on a TAP', () => {
   it.skipIf(noTap !== undefined)(
     `reaches the host's network stack${noTap === undefined ? '' : ` (skipped: ${noTap})`}`,
     async () => {
       const tap = `kvmkit${process.pid % 100_000}`;
-      const ip = (...args: string[]) => execFileSync('ip', args, { stdio: 'pipe' });
-      ip('tuntap', 'add', 'dev', tap, 'mode', 'tap');
+      makeTap(tap, '10.0.0.1/24');
       try {
-        execFileSync('sysctl', ['-q', '-w', `net.ipv6.conf.${tap}.disable_ipv6=1`], { stdio: 'ignore' });
-        ip('addr', 'add', '10.0.0.1/24', 'dev', tap);
-        ip('link', 'set', tap, 'up');
         const vm = netGuest();
         const net = vm.addNet({ tap, mac: GUEST_MAC });
         // The guest asks who has 10.0.0.1; the host's kernel answers to its MAC, which ends it.
@@ -135,8 +118,7 @@ describeKvm('virtio-net on a TAP', () => {
         expect(net.counters.txFrames).toBeGreaterThanOrEqual(1);
         expect(net.counters.rxFrames).toBeGreaterThanOrEqual(1);
       } finally {
-        // Deleting the link works while a (failed) machine still holds the TAP open.
-        ip('link', 'del', 'dev', tap);
+        deleteTap(tap);
       }
     },
   );

@@ -91,6 +91,7 @@ fuzz_target!(|data: &[u8]| {
             mem,
             queues: vec![queue],
             interrupt,
+            kicks: Vec::new(),
         })
         .unwrap();
     block.process_queue(0);

@@ -43,6 +43,7 @@ fuzz_target!(|data: &[u8]| {
         mem: mem.clone(),
         queues: vec![queue(0), queue(0x1000)],
         interrupt,
+        kicks: Vec::new(),
     })
     .expect("both queues ready");
     // The rest of the input: frames from the host, each a length byte and its bytes.

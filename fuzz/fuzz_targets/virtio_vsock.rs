@@ -116,6 +116,7 @@ fn activate(
             .map(|q| q.create_queue().expect("a valid queue"))
             .collect(),
         interrupt: Arc::clone(&interrupt),
+        kicks: Vec::new(),
     };
     dev.activate(activation).expect("three queues");
     interrupt

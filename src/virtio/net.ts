@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { ArgumentError, callNative } from '../errors.js';
 import type { VirtioDeviceInfo } from '../machine.js';
 import type { NativeNet } from '../native.js';
-import { bytes, describe, object, optionalFunction, text, wholeNumber } from '../validate.js';
+import { boolean, bytes, describe, object, optionalFunction, text, wholeNumber } from '../validate.js';
 
 /** The shortest Ethernet frame the device carries: a header (destination, source, type). */
 const MIN_FRAME = 14;
@@ -32,6 +32,13 @@ export interface TapNetOptions extends NetCommonOptions {
    * its owner may then attach without privileges.
    */
   tap: string;
+  /**
+   * Let the host kernel's vhost-net move the frames between the guest and the TAP (needs
+   * `/dev/vhost-net`: the `vhost_net` module, and root or access to the node). The device
+   * then has no host-side frames: {@link NetDevice.send} throws `VHOST_IN_KERNEL` and its
+   * {@link NetDevice.counters} stay 0. Default: false (kvmkit's I/O thread moves them).
+   */
+  vhost?: boolean;
 }
 
 /** A network device whose frames TypeScript handles. */
@@ -242,7 +249,12 @@ function formatMac(octets: Buffer): string {
 }
 
 /** How {@link addNet} reaches the binding. */
-type AddNative = (mac: Buffer, tap: string | undefined, mtu: number | undefined) => NativeNet;
+type AddNative = (
+  mac: Buffer,
+  tap: string | undefined,
+  mtu: number | undefined,
+  vhost: boolean | undefined,
+) => NativeNet;
 
 /** Checks `options`, attaches the device with `add`, and connects its backend. */
 export function addNet(options: NetOptions, add: AddNative): NetDevice {
@@ -257,11 +269,15 @@ export function addNet(options: NetOptions, add: AddNative): NetDevice {
   const mac = o.mac === undefined ? randomMac() : parseMac(o.mac, 'options.mac');
   const mtu = o.mtu === undefined ? undefined : wholeNumber(o.mtu, 'options.mtu', 68, 65_535);
   const tap = o.tap === undefined ? undefined : text(o.tap, 'options.tap');
+  const vhost = o.vhost === undefined ? undefined : boolean(o.vhost, 'options.vhost');
+  if (vhost === true && tap === undefined) {
+    throw new ArgumentError('options.vhost', 'vhost-net moves frames to a TAP: give tap with vhost');
+  }
   optionalFunction(o.frames, 'options.frames');
   if (o.switch !== undefined && !(o.switch instanceof NetSwitch)) {
     throw new ArgumentError('options.switch', `expected a switch from createSwitch(), got ${describe(o.switch)}`);
   }
-  const native = callNative(() => add(mac, tap, mtu));
+  const native = callNative(() => add(mac, tap, mtu, vhost));
   const net = new NetDevice(native, formatMac(mac));
   const sw = o.switch as NetSwitch | undefined;
   net.deliverTo(sw === undefined ? (o.frames as FramesNetOptions['frames'] | undefined) : sw.plug(net));

@@ -7,7 +7,7 @@ import { Socket } from 'node:net';
 import { ArgumentError, callNative, KvmkitError } from '../errors.js';
 import type { VirtioDeviceInfo } from '../machine.js';
 import type { NativeVsock } from '../native.js';
-import { describe, object, text, wholeNumber } from '../validate.js';
+import { boolean, describe, object, text, wholeNumber } from '../validate.js';
 
 /** How a vsock device is set up. */
 export interface VsockOptions {
@@ -20,6 +20,14 @@ export interface VsockOptions {
    * at `uds` yet; the socket is removed when the device is closed.
    */
   uds?: string;
+  /**
+   * Let the host kernel's vhost-vsock serve the device (needs `/dev/vhost-vsock`: the
+   * `vhost_vsock` module, and root or access to the node). The host side is then the
+   * kernel's `AF_VSOCK`: host programs connect to CID `cid` and listen on ports the guest
+   * reaches at CID 2; {@link Vsock.connect} and {@link Vsock.listen} throw `VHOST_IN_KERNEL`.
+   * Not with `uds`. Default: false.
+   */
+  vhost?: boolean;
 }
 
 /** How {@link Vsock.connect} connects. */
@@ -49,10 +57,16 @@ const MAX_PORT = 0xffff_fffe;
 export function vsockOptions(value: unknown, name: string): VsockOptions {
   const o = object(value, name);
   const cid = wholeNumber(o.cid, `${name}.cid`, 0, 0xffff_ffff);
-  if (o.uds === undefined) {
-    return { cid };
+  const uds = o.uds === undefined ? undefined : text(o.uds, `${name}.uds`);
+  const vhost = o.vhost === undefined ? undefined : boolean(o.vhost, `${name}.vhost`);
+  if (uds !== undefined && vhost === true) {
+    throw new ArgumentError(`${name}.vhost`, "vhost-vsock's host side is AF_VSOCK: give uds or vhost, not both");
   }
-  return { cid, uds: text(o.uds, `${name}.uds`) };
+  return {
+    cid,
+    ...(uds === undefined ? {} : { uds }),
+    ...(vhost === undefined ? {} : { vhost }),
+  };
 }
 
 function port(value: unknown): number {

@@ -9,8 +9,11 @@
 #   KVMKIT-<STEP> absent     the machine has no such device
 # Command-line parameters:
 #   kvmkit.ip=ADDR/LEN   configure eth0 with this address
+#   kvmkit.ip1=ADDR/LEN  configure eth1 with this address
 #   kvmkit.ping=ADDR     ping ADDR from eth0 until it answers (60 tries)
 #   kvmkit.vsock=PORT    send a line to the host's vsock PORT and print its answer
+#   kvmkit.rebind        then unbind and bind the network and vsock devices (a reset and a
+#                        re-activation) and ping and send the vsock line again
 #   kvmkit.wait          after the steps, wait for a line on the serial console before the
 #                        power-off (the host still talks to hvc0 or pings this guest)
 # The benchmark times dd on /dev/vda, all O_DIRECT: kvmkit.bench.mib MiB read then written
@@ -103,12 +106,14 @@ else
   echo "KVMKIT-HVC0 absent"
 fi
 
-# Network: eth0 gets kvmkit.ip, then pings kvmkit.ping until it answers.
+# Network: eth0 gets kvmkit.ip (and eth1 kvmkit.ip1), then pings kvmkit.ping until it answers.
+eth1() { [ -n "$(param ip1)" ] && ip addr add "$(param ip1)" dev eth1 && ip link set eth1 up; }
 if [ -e /sys/class/net/eth0 ]; then
   ip link set lo up
   ip=$(param ip)
   [ -n "$ip" ] && ip addr add "$ip" dev eth0
   ip link set eth0 up
+  eth1
   echo "KVMKIT-NET ok eth0 $(cat /sys/class/net/eth0/address) ${ip:-no address}"
   peer=$(param ping)
   if [ -n "$peer" ]; then
@@ -141,6 +146,25 @@ elif answer=$(echo "hello from the guest" | vsock-cat 2 "$port"); then
   echo "KVMKIT-VSOCK ok $port answered: $answer"
 else
   echo "KVMKIT-VSOCK FAIL vsock-cat 2 $port: errno $?"
+fi
+
+# Reset and re-activation (kvmkit.rebind): each network and vsock device is unbound from its
+# driver (which resets it) and bound again; then eth0 pings kvmkit.ping and a line goes to the
+# host's vsock PORT once more.
+if flag rebind; then
+  rebound=
+  for dev in /sys/bus/virtio/devices/*; do
+    case $(cat "$dev/device") in 0x0001 | 0x0013) ;; *) continue ;; esac
+    driver=$(readlink -f "$dev/driver")
+    echo "${dev##*/}" > "$driver/unbind" && echo "${dev##*/}" > "$driver/bind" && rebound="$rebound ${dev##*/}"
+  done
+  ip addr add "$(param ip)" dev eth0
+  ip link set eth0 up
+  eth1
+  tries=0
+  until ping -c 1 -W 1 "$(param ping)" > /dev/null 2>&1 || [ $tries -ge 30 ]; do tries=$((tries + 1)); done
+  answer=$(echo "hello again" | vsock-cat 2 "$port")
+  echo "KVMKIT-REBIND ok$rebound: ping after $tries lost, vsock answered: $answer"
 fi
 
 echo "KVMKIT-VIRTIO-DONE"

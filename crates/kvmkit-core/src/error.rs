@@ -194,6 +194,10 @@ pub enum Error {
     /// `TAP_FAILED`).
     #[error(transparent)]
     Tap(#[from] crate::virtio::net::TapError),
+    /// A vhost backend cannot be used (code `VHOST_UNAVAILABLE`, `VHOST_FAILED`,
+    /// `VSOCK_CID_IN_USE` or `VHOST_IN_KERNEL`).
+    #[error(transparent)]
+    Vhost(#[from] crate::virtio::vhost::VhostError),
 }
 
 impl Error {
@@ -223,6 +227,7 @@ impl Error {
             Error::Thread(_) => "THREAD_FAILED",
             Error::Sandbox(_) => "SANDBOX_FAILED",
             Error::Tap(e) => e.code(),
+            Error::Vhost(e) => e.code(),
         }
     }
 

@@ -3,6 +3,7 @@
 //! for the guest queued through `send`.
 
 use kvmkit_core::virtio::net::{Backend, Net, NetConfig, NetHandle, Tap};
+use kvmkit_core::virtio::vhost::{VhostError, VhostNet};
 use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
 
@@ -22,7 +23,8 @@ pub struct NativeNetCounters {
 /// A network device's host side.
 #[napi]
 pub struct NativeNet {
-    handle: NetHandle,
+    /// `None` on vhost-net, where the kernel moves the frames.
+    handle: Option<NetHandle>,
     info: NativeVirtioInfo,
 }
 
@@ -37,14 +39,25 @@ impl NativeNet {
     /// Queues `frame` for the guest; returns whether there was room.
     #[napi(catch_unwind)]
     pub fn send(&self, frame: Buffer) -> Result<bool> {
-        self.handle.send(&frame).map_err(core)
+        let Some(handle) = &self.handle else {
+            return Err(core(
+                VhostError::InKernel {
+                    device: "virtio-net",
+                    what: "the kernel moves its frames between the guest and the TAP; send frames into the TAP instead, or drop `vhost`",
+                }
+                .into(),
+            ));
+        };
+        handle.send(&frame).map_err(core)
     }
 
     /// Takes the frames the guest transmitted so far.
     #[napi(catch_unwind)]
     pub fn take_frames(&self) -> Vec<Buffer> {
         self.handle
-            .take_frames()
+            .as_ref()
+            .map(NetHandle::take_frames)
+            .unwrap_or_default()
             .into_iter()
             .map(Buffer::from)
             .collect()
@@ -53,7 +66,11 @@ impl NativeNet {
     /// Its frame counts.
     #[napi(getter)]
     pub fn counters(&self) -> NativeNetCounters {
-        let c = self.handle.counters();
+        let c = self
+            .handle
+            .as_ref()
+            .map(NetHandle::counters)
+            .unwrap_or_default();
         NativeNetCounters {
             rx_frames: c.rx_frames as f64,
             rx_dropped: c.rx_dropped as f64,
@@ -66,9 +83,16 @@ impl NativeNet {
 #[napi]
 impl NativeMachine {
     /// Adds a virtio network device with MAC `mac` (6 bytes) and, if given, MTU `mtu`, on
-    /// TAP interface `tap` or, without one, exchanging frames with the host.
+    /// TAP interface `tap` or, without one, exchanging frames with the host; with `vhost`,
+    /// `/dev/vhost-net` serves its queues (a TAP is needed then).
     #[napi(catch_unwind)]
-    pub fn add_net(&self, mac: Buffer, tap: Option<String>, mtu: Option<u32>) -> Result<NativeNet> {
+    pub fn add_net(
+        &self,
+        mac: Buffer,
+        tap: Option<String>,
+        mtu: Option<u32>,
+        vhost: Option<bool>,
+    ) -> Result<NativeNet> {
         let mac: [u8; 6] = mac
             .as_ref()
             .try_into()
@@ -77,16 +101,26 @@ impl NativeMachine {
             .map(u16::try_from)
             .transpose()
             .map_err(|_| invalid_arg("mtu", "must be at most 65535"))?;
-        let backend = match tap {
-            Some(name) => Backend::Tap(Tap::open(&name).map_err(|e| core(e.into()))?),
-            None => Backend::Host,
-        };
-        let (device, handle) = Net::new(NetConfig { mac, mtu }, backend).map_err(core)?;
+        let config = NetConfig { mac, mtu };
+        let tap = tap
+            .map(|name| Tap::open(&name).map_err(|e| core(e.into())))
+            .transpose()?;
         let m = self.m()?;
+        if vhost == Some(true) {
+            let tap = tap.ok_or_else(|| invalid_arg("vhost", "vhost-net needs a TAP"))?;
+            let device = VhostNet::open(config, tap, m.ram().memory()).map_err(core)?;
+            let info = m.add_virtio(Box::new(device)).map_err(core)?;
+            return Ok(NativeNet {
+                handle: None,
+                info: NativeVirtioInfo::of("virtio-net", &info),
+            });
+        }
+        let backend = tap.map_or(Backend::Host, Backend::Tap);
+        let (device, handle) = Net::new(config, backend).map_err(core)?;
         let info = m.add_virtio(Box::new(device)).map_err(core)?;
         handle.set_notify(m.output_notifier(announced_as(info.base)));
         Ok(NativeNet {
-            handle,
+            handle: Some(handle),
             info: NativeVirtioInfo::of("virtio-net", &info),
         })
     }

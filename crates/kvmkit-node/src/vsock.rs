@@ -6,12 +6,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kvmkit_core::virtio::vhost::{VhostError, VhostVsock};
 use kvmkit_core::virtio::vsock::{Vsock, VsockHost};
 use napi::bindgen_prelude::Function;
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi_derive::napi;
 
-use crate::error::{Result, core, napi};
+use crate::error::{Result, core, invalid_arg, napi};
 use crate::machine::NativeMachine;
 use crate::virtio::NativeVirtioInfo;
 
@@ -29,22 +30,55 @@ pub struct NativeVsockConnected {
 /// The host side of a vsock device.
 #[napi]
 pub struct NativeVsock {
-    host: VsockHost,
+    /// `None` on vhost-vsock, whose host side is the kernel's `AF_VSOCK`.
+    host: Option<VsockHost>,
     info: NativeVirtioInfo,
 }
 
 #[napi]
 impl NativeMachine {
     /// Adds a virtio-vsock device giving the guest context ID `cid`, with Firecracker's
-    /// Unix sockets at `uds` if given.
+    /// Unix sockets at `uds` if given, or served by `/dev/vhost-vsock` with `vhost`.
     #[napi(catch_unwind)]
-    pub fn add_vsock(&self, cid: u32, uds: Option<String>) -> Result<NativeVsock> {
-        let device = Vsock::new(u64::from(cid), uds.as_deref().map(Path::new)).map_err(core)?;
-        let host = device.host();
-        let info = self.m()?.add_virtio(Box::new(device)).map_err(core)?;
+    pub fn add_vsock(
+        &self,
+        cid: u32,
+        uds: Option<String>,
+        vhost: Option<bool>,
+    ) -> Result<NativeVsock> {
+        let m = self.m()?;
+        let (host, info) = if vhost == Some(true) {
+            if uds.is_some() {
+                return Err(invalid_arg(
+                    "uds",
+                    "vhost-vsock's host side is AF_VSOCK: give uds or vhost, not both",
+                ));
+            }
+            let device = VhostVsock::open(u64::from(cid), m.ram().memory()).map_err(core)?;
+            (None, m.add_virtio(Box::new(device)).map_err(core)?)
+        } else {
+            let device = Vsock::new(u64::from(cid), uds.as_deref().map(Path::new)).map_err(core)?;
+            let host = device.host();
+            (Some(host), m.add_virtio(Box::new(device)).map_err(core)?)
+        };
         Ok(NativeVsock {
             host,
             info: NativeVirtioInfo::of("virtio-vsock", &info),
+        })
+    }
+}
+
+impl NativeVsock {
+    /// kvmkit's host side, or why there is none.
+    fn host(&self) -> Result<&VsockHost> {
+        self.host.as_ref().ok_or_else(|| {
+            core(
+                VhostError::InKernel {
+                    device: "virtio-vsock",
+                    what: "its host side is the kernel's AF_VSOCK (connect to the guest's CID, or listen on CID 2 ports, with AF_VSOCK sockets); kvmkit's connect and listen need the device without `vhost`",
+                }
+                .into(),
+            )
         })
     }
 }
@@ -70,13 +104,13 @@ impl NativeVsock {
         let accept = move |fd: std::os::fd::OwnedFd| {
             callback.call(fd.into_raw_fd(), ThreadsafeFunctionCallMode::NonBlocking);
         };
-        self.host.listen(port, Arc::new(accept)).map_err(core)
+        self.host()?.listen(port, Arc::new(accept)).map_err(core)
     }
 
     /// Stops listening on `port`; returns whether it was listened on.
     #[napi]
     pub fn unlisten(&self, port: u32) -> bool {
-        self.host.unlisten(port)
+        self.host.as_ref().is_some_and(|h| h.unlisten(port))
     }
 
     /// Connects to guest port `port`, waiting at most `timeout_ms` for the guest to answer;
@@ -93,7 +127,7 @@ impl NativeVsock {
             .callee_handled::<false>()
             .build()
             .map_err(napi)?;
-        self.host
+        self.host()?
             .connect(
                 port,
                 Duration::from_millis(u64::from(timeout_ms)),
@@ -119,6 +153,8 @@ impl NativeVsock {
     /// Stops every listener and resets every connection; later calls fail.
     #[napi]
     pub fn close(&self) {
-        self.host.close();
+        if let Some(host) = &self.host {
+            host.close();
+        }
     }
 }

@@ -331,6 +331,7 @@ mod tests {
             mem: mem.clone(),
             queues,
             interrupt: Arc::new(Interrupt::new(irq)),
+            kicks: Vec::new(),
         })
         .unwrap();
         (dev, handle, rx, tx)

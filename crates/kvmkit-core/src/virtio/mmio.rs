@@ -307,10 +307,23 @@ impl MmioTransport {
         };
         let mut slot = self.slot.lock_or_recover();
         slot.device.ack_features(self.driver_features);
+        let kicks = if slot.device.offloaded_queues().is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.queue_evts.iter().map(EventFd::try_clone).collect()
+        };
+        let kicks = match kicks {
+            Ok(k) => k,
+            Err(e) => {
+                drop(slot);
+                return self.interrupt.fail(format!("queue notify eventfds: {e}"));
+            }
+        };
         let activation = Activation {
             mem: self.mem.clone(),
             queues,
             interrupt: Arc::clone(&self.interrupt),
+            kicks,
         };
         match slot.device.activate(activation) {
             Ok(()) => slot.active = true,

@@ -8,6 +8,9 @@
 //! vCPU thread and never on Node's event loop; it interrupts the guest through an irqfd.
 //! Queues come from rust-vmm's `virtio-queue`, which validates every ring index, descriptor
 //! and address a guest hands over.
+//!
+//! A device may instead have the host kernel serve some of its queues ([`vhost`]): it names
+//! them in [`VirtioDevice::offloaded_queues`] and hands the kernel their notify eventfds.
 
 pub mod block;
 pub mod console;
@@ -15,6 +18,7 @@ pub mod interrupt;
 pub mod mmio;
 pub mod net;
 pub mod rng;
+pub mod vhost;
 pub mod vsock;
 pub mod worker;
 
@@ -24,6 +28,7 @@ use std::sync::Arc;
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
+use vmm_sys_util::eventfd::EventFd;
 
 pub use interrupt::Interrupt;
 
@@ -52,6 +57,9 @@ pub struct Activation {
     pub queues: Vec<Queue>,
     /// Interrupts to the driver, and the way to report a broken device.
     pub interrupt: Arc<Interrupt>,
+    /// For a device with [offloaded queues](VirtioDevice::offloaded_queues): every queue's
+    /// notify eventfd, in order, for the backend that serves it to wait on. Empty otherwise.
+    pub kicks: Vec<EventFd>,
 }
 
 impl Activation {
@@ -107,6 +115,7 @@ impl OneQueue {
             mem,
             queues,
             interrupt,
+            ..
         } = activation;
         let queue = queues
             .into_iter()
@@ -167,6 +176,14 @@ pub trait VirtioDevice: Send {
     /// Queue `index` was notified (or may hold work: after activation every queue is
     /// looked at once). Runs on the I/O thread, only while the device is active.
     fn process_queue(&mut self, index: usize);
+
+    /// The queues a backend outside kvmkit serves (the kernel's vhost): the I/O thread does
+    /// not watch their notify eventfds, so [`VirtioDevice::process_queue`] never hears of
+    /// them, and the device finds the eventfds in [`Activation::kicks`] to hand over. None
+    /// by default.
+    fn offloaded_queues(&self) -> &[usize] {
+        &[]
+    }
 
     /// File descriptors the I/O thread watches for this device besides its queues (host
     /// input, a backend's completions); the device hears of them through

@@ -1,6 +1,6 @@
 //! The machine's I/O thread: one `event-manager` loop that waits on every virtio device's
-//! queue eventfds (signalled by KVM when the guest writes `QueueNotify`) and backend file
-//! descriptors, and calls the device. Nothing here runs on a vCPU thread or on Node's event
+//! queue eventfds (signalled by KVM when the guest writes `QueueNotify`; not those of queues
+//! the kernel's vhost serves) and backend file descriptors, and calls the device. Nothing here runs on a vCPU thread or on Node's event
 //! loop. A device that panics is marked `DEVICE_NEEDS_RESET` and stopped; the others go on.
 
 use std::os::fd::RawFd;
@@ -92,6 +92,7 @@ impl IoThread {
             slot,
             interrupt,
             queue_evts,
+            offloaded: Vec::new(),
             backend,
         }));
         self.endpoint
@@ -120,6 +121,8 @@ struct DeviceWorker {
     slot: Arc<Mutex<Slot>>,
     interrupt: Arc<Interrupt>,
     queue_evts: Vec<EventFd>,
+    /// The queues whose eventfds a backend outside kvmkit waits on.
+    offloaded: Vec<usize>,
     backend: Vec<RawFd>,
 }
 
@@ -129,8 +132,10 @@ impl DeviceWorker {
     /// events; a queue with nothing waiting costs one empty look.
     fn requeue_if_yielded(&self) {
         if self.interrupt.take_yielded() {
-            for evt in &self.queue_evts {
-                let _ = evt.write(1);
+            for (i, evt) in self.queue_evts.iter().enumerate() {
+                if !self.offloaded.contains(&i) {
+                    let _ = evt.write(1);
+                }
             }
         }
     }
@@ -149,8 +154,18 @@ impl DeviceWorker {
 
 impl MutEventSubscriber for DeviceWorker {
     fn init(&mut self, ops: &mut EventOps) {
+        // A queue served outside kvmkit (vhost) is the kernel's to wait on: reading its
+        // eventfd here would steal the guest's notifications.
+        self.offloaded = self
+            .slot
+            .lock_or_recover()
+            .device
+            .offloaded_queues()
+            .to_vec();
         for (i, evt) in self.queue_evts.iter().enumerate() {
-            let _ = ops.add(Events::with_data(evt, i as u32, EventSet::IN));
+            if !self.offloaded.contains(&i) {
+                let _ = ops.add(Events::with_data(evt, i as u32, EventSet::IN));
+            }
         }
         for (i, &fd) in self.backend.iter().enumerate() {
             let data = BACKEND_BASE + i as u32;
@@ -186,5 +201,76 @@ impl MutEventSubscriber for DeviceWorker {
             });
             self.requeue_if_yielded();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::virtio::{Activation, VirtioDevice};
+    use std::sync::atomic::AtomicU32;
+    use std::time::{Duration, Instant};
+    use vmm_sys_util::eventfd::EFD_NONBLOCK;
+
+    /// A device whose queue 0 a backend outside kvmkit serves; it counts the notifications it
+    /// hears of, per queue.
+    struct Offloading(Arc<[AtomicU32; 2]>);
+
+    impl VirtioDevice for Offloading {
+        fn device_type(&self) -> u32 {
+            0
+        }
+        fn name(&self) -> &'static str {
+            "offloading"
+        }
+        fn queue_max_sizes(&self) -> &[u16] {
+            &[16, 16]
+        }
+        fn features(&self) -> u64 {
+            0
+        }
+        fn read_config(&self, _offset: u64, _data: &mut [u8]) {}
+        fn activate(&mut self, _activation: Activation) -> std::result::Result<(), String> {
+            Ok(())
+        }
+        fn process_queue(&mut self, index: usize) {
+            self.0[index].fetch_add(1, Ordering::SeqCst);
+        }
+        fn offloaded_queues(&self) -> &[usize] {
+            &[0]
+        }
+        fn reset(&mut self) {}
+    }
+
+    #[test]
+    fn an_offloaded_queue_keeps_its_notifications_for_the_backend_that_serves_it() {
+        let heard = Arc::new([AtomicU32::new(0), AtomicU32::new(0)]);
+        let slot = Arc::new(Mutex::new(Slot {
+            device: Box::new(Offloading(Arc::clone(&heard))),
+            active: true,
+        }));
+        let interrupt = Arc::new(Interrupt::new(EventFd::new(EFD_NONBLOCK).unwrap()));
+        let evts = [
+            EventFd::new(EFD_NONBLOCK).unwrap(),
+            EventFd::new(EFD_NONBLOCK).unwrap(),
+        ];
+        let kept: Vec<EventFd> = evts.iter().map(|e| e.try_clone().unwrap()).collect();
+        let io = IoThread::spawn().unwrap();
+        io.serve(slot, interrupt, evts.into(), Vec::new()).unwrap();
+        kept[0].write(1).unwrap();
+        kept[1].write(1).unwrap();
+        let start = Instant::now();
+        while heard[1].load(Ordering::SeqCst) == 0 && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(
+            heard[1].load(Ordering::SeqCst),
+            1,
+            "queue 1 is the I/O thread's"
+        );
+        assert_eq!(heard[0].load(Ordering::SeqCst), 0, "queue 0 is not");
+        // Its notification is still there for the kernel to take.
+        assert_eq!(kept[0].read().unwrap(), 1);
+        assert!(kept[1].read().is_err(), "the I/O thread consumed queue 1's");
     }
 }

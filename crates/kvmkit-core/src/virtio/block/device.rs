@@ -682,6 +682,7 @@ pub(crate) mod tests {
                     mem: mem.clone(),
                     queues: vec![queue],
                     interrupt: Arc::clone(&interrupt),
+                    kicks: Vec::new(),
                 })
                 .unwrap();
             Rig {

@@ -68,6 +68,47 @@ pub struct NetConfig {
     pub mtu: Option<u16>,
 }
 
+impl NetConfig {
+    /// The device's feature bits: a MAC address, the link status and, if set, the MTU.
+    pub fn features(&self) -> u64 {
+        let mtu = if self.mtu.is_some() {
+            1 << VIRTIO_NET_F_MTU
+        } else {
+            0
+        };
+        (1 << VIRTIO_NET_F_MAC) | (1 << VIRTIO_NET_F_STATUS) | mtu
+    }
+
+    /// Reads `data.len()` bytes of the configuration space at `offset` (past its end: 0).
+    pub fn read(&self, offset: u64, data: &mut [u8]) {
+        // struct virtio_net_config: mac[6], status, max_virtqueue_pairs, mtu (le16 each).
+        let mut config = [0u8; 12];
+        config[..6].copy_from_slice(&self.mac);
+        config[6..8].copy_from_slice(&(VIRTIO_NET_S_LINK_UP as u16).to_le_bytes());
+        config[8..10].copy_from_slice(&1u16.to_le_bytes());
+        config[10..12].copy_from_slice(&self.mtu.unwrap_or(0).to_le_bytes());
+        data.fill(0);
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(config.len());
+        let src = &config[start..];
+        let n = src.len().min(data.len());
+        data[..n].copy_from_slice(&src[..n]);
+    }
+
+    /// Checks the MTU (at least 68, IPv4's least).
+    ///
+    /// # Errors
+    ///
+    /// `INVALID_CONFIG` for an MTU below 68.
+    pub fn check(&self) -> Result<()> {
+        if self.mtu.is_some_and(|mtu| mtu < 68) {
+            return Err(Error::config("mtu", "must be at least 68"));
+        }
+        Ok(())
+    }
+}
+
 /// Frame counts of a device.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NetCounters {
@@ -167,9 +208,7 @@ impl Net {
     /// `EVENTFD_FAILED` if the eventfd that wakes the I/O thread for the host cannot be
     /// created; `INVALID_CONFIG` for an MTU below 68 (IPv4's least).
     pub fn new(config: NetConfig, backend: Backend) -> Result<(Self, NetHandle)> {
-        if config.mtu.is_some_and(|mtu| mtu < 68) {
-            return Err(Error::config("mtu", "must be at least 68"));
-        }
+        config.check()?;
         let wake = EventFd::new(EFD_NONBLOCK).map_err(Error::EventFd)?;
         let shared = Arc::new(Shared::default());
         let handle = NetHandle {
@@ -332,28 +371,11 @@ impl VirtioDevice for Net {
     }
 
     fn features(&self) -> u64 {
-        let mtu = if self.config.mtu.is_some() {
-            1 << VIRTIO_NET_F_MTU
-        } else {
-            0
-        };
-        (1 << VIRTIO_NET_F_MAC) | (1 << VIRTIO_NET_F_STATUS) | mtu
+        self.config.features()
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        // struct virtio_net_config: mac[6], status, max_virtqueue_pairs, mtu (le16 each).
-        let mut config = [0u8; 12];
-        config[..6].copy_from_slice(&self.config.mac);
-        config[6..8].copy_from_slice(&(VIRTIO_NET_S_LINK_UP as u16).to_le_bytes());
-        config[8..10].copy_from_slice(&1u16.to_le_bytes());
-        config[10..12].copy_from_slice(&self.config.mtu.unwrap_or(0).to_le_bytes());
-        data.fill(0);
-        let start = usize::try_from(offset)
-            .unwrap_or(usize::MAX)
-            .min(config.len());
-        let src = &config[start..];
-        let n = src.len().min(data.len());
-        data[..n].copy_from_slice(&src[..n]);
+        self.config.read(offset, data);
     }
 
     fn activate(&mut self, activation: Activation) -> std::result::Result<(), String> {
@@ -490,6 +512,7 @@ mod tests {
             mem: mem.clone(),
             queues,
             interrupt: Arc::new(Interrupt::new(EventFd::new(EFD_NONBLOCK).unwrap())),
+            kicks: Vec::new(),
         })
         .unwrap();
         (dev, handle, rx, tx)

@@ -155,6 +155,11 @@ impl Tap {
         &self.name
     }
 
+    /// The open `/dev/net/tun` file, for a backend that moves frames itself (vhost-net).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
     /// Reads one frame into `frame` (its virtio-net header is discarded: kvmkit offers no
     /// offloads, so it is all zeroes); `None` when none is waiting.
     pub fn read_frame(&self, frame: &mut [u8]) -> Option<usize> {

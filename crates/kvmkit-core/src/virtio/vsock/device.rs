@@ -53,15 +53,7 @@ impl Vsock {
     /// [`UdsListener::bind`](super::uds::UdsListener::bind)); `EVENTFD_FAILED` or
     /// `DEVICE_FAILED` if its eventfd or epoll instance cannot be made.
     pub fn new(cid: u64, uds: Option<&Path>) -> Result<Self> {
-        if !(3..=MAX_CID).contains(&cid) {
-            return Err(Error::config(
-                "vsock.cid",
-                format!(
-                    "{cid} cannot be a guest's CID: use 3 to {MAX_CID} (0 to 2 are reserved, 2 \
-                     is the host)"
-                ),
-            ));
-        }
+        check_cid(cid)?;
         let shared = Shared::new()?;
         Ok(Vsock {
             cid,
@@ -88,6 +80,37 @@ impl Vsock {
     }
 }
 
+/// Checks that `cid` can be a guest's context ID.
+///
+/// # Errors
+///
+/// `INVALID_CONFIG` for a CID below 3 (0–2 are reserved, 2 is the host) or above
+/// 4294967294.
+pub fn check_cid(cid: u64) -> Result<()> {
+    if !(3..=MAX_CID).contains(&cid) {
+        return Err(Error::config(
+            "vsock.cid",
+            format!(
+                "{cid} cannot be a guest's CID: use 3 to {MAX_CID} (0 to 2 are reserved, 2 is \
+                 the host)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads `data.len()` bytes of the configuration space of a device with guest CID `cid`
+/// (`le64 guest_cid`) at `offset` (past its end: 0).
+pub fn read_cid_config(cid: u64, offset: u64, data: &mut [u8]) {
+    let config = cid.to_le_bytes();
+    for (i, byte) in data.iter_mut().enumerate() {
+        let at = offset
+            .checked_add(i as u64)
+            .and_then(|o| usize::try_from(o).ok());
+        *byte = at.and_then(|o| config.get(o)).copied().unwrap_or(0);
+    }
+}
+
 type QueueResult = std::result::Result<(), virtio_queue::Error>;
 
 /// Hands the guest's packets to the muxer.
@@ -96,6 +119,7 @@ fn process_tx(active: &mut Activation, muxer: &mut Muxer) -> QueueResult {
         mem,
         queues,
         interrupt,
+        ..
     } = active;
     drain_queue(&mut queues[TX], mem, interrupt, |mut chain| {
         // A chain that is not a packet is returned unread.
@@ -115,6 +139,7 @@ fn process_rx(active: &mut Activation, muxer: &mut Muxer) -> QueueResult {
         mem,
         queues,
         interrupt,
+        ..
     } = active;
     let queue = &mut queues[RX];
     let mut used = false;
@@ -158,6 +183,7 @@ fn process_event(active: &mut Activation, muxer: &mut Muxer) -> QueueResult {
         mem,
         queues,
         interrupt,
+        ..
     } = active;
     let queue = &mut queues[EVENT];
     // Without an event buffer, it waits for the driver to post one.
@@ -196,13 +222,7 @@ impl VirtioDevice for Vsock {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        let config = self.cid.to_le_bytes();
-        for (i, byte) in data.iter_mut().enumerate() {
-            let at = offset
-                .checked_add(i as u64)
-                .and_then(|o| usize::try_from(o).ok());
-            *byte = at.and_then(|o| config.get(o)).copied().unwrap_or(0);
-        }
+        read_cid_config(self.cid, offset, data);
     }
 
     fn activate(&mut self, activation: Activation) -> std::result::Result<(), String> {

@@ -85,6 +85,7 @@ impl<'m> Guest<'m> {
             mem: mem.clone(),
             queues: g.queues.iter().map(|q| q.create_queue().unwrap()).collect(),
             interrupt: Arc::clone(&g.interrupt),
+            kicks: Vec::new(),
         };
         g.dev.activate(activation).unwrap();
         g
