@@ -305,11 +305,16 @@ mod tests {
         }
     }
 
-    fn device_at(bus: &Bus, addr: u64, len: u64) -> Option<(u32, u64)> {
-        bus.resolve(addr, len).map(|t| match t.route {
+    /// The user device a target names, and the offset into it.
+    fn user_target(t: Target<'_>) -> (u32, u64) {
+        match t.route {
             Route::User { device, .. } => (*device, t.offset),
             Route::BuiltIn(_) => unreachable!(),
-        })
+        }
+    }
+
+    fn device_at(bus: &Bus, addr: u64, len: u64) -> Option<(u32, u64)> {
+        bus.resolve(addr, len).map(user_target)
     }
 
     #[test]
@@ -344,10 +349,7 @@ mod tests {
     }
 
     fn last(cache: &mut LastRoute, bus: &SharedBus, addr: u64, len: u64) -> Option<(u32, u64)> {
-        cache.resolve(bus, addr, len).map(|t| match t.route {
-            Route::User { device, .. } => (*device, t.offset),
-            Route::BuiltIn(_) => unreachable!(),
-        })
+        cache.resolve(bus, addr, len).map(user_target)
     }
 
     #[test]
