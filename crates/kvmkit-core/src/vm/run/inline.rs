@@ -1,4 +1,5 @@
 //! A vCPU driven by its caller's thread, which answers accesses directly.
+
 use super::VcpuContext;
 use super::looper::{Looper, complete};
 use crate::exit::DeviceAccess;
@@ -50,26 +51,23 @@ impl InlineVcpu {
     /// user-device access, which it returns; `None` once this vCPU's run has ended.
     pub fn step(&mut self, answer: Option<InlineAnswer<'_>>) -> Option<&DeviceAccess> {
         let looper = self.looper.as_mut()?;
-        let go_on = {
-            let answered = match (std::mem::take(&mut self.pending), answer) {
-                (false, _) => true,
-                (true, Some(InlineAnswer::Fail(message))) => {
-                    complete(&looper.ctx, &looper.exits.access, Answer::Failed(message))
-                }
-                (true, Some(InlineAnswer::Reply(bytes))) => {
-                    complete(&looper.ctx, &looper.exits.access, Answer::Replied(bytes))
-                }
-                (true, None) => complete(&looper.ctx, &looper.exits.access, Answer::Replied(&[])),
-            };
-            answered
-                && std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    looper.run_until_user()
-                }))
+        let answered = match (std::mem::take(&mut self.pending), answer) {
+            (false, _) => true,
+            (true, Some(InlineAnswer::Fail(message))) => {
+                complete(&looper.ctx, &looper.exits.access, Answer::Failed(message))
+            }
+            (true, Some(InlineAnswer::Reply(bytes))) => {
+                complete(&looper.ctx, &looper.exits.access, Answer::Replied(bytes))
+            }
+            (true, None) => complete(&looper.ctx, &looper.exits.access, Answer::Replied(&[])),
+        };
+        // The loop registers this thread for kicks while it runs (see `run_until_user`).
+        let go_on = answered
+            && std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| looper.run_until_user()))
                 .unwrap_or_else(|_| {
                     looper.panicked();
                     false
-                })
-        };
+                });
         if go_on {
             self.pending = true;
             return self.looper.as_ref().map(|l| &l.exits.access);
