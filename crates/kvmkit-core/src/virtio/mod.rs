@@ -24,6 +24,7 @@ pub mod worker;
 
 use std::os::fd::RawFd;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
@@ -206,17 +207,27 @@ pub trait VirtioDevice: Send {
 /// # Errors
 ///
 /// The ring's error when the driver broke it (an available index more than the queue's size
-/// ahead): `pop_descriptor_chain` alone would answer `None` while the ring still shows work,
+/// ahead, or a ring entry outside RAM): `pop_descriptor_chain` alone would answer `None` while the ring still shows work,
 /// and a loop waiting for the ring to drain would never end.
 pub fn next_chain<'m>(
     queue: &mut Queue,
     mem: &'m Memory,
 ) -> Result<Option<Chain<'m>>, virtio_queue::Error> {
+    if !queue.ready() {
+        return Ok(None);
+    }
+    // Read before the pop: the pop sees at least this index, so if it finds nothing while
+    // this says entries wait, the ring is broken, not raced.
+    let published = queue.avail_idx(mem, Ordering::Acquire)?;
     match queue.pop_descriptor_chain(mem) {
         Some(chain) => Ok(Some(chain)),
-        None if !queue.ready() => Ok(None),
-        // Empty, or broken: `iter` tells which.
-        None => queue.iter(mem).map(|_| None),
+        None if published.0 == queue.next_avail() => Ok(None),
+        // Entries wait that cannot be read: an avail index too far ahead (`iter` says so) or
+        // a ring entry outside RAM — without this, `enable_notification` would keep saying
+        // work waits and the drain would spin.
+        None => queue
+            .iter(mem)
+            .and(Err(virtio_queue::Error::InvalidAvailRingIndex)),
     }
 }
 
@@ -275,6 +286,7 @@ pub fn drain_queue_while<S: ?Sized>(
     let mut served = 0;
     let result = (|| loop {
         queue.disable_notification(mem)?;
+        let mut popped = false;
         while ready(state) {
             if served == CHAINS_PER_TURN {
                 // Yield with notifications off: the I/O thread calls again after the
@@ -285,12 +297,15 @@ pub fn drain_queue_while<S: ?Sized>(
             let Some(chain) = next_chain(queue, mem)? else {
                 break;
             };
+            popped = true;
             let head = chain.head_index();
             let len = handle(state, chain);
             queue.add_used(mem, head, len)?;
             served += 1;
         }
-        if !queue.enable_notification(mem)? || !ready(state) {
+        // A round that found nothing although the ring said work waited: the ring changes
+        // under the device's own writes (laid over itself), so stop rather than spin.
+        if !queue.enable_notification(mem)? || !ready(state) || !popped {
             return Ok(());
         }
     })();

@@ -373,7 +373,9 @@ impl Block {
         let mut used = false;
         let result = (|| loop {
             queue.disable_notification(mem)?;
+            let mut popped = false;
             while let Some(chain) = next_chain(queue, mem)? {
+                popped = true;
                 let head = chain.head_index();
                 let req = match parse(chain) {
                     Ok(req) => req,
@@ -425,7 +427,8 @@ impl Block {
                     buffers,
                 });
             }
-            if !queue.enable_notification(mem)? {
+            // Nothing found although the ring said work waited: a ring laid over itself.
+            if !queue.enable_notification(mem)? || !popped {
                 return Ok::<(), virtio_queue::Error>(());
             }
         })();

@@ -146,10 +146,12 @@ fn process_rx(active: &mut Activation, muxer: &mut Muxer) -> QueueResult {
     loop {
         queue.disable_notification(mem)?;
         let mut stalled = false;
+        let mut popped = false;
         while muxer.has_rx() {
             let Some(mut chain) = next_chain(queue, mem)? else {
                 break;
             };
+            popped = true;
             let head = chain.head_index();
             let len = match RxPacket::new(mem, &mut chain) {
                 Ok(mut rx) => muxer.fill_rx(&mut rx),
@@ -164,7 +166,8 @@ fn process_rx(active: &mut Activation, muxer: &mut Muxer) -> QueueResult {
             queue.add_used(mem, head, len)?;
             used = true;
         }
-        if stalled || !muxer.has_rx() || !queue.enable_notification(mem)? {
+        // Nothing found although the ring said work waited: a ring laid over itself.
+        if stalled || !muxer.has_rx() || !queue.enable_notification(mem)? || !popped {
             break;
         }
     }
