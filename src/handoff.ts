@@ -196,8 +196,6 @@ export interface HandoffOptions {
   readonly timeoutMs: number;
   /** How long to wait for the next access after answering one (µs; 0 to not wait). */
   readonly spinMicros: number;
-  /** Whether anyone wants to see accesses (checked per access; cheap). */
-  readonly observing: () => boolean;
   /** Called for each access before its device handles it, with the device's name. */
   readonly observe: (r: SlotRecord, device: string) => void;
 }
@@ -208,23 +206,28 @@ export class Handoff {
   readonly #handle: MachineHandle;
   readonly #timeoutMs: number;
   readonly #spinMicros: number;
-  readonly #observing: () => boolean;
   readonly #report: (r: SlotRecord, device: string) => void;
   readonly #slot: Float64Array;
   #hot = false;
-  readonly #devices = new Map<number, Registered>();
+  /** By registration id (ids are small and dense: an array indexes faster than a Map). */
+  readonly #devices: (Registered | undefined)[] = [];
   #nextId = 1;
   #failure: unknown;
   readonly #posted: SlotRecord[] = [];
   #pumping = false;
   readonly #idle: (() => void)[] = [];
 
+  /**
+   * Whether anyone wants to see accesses: kept up to date by the machine (read on every
+   * access, so a field rather than a question to the event emitter).
+   */
+  observing = false;
+
   constructor(machine: NativeMachine, options: HandoffOptions) {
     this.#machine = machine;
     this.#handle = machine.handle();
     this.#timeoutMs = options.timeoutMs;
     this.#spinMicros = options.spinMicros;
-    this.#observing = options.observing;
     this.#report = options.observe;
     this.#slot = new Float64Array(protocol().fields);
   }
@@ -240,12 +243,13 @@ export class Handoff {
       base,
       length,
       remove: () => {
-        if (this.#devices.delete(id)) {
+        if (this.#devices[id] !== undefined) {
+          this.#devices[id] = undefined;
           callNative(() => this.#machine.removeDevice(space, base));
         }
       },
     };
-    this.#devices.set(id, { device, handle });
+    this.#devices[id] = { device, handle };
     return handle;
   }
 
@@ -255,12 +259,12 @@ export class Handoff {
   }
 
   #name(r: SlotRecord): string {
-    return this.#devices.get(r.device)?.device.name ?? `#${r.device}`;
+    return this.#devices[r.device]?.device.name ?? `#${r.device}`;
   }
 
   /** Reports an access about to be handled, if anyone is observing. */
   #observe(r: SlotRecord): void {
-    if (this.#observing()) {
+    if (this.observing) {
       this.#report(r, this.#name(r));
     }
   }
@@ -306,7 +310,7 @@ export class Handoff {
 
   /** Calls the access's device; a missing device or a throwing handler becomes a failure. */
   #answer(r: SlotRecord, data: Buffer | undefined): Answer | PromiseLike<Answer> | { readonly fail: string } {
-    const registered = this.#devices.get(r.device);
+    const registered = this.#devices[r.device];
     if (registered === undefined) {
       return { fail: this.#failMessage(r, new Error('the device was removed while the guest was using it')) };
     }
@@ -534,7 +538,7 @@ export class Handoff {
       const write = w;
       let result: unknown;
       try {
-        result = this.#devices.get(write.device)?.device.write?.(write, writtenValue(write));
+        result = this.#devices[write.device]?.device.write?.(write, writtenValue(write));
       } catch (error) {
         this.#failPosted(write, error);
         continue;

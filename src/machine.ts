@@ -141,8 +141,20 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
     this.#handoff = new Handoff(nativeMachine, {
       timeoutMs: handlerTimeoutMs,
       spinMicros,
-      observing: () => this.listenerCount('access') > 0,
       observe: (r, device) => this.#observe(r, device),
+    });
+    // The hand-off reads a flag on every access instead of asking the emitter (a keyed
+    // lookup) each time; Node announces every listener added and removed (events that
+    // MachineEvents, which lists the machine's own, leaves out).
+    (this as EventEmitter).on('newListener', (event: string | symbol) => {
+      if (event === 'access') {
+        this.#handoff.observing = true;
+      }
+    });
+    (this as EventEmitter).on('removeListener', (event: string | symbol) => {
+      if (event === 'access') {
+        this.#handoff.observing = this.listenerCount('access') > 0;
+      }
     });
     this.memory = new GuestMemory(callNative(() => nativeMachine.memory()));
     this.vcpus = Array.from(

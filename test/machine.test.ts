@@ -1,7 +1,15 @@
 import { readdirSync } from 'node:fs';
 import { expect, it } from 'vitest';
 import { DEMO_ANSWER, runDemo } from '../src/demo.js';
-import { ArgumentError, ConfigError, kvmInfo, Machine, MachineError, type Outcome } from '../src/index.js';
+import {
+  type AccessEvent,
+  ArgumentError,
+  ConfigError,
+  kvmInfo,
+  Machine,
+  MachineError,
+  type Outcome,
+} from '../src/index.js';
 import { closedAfterEach, IO_GUEST_WRITES, ioRegisters, machineWith } from './guests.js';
 import { describeKvm } from './kvm.js';
 
@@ -111,6 +119,38 @@ describeKvm('Machine', () => {
         expect.stringMatching(/^0 sink write port 71\/1×[14]$/),
       ]),
     );
+  });
+
+  it('emits access events exactly while someone listens, listeners added and removed mid-run included', async () => {
+    const vm = track(machineWith('io'));
+    const writes: [number, number | bigint][] = [];
+    const regs = ioRegisters(writes);
+    const once: string[] = [];
+    const late: string[] = [];
+    const onLate = (a: AccessEvent) => {
+      late.push(`${a.kind} ${a.address.toString(16)}`);
+      if (late.length === 2) {
+        vm.off('access', onLate);
+      }
+    };
+    let added = false;
+    vm.addPortDevice(0x60, 8, {
+      ...regs,
+      write: (a, v) => {
+        regs.write?.(a, v);
+        // The first write adds a listener from inside a handler: it sees the accesses after it.
+        if (!added) {
+          added = true;
+          vm.on('access', onLate);
+        }
+      },
+    });
+    vm.addPortDevice(0x70, 2, { name: 'string-io', read: () => 0 });
+    vm.once('access', (a) => once.push(`${a.kind} ${a.address.toString(16)}`));
+    expect(await vm.run()).toEqual({ reason: 'halted' });
+    expect(once).toEqual(['read 60']);
+    expect(late).toEqual(['read 62', 'write 62']);
+    expect(vm.listenerCount('access')).toBe(0);
   });
 
   it('answers MMIO reads of 1, 2, 4 and 8 bytes and sees the writes', async () => {

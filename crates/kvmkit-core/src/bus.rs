@@ -1,14 +1,14 @@
 //! Address-range routing of port-I/O and MMIO accesses to devices.
 //!
 //! A [`Bus`] maps ranges to [`Route`]s. The vCPU loops share each bus through a
-//! [`SharedBus`], whose generation changes with every insertion or removal, so a loop keeps
-//! the route it resolved last ([`LastRoute`]) and answers a streak of accesses to one device
-//! without taking the bus's lock (QEMU's dispatch keeps its most recently used section the
-//! same way).
+//! [`SharedBus`], which advances the machine's [`Epoch`] with every insertion or removal,
+//! so a loop keeps the route it resolved last ([`LastRoute`]) and answers a streak of
+//! accesses to one device without taking the bus's lock (QEMU's dispatch keeps its most
+//! recently used section the same way).
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockWriteGuard};
 
+use crate::epoch::Epoch;
 use crate::error::{Error, Result};
 use crate::sync::RwLockExt;
 
@@ -212,24 +212,29 @@ impl Bus {
 #[derive(Debug)]
 pub struct SharedBus {
     bus: RwLock<Bus>,
-    /// Bumped, under the write lock, by every change.
-    generation: AtomicU64,
+    /// Advanced, under the write lock, by every change.
+    epoch: Arc<Epoch>,
 }
 
 impl SharedBus {
-    /// Shares `bus`.
-    pub fn new(bus: Bus) -> Self {
+    /// Shares `bus`, announcing its changes through `epoch`.
+    pub fn new(bus: Bus, epoch: Arc<Epoch>) -> Self {
         SharedBus {
             bus: RwLock::new(bus),
-            generation: AtomicU64::new(1),
+            epoch,
         }
+    }
+
+    /// The epoch the bus announces its changes through, as it is now.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.current()
     }
 
     /// The bus, to change: loops resolve afresh after the guard is dropped.
     pub fn change(&self) -> BusChange<'_> {
         BusChange {
             guard: self.bus.write_or_recover(),
-            generation: &self.generation,
+            epoch: &self.epoch,
         }
     }
 }
@@ -237,7 +242,7 @@ impl SharedBus {
 /// Write access to a [`SharedBus`]; the change is published when it is dropped.
 pub struct BusChange<'a> {
     guard: RwLockWriteGuard<'a, Bus>,
-    generation: &'a AtomicU64,
+    epoch: &'a Epoch,
 }
 
 impl std::ops::Deref for BusChange<'_> {
@@ -255,32 +260,51 @@ impl std::ops::DerefMut for BusChange<'_> {
 
 impl Drop for BusChange<'_> {
     fn drop(&mut self) {
-        // Still under the write lock: a loop that reads the new generation and then takes
-        // the read lock sees the changed bus.
-        self.generation.fetch_add(1, Ordering::Release);
+        // Still under the write lock: a loop that reads the new epoch and then takes the
+        // read lock sees the changed bus.
+        self.epoch.advance();
     }
 }
 
 /// The route a vCPU loop resolved last on a [`SharedBus`], kept until the bus changes.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LastRoute {
-    generation: u64,
+    /// The epoch the route was resolved in.
+    epoch: u64,
     start: u64,
     end: u64,
     route: Option<Route>,
 }
 
+impl Default for LastRoute {
+    fn default() -> Self {
+        LastRoute {
+            epoch: Epoch::UNSEEN,
+            start: 0,
+            end: 0,
+            route: None,
+        }
+    }
+}
+
 impl LastRoute {
     /// Resolves an access of `len` bytes at `addr` on `bus` (see [`Bus::resolve`]), from the
-    /// last route when the access falls in its range and the bus has not changed since.
-    pub fn resolve(&mut self, bus: &SharedBus, addr: u64, len: u64) -> Option<Target<'_>> {
-        let fresh = bus.generation.load(Ordering::Acquire) == self.generation;
+    /// last route when the access falls in its range and `epoch`, the bus's epoch as the
+    /// caller read it last (see [`SharedBus::epoch`]), has not moved since it was resolved.
+    /// (A caller that passes an epoch older than the bus it resolves against only makes the
+    /// next access resolve afresh.)
+    pub fn resolve(
+        &mut self,
+        bus: &SharedBus,
+        epoch: u64,
+        addr: u64,
+        len: u64,
+    ) -> Option<Target<'_>> {
         let inside = addr >= self.start && addr.checked_add(len).is_some_and(|e| e <= self.end);
-        if !(fresh && inside && self.route.is_some()) {
+        if !(epoch == self.epoch && inside && self.route.is_some()) {
             let bus_now = bus.bus.read_or_recover();
             let target = bus_now.resolve(addr, len)?;
-            // Read under the read lock: no change can be under way.
-            self.generation = bus.generation.load(Ordering::Acquire);
+            self.epoch = epoch;
             self.start = addr - target.offset;
             self.end = target.end;
             self.route = Some(target.route.clone());
@@ -349,14 +373,14 @@ mod tests {
     }
 
     fn last(cache: &mut LastRoute, bus: &SharedBus, addr: u64, len: u64) -> Option<(u32, u64)> {
-        cache.resolve(bus, addr, len).map(user_target)
+        cache.resolve(bus, bus.epoch(), addr, len).map(user_target)
     }
 
     #[test]
     fn the_last_route_serves_its_range_until_the_bus_changes() {
         let mut ports = Bus::ports();
         ports.insert(0x3f8, 8, "com1", user(1)).unwrap();
-        let bus = SharedBus::new(ports);
+        let bus = SharedBus::new(ports, Arc::default());
         let mut cache = LastRoute::default();
         assert_eq!(last(&mut cache, &bus, 0x3f9, 1), Some((1, 1)));
         assert_eq!(last(&mut cache, &bus, 0x3fc, 4), Some((1, 4)));

@@ -11,12 +11,14 @@
 //!   unfinished);
 //! - [`handoff`]: accesses and posted writes for user devices, and how each side waits;
 //! - [`bus`], [`devices`], [`virtio`]: address routing, the built-in devices, virtio;
+//!   [`epoch`]: the one counter a vCPU loop polls per exit for changes it must see;
 //! - [`platform`], [`resources`], [`x86`]: what the guest is told about (ACPI, MP table),
 //!   the address and interrupt allocator, the x86 specifics; [`loader`]: guest images.
 
 pub mod bus;
 pub mod config;
 pub mod devices;
+pub mod epoch;
 pub mod error;
 pub mod exit;
 pub mod handoff;

@@ -14,6 +14,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
+use crate::epoch::Epoch;
 use crate::error::{Error, Result};
 use crate::exit::Outcome;
 use crate::sync::{CondvarExt, LockExt};
@@ -51,9 +52,11 @@ impl State {
 pub(crate) struct Lifecycle {
     control: Mutex<Control>,
     changed: Condvar,
-    /// Read on every exit, so kept outside the lock.
+    /// Read by the loops when `epoch` moved, so kept outside the lock.
     stop: AtomicBool,
     pause: AtomicBool,
+    /// Advanced after either flag is raised.
+    epoch: Arc<Epoch>,
 }
 
 struct Control {
@@ -66,8 +69,9 @@ struct Control {
     handler: Option<Arc<dyn ExitHandler>>,
 }
 
-impl Default for Lifecycle {
-    fn default() -> Self {
+impl Lifecycle {
+    /// A machine's lifecycle, announcing stop and pause requests through `epoch`.
+    pub(crate) fn new(epoch: Arc<Epoch>) -> Self {
         Lifecycle {
             control: Mutex::new(Control {
                 state: State::Created,
@@ -79,11 +83,10 @@ impl Default for Lifecycle {
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
             pause: AtomicBool::new(false),
+            epoch,
         }
     }
-}
 
-impl Lifecycle {
     fn control(&self) -> MutexGuard<'_, Control> {
         self.control.lock_or_recover()
     }
@@ -148,6 +151,7 @@ impl Lifecycle {
         }
         c.state = to;
         self.pause.store(to == State::Paused, Ordering::Release);
+        self.epoch.advance();
         drop(c);
         self.changed.notify_all();
         Ok(())
@@ -162,6 +166,7 @@ impl Lifecycle {
     /// elsewhere (in the hand-off, inside `KVM_RUN`).
     pub(crate) fn request_stop(&self) {
         self.stop.store(true, Ordering::Release);
+        self.epoch.advance();
         // Taking the lock orders the flag before a parking vCPU's check of it.
         drop(self.control());
         self.changed.notify_all();
@@ -251,7 +256,7 @@ mod tests {
     }
 
     fn running(vcpus: u32) -> (Arc<Lifecycle>, Arc<Recorder>) {
-        let life = Arc::new(Lifecycle::default());
+        let life = Arc::new(Lifecycle::new(Arc::default()));
         let recorder = Arc::new(Recorder::default());
         life.begin(Arc::clone(&recorder) as Arc<dyn ExitHandler>, vcpus)
             .unwrap();

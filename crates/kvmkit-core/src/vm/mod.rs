@@ -36,7 +36,7 @@ use crate::memory::GuestRam;
 use crate::platform::{Inventory, Platform, VirtioMmioInfo};
 use crate::resources::Resources;
 use crate::sandbox::Sandbox;
-use crate::stats::{StatsSnapshot, VcpuStats};
+use crate::stats::StatsSnapshot;
 use crate::sync::LockExt;
 use crate::vcpu::Vcpu;
 use crate::virtio::mmio::{MmioTransport, NOTIFY_OFFSET, Slot, WINDOW};
@@ -383,7 +383,7 @@ impl Machine {
         self.shared
             .stats
             .get(index as usize)
-            .map(VcpuStats::snapshot)
+            .map(|s| s.snapshot())
             .ok_or(Error::NoSuchVcpu {
                 index,
                 count: self.vcpu_count(),

@@ -5,6 +5,11 @@
 //! have answered; [`complete`] then writes the answer into `kvm_run`. Nothing on this path
 //! allocates: the access record is reused for every exit.
 //!
+//! The loop reads one shared word per exit, the machine's [`Epoch`], and looks at the stop
+//! and pause flags only when it moved; what else it reads per exit (its counters, the last
+//! route) it reaches through its own fields, without going through the machine's shared
+//! state: after `KVM_RUN`, each further cache line costs a miss.
+//!
 //! Pause points are at the top of the loop. KVM finishes an I/O or MMIO exit (a read's data
 //! into the guest's registers, RIP past the instruction) only when the vCPU next enters
 //! `KVM_RUN`, so a vCPU paused right after such an exit first enters it once more with
@@ -26,9 +31,11 @@ use super::kvm_run::{Raw, decode, internal_error, io_exit, mmio_data};
 use super::route::route;
 use super::{Shared, Step, VcpuContext};
 use crate::bus::LastRoute;
+use crate::epoch::Epoch;
 use crate::exit::{DeviceAccess, ExitKind, MachineError, Outcome, SystemEvent};
 use crate::handoff::mailbox::{Answer, MAX_REPLY};
 use crate::handoff::posted::PostedWrite;
+use crate::stats::VcpuStats;
 use crate::sync::LockExt;
 use crate::vcpu::Vcpu;
 use crate::vm::handler::ExitHandler;
@@ -45,6 +52,9 @@ pub(super) struct Looper {
     exited_at: Option<Instant>,
     /// The last exit was an access KVM completes on the next entry.
     completes_on_entry: bool,
+    /// The machine's epoch, and its value when the loop last found nothing to react to.
+    epoch: Arc<Epoch>,
+    seen: u64,
     /// What dispatching an exit reads and writes, apart from the context.
     pub(super) exits: Dispatcher,
 }
@@ -52,6 +62,8 @@ pub(super) struct Looper {
 /// The loop's per-exit state: kept apart from [`VcpuContext`] so the loop borrows both at
 /// once instead of cloning the context's `Arc`s on every call.
 pub(super) struct Dispatcher {
+    /// This vCPU's counters.
+    stats: Arc<VcpuStats>,
     /// The access a user device must answer, after [`Looper::run_until_user`] returned true.
     pub(super) access: DeviceAccess,
     /// The route of the last port and MMIO access, for the next ones to the same device.
@@ -99,7 +111,10 @@ impl Looper {
             immediate_exit,
             exited_at: None,
             completes_on_entry: false,
+            epoch: Arc::clone(&ctx.shared.epoch),
+            seen: Epoch::UNSEEN,
             exits: Dispatcher {
+                stats: Arc::clone(&ctx.shared.stats[ctx.index as usize]),
                 access: DeviceAccess::with_capacity(MAX_REPLY),
                 last_port: LastRoute::default(),
                 last_mmio: LastRoute::default(),
@@ -136,6 +151,8 @@ impl Looper {
             immediate_exit,
             exited_at,
             completes_on_entry,
+            epoch,
+            seen,
             exits,
         } = self;
         let shared = &*ctx.shared;
@@ -145,15 +162,23 @@ impl Looper {
         // outlives this call, and the guard is dropped on this thread when it returns.
         let _running =
             inline.then(|| unsafe { shared.kicks.enter(ctx.index as usize, *immediate_exit) });
-        let stats = &shared.stats[ctx.index as usize];
         // Held from one exit to the next while built-in devices answer them: nobody else
         // may use the vCPU in between, and relocking would cost every such exit.
         let mut held = None;
         loop {
-            if shared.lifecycle.stopping() {
-                return false;
+            let now = epoch.current();
+            let mut pausing = false;
+            if now != *seen {
+                if shared.lifecycle.stopping() {
+                    return false;
+                }
+                pausing = shared.lifecycle.pausing();
+                // While pausing, the epoch stays unseen, so the flags are looked at again
+                // after the park.
+                if !pausing {
+                    *seen = now;
+                }
             }
-            let pausing = shared.lifecycle.pausing();
             if pausing && !*completes_on_entry {
                 drop(held.take());
                 shared.lifecycle.park();
@@ -166,12 +191,12 @@ impl Looper {
                 vcpu.fd_mut().set_kvm_immediate_exit(1);
             }
             if let Some(t) = *exited_at {
-                stats.record_latency(t.elapsed());
+                exits.stats.record_latency(t.elapsed());
             }
             let raw = decode(vcpu.fd_mut().run());
             *exited_at = Some(Instant::now());
             *completes_on_entry = raw.completes_on_entry();
-            match exits.dispatch(ctx, vcpu, raw) {
+            match exits.dispatch(ctx, now, vcpu, raw) {
                 Step::Continue => {}
                 Step::User { posted, .. } => {
                     if !(posted && !*inline && !exits.access.is_read()) {
@@ -220,10 +245,11 @@ fn post(ctx: &VcpuContext, handler: &dyn ExitHandler, a: &DeviceAccess) -> bool 
 }
 
 impl Dispatcher {
-    /// Answers `raw` from a built-in device, or says what the loop must do with it.
-    fn dispatch(&mut self, ctx: &VcpuContext, vcpu: &mut Vcpu, raw: Raw) -> Step {
+    /// Answers `raw` from a built-in device, or says what the loop must do with it; `epoch`
+    /// is the machine's epoch as the loop read it at the top of this round.
+    fn dispatch(&mut self, ctx: &VcpuContext, epoch: u64, vcpu: &mut Vcpu, raw: Raw) -> Step {
         let shared = &*ctx.shared;
-        let stats = &shared.stats[ctx.index as usize];
+        let stats = &*self.stats;
         let policy = self.unhandled;
         let index = ctx.index;
         match raw {
@@ -244,7 +270,9 @@ impl Dispatcher {
                 };
                 stats.count(kind);
                 let addr = u64::from(io.port);
-                let target = self.last_port.resolve(&shared.ports, addr, io.size as u64);
+                let target = self
+                    .last_port
+                    .resolve(&shared.ports, epoch, addr, io.size as u64);
                 let step = route(target, policy, index, kind, addr, io.size, io.data);
                 fill(&mut self.access, &step, kind, addr, io.size, io.data);
                 step
@@ -262,7 +290,9 @@ impl Dispatcher {
                 };
                 stats.count(kind);
                 let data = &mut data[..len];
-                let target = self.last_mmio.resolve(&shared.mmio, addr, len as u64);
+                let target = self
+                    .last_mmio
+                    .resolve(&shared.mmio, epoch, addr, len as u64);
                 let step = route(target, policy, index, kind, addr, len, data);
                 if !write && step == Step::Continue {
                     mmio_data(vcpu.fd_mut().get_kvm_run()).copy_from_slice(data);

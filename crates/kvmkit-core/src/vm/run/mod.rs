@@ -19,6 +19,7 @@ pub(crate) mod threaded;
 use std::sync::{Arc, Mutex};
 
 use crate::bus::{Bus, SharedBus};
+use crate::epoch::Epoch;
 use crate::exit::{ExitKind, Outcome};
 use crate::handoff::Handoff;
 use crate::memory::GuestRam;
@@ -30,9 +31,11 @@ use crate::vm::options::MachineOptions;
 
 /// State shared between a machine's owner and its vCPU loops.
 pub(crate) struct Shared {
+    /// What the loops poll on every exit: advanced by the buses and the lifecycle.
+    pub(crate) epoch: Arc<Epoch>,
     pub(crate) ports: SharedBus,
     pub(crate) mmio: SharedBus,
-    pub(crate) stats: Vec<VcpuStats>,
+    pub(crate) stats: Vec<Arc<VcpuStats>>,
     pub(crate) handoff: Arc<Handoff>,
     pub(crate) kicks: KickRegistry,
     pub(crate) lifecycle: Lifecycle,
@@ -42,14 +45,16 @@ pub(crate) struct Shared {
 impl Shared {
     /// Shared state for `vcpus` vCPUs.
     pub(crate) fn new(vcpus: usize, options: MachineOptions) -> Self {
+        let epoch = Arc::new(Epoch::default());
         Shared {
-            ports: SharedBus::new(Bus::ports()),
-            mmio: SharedBus::new(Bus::mmio()),
-            stats: (0..vcpus).map(|_| VcpuStats::default()).collect(),
+            ports: SharedBus::new(Bus::ports(), Arc::clone(&epoch)),
+            mmio: SharedBus::new(Bus::mmio(), Arc::clone(&epoch)),
+            stats: (0..vcpus).map(|_| Arc::default()).collect(),
             handoff: Arc::new(Handoff::new(vcpus, options.handoff_spin)),
             kicks: KickRegistry::new(vcpus),
-            lifecycle: Lifecycle::default(),
+            lifecycle: Lifecycle::new(Arc::clone(&epoch)),
             options,
+            epoch,
         }
     }
 
