@@ -293,6 +293,7 @@ impl LastRoute {
     /// caller read it last (see [`SharedBus::epoch`]), has not moved since it was resolved.
     /// (A caller that passes an epoch older than the bus it resolves against only makes the
     /// next access resolve afresh.)
+    #[inline]
     pub fn resolve(
         &mut self,
         bus: &SharedBus,
@@ -302,12 +303,7 @@ impl LastRoute {
     ) -> Option<Target<'_>> {
         let inside = addr >= self.start && addr.checked_add(len).is_some_and(|e| e <= self.end);
         if !(epoch == self.epoch && inside && self.route.is_some()) {
-            let bus_now = bus.bus.read_or_recover();
-            let target = bus_now.resolve(addr, len)?;
-            self.epoch = epoch;
-            self.start = addr - target.offset;
-            self.end = target.end;
-            self.route = Some(target.route.clone());
+            self.refresh(bus, epoch, addr, len)?;
         }
         let route = self.route.as_ref()?;
         Some(Target {
@@ -315,6 +311,20 @@ impl LastRoute {
             offset: addr - self.start,
             end: self.end,
         })
+    }
+
+    /// Resolves afresh under the bus's read lock (out of line: the vCPU loop inlines the
+    /// cached case); `None` if no device has the access.
+    #[cold]
+    #[inline(never)]
+    fn refresh(&mut self, bus: &SharedBus, epoch: u64, addr: u64, len: u64) -> Option<()> {
+        let bus_now = bus.bus.read_or_recover();
+        let target = bus_now.resolve(addr, len)?;
+        self.epoch = epoch;
+        self.start = addr - target.offset;
+        self.end = target.end;
+        self.route = Some(target.route.clone());
+        Some(())
     }
 }
 

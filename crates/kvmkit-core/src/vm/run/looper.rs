@@ -300,6 +300,20 @@ impl Dispatcher {
                 fill(&mut self.access, &step, kind, addr, len, data);
                 step
             }
+            other => self.rare(ctx, vcpu, other),
+        }
+    }
+
+    /// The exits other than port and MMIO accesses: kept out of the loop's code and stack
+    /// frame (see [`route`]'s note on what each line costs after `KVM_RUN`).
+    #[cold]
+    #[inline(never)]
+    fn rare(&mut self, ctx: &VcpuContext, vcpu: &mut Vcpu, raw: Raw) -> Step {
+        let shared = &*ctx.shared;
+        let stats = &*self.stats;
+        let index = ctx.index;
+        match raw {
+            Raw::Io | Raw::Mmio { .. } => unreachable!("dispatched by the caller"),
             Raw::Hlt => {
                 stats.count(ExitKind::Hlt);
                 Step::Halt
@@ -432,6 +446,8 @@ pub(super) fn complete(ctx: &VcpuContext, access: &DeviceAccess, answer: Answer<
 }
 
 /// The error that ends the run on `ctx`'s vCPU, with its registers and instruction bytes.
+#[cold]
+#[inline(never)]
 fn machine_error(
     ctx: &VcpuContext,
     vcpu: &Vcpu,

@@ -13,6 +13,11 @@ use super::Step;
 /// Routes an access of `data.len() / size` elements of `size` bytes at `addr` by vCPU
 /// `vcpu` to `target`, what the bus resolved it to. For reads answered here, `data`
 /// receives the bytes read.
+///
+/// Inlined into the loop, with the rare outcomes out of line: after `KVM_RUN`, every code
+/// and stack line the exit path touches is a cache miss (measured on the software-assisted
+/// host: ~2 ns a line, ~3 ns a page), and a call of its own cost a built-in exit ~15 ns.
+#[inline(always)]
 pub(super) fn route(
     target: Option<Target<'_>>,
     policy: UnhandledPolicy,
@@ -32,20 +37,9 @@ pub(super) fn route(
             for element in data.chunks_exact_mut(size.max(1)) {
                 if !write {
                     device.read(target.offset, element);
-                    continue;
+                } else if let Some(action) = device.write(target.offset, element) {
+                    return requested(action, vcpu);
                 }
-                let event = match device.write(target.offset, element) {
-                    None => continue,
-                    Some(DeviceAction::Exit { device, status }) => {
-                        return Step::End(Outcome::DeviceRequest {
-                            device: device.into(),
-                            status,
-                        });
-                    }
-                    Some(DeviceAction::Reset { .. }) => SystemEvent::Reset,
-                    Some(DeviceAction::PowerOff { .. }) => SystemEvent::Shutdown,
-                };
-                return Step::End(Outcome::SystemEvent { event, vcpu });
             }
             Step::Continue
         }
@@ -57,6 +51,23 @@ pub(super) fn route(
     }
 }
 
+/// How the run ends after a built-in device asked for `action`.
+#[cold]
+fn requested(action: DeviceAction, vcpu: u32) -> Step {
+    let event = match action {
+        DeviceAction::Exit { device, status } => {
+            return Step::End(Outcome::DeviceRequest {
+                device: device.into(),
+                status,
+            });
+        }
+        DeviceAction::Reset { .. } => SystemEvent::Reset,
+        DeviceAction::PowerOff { .. } => SystemEvent::Shutdown,
+    };
+    Step::End(Outcome::SystemEvent { event, vcpu })
+}
+
+#[cold]
 fn unclaimed(
     policy: UnhandledPolicy,
     kind: ExitKind,
