@@ -86,42 +86,44 @@ impl PostedQueue {
     }
 }
 
+/// The tests' posted write: `value` written to port 0x80 by vCPU `vcpu`.
+#[cfg(test)]
+fn port_write(vcpu: u32, value: u64) -> PostedWrite {
+    PostedWrite {
+        vcpu,
+        device: 1,
+        kind: ExitKind::IoOut,
+        offset: 0,
+        addr: 0x80,
+        size: 1,
+        value,
+    }
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::sync::Arc;
 
-    fn write(value: u64) -> PostedWrite {
-        PostedWrite {
-            vcpu: 0,
-            device: 1,
-            kind: ExitKind::IoOut,
-            offset: 0,
-            addr: 0x80,
-            size: 1,
-            value,
-        }
-    }
-
     #[test]
     fn notifies_only_on_the_first_write_of_a_batch() {
         let q = PostedQueue::default();
-        assert_eq!(q.push(write(1), || false), Some(true));
-        assert_eq!(q.push(write(2), || false), Some(false));
+        assert_eq!(q.push(port_write(0, 1), || false), Some(true));
+        assert_eq!(q.push(port_write(0, 2), || false), Some(false));
         let mut out = Vec::new();
         q.drain_into(&mut out);
         assert_eq!(out.iter().map(|w| w.value).collect::<Vec<_>>(), [1, 2]);
-        assert_eq!(q.push(write(3), || false), Some(true));
+        assert_eq!(q.push(port_write(0, 3), || false), Some(true));
     }
 
     #[test]
     fn a_full_queue_makes_producers_wait_for_the_consumer() {
         let q = Arc::new(PostedQueue::default());
         for i in 0..CAPACITY as u64 {
-            q.push(write(i), || false);
+            q.push(port_write(0, i), || false);
         }
         let producer = Arc::clone(&q);
-        let t = std::thread::spawn(move || producer.push(write(9999), || false));
+        let t = std::thread::spawn(move || producer.push(port_write(0, 9999), || false));
         std::thread::sleep(std::time::Duration::from_millis(30));
         assert!(
             !t.is_finished(),
@@ -131,16 +133,16 @@ mod tests {
         q.drain_into(&mut out);
         assert_eq!(t.join().unwrap(), Some(true));
         assert_eq!(out.len(), CAPACITY);
-        assert_eq!(q.push(write(0), || true), Some(false));
+        assert_eq!(q.push(port_write(0, 0), || true), Some(false));
     }
 
     #[test]
     fn a_full_queue_gives_up_when_stopping() {
         let q = PostedQueue::default();
         for i in 0..CAPACITY as u64 {
-            q.push(write(i), || false);
+            q.push(port_write(0, i), || false);
         }
-        assert_eq!(q.push(write(0), || true), None);
+        assert_eq!(q.push(port_write(0, 0), || true), None);
     }
 }
 
@@ -155,23 +157,11 @@ mod loom_tests {
     use loom::sync::atomic::{AtomicBool, AtomicU32, Ordering};
     use loom::thread;
 
-    fn write(vcpu: u32, value: u64) -> PostedWrite {
-        PostedWrite {
-            vcpu,
-            device: 1,
-            kind: ExitKind::IoOut,
-            offset: 0,
-            addr: 0x80,
-            size: 1,
-            value,
-        }
-    }
-
     /// A queue that vCPU 0 filled with the values 0 and 1.
     fn full() -> Arc<PostedQueue> {
         let q = Arc::new(PostedQueue::default());
         for value in 0..CAPACITY as u64 {
-            assert!(q.push(write(0, value), || false).is_some());
+            assert!(q.push(port_write(0, value), || false).is_some());
         }
         q
     }
@@ -189,7 +179,7 @@ mod loom_tests {
             let q = full();
             let vcpus = [1, 2].map(|vcpu| {
                 let q = Arc::clone(&q);
-                thread::spawn(move || q.push(write(vcpu, 10), || false))
+                thread::spawn(move || q.push(port_write(vcpu, 10), || false))
             });
             // No write got past the bound: the first drain finds only the queue's filling.
             assert_eq!(drain(&q), [(0, 0), (0, 1)]);
@@ -217,7 +207,7 @@ mod loom_tests {
                 let (q, stopping, left) =
                     (Arc::clone(&q), Arc::clone(&stopping), Arc::clone(&left));
                 thread::spawn(move || {
-                    let pushed = q.push(write(1, 10), || stopping.load(Ordering::Acquire));
+                    let pushed = q.push(port_write(1, 10), || stopping.load(Ordering::Acquire));
                     left.store(true, Ordering::Release);
                     pushed
                 })
@@ -250,7 +240,7 @@ mod loom_tests {
                     let (q, rings, me) = (Arc::clone(&q), Arc::clone(&rings), me.clone());
                     thread::spawn(move || {
                         for value in 0..2 {
-                            if q.push(write(vcpu, value), || false) == Some(true) {
+                            if q.push(port_write(vcpu, value), || false) == Some(true) {
                                 rings[vcpu as usize].fetch_add(1, Ordering::Release);
                                 me.unpark();
                             }
