@@ -6,12 +6,13 @@
 # guest port 1000 to host port 1234 (CID 2), sends "hello, vsock" and prints what comes back
 # to the debug console, then shuts the connection down and waits for the host's reset.
 # Then it takes a connection from the host to its port 5000, echoes what comes, and when the
-# host is done sending shuts down too. Then the hostile part: data for a connection that does not exist and an unknown operation
-# (each answered with a reset), and a header whose length its buffer does not hold (returned
-# unread, the device not broken). Last, it connects to host port 1235, whose listener then
-# connects to the guest's port 6000: the guest never answers that request and waits for the
-# host to give up on it (a reset for it); if nothing listens on 1235, it skips this part. Exits with 0x55 when all went as expected, else
-# with the number of the check that failed.
+# host is done sending shuts down too. Then the hostile part: data for a connection that does
+# not exist and an unknown operation (each answered with a reset), and a header whose length
+# its buffer does not hold (returned unread, the device not broken). Last, it connects to
+# host port 1235, whose listener then connects to the guest's port 6000: the guest never
+# answers that request and waits for the host to give up on it (a reset for it); if nothing
+# listens on 1235, it skips this part. Exits with 0x55 when all went as expected, else with
+# the number of the check that failed.
 
     .include "virtio.inc"
 
@@ -44,6 +45,20 @@
     .set H_DST_PORT, 20
     .set H_LEN, 24
     .set H_OP, 30
+
+# Checks that the packet at RBX (from recv) is operation `op` for guest port `port`, else
+# fails check `code`; with `keep`, stores its source port (the host's) in that variable,
+# clobbering EAX.
+.macro vsock_expect op, port, code, keep
+    cmpw    $\op, H_OP(%rbx)
+    check e, \code
+    cmpl    $\port, H_DST_PORT(%rbx)
+    check e, \code
+.ifnb \keep
+    mov     H_SRC_PORT(%rbx), %eax
+    mov     %eax, \keep(%rip)
+.endif
+.endm
 
     .code64
     .globl _start
@@ -156,12 +171,7 @@ _start:
     # The host connects to port 5000: accept, echo one packet's payload, and shut down once
     # the host has.
     call    recv
-    cmpw    $OP_REQUEST, H_OP(%rbx)
-    check e, 9
-    cmpl    $LISTEN_PORT, H_DST_PORT(%rbx)
-    check e, 9
-    mov     H_SRC_PORT(%rbx), %eax
-    mov     %eax, peer(%rip)
+    vsock_expect OP_REQUEST, LISTEN_PORT, 9, keep=peer
     movl    $0, received(%rip)      # the new connection's fwd_cnt
     call    repost
     mov     $OP_RESPONSE, %eax
@@ -216,10 +226,7 @@ _start:
     mov     $1, %r13d
     call    send
     call    recv
-    cmpw    $OP_RST, H_OP(%rbx)
-    check e, 6
-    cmpl    $2000, H_DST_PORT(%rbx)
-    check e, 6
+    vsock_expect OP_RST, 2000, 6
     call    repost
     # An operation that does not exist: reset.
     mov     $99, %eax
@@ -227,10 +234,7 @@ _start:
     xor     %r13d, %r13d
     call    send
     call    recv
-    cmpw    $OP_RST, H_OP(%rbx)
-    check e, 7
-    cmpl    $2001, H_DST_PORT(%rbx)
-    check e, 7
+    vsock_expect OP_RST, 2001, 7
     call    repost
     # A length its buffer does not hold: the chain comes back, the device works on.
     mov     $OP_RW, %eax
@@ -255,18 +259,10 @@ _start:
     cmp     $OP_RESPONSE, %eax
     check e, 13
     call    recv_long
-    cmpw    $OP_REQUEST, H_OP(%rbx)
-    check e, 14
-    cmpl    $IGNORED_PORT, H_DST_PORT(%rbx)
-    check e, 14
-    mov     H_SRC_PORT(%rbx), %eax
-    mov     %eax, ignored(%rip)
+    vsock_expect OP_REQUEST, IGNORED_PORT, 14, keep=ignored
     call    repost
     call    recv_long
-    cmpw    $OP_RST, H_OP(%rbx)
-    check e, 15
-    cmpl    $IGNORED_PORT, H_DST_PORT(%rbx)
-    check e, 15
+    vsock_expect OP_RST, IGNORED_PORT, 15
     mov     ignored(%rip), %eax
     cmp     %eax, H_SRC_PORT(%rbx)
     check e, 15

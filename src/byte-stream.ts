@@ -3,7 +3,7 @@
  * @module
  */
 import { Readable, Writable } from 'node:stream';
-import { callNative } from './errors.js';
+import { callNative, KvmkitError } from './errors.js';
 
 /** The binding's side of a byte-stream device. */
 interface NativeByteStream {
@@ -22,6 +22,13 @@ interface NativeByteStream {
  * device makes room (writes wait while the guest has not read what came before: the device
  * tells when it has room again, nothing polls).
  *
+ * When the run ends (or the machine is closed before it ran), `input` is destroyed: a write
+ * the guest had not taken whole fails with `INVALID_STATE`, naming how many of its bytes
+ * never reached the guest, and so do the callbacks of the writes queued behind it, of
+ * `end()` and of `stream.finished()`; later writes fail with Node's `ERR_STREAM_DESTROYED`.
+ * No `'error'` event is emitted, so a guest that never reads its input cannot crash a host
+ * that listens for none.
+ *
  * The guest never waits for `output` to be read. While its reader is behind (the stream's
  * buffer is full), the device keeps the latest 1 MiB of output for it and drops older
  * bytes, so a guest flooding it costs bounded host memory.
@@ -37,7 +44,7 @@ export class ByteStreamDevice {
   #behind = false;
   #ended = false;
   /** The write the device could not take whole: the rest of it, offered again on room. */
-  #pending: { rest: Buffer; done: (error?: Error | null) => void } | undefined;
+  #pending: { chunk: Buffer; rest: Buffer; done: (error?: Error | null) => void } | undefined;
 
   /** @internal */
   constructor(native: NativeByteStream) {
@@ -55,7 +62,7 @@ export class ByteStreamDevice {
 
   /** Feeds `chunk` to the guest: what does not fit now waits for the device's room notice. */
   #offer(chunk: Buffer, done: (error?: Error | null) => void): void {
-    this.#pending = { rest: chunk, done };
+    this.#pending = { chunk, rest: chunk, done };
     this.#feed();
   }
 
@@ -98,11 +105,26 @@ export class ByteStreamDevice {
     }
   }
 
-  /** @internal Drains the output and ends the stream. */
-  end(): void {
+  /**
+   * @internal The run ended (`why` says how, as in "the run ended (halted)"): drains the
+   * output and ends its stream, destroys the input and fails the write the guest had not
+   * taken whole.
+   */
+  end(why: string): void {
     this.#behind = false;
     this.#takeOutput();
     this.#ended = true;
     this.output.push(null);
+    // Destroyed first, the stream reports the failure to the write's callback (and to those
+    // of the writes behind it) without an 'error' event nobody may be listening for.
+    this.input.destroy();
+    const pending = this.#pending;
+    this.#pending = undefined;
+    pending?.done(
+      new KvmkitError(
+        'INVALID_STATE',
+        `input not delivered: the guest had not taken ${pending.rest.length} of the write's ${pending.chunk.length} bytes when ${why}`,
+      ),
+    );
   }
 }

@@ -121,8 +121,11 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
   readonly #native: NativeMachine;
   readonly #handoff: Handoff;
   readonly #irqchip: boolean;
-  /** Devices whose output is announced by an output event: UARTs by port, virtio devices by MMIO base. */
-  readonly #outputs = new Map<number, { drain(): void; end(): void }>();
+  /**
+   * Devices whose output is announced by an output event: UARTs by port, virtio devices by
+   * MMIO base. `end` tells them, once, that the run ended (`why` says how).
+   */
+  readonly #outputs = new Map<number, { drain(): void; end(why: string): void }>();
   #outcome: Outcome | undefined;
   readonly #ended: Promise<Outcome>;
   #resolveEnded!: (outcome: Outcome) => void;
@@ -598,9 +601,11 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
 
   /** Stops the run, joins the vCPU threads and releases the VM. Safe to call more than once and during a run. */
   async close(): Promise<void> {
-    const wasStarted = this.state !== 'created' && this.state !== 'closed';
+    const state = this.state;
     this.#native.close();
-    if (wasStarted) {
+    if (state === 'created') {
+      this.#endOutputs('the machine was closed before it ran');
+    } else if (state !== 'closed') {
       await this.#ended;
     }
   }
@@ -663,6 +668,13 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
     });
   }
 
+  /** Tells the devices with output that the run ended (`why` says how). */
+  #endOutputs(why: string): void {
+    for (const output of this.#outputs.values()) {
+      output.end(why);
+    }
+  }
+
   /** Records the outcome (once) and tells everyone waiting for it. */
   #settle(native: NativeOutcome): Outcome {
     if (this.#outcome !== undefined) {
@@ -670,9 +682,7 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
     }
     const outcome = this.#convention(toOutcome(native, this.#handoff.failure));
     this.#outcome = outcome;
-    for (const output of this.#outputs.values()) {
-      output.end();
-    }
+    this.#endOutputs(`the run ended (${outcome.reason})`);
     for (const w of this.#pauseWaiters.splice(0)) {
       w.reject(new KvmkitError('INVALID_STATE', `cannot pause: the run ended (${outcome.reason})`));
     }

@@ -9,7 +9,7 @@ const track = closedAfterEach();
 function running(code: readonly number[], config: Partial<Parameters<typeof Machine.create>[0]> = {}): Machine {
   const vm = track(Machine.create({ memory: '64K', ...config }));
   vm.memory.write(0x1000, Uint8Array.from(code));
-  vm.vcpus[0]?.setup({ mode: 'real', entry: 0x1000 });
+  vm.vcpu(0).setup({ mode: 'real', entry: 0x1000 });
   return vm;
 }
 

@@ -140,7 +140,7 @@ describeKvm('TypeScript devices', () => {
       read: (a) => {
         if (a.offset === 0) {
           // State read here precedes the access: `in` completes once the vCPU runs on.
-          rbx = vm.vcpus[a.vcpu]?.registers().rbx;
+          rbx = vm.vcpu(a.vcpu).registers().rbx;
           paused = vm.pause();
           return 0x41;
         }
@@ -155,8 +155,8 @@ describeKvm('TypeScript devices', () => {
     await paused;
     expect(rbx).toBeTypeOf('bigint');
     // Paused after the answer: `in al,dx` at 0x1003 is complete, AL holds the answer.
-    const regs = vm.vcpus[0]?.registers();
-    expect([regs?.rip, (regs?.rax ?? 0n) & 0xffn]).toEqual([0x1004n, 0x41n]);
+    const regs = vm.vcpu(0).registers();
+    expect([regs.rip, regs.rax & 0xffn]).toEqual([0x1004n, 0x41n]);
     vm.resume();
     expect(await vm.wait()).toEqual({ reason: 'halted' });
   });

@@ -59,12 +59,12 @@ describeKvm('errors a user can act on', () => {
 
   it('checks the arguments of every other entry point too', () => {
     const vm = track(Machine.create({ memory: '2M' }));
-    const vcpu = vm.vcpus[0];
-    expect(argumentError(() => vcpu?.setRegisters({ rax: 1.5 as never }), 'changes.rax')).toMatch(/got 1\.5/);
-    expect(argumentError(() => vcpu?.setMpState('asleep' as never), 'state')).toContain('"runnable"');
-    expect(argumentError(() => vcpu?.injectException(40), 'vector')).toMatch(/0 to 31/);
-    expect(argumentError(() => vcpu?.setSingleStep('yes' as never), 'enabled')).toMatch(/true or false/);
-    expect(argumentError(() => vcpu?.msrs(['0x10'] as never), 'indices[0]')).toContain('(a string)');
+    const vcpu = vm.vcpu(0);
+    expect(argumentError(() => vcpu.setRegisters({ rax: 1.5 as never }), 'changes.rax')).toMatch(/got 1\.5/);
+    expect(argumentError(() => vcpu.setMpState('asleep' as never), 'state')).toContain('"runnable"');
+    expect(argumentError(() => vcpu.injectException(40), 'vector')).toMatch(/0 to 31/);
+    expect(argumentError(() => vcpu.setSingleStep('yes' as never), 'enabled')).toMatch(/true or false/);
+    expect(argumentError(() => vcpu.msrs(['0x10'] as never), 'indices[0]')).toContain('(a string)');
     expect(argumentError(() => vm.loadLinux(undefined as never, undefined, ''), 'kernel')).toMatch(/got undefined/);
     expect(argumentError(() => vm.loadFlat('/x', { address: 0, mode: 'v86' as never }), 'options.mode')).toBeTruthy();
     expect(argumentError(() => vm.addNullDevice(0x80, 1, { fill: 300 }), 'options.fill')).toMatch(/0 to 0xff/);
@@ -108,7 +108,7 @@ describeKvm('errors a user can act on', () => {
   it('rejects, never throws, when run() cannot start', async () => {
     const vm = track(Machine.create({ memory: '2M' }));
     vm.memory.write(0x1000, Uint8Array.of(0xf4));
-    vm.vcpus[0]?.setup({ mode: 'real', entry: 0x1000 });
+    vm.vcpu(0).setup({ mode: 'real', entry: 0x1000 });
     await expect(vm.run()).resolves.toEqual({ reason: 'halted' });
     const again = vm.run();
     await expect(again).rejects.toMatchObject({ code: 'INVALID_STATE' });
@@ -118,14 +118,14 @@ describeKvm('errors a user can act on', () => {
 
   it('refuses a vCPU entry its mode cannot reach, or outside guest RAM', () => {
     const vm = track(Machine.create({ memory: '2M' }));
-    const vcpu = vm.vcpus[0];
-    expect(argumentError(() => vcpu?.setup({ mode: 'real', entry: 0x1000_0000 }), 'setup.entry')).toMatch(
+    const vcpu = vm.vcpu(0);
+    expect(argumentError(() => vcpu.setup({ mode: 'real', entry: 0x1000_0000 }), 'setup.entry')).toMatch(
       /real mode .* reaches 0 to 0xffff/,
     );
-    expect(argumentError(() => vcpu?.setup({ mode: 'long', entry: 0x1000_0000 }), 'setup.entry')).toMatch(
+    expect(argumentError(() => vcpu.setup({ mode: 'long', entry: 0x1000_0000 }), 'setup.entry')).toMatch(
       /outside guest RAM \(0x0\.\.0x200000\)/,
     );
-    expect(argumentError(() => vcpu?.setup({ mode: 'virtual' as never, entry: 0 }), 'setup.mode')).toMatch(
+    expect(argumentError(() => vcpu.setup({ mode: 'virtual' as never, entry: 0 }), 'setup.mode')).toMatch(
       /"real", "protected", "long"/,
     );
   });
@@ -155,10 +155,7 @@ describeKvm('errors a user can act on', () => {
 
   it('reads CPUID back after setting it and returns what KVM kept its own way', () => {
     const vm = track(Machine.create({ memory: '2M' }));
-    const vcpu = vm.vcpus[0];
-    if (vcpu === undefined) {
-      throw new Error('no vCPU');
-    }
+    const vcpu = vm.vcpu(0);
     expect(vcpu.setCpuid(vcpu.cpuid())).toEqual([]);
     const XSAVE = 1 << 26;
     const leaf1 = vcpu.cpuid().find((e) => e.function === 1);
@@ -181,7 +178,7 @@ describeKvm('errors a user can act on', () => {
     ] as const) {
       const vm = track(Machine.create({ memory: '2M' }));
       vm.memory.write(0x1000, DEBUG_EXIT_GUEST);
-      vm.vcpus[0]?.setup({ mode: 'real', entry: 0x1000 });
+      vm.vcpu(0).setup({ mode: 'real', entry: 0x1000 });
       vm.addDebugExit(0xf4, { convention });
       expect(await vm.run()).toEqual({ reason: 'device-request', device: 'debug-exit', status });
     }

@@ -13,7 +13,7 @@ function running(code: number[], mode: CpuMode, config: Partial<MachineConfig> =
   const vm = Machine.create({ memory: '2M', ...config });
   track(vm);
   vm.memory.write(ENTRY[mode], Uint8Array.from(code));
-  vm.vcpus[0]?.setup({ mode, entry: ENTRY[mode] });
+  vm.vcpu(0).setup({ mode, entry: ENTRY[mode] });
   return vm;
 }
 
@@ -39,7 +39,7 @@ describeKvm('a hostile guest', () => {
   it('that is single-stepped stops after one instruction with a debug exit', async () => {
     // mov al,1 ; hlt
     const vm = running([0xb0, 0x01, 0xf4], 'real');
-    vm.vcpus[0]?.setSingleStep(true);
+    vm.vcpu(0).setSingleStep(true);
     const error = errorOf(await vm.run());
     expect([error.code, error.exit, error.rip]).toEqual(['UNHANDLED_EXIT', 'debug', 0x1002n]);
   });

@@ -100,7 +100,7 @@ describeKvm('inline runs', () => {
       import(${JSON.stringify(dist)}).then(async ({ Machine }) => {
         const vm = Machine.create({ memory: '1M' });
         vm.memory.write(0x1000, readFileSync(${JSON.stringify(guestPath('spin'))}));
-        vm.vcpus[0].setup({ mode: 'real', entry: 0x1000 });
+        vm.vcpu(0).setup({ mode: 'real', entry: 0x1000 });
         parentPort.postMessage({ id: vm.id });
         const outcome = vm.runInline();
         await vm.close();

@@ -45,7 +45,7 @@ describeKvm('kvmkit under repetition', () => {
     const grown = await growth(10_000, async () => {
       const vm = Machine.create({ memory: '64K' });
       vm.memory.write(0x1000, code);
-      vm.vcpus[0]?.setup({ mode: 'real', entry: 0x1000 });
+      vm.vcpu(0).setup({ mode: 'real', entry: 0x1000 });
       vm.addPortDevice(0x80, 1, {
         name: 'broken',
         read: () => {
@@ -79,7 +79,7 @@ describeKvm('kvmkit under repetition', () => {
     const grown = await growth(300, async () => {
       const vm = Machine.create({ memory: '64K', irqchip: true });
       vm.memory.write(0x1000, Uint8Array.of(0xe6, 0xf4));
-      vm.vcpus[0]?.setup({ mode: 'real', entry: 0x1000 });
+      vm.vcpu(0).setup({ mode: 'real', entry: 0x1000 });
       vm.addDebugExit(0xf4);
       vm.addRng();
       vm.addRng();

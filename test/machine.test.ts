@@ -196,22 +196,22 @@ describeKvm('Machine', () => {
     vm.start();
     expect(vm.state).toBe('running');
     await new Promise((r) => setTimeout(r, 50));
-    expect(() => vm.vcpus[0]?.registers()).toThrow(expect.objectContaining({ code: 'INVALID_STATE' }));
+    expect(() => vm.vcpu(0).registers()).toThrow(expect.objectContaining({ code: 'INVALID_STATE' }));
     await vm.pause();
     expect(vm.state).toBe('paused');
-    const vcpu = vm.vcpus[0];
-    const regs = vcpu?.registers();
-    expect(regs?.rip === 0x1000n || regs?.rip === 0x1002n).toBe(true);
-    const counted = regs?.rax ?? 0n;
+    const vcpu = vm.vcpu(0);
+    const regs = vcpu.registers();
+    expect(regs.rip === 0x1000n || regs.rip === 0x1002n).toBe(true);
+    const counted = regs.rax;
     expect(counted).toBeGreaterThan(0n);
-    vcpu?.setRegisters({ rbx: 0x1234n });
-    expect(vcpu?.registers().rbx).toBe(0x1234n);
+    vcpu.setRegisters({ rbx: 0x1234n });
+    expect(vcpu.registers().rbx).toBe(0x1234n);
     vm.resume();
     await new Promise((r) => setTimeout(r, 20));
     vm.stop();
     expect(await vm.wait()).toEqual({ reason: 'stopped' });
     expect(vm.state).toBe('ended');
-    expect(vcpu?.registers().rax ?? 0n).toBeGreaterThan(counted);
+    expect(vcpu.registers().rax).toBeGreaterThan(counted);
   });
 
   it('closes during a run and releases every file descriptor', async () => {

@@ -15,7 +15,7 @@ const CODE = Uint8Array.of(0xc6, 0x06, 0x00, 0x20, 0x5a, 0xa0, 0x01, 0x20, 0xe6,
 function machine(config: Partial<Parameters<typeof Machine.create>[0]> = {}): { vm: Machine; console: DebugConsole } {
   const vm = Machine.create({ memory: '64K', ...config });
   track(vm);
-  vm.vcpus[0]?.setup({ mode: 'real', entry: 0x1000 });
+  vm.vcpu(0).setup({ mode: 'real', entry: 0x1000 });
   return { vm, console: vm.addDebugConsole() };
 }
 
@@ -113,7 +113,7 @@ describeKvm('guest memory past 3 GiB', () => {
     ];
     vm.memory.write(0x10_0000, Uint8Array.from(code));
     vm.memory.writeU32(2 ** 32, 41);
-    vm.vcpus[0]?.setup({ mode: 'long', entry: 0x10_0000 });
+    vm.vcpu(0).setup({ mode: 'long', entry: 0x10_0000 });
     expect(await vm.run()).toEqual({ reason: 'halted' });
     expect(vm.memory.readU32(2 ** 32 + 4)).toBe(42);
   });

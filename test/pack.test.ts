@@ -88,7 +88,7 @@ import { PATHS } from 'kvmkit/bench';
 const vm = Machine.create({ memory: '1M' });
 // mov al,'k' ; out 0xe9,al ; hlt
 vm.memory.write(0x1000, Uint8Array.of(0xb0, 0x6b, 0xe6, 0xe9, 0xf4));
-vm.vcpus[0].setup({ mode: 'real', entry: 0x1000 });
+vm.vcpu(0).setup({ mode: 'real', entry: 0x1000 });
 const console = vm.addDebugConsole();
 const outcome = await vm.run();
 await vm.close();

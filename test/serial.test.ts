@@ -1,4 +1,5 @@
 import { text } from 'node:stream/consumers';
+import { finished } from 'node:stream/promises';
 import { expect, it } from 'vitest';
 import { closedAfterEach, letters, machineWith } from './guests.js';
 import { describeKvm } from './kvm.js';
@@ -56,6 +57,46 @@ describeKvm('the 16550 serial port', () => {
     await new Promise(setImmediate);
     expect(serial.input.writableLength).toBe(100); // the write waits for room
     expect(errors).toEqual([]);
+  });
+
+  it('fails a write the guest never took when the run ends, without an error event', async () => {
+    // The flood guest never reads its receive FIFO: 64 of the 100 bytes fit, the rest waits.
+    const vm = track(machineWith('flood'));
+    const serial = vm.addSerial();
+    const errors: Error[] = [];
+    serial.input.on('error', (e) => errors.push(e));
+    const written = new Promise<unknown>((resolve) => serial.input.write('y'.repeat(100), resolve));
+    const queued = new Promise<unknown>((resolve) => serial.input.write('z', resolve));
+    vm.start();
+    vm.stop();
+    expect(await vm.wait()).toEqual({ reason: 'stopped' });
+    const failure = expect.objectContaining({
+      code: 'INVALID_STATE',
+      message: "input not delivered: the guest had not taken 36 of the write's 100 bytes when the run ended (stopped)",
+    });
+    expect(await written).toEqual(failure);
+    expect(await queued).toEqual(failure); // the write behind it fails the same way
+    await expect(finished(serial.input)).rejects.toEqual(failure);
+    expect(serial.input.destroyed).toBe(true);
+    const later = new Promise<unknown>((resolve) => serial.input.write('w', resolve));
+    expect(await later).toEqual(expect.objectContaining({ code: 'ERR_STREAM_DESTROYED' }));
+    expect(errors).toEqual([]);
+  });
+
+  it('fails a waiting write and ends the output when the machine is closed before it ran', async () => {
+    const vm = machineWith('serial');
+    const serial = vm.addSerial();
+    const written = new Promise<unknown>((resolve) => serial.input.write('y'.repeat(100), resolve));
+    const output = text(serial.output);
+    await vm.close();
+    expect(await written).toEqual(
+      expect.objectContaining({
+        code: 'INVALID_STATE',
+        message:
+          "input not delivered: the guest had not taken 36 of the write's 100 bytes when the machine was closed before it ran",
+      }),
+    );
+    expect(await output).toBe('');
   });
 
   it('lets a guest flood it while nobody reads the output, holding the rest in the UART', async () => {

@@ -36,6 +36,26 @@ describeKvm('virtio-console', () => {
     expect(await output).toBe(`hello from hvc0\n${sent}`);
   });
 
+  it('fails a write the guest never took when the run ends, without an error event', async () => {
+    // The spin guest never drives the device: it queues 64 KiB of input, the rest waits.
+    const vm = track(machineWith('spin', { memory: '4M', irqchip: true }));
+    const hvc0 = vm.addVirtioConsole();
+    const errors: Error[] = [];
+    hvc0.input.on('error', (e) => errors.push(e));
+    const written = new Promise<unknown>((resolve) => hvc0.input.write(letters(64 * 1024 + 100), resolve));
+    vm.start();
+    vm.stop();
+    expect(await vm.wait()).toEqual({ reason: 'stopped' });
+    expect(await written).toEqual(
+      expect.objectContaining({
+        code: 'INVALID_STATE',
+        message:
+          "input not delivered: the guest had not taken 100 of the write's 65636 bytes when the run ended (stopped)",
+      }),
+    );
+    expect(errors).toEqual([]);
+  });
+
   it('needs the in-kernel irqchip', () => {
     const vm = track(machineWith('virtio-console', { memory: '4M' }));
     expect(() => vm.addVirtioConsole()).toThrow(expect.objectContaining({ code: 'NO_IRQCHIP' }));
