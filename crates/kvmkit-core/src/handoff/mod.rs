@@ -72,6 +72,7 @@ impl Handoff {
         for mb in &self.mailboxes {
             mb.wake();
         }
+        self.posted.wake();
     }
 
     /// Posts `access` for vCPU `vcpu`, rings `handler`'s doorbell unless a thread polls,

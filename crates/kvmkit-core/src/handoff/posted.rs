@@ -17,8 +17,8 @@ use crate::exit::ExitKind;
 /// fills the queue in two writes).
 pub const CAPACITY: usize = if cfg!(all(test, loom)) { 2 } else { 4096 };
 
-/// How often a vCPU waiting for room looks whether the machine stops: a stop does not
-/// notify the queue, the wait times out.
+/// How often a vCPU waiting for room looks whether the machine stops, in case its stop
+/// came without [`PostedQueue::wake`].
 const STOP_CHECK: Duration = Duration::from_millis(10);
 
 /// One posted write.
@@ -70,6 +70,14 @@ impl PostedQueue {
         let was_empty = q.is_empty();
         q.push_back(write);
         Some(was_empty)
+    }
+
+    /// Wakes the vCPUs waiting for room, to look at their `stopping()` again: called after
+    /// the stop is raised. Taking the lock orders the stop before the check of a vCPU
+    /// about to wait.
+    pub fn wake(&self) {
+        drop(self.queue.lock_or_recover());
+        self.drained.notify_all();
     }
 
     /// Whether no write is queued.
@@ -202,23 +210,16 @@ mod loom_tests {
         loom::model(|| {
             let q = full();
             let stopping = Arc::new(AtomicBool::new(false));
-            let left = Arc::new(AtomicBool::new(false));
             let vcpu = {
-                let (q, stopping, left) =
-                    (Arc::clone(&q), Arc::clone(&stopping), Arc::clone(&left));
+                let (q, stopping) = (Arc::clone(&q), Arc::clone(&stopping));
                 thread::spawn(move || {
-                    let pushed = q.push(port_write(1, 10), || stopping.load(Ordering::Acquire));
-                    left.store(true, Ordering::Release);
-                    pushed
+                    q.push(port_write(1, 10), || stopping.load(Ordering::Acquire))
                 })
             };
             stopping.store(true, Ordering::Release);
-            // The stop does not notify the queue: the vCPU's wait times out every
-            // STOP_CHECK, which loom cannot model. This thread is that clock.
-            while !left.load(Ordering::Acquire) {
-                q.drained.notify_all();
-                thread::yield_now();
-            }
+            // One wake after the stop releases the vCPU in every interleaving (loom's timed
+            // wait ends only when notified: a lost wake-up is a deadlock here).
+            q.wake();
             assert_eq!(vcpu.join().unwrap(), None);
             assert_eq!(drain(&q), [(0, 0), (0, 1)]);
         });
