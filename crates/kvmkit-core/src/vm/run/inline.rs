@@ -53,13 +53,24 @@ impl InlineVcpu {
         let looper = self.looper.as_mut()?;
         let answered = match (std::mem::take(&mut self.pending), answer) {
             (false, _) => true,
-            (true, Some(InlineAnswer::Fail(message))) => {
-                complete(&looper.ctx, &looper.exits.access, Answer::Failed(message))
-            }
-            (true, Some(InlineAnswer::Reply(bytes))) => {
-                complete(&looper.ctx, &looper.exits.access, Answer::Replied(bytes))
-            }
-            (true, None) => complete(&looper.ctx, &looper.exits.access, Answer::Replied(&[])),
+            (true, Some(InlineAnswer::Fail(message))) => complete(
+                &looper.ctx,
+                &looper.exits.access,
+                &mut looper.exits.reply,
+                Answer::Failed(message),
+            ),
+            (true, Some(InlineAnswer::Reply(bytes))) => complete(
+                &looper.ctx,
+                &looper.exits.access,
+                &mut looper.exits.reply,
+                Answer::Replied(bytes),
+            ),
+            (true, None) => complete(
+                &looper.ctx,
+                &looper.exits.access,
+                &mut looper.exits.reply,
+                Answer::Replied(&[]),
+            ),
         };
         // The loop registers this thread for kicks while it runs (see `run_until_user`).
         let go_on = answered

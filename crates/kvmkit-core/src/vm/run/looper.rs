@@ -66,12 +66,60 @@ pub(super) struct Dispatcher {
     stats: Arc<VcpuStats>,
     /// The access a user device must answer, after [`Looper::run_until_user`] returned true.
     pub(super) access: DeviceAccess,
+    /// Its answer, if a read, until the loop next holds the vCPU.
+    pub(super) reply: ReadReply,
     /// The route of the last port and MMIO access, for the next ones to the same device.
     last_port: LastRoute,
     last_mmio: LastRoute,
     /// The machine's policy for accesses no device claims (kept here, beside the rest of
     /// what every exit reads, rather than read from the shared options each time).
     unhandled: UnhandledPolicy,
+}
+
+/// A user device's answer to a read, kept until the loop next takes the vCPU's lock to
+/// enter `KVM_RUN`, which writes it into `kvm_run` then: one lock per answered exit, not
+/// one to answer and one to re-enter.
+pub(super) struct ReadReply {
+    bytes: Vec<u8>,
+    due: bool,
+}
+
+impl ReadReply {
+    fn new() -> Self {
+        ReadReply {
+            bytes: Vec::with_capacity(MAX_REPLY),
+            due: false,
+        }
+    }
+
+    /// Keeps `bytes` as the answer to the read `access`, if it is one.
+    fn keep(&mut self, access: &DeviceAccess, bytes: &[u8]) {
+        if access.is_read() {
+            self.bytes.clear();
+            self.bytes
+                .extend_from_slice(&bytes[..bytes.len().min(MAX_REPLY)]);
+            self.due = true;
+        }
+    }
+
+    /// Writes the kept answer to `access` into `vcpu`'s `kvm_run`, zero-filling what it
+    /// leaves short.
+    fn deliver(&mut self, ctx: &VcpuContext, vcpu: &mut Vcpu, access: &DeviceAccess) {
+        if !std::mem::take(&mut self.due) {
+            return;
+        }
+        let run = vcpu.fd_mut().get_kvm_run();
+        let target = if access.kind == ExitKind::IoIn {
+            io_exit(run, ctx.vcpu_mmap_size).map(|io| io.data)
+        } else {
+            Some(mmio_data(run))
+        };
+        if let Some(target) = target {
+            let n = self.bytes.len().min(target.len());
+            target[..n].copy_from_slice(&self.bytes[..n]);
+            target[n..].fill(0);
+        }
+    }
 }
 
 // SAFETY: `immediate_exit` points into the vCPU's kvm_run mapping, which `ctx.vcpu` keeps
@@ -116,6 +164,7 @@ impl Looper {
             exits: Dispatcher {
                 stats: Arc::clone(&ctx.shared.stats[ctx.index as usize]),
                 access: DeviceAccess::with_capacity(MAX_REPLY),
+                reply: ReadReply::new(),
                 last_port: LastRoute::default(),
                 last_mmio: LastRoute::default(),
                 unhandled: ctx.shared.options.unhandled,
@@ -186,6 +235,7 @@ impl Looper {
                 continue;
             }
             let vcpu = held.get_or_insert_with(|| ctx.vcpu.lock_or_recover());
+            exits.reply.deliver(ctx, vcpu, &exits.access);
             if pausing {
                 // Complete the last access before parking (see the module's doc).
                 vcpu.fd_mut().set_kvm_immediate_exit(1);
@@ -414,25 +464,18 @@ fn fill(
     }
 }
 
-/// Completes `access` on `ctx`'s vCPU with `answer`: a read's bytes go into `kvm_run`, a
-/// failure ends the run. Returns false when the loop must end.
-pub(super) fn complete(ctx: &VcpuContext, access: &DeviceAccess, answer: Answer<'_>) -> bool {
+/// Completes `access` on `ctx`'s vCPU with `answer`: a read's bytes are kept in `reply`
+/// for the loop to write into `kvm_run` as it re-enters, a failure ends the run. Returns
+/// false when the loop must end.
+pub(super) fn complete(
+    ctx: &VcpuContext,
+    access: &DeviceAccess,
+    reply: &mut ReadReply,
+    answer: Answer<'_>,
+) -> bool {
     match answer {
         Answer::Replied(bytes) => {
-            if access.is_read() {
-                let mut vcpu = ctx.vcpu.lock_or_recover();
-                let run = vcpu.fd_mut().get_kvm_run();
-                let target = if access.kind == ExitKind::IoIn {
-                    io_exit(run, ctx.vcpu_mmap_size).map(|io| io.data)
-                } else {
-                    Some(mmio_data(run))
-                };
-                if let Some(target) = target {
-                    let n = bytes.len().min(target.len());
-                    target[..n].copy_from_slice(&bytes[..n]);
-                    target[n..].fill(0);
-                }
-            }
+            reply.keep(access, bytes);
             true
         }
         Answer::Failed(message) => {

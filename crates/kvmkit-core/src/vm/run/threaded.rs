@@ -29,7 +29,7 @@ pub(crate) fn run_threaded(ctx: VcpuContext) {
                 index,
                 &mut exits.access,
                 handler.as_ref(),
-                |access, answer| complete(ctx, access, answer),
+                |access, answer| complete(ctx, access, &mut exits.reply, answer),
             );
             if !answered {
                 break;
