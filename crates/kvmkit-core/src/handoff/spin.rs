@@ -81,6 +81,12 @@ impl<'a> Spin<'a> {
     /// yielding the CPU when the partner shares it) and returns true, or returns false once
     /// the spin budget is spent.
     pub fn pause(&mut self) -> bool {
+        // A wait that may not spin gives up at its first pause, rather than after the
+        // pauses between two looks at the clock (32 PAUSE instructions, ~0.7 µs on AMD
+        // EPYC: measured as the cost of every zero-spin poll).
+        if self.limit.is_zero() {
+            return false;
+        }
         self.checks = self.checks.wrapping_add(1);
         if !self.checks.is_multiple_of(CHECKS_PER_CLOCK) {
             std::hint::spin_loop();
@@ -155,6 +161,12 @@ mod tests {
         let mut spin = Spin::new(Duration::from_micros(50), &partner);
         while spin.pause() {}
         assert!(spin.elapsed() >= Duration::from_micros(50));
+    }
+
+    #[test]
+    fn a_wait_that_may_not_spin_gives_up_at_its_first_pause() {
+        let partner = Partner::default();
+        assert!(!Spin::new(Duration::ZERO, &partner).pause());
     }
 
     #[test]
