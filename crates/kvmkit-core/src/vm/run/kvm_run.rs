@@ -6,7 +6,8 @@ use kvm_ioctls::VcpuExit;
 
 use crate::exit::ExitKind;
 
-/// An exit, decoded without holding on to the `kvm_run` borrow.
+/// An exit, decoded without holding on to the `kvm_run` borrow: a port or MMIO access, the
+/// exits the loop answers on its hot path, or one of the rest.
 pub(super) enum Raw {
     Io,
     Mmio {
@@ -15,6 +16,11 @@ pub(super) enum Raw {
         write: bool,
         data: [u8; 8],
     },
+    Rare(Rare),
+}
+
+/// The exits other than port and MMIO accesses.
+pub(super) enum Rare {
     Hlt,
     Shutdown,
     SystemEvent(u32),
@@ -55,22 +61,30 @@ pub(super) fn decode(result: Result<VcpuExit<'_>, kvm_ioctls::Error>) -> Raw {
                 data: copy,
             }
         }
-        Ok(VcpuExit::Hlt) => Raw::Hlt,
-        Ok(VcpuExit::Shutdown) => Raw::Shutdown,
-        Ok(VcpuExit::SystemEvent(t, _)) => Raw::SystemEvent(t),
-        Ok(VcpuExit::InternalError) => Raw::InternalError,
-        Ok(VcpuExit::FailEntry(reason, cpu)) => Raw::FailEntry(reason, cpu),
-        Ok(VcpuExit::Intr) => Raw::Interrupted,
-        Ok(VcpuExit::Debug(_)) => Raw::Unclaimed(ExitKind::Debug, kvm_bindings::KVM_EXIT_DEBUG),
-        Ok(VcpuExit::IrqWindowOpen) => Raw::Unclaimed(
+        Ok(VcpuExit::Hlt) => Raw::Rare(Rare::Hlt),
+        Ok(VcpuExit::Shutdown) => Raw::Rare(Rare::Shutdown),
+        Ok(VcpuExit::SystemEvent(t, _)) => Raw::Rare(Rare::SystemEvent(t)),
+        Ok(VcpuExit::InternalError) => Raw::Rare(Rare::InternalError),
+        Ok(VcpuExit::FailEntry(reason, cpu)) => Raw::Rare(Rare::FailEntry(reason, cpu)),
+        Ok(VcpuExit::Intr) => Raw::Rare(Rare::Interrupted),
+        Ok(VcpuExit::Debug(_)) => Raw::Rare(Rare::Unclaimed(
+            ExitKind::Debug,
+            kvm_bindings::KVM_EXIT_DEBUG,
+        )),
+        Ok(VcpuExit::IrqWindowOpen) => Raw::Rare(Rare::Unclaimed(
             ExitKind::IrqWindowOpen,
             kvm_bindings::KVM_EXIT_IRQ_WINDOW_OPEN,
-        ),
-        Ok(VcpuExit::Unknown) => Raw::Unclaimed(ExitKind::Unknown, kvm_bindings::KVM_EXIT_UNKNOWN),
-        Ok(VcpuExit::Unsupported(reason)) => Raw::Unclaimed(ExitKind::Other, reason),
-        Ok(_) => Raw::Unclaimed(ExitKind::Other, u32::MAX),
-        Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Raw::Interrupted,
-        Err(e) => Raw::RunFailed(e),
+        )),
+        Ok(VcpuExit::Unknown) => Raw::Rare(Rare::Unclaimed(
+            ExitKind::Unknown,
+            kvm_bindings::KVM_EXIT_UNKNOWN,
+        )),
+        Ok(VcpuExit::Unsupported(reason)) => Raw::Rare(Rare::Unclaimed(ExitKind::Other, reason)),
+        Ok(_) => Raw::Rare(Rare::Unclaimed(ExitKind::Other, u32::MAX)),
+        Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+            Raw::Rare(Rare::Interrupted)
+        }
+        Err(e) => Raw::Rare(Rare::RunFailed(e)),
     }
 }
 

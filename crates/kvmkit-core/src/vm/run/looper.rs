@@ -2,8 +2,9 @@
 //!
 //! Built-in devices are answered here without leaving the thread. An access to a user device
 //! leaves the loop with the access in [`Looper::access`], for the threaded or inline driver to
-//! have answered; [`complete`] then writes the answer into `kvm_run`. Nothing on this path
-//! allocates: the access record is reused for every exit.
+//! have answered; [`complete`] then keeps the answer for the loop to write into `kvm_run`
+//! when it re-enters. Nothing on this path allocates: the access record is reused for every
+//! exit.
 //!
 //! The loop reads one shared word per exit, the machine's [`Epoch`], and looks at the stop
 //! and pause flags only when it moved; what else it reads per exit (its counters, the last
@@ -27,7 +28,7 @@ use kvm_bindings::{
 };
 
 use super::emulate;
-use super::kvm_run::{Raw, decode, internal_error, io_exit, mmio_data};
+use super::kvm_run::{Rare, Raw, decode, internal_error, io_exit, mmio_data};
 use super::route::route;
 use super::{Shared, Step, VcpuContext};
 use crate::bus::LastRoute;
@@ -350,7 +351,7 @@ impl Dispatcher {
                 fill(&mut self.access, &step, kind, addr, len, data);
                 step
             }
-            other => self.rare(ctx, vcpu, other),
+            Raw::Rare(rare) => self.rare(ctx, vcpu, rare),
         }
     }
 
@@ -358,21 +359,20 @@ impl Dispatcher {
     /// frame (see [`route`]'s note on what each line costs after `KVM_RUN`).
     #[cold]
     #[inline(never)]
-    fn rare(&mut self, ctx: &VcpuContext, vcpu: &mut Vcpu, raw: Raw) -> Step {
+    fn rare(&mut self, ctx: &VcpuContext, vcpu: &mut Vcpu, rare: Rare) -> Step {
         let shared = &*ctx.shared;
         let stats = &*self.stats;
         let index = ctx.index;
-        match raw {
-            Raw::Io | Raw::Mmio { .. } => unreachable!("dispatched by the caller"),
-            Raw::Hlt => {
+        match rare {
+            Rare::Hlt => {
                 stats.count(ExitKind::Hlt);
                 Step::Halt
             }
-            Raw::Shutdown => {
+            Rare::Shutdown => {
                 stats.count(ExitKind::Shutdown);
                 Step::End(Outcome::TripleFault { vcpu: index })
             }
-            Raw::SystemEvent(t) => {
+            Rare::SystemEvent(t) => {
                 stats.count(ExitKind::SystemEvent);
                 let event = match t {
                     KVM_SYSTEM_EVENT_SHUTDOWN => SystemEvent::Shutdown,
@@ -382,7 +382,7 @@ impl Dispatcher {
                 };
                 Step::End(Outcome::SystemEvent { event, vcpu: index })
             }
-            Raw::InternalError => {
+            Rare::InternalError => {
                 stats.count(ExitKind::InternalError);
                 if shared.options.emulation_fallbacks && emulate::finish_unemulated(&ctx.ram, vcpu)
                 {
@@ -404,7 +404,7 @@ impl Dispatcher {
                     message: format!("{what} (suberror {suberror}, data [{}])", data.join(", ")),
                 }
             }
-            Raw::FailEntry(reason, cpu) => {
+            Rare::FailEntry(reason, cpu) => {
                 stats.count(ExitKind::FailEntry);
                 Step::Fail {
                     code: "FAIL_ENTRY",
@@ -415,12 +415,12 @@ impl Dispatcher {
                     ),
                 }
             }
-            Raw::Interrupted => {
+            Rare::Interrupted => {
                 stats.count(ExitKind::Interrupted);
                 vcpu.fd_mut().set_kvm_immediate_exit(0);
                 Step::Continue
             }
-            Raw::Unclaimed(kind, reason) => {
+            Rare::Unclaimed(kind, reason) => {
                 stats.count(kind);
                 Step::Fail {
                     code: "UNHANDLED_EXIT",
@@ -431,7 +431,7 @@ impl Dispatcher {
                     ),
                 }
             }
-            Raw::RunFailed(e) => Step::Fail {
+            Rare::RunFailed(e) => Step::Fail {
                 code: "KVM_RUN_FAILED",
                 exit: ExitKind::Other,
                 message: format!("KVM_RUN failed: {e}"),
