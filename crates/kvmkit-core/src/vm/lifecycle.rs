@@ -326,6 +326,24 @@ mod tests {
     }
 
     #[test]
+    fn pause_resume_and_stop_each_advance_the_epoch_after_raising_their_flag() {
+        let epoch = Arc::new(Epoch::default());
+        let life = Lifecycle::new(Arc::clone(&epoch));
+        life.begin(Arc::new(Recorder::default()), 1).unwrap();
+        let before = epoch.current();
+        life.transition("pause", State::Running, State::Paused)
+            .unwrap();
+        assert!(epoch.current() > before && life.pausing());
+        let paused = epoch.current();
+        life.transition("resume", State::Paused, State::Running)
+            .unwrap();
+        assert!(epoch.current() > paused && !life.pausing());
+        let resumed = epoch.current();
+        life.request_stop();
+        assert!(epoch.current() > resumed && life.stopping());
+    }
+
+    #[test]
     fn the_pause_is_reported_once_all_live_vcpus_park_and_resume_releases_them() {
         let (life, recorder) = running(2);
         life.transition("pause", State::Running, State::Paused)
