@@ -9,7 +9,7 @@
  * 0-0x1fffff, so its MMIO accesses at 0xd0000000 exit. Port reads return
  * 0xff and MMIO reads 0; the guest's write to port 0xf4 ends the run. Prints one JSON
  * object: the run's wall time, the exits it answered, CPU time, and the per-exit handling
- * time (KVM_RUN return to re-entry) as percentiles and a log-linear histogram (8 buckets
+ * time (KVM_RUN return to re-entry) as percentiles and a log-linear histogram (16 buckets
  * per power of two).
  */
 #include <errno.h>
@@ -28,7 +28,7 @@
 #define RAM_SIZE 0x200000
 #define ENTRY 0x100000
 #define DONE_PORT 0xf4
-#define BUCKETS (8 + 38 * 8)
+#define BUCKETS (16 + 38 * 16)
 
 static void die(const char *what) {
     fprintf(stderr, "kvm_loop: %s: %s\n", what, strerror(errno));
@@ -41,20 +41,20 @@ static uint64_t now_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* Log-linear bucket of ns: exact below 8, then 8 per power of two. */
+/* Log-linear bucket of ns, as kvmkit's: exact below 16, then 16 per power of two. */
 static int bucket(uint64_t ns) {
-    if (ns < 8) return (int)ns;
+    if (ns < 16) return (int)ns;
     int exp = 63 - __builtin_clzll(ns);
-    int sub = (int)(ns >> (exp - 3)) & 7;
-    int i = 8 + (exp - 3) * 8 + sub;
+    int sub = (int)(ns >> (exp - 4)) & 15;
+    int i = 16 + (exp - 4) * 16 + sub;
     return i < BUCKETS ? i : BUCKETS - 1;
 }
 
 static void bounds(int i, uint64_t *low, uint64_t *high) {
-    if (i < 8) { *low = (uint64_t)i; *high = (uint64_t)i + 1; return; }
-    int shift = (i - 8) / 8, sub = (i - 8) % 8;
-    *low = (uint64_t)(8 + sub) << shift;
-    *high = (uint64_t)(9 + sub) << shift;
+    if (i < 16) { *low = (uint64_t)i; *high = (uint64_t)i + 1; return; }
+    int shift = (i - 16) / 16, sub = (i - 16) % 16;
+    *low = (uint64_t)(16 + sub) << shift;
+    *high = (uint64_t)(17 + sub) << shift;
 }
 
 static int compare(const void *a, const void *b) {

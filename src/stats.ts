@@ -24,7 +24,7 @@ export type ExitKindName =
 /**
  * Host time spent handling exits, from `KVM_RUN` returning to re-entering it: for a
  * TypeScript device that includes the hand-off to JS and back. Measured into a log-linear
- * histogram (8 buckets per power of two), so percentiles are within about 6%.
+ * histogram (16 buckets per power of two), so percentiles are within about 3%.
  */
 export interface LatencyStats {
   /** Exits measured. */

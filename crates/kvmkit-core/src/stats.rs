@@ -1,8 +1,9 @@
 //! Per-vCPU exit counters and a latency histogram, written only by the vCPU's own thread.
 //!
-//! The histogram is log-linear: every power of two is split into eight buckets, so a
-//! percentile read from it is within about 6% of the true value, at a fixed 2.5 KiB per
-//! vCPU and one relaxed counter increment per exit.
+//! The histogram is log-linear: every power of two is split into sixteen buckets, so a
+//! percentile read from it is within about 3% of the true value, at a fixed 5 KiB per vCPU
+//! and one relaxed counter increment per exit. (With eight, a median near 300 ns could only
+//! read 272 or 304 ns.)
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -10,10 +11,10 @@ use std::time::Duration;
 use crate::exit::ExitKind;
 
 /// Buckets per power of two, as a power of two.
-const SUB_BITS: u32 = 3;
+const SUB_BITS: u32 = 4;
 const SUB: usize = 1 << SUB_BITS;
 
-/// Number of histogram buckets: exact below 8 ns, then 8 per power of two up to ~2^41 ns.
+/// Number of histogram buckets: exact below 16 ns, then 16 per power of two up to ~2^42 ns.
 pub const LATENCY_BUCKETS: usize = SUB + 38 * SUB;
 
 /// Live counters of one vCPU.
