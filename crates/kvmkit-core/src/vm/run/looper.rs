@@ -235,8 +235,13 @@ impl Looper {
                 *exited_at = None;
                 continue;
             }
-            let vcpu = held.get_or_insert_with(|| ctx.vcpu.lock_or_recover());
-            exits.reply.deliver(ctx, vcpu, &exits.access);
+            // An answer can be due only on the first lock of a call (the lock is not held
+            // between calls), so it is delivered there, not checked on every exit.
+            let vcpu = held.get_or_insert_with(|| {
+                let mut vcpu = ctx.vcpu.lock_or_recover();
+                exits.reply.deliver(ctx, &mut vcpu, &exits.access);
+                vcpu
+            });
             if pausing {
                 // Complete the last access before parking (see the module's doc).
                 vcpu.fd_mut().set_kvm_immediate_exit(1);
