@@ -124,7 +124,7 @@ export declare class NativeMachine {
   get state(): string
   /** The number of vCPUs. */
   get vcpuCount(): number
-  /** The handle every hand-off call takes (`pollAccess`, `replyAndPoll`, `takePosted`…). */
+  /** The handle every hand-off call takes (`serveBegin`, `takePosted`…). */
   handle(): ExternalObject<MachineHandle>
   /** This machine's id, for `stopMachine` from another thread. */
   get id(): number
@@ -322,7 +322,7 @@ export interface DescriptorTable {
   limit: number
 }
 
-/** Event type: an access waits in the hand-off (a doorbell: take it with `pollAccess`). */
+/** Event type: an access waits in the hand-off (a doorbell: take it with `servePoll`). */
 export declare const EVENT_ACCESS: number
 
 /** Event type: the virtio device whose window is at `device` failed (`name`, `message`). */
@@ -705,23 +705,17 @@ export interface NmiEvent {
   masked: boolean
 }
 
-/** `pollAccess`/`replyAndPoll` result: an access is in the slot. */
+/** `servePoll`/`serveReply` result: an access is in the slot. */
 export declare const POLL_ACCESS: number
 
 /**
- * `pollAccess`/`replyAndPoll` result: an access is in the slot, and posted writes made
+ * `servePoll`/`serveReply` result: an access is in the slot, and posted writes made
  * before it wait to be taken first.
  */
 export declare const POLL_ACCESS_AFTER_POSTED: number
 
-/** `pollAccess`/`replyAndPoll` result: no access came. */
+/** `servePoll`/`serveReply` result: no access came. */
 export declare const POLL_NONE: number
-
-/**
- * Waits up to `spin_micros` for a vCPU's access to a user device and writes it into
- * `out`; returns a `POLL_*` value.
- */
-export declare function pollAccess(handle: ExternalObject<MachineHandle>, spinMicros: number, out: Float64Array): number
 
 /** Record kind: an access a vCPU waits on. */
 export declare const RECORD_ACCESS: number
@@ -750,12 +744,6 @@ export interface Registers {
   rip: bigint
   rflags: bigint
 }
-
-/**
- * Answers the access vCPU `vcpu` waits on with a value of up to 8 bytes, then polls for the
- * next one as `pollAccess` does: one call per exit for a streak.
- */
-export declare function replyAndPoll(handle: ExternalObject<MachineHandle>, vcpu: number, value: number, valueHi: number, spinMicros: number, out: Float64Array): number
 
 /** Answers a string-I/O read vCPU `vcpu` waits on with `data`. */
 export declare function replyBytes(handle: ExternalObject<MachineHandle>, vcpu: number, data: Buffer): void
@@ -787,6 +775,44 @@ export interface Segment {
   /** Unusable (a null selector was loaded). */
   unusable: boolean
 }
+
+/**
+ * Starts serving `handle`'s machine on this thread, until `serveEnd`: the calls between
+ * (`servePoll`, `serveReply`) take no arguments — the hottest crossing of the async path,
+ * and napi-rs's conversion of an `External` and a typed array cost more than the rest of
+ * it (a global lock and map lookup for the first). Accesses and answers travel in `slot`,
+ * which the caller keeps alive, and neither transfers nor detaches, until `serveEnd`;
+ * `serveReply` waits up to `spinMicros` for the next access.
+ *
+ * # Errors
+ *
+ * `INVALID_ARG` if `slot` is shorter than `SLOT_FIELDS`.
+ */
+export declare function serveBegin(handle: ExternalObject<MachineHandle>, slot: Float64Array, spinMicros: number): void
+
+/** Ends serving the innermost machine `serveBegin` started on this thread. */
+export declare function serveEnd(): void
+
+/**
+ * Waits up to `spinMicros` for a vCPU's access to a user device of the served machine and
+ * writes it into the slot; a `POLL_*` value.
+ *
+ * # Errors
+ *
+ * `INVALID_STATE` outside `serveBegin`/`serveEnd` or once the machine closed.
+ */
+export declare function servePoll(spinMicros: number): number
+
+/**
+ * Answers the access of the slot's `SLOT_VCPU` with the value in `SLOT_VALUE` and
+ * `SLOT_VALUE_HI`, then polls for the next one as `servePoll` does, for the spin given to
+ * `serveBegin`: one call per exit for a streak.
+ *
+ * # Errors
+ *
+ * As `servePoll`, and the reply's errors (`NOT_WAITING` when the vCPU waits on nothing).
+ */
+export declare function serveReply(): number
 
 /** Slot field: the absolute port or guest-physical address. */
 export declare const SLOT_ADDR: number

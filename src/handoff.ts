@@ -3,11 +3,11 @@
  * consumer of the native wire format — a slot of numbers per record, whose layout the
  * binding exports (`SLOT_*`), decoded by {@link decodeAccess}. An access is answered
  * asynchronously (threaded vCPUs: a doorbell event, then a streak of accesses answered with
- * one native call each, `replyAndPoll`), synchronously (inline vCPUs: {@link Handoff.runInline}
+ * one argument-less native call each, `serveReply`), synchronously (inline vCPUs: {@link Handoff.runInline}
  * is the inline run loop), or not at all (posted writes, taken in batches).
  *
- * All native calls go through one handle: free functions, which napi calls with less
- * overhead than class methods.
+ * Native calls are free functions, which napi calls with less overhead than class methods,
+ * and take the machine's handle — except a streak's, which take no arguments at all.
  * @module
  */
 import type { Access, Device, DeviceHandle } from './devices.js';
@@ -127,6 +127,14 @@ interface Registered {
 export type Answer = { readonly word: readonly [number, number] } | { readonly bytes: Buffer };
 
 const WRITTEN: Answer = { word: [0, 0] };
+
+/** Leaves vCPU `vcpu`'s value answer `word` in `slot`, where the argument-less calls take it. */
+function putAnswer(slot: Float64Array, vcpu: number, word: readonly [number, number]): void {
+  const p = protocol();
+  slot[p.vcpu] = vcpu;
+  slot[p.value] = word[0];
+  slot[p.valueHi] = word[1];
+}
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {
   return typeof (value as { then?: unknown } | null)?.then === 'function';
@@ -334,13 +342,39 @@ export class Handoff {
     if (this.#hot) {
       return;
     }
-    let got: number;
+    this.#streak(() => native().servePoll(0));
+  }
+
+  /**
+   * Runs a streak: serves the machine on this thread (`serveBegin`, so that the calls of the
+   * streak take no arguments), starts with `first`'s POLL_* result and serves what follows.
+   * If `first` throws, the access `failing` (if given) fails with its error.
+   */
+  #streak(first: () => number, failing?: SlotRecord): void {
+    const binding = native();
     try {
-      got = native().pollAccess(this.#handle, 0, this.#slot);
+      binding.serveBegin(this.#handle, this.#slot, this.#spinMicros);
     } catch {
       return; // Closed: the end is reported elsewhere.
     }
-    this.#serve(got);
+    this.#hot = true;
+    try {
+      let got: number;
+      try {
+        got = first();
+      } catch (error) {
+        if (failing !== undefined) {
+          binding.failAccess(this.#handle, failing.vcpu, this.#failMessage(failing, error));
+        }
+        return;
+      }
+      this.#serve(got);
+    } catch {
+      // The machine closed under the streak; its end is reported elsewhere.
+    } finally {
+      this.#hot = false;
+      binding.serveEnd();
+    }
   }
 
   /**
@@ -348,54 +382,48 @@ export class Handoff {
    * event loop: each synchronous answer goes back in the same call that waits for the next
    * access. The streak ends when none comes within `spinMicros` or a handler answers with a
    * Promise; after HOT_BUDGET_MS it continues on the next turn of the event loop, so other
-   * work runs in between.
+   * work runs in between. Only inside {@link Handoff.#streak}.
    */
   #serve(got: number): void {
     const p = protocol();
     const binding = native();
+    const slot = this.#slot;
     const deadline = performance.now() + HOT_BUDGET_MS;
-    this.#hot = true;
-    try {
-      while (got !== p.pollNone) {
-        const r = decodeAccess(this.#slot);
-        const data = r.count > 1 && !isRead(r) ? binding.accessData(this.#handle, r.vcpu) : undefined;
-        this.#observe(r);
-        if (got === p.pollAfterPosted) {
-          // Writes posted before this access are handled before it.
-          this.drainPosted();
-          if (this.#pumping) {
-            void this.settled().then(() => this.#finish(r, this.#answer(r, data)));
-            return;
-          }
-        }
-        const answer = this.#answer(r, data);
-        if (isThenable(answer) || 'fail' in answer) {
-          this.#finish(r, answer);
-          return;
-        }
-        const spin = this.#spinMicros;
-        if ('word' in answer) {
-          got = binding.replyAndPoll(this.#handle, r.vcpu, answer.word[0], answer.word[1], spin, this.#slot);
-        } else {
-          binding.replyBytes(this.#handle, r.vcpu, answer.bytes);
-          got = binding.pollAccess(this.#handle, spin, this.#slot);
-        }
-        if (got !== p.pollNone && performance.now() >= deadline) {
-          // Out of budget with an access in hand: serve it on the next turn, after other
-          // work, without waiting for a doorbell.
-          const next = got;
-          const slot = Float64Array.from(this.#slot);
-          setImmediate(() => {
-            this.#slot.set(slot);
-            this.#serve(next);
-          });
+    while (got !== p.pollNone) {
+      const r = decodeAccess(slot);
+      const data = r.count > 1 && !isRead(r) ? binding.accessData(this.#handle, r.vcpu) : undefined;
+      this.#observe(r);
+      if (got === p.pollAfterPosted) {
+        // Writes posted before this access are handled before it.
+        this.drainPosted();
+        if (this.#pumping) {
+          void this.settled().then(() => this.#finish(r, this.#answer(r, data)));
           return;
         }
       }
-    } catch {
-      // The machine closed under the streak; its end is reported elsewhere.
-    } finally {
-      this.#hot = false;
+      const answer = this.#answer(r, data);
+      if (isThenable(answer) || 'fail' in answer) {
+        this.#finish(r, answer);
+        return;
+      }
+      if ('word' in answer) {
+        putAnswer(slot, r.vcpu, answer.word);
+        got = binding.serveReply();
+      } else {
+        binding.replyBytes(this.#handle, r.vcpu, answer.bytes);
+        got = binding.servePoll(this.#spinMicros);
+      }
+      if (got !== p.pollNone && performance.now() >= deadline) {
+        // Out of budget with an access in hand: serve it on the next turn, after other
+        // work, without waiting for a doorbell.
+        const next = got;
+        const saved = Float64Array.from(slot);
+        setImmediate(() => {
+          this.#slot.set(saved);
+          this.#streak(() => next);
+        });
+        return;
+      }
     }
   }
 
@@ -449,23 +477,14 @@ export class Handoff {
   /** Answers after a Promise settled (no streak runs then), and serves what comes next. */
   #reply(r: SlotRecord, answer: Answer): void {
     const binding = native();
-    let got: number;
-    try {
+    this.#streak(() => {
       if ('word' in answer) {
-        got = binding.replyAndPoll(this.#handle, r.vcpu, answer.word[0], answer.word[1], this.#spinMicros, this.#slot);
-      } else {
-        binding.replyBytes(this.#handle, r.vcpu, answer.bytes);
-        got = binding.pollAccess(this.#handle, this.#spinMicros, this.#slot);
+        putAnswer(this.#slot, r.vcpu, answer.word);
+        return binding.serveReply();
       }
-    } catch (error) {
-      try {
-        binding.failAccess(this.#handle, r.vcpu, this.#failMessage(r, error));
-      } catch {
-        // Closed.
-      }
-      return;
-    }
-    this.#serve(got);
+      binding.replyBytes(this.#handle, r.vcpu, answer.bytes);
+      return binding.servePoll(this.#spinMicros);
+    }, r);
   }
 
   /**
@@ -497,8 +516,7 @@ export class Handoff {
           };
         }
         if ('word' in answer) {
-          slot[p.value] = answer.word[0];
-          slot[p.valueHi] = answer.word[1];
+          putAnswer(slot, r.vcpu, answer.word);
           more = binding.inlineStep();
         } else {
           more = 'fail' in answer ? binding.inlineFail(answer.fail) : binding.inlineStepBytes(answer.bytes);

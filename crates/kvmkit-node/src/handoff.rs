@@ -3,13 +3,14 @@
 //! [`crate::inline`]).
 //!
 //! Events reach JS through a threadsafe function: doorbells without payload (an access or
-//! posted writes wait), a pause, the end. Everything else is a call from JS over an
-//! `External` handle: free functions, which napi calls with less overhead than class
-//! methods — the hot one (`replyAndPoll`) answers one access and returns the next in the
-//! caller's reused `Float64Array`, so a streak of exits costs one napi call per exit; the
-//! cold ones (string-I/O bytes, failures, posted writes) go through the same handle, so
-//! the TypeScript side has one counterpart.
+//! posted writes wait), a pause, the end. Everything else is a call from JS: a streak of
+//! accesses is served between `serveBegin` (the machine's `External` handle and the slot)
+//! and `serveEnd` with calls that take no arguments — the hot one (`serveReply`) answers
+//! one access and writes the next into the slot, so a streak of exits costs one cheap napi
+//! call per exit; the cold ones (string-I/O bytes, failures, posted writes) take the handle.
 
+use std::cell::RefCell;
+use std::ptr::NonNull;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -23,7 +24,7 @@ use kvmkit_core::sync::LockExt;
 use kvmkit_core::vm::{ExitHandler, Machine};
 
 use crate::convert::u64_from_js;
-use crate::error::{Result, core, invalid_arg, napi};
+use crate::error::{JsError, Result, core, invalid_arg, napi};
 use crate::protocol::{
     EVENT_ACCESS, EVENT_DEVICE_ERROR, EVENT_END, EVENT_OUTPUT, EVENT_PAUSED, EVENT_POSTED,
     EXIT_MMIO_WRITE, POLL_ACCESS, POLL_ACCESS_AFTER_POSTED, POLL_NONE, RECORD_ACCESS,
@@ -50,13 +51,16 @@ impl MachineHandle {
     }
 
     fn get(&self) -> Result<Arc<Machine>> {
-        self.machine.upgrade().ok_or_else(|| {
-            core(kvmkit_core::Error::InvalidState {
-                op: "use the machine",
-                state: "closed",
-            })
-        })
+        self.machine.upgrade().ok_or_else(closed)
     }
+}
+
+/// The error of a call on a closed machine.
+fn closed() -> JsError {
+    core(kvmkit_core::Error::InvalidState {
+        op: "use the machine",
+        state: "closed",
+    })
 }
 
 /// One slot of `out`, checked to be long enough.
@@ -123,13 +127,10 @@ pub(crate) fn word(value: u32, value_hi: u32) -> [u8; 8] {
     ((u64::from(value_hi) << 32) | u64::from(value)).to_le_bytes()
 }
 
-/// Polls the hand-off for up to `spin_micros`, writing an access into `out`; a `POLL_*`
-/// result.
-fn poll(m: &Machine, spin_micros: u32, out: &mut [f64]) -> u32 {
+/// Polls the hand-off for up to `spin`, writing an access into `out`; a `POLL_*` result.
+fn poll(m: &Machine, spin: Duration, out: &mut [f64]) -> u32 {
     let h = m.handoff();
-    let got = h.poll(Duration::from_micros(spin_micros.into()), |vcpu, a| {
-        write_access(out, vcpu, a)
-    });
+    let got = h.poll(spin, |vcpu, a| write_access(out, vcpu, a));
     match (got, got && h.has_posted()) {
         (false, _) => POLL_NONE,
         (true, false) => POLL_ACCESS,
@@ -137,36 +138,102 @@ fn poll(m: &Machine, spin_micros: u32, out: &mut [f64]) -> u32 {
     }
 }
 
-/// Waits up to `spin_micros` for a vCPU's access to a user device and writes it into
-/// `out`; returns a `POLL_*` value.
-#[napi(catch_unwind)]
-pub fn poll_access(
-    handle: &External<MachineHandle>,
-    spin_micros: u32,
-    mut out: Float64ArraySlice,
-) -> Result<u32> {
-    let out = slot(&mut out)?;
-    let m = handle.get()?;
-    Ok(poll(&m, spin_micros, out))
+/// A streak being served on this thread: the machine, and where its records travel.
+struct Serving {
+    machine: Weak<Machine>,
+    /// The first of the `SLOT_FIELDS` numbers of the caller's slot.
+    slot: NonNull<f64>,
+    /// How long `serveReply` waits for the next access.
+    spin: Duration,
 }
 
-/// Answers the access vCPU `vcpu` waits on with a value of up to 8 bytes, then polls for the
-/// next one as `pollAccess` does: one call per exit for a streak.
+thread_local! {
+    /// The streaks this thread serves, innermost last (`serveBegin` to `serveEnd`).
+    static SERVING: RefCell<Vec<Serving>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Calls `f` with the machine of the streak this thread serves, its slot and its spin.
+fn serving<T>(f: impl FnOnce(&Machine, &mut [f64], Duration) -> Result<T>) -> Result<T> {
+    SERVING.with(|s| {
+        let s = s.borrow();
+        let streak = s.last().ok_or_else(|| {
+            core(kvmkit_core::Error::InvalidState {
+                op: "serve an access",
+                state: "not serving a machine on this thread (call serveBegin first)",
+            })
+        })?;
+        let m = streak.machine.upgrade().ok_or_else(closed)?;
+        // SAFETY: `serveBegin` checked that the slot has FIELDS numbers; the JS array over
+        // them stays alive (the caller holds it, see `serve_begin`) and unmoved (an
+        // ArrayBuffer's backing store does not move once napi has seen it) until `serveEnd`,
+        // and no JS runs during this call, which is the only user of the pointer now.
+        let slot = unsafe { std::slice::from_raw_parts_mut(streak.slot.as_ptr(), FIELDS) };
+        f(&m, slot, streak.spin)
+    })
+}
+
+/// Starts serving `handle`'s machine on this thread, until `serveEnd`: the calls between
+/// (`servePoll`, `serveReply`) take no arguments — the hottest crossing of the async path,
+/// and napi-rs's conversion of an `External` and a typed array cost more than the rest of
+/// it (a global lock and map lookup for the first). Accesses and answers travel in `slot`,
+/// which the caller keeps alive, and neither transfers nor detaches, until `serveEnd`;
+/// `serveReply` waits up to `spinMicros` for the next access.
+///
+/// # Errors
+///
+/// `INVALID_CONFIG` naming `slot` if it is shorter than `SLOT_FIELDS`.
 #[napi(catch_unwind)]
-pub fn reply_and_poll(
+pub fn serve_begin(
     handle: &External<MachineHandle>,
-    vcpu: u32,
-    value: u32,
-    value_hi: u32,
+    mut slot: Float64ArraySlice,
     spin_micros: u32,
-    mut out: Float64ArraySlice,
-) -> Result<u32> {
-    let out = slot(&mut out)?;
-    let m = handle.get()?;
-    m.handoff()
-        .reply(vcpu, &word(value, value_hi))
-        .map_err(core)?;
-    Ok(poll(&m, spin_micros, out))
+) -> Result<()> {
+    let slot = NonNull::from(self::slot(&mut slot)?).cast::<f64>();
+    SERVING.with(|s| {
+        s.borrow_mut().push(Serving {
+            machine: Weak::clone(&handle.machine),
+            slot,
+            spin: Duration::from_micros(spin_micros.into()),
+        });
+    });
+    Ok(())
+}
+
+/// Ends serving the innermost machine `serveBegin` started on this thread.
+#[napi(catch_unwind)]
+pub fn serve_end() {
+    SERVING.with(|s| s.borrow_mut().pop());
+}
+
+/// Waits up to `spinMicros` for a vCPU's access to a user device of the served machine and
+/// writes it into the slot; a `POLL_*` value.
+///
+/// # Errors
+///
+/// `INVALID_STATE` outside `serveBegin`/`serveEnd` or once the machine closed.
+#[napi(catch_unwind)]
+pub fn serve_poll(spin_micros: u32) -> Result<u32> {
+    serving(|m, slot, _| Ok(poll(m, Duration::from_micros(spin_micros.into()), slot)))
+}
+
+/// Answers the access of the slot's `SLOT_VCPU` with the value in `SLOT_VALUE` and
+/// `SLOT_VALUE_HI`, then polls for the next one as `servePoll` does, for the spin given to
+/// `serveBegin`: one call per exit for a streak.
+///
+/// # Errors
+///
+/// As `servePoll`, and the reply's errors (`NOT_WAITING` when the vCPU waits on nothing).
+#[napi(catch_unwind)]
+pub fn serve_reply() -> Result<u32> {
+    serving(|m, slot, spin| {
+        let vcpu = slot[SLOT_VCPU as usize] as u32;
+        let answer = word(
+            slot[SLOT_VALUE as usize] as u32,
+            slot[SLOT_VALUE_HI as usize] as u32,
+        );
+        m.handoff().reply(vcpu, &answer).map_err(core)?;
+        Ok(poll(m, spin, slot))
+    })
 }
 
 /// Answers a string-I/O read vCPU `vcpu` waits on with `data`.

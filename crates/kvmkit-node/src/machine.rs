@@ -259,7 +259,7 @@ impl NativeMachine {
         self.m().map_or(0, |m| m.vcpu_count())
     }
 
-    /// The handle every hand-off call takes (`pollAccess`, `replyAndPoll`, `takePosted`…).
+    /// The handle every hand-off call takes (`serveBegin`, `takePosted`…).
     #[napi(catch_unwind)]
     pub fn handle(&self) -> Result<External<MachineHandle>> {
         Ok(External::new(MachineHandle::new(&self.m()?)))

@@ -48,13 +48,13 @@ pub const RECORD_ACCESS: u32 = 1;
 #[napi]
 pub const RECORD_POSTED_WRITE: u32 = 2;
 
-/// `pollAccess`/`replyAndPoll` result: no access came.
+/// `servePoll`/`serveReply` result: no access came.
 #[napi]
 pub const POLL_NONE: u32 = 0;
-/// `pollAccess`/`replyAndPoll` result: an access is in the slot.
+/// `servePoll`/`serveReply` result: an access is in the slot.
 #[napi]
 pub const POLL_ACCESS: u32 = 1;
-/// `pollAccess`/`replyAndPoll` result: an access is in the slot, and posted writes made
+/// `servePoll`/`serveReply` result: an access is in the slot, and posted writes made
 /// before it wait to be taken first.
 #[napi]
 pub const POLL_ACCESS_AFTER_POSTED: u32 = 2;
@@ -72,7 +72,7 @@ pub const EXIT_MMIO_READ: u32 = kvmkit_core::exit::ExitKind::MmioRead as u32;
 #[napi]
 pub const EXIT_MMIO_WRITE: u32 = kvmkit_core::exit::ExitKind::MmioWrite as u32;
 
-/// Event type: an access waits in the hand-off (a doorbell: take it with `pollAccess`).
+/// Event type: an access waits in the hand-off (a doorbell: take it with `servePoll`).
 #[napi]
 pub const EVENT_ACCESS: u32 = 0;
 /// Event type: every vCPU has paused.
