@@ -22,6 +22,8 @@ pub mod spin;
 
 use std::time::Duration;
 
+use crossbeam_utils::CachePadded;
+
 use crate::error::{Error, Result};
 use crate::exit::DeviceAccess;
 use crate::vm::handler::ExitHandler;
@@ -31,12 +33,16 @@ use primitives::{AtomicBool, Ordering};
 use spin::{Partner, Spin};
 
 /// The hand-off of one machine.
+///
+/// The fields written on every exchange (the poll flag, the posted queue's lock) have
+/// cache lines of their own, apart from the read-mostly ones every wait looks at (see
+/// [`Mailbox`] on what a shared line costs).
 #[derive(Debug)]
 pub struct Handoff {
     mailboxes: Vec<Mailbox>,
-    posted: PostedQueue,
+    posted: CachePadded<PostedQueue>,
     /// A thread is in [`Handoff::poll`]: vCPUs leave their accesses to it without ringing.
-    poller_active: AtomicBool,
+    poller_active: CachePadded<AtomicBool>,
     /// The machine is stopping: nobody waits any more.
     cancelled: AtomicBool,
     /// The longest a vCPU spins for its answer.
@@ -52,8 +58,8 @@ impl Handoff {
     pub(crate) fn new(vcpus: usize, spin: Duration) -> Self {
         Handoff {
             mailboxes: (0..vcpus).map(|_| Mailbox::default()).collect(),
-            posted: PostedQueue::default(),
-            poller_active: AtomicBool::new(false),
+            posted: CachePadded::new(PostedQueue::default()),
+            poller_active: CachePadded::new(AtomicBool::new(false)),
             cancelled: AtomicBool::new(false),
             spin,
             answerer: Partner::default(),

@@ -37,7 +37,12 @@ impl Default for Partner {
 impl Partner {
     /// Records the calling thread's CPU.
     pub fn here(&self) {
-        self.0.store(current_cpu(), Ordering::Relaxed);
+        // Stored only when it changed: a store takes the line from the partner's CPU, which
+        // reads it on every wait.
+        let cpu = current_cpu();
+        if self.0.load(Ordering::Relaxed) != cpu {
+            self.0.store(cpu, Ordering::Relaxed);
+        }
     }
 
     /// Whether the calling thread runs on the CPU the partner last ran on (always under loom,
