@@ -199,10 +199,14 @@ pub fn serve_begin(
     Ok(())
 }
 
-/// Ends serving the innermost machine `serveBegin` started on this thread.
+/// Ends serving the innermost machine `serveBegin` started on this thread: its vCPUs ring
+/// for their accesses again (see `Handoff::poll`).
 #[napi(catch_unwind)]
 pub fn serve_end() {
-    SERVING.with(|s| s.borrow_mut().pop());
+    let streak = SERVING.with(|s| s.borrow_mut().pop());
+    if let Some(m) = streak.and_then(|s| s.machine.upgrade()) {
+        m.end_streak();
+    }
 }
 
 /// Waits up to `spinMicros` for a vCPU's access to a user device of the served machine and

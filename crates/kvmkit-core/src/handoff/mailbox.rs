@@ -138,7 +138,9 @@ impl Mailbox {
         }
         drop(waiter);
         std::mem::swap(&mut *self.shared.access.lock_or_recover(), access);
-        self.shared.state.store(WAITING, Ordering::SeqCst);
+        // Release publishes the record; `Handoff::exchange` fences before it looks at the
+        // poll flag.
+        self.shared.state.store(WAITING, Ordering::Release);
     }
 
     /// Claims the posted access for answering; false if there is none or it was claimed.
@@ -251,6 +253,11 @@ impl Mailbox {
         if let Some(thread) = self.vcpu.waiter.lock_or_recover().as_ref() {
             thread.unpark();
         }
+    }
+
+    /// Whether an access is posted and not yet claimed.
+    pub fn is_posted(&self) -> bool {
+        self.shared.state.load(Ordering::Acquire) & !PARKED == WAITING
     }
 
     /// Whether an access is waiting for an answer (claimed or not).

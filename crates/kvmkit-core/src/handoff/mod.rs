@@ -29,7 +29,7 @@ use crate::exit::DeviceAccess;
 use crate::vm::handler::ExitHandler;
 use mailbox::{Answer, Mailbox, ReplyError};
 use posted::{PostedQueue, PostedWrite};
-use primitives::{AtomicBool, Ordering};
+use primitives::{AtomicBool, Ordering, fence};
 use spin::{Partner, Spin};
 
 /// The hand-off of one machine.
@@ -93,9 +93,12 @@ impl Handoff {
         let mailbox = &self.mailboxes[vcpu as usize];
         self.poster.here();
         mailbox.post(access);
-        // Ordered after the post (both SeqCst): a poller that stops polling after this load
-        // saw `true` still finds the access in its last look (see `poll`).
-        if !self.poller_active.load(Ordering::SeqCst) {
+        // The fence orders the post before this load, as the poller's orders its lowering
+        // of the flag before its last look (see `poll`): either the vCPU sees the flag
+        // down and rings, or the poller finds the access. (Fences rather than SeqCst
+        // accesses alone: loom checks this pattern only with fences.)
+        fence(Ordering::SeqCst);
+        if !self.poller_active.load(Ordering::Relaxed) {
             handler.on_access();
         }
         mailbox.wait(
@@ -125,10 +128,19 @@ impl Handoff {
     /// exits stays awake while they stream in, instead of being woken for each one. It
     /// yields its CPU while it waits when the vCPU that posted last shares it (see
     /// [`spin`]), so it does not hold up the vCPU it waits for.
+    ///
+    /// A poll that finds an access leaves the vCPUs not ringing: its thread is in a streak
+    /// and comes back for more — with another poll, or with [`Handoff::end_streak`], which
+    /// it must call when it stops polling without a poll that found nothing. (The flag
+    /// then stays as it is from one access to the next, instead of crossing between the
+    /// two threads' CPUs twice per access.)
     pub fn poll(&self, spin: Duration, take: impl FnOnce(u32, &DeviceAccess)) -> bool {
         let claim_any = || self.mailboxes.iter().position(Mailbox::claim);
         self.answerer.here();
-        self.poller_active.store(true, Ordering::SeqCst);
+        // Only the polling thread writes the flag, so it reads its own last store here.
+        if !self.poller_active.load(Ordering::Relaxed) {
+            self.poller_active.store(true, Ordering::SeqCst);
+        }
         let mut waiting = Spin::new(spin, &self.poster);
         let mut found = None;
         while !self.cancelled() {
@@ -137,15 +149,32 @@ impl Handoff {
                 break;
             }
         }
-        self.poller_active.store(false, Ordering::SeqCst);
-        // A vCPU that saw the flag just before it dropped left its access here: take it.
-        match found.or_else(claim_any) {
+        let found = found.or_else(|| {
+            self.poller_active.store(false, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+            // A vCPU that saw the flag just before it dropped left its access here: take it.
+            claim_any()
+        });
+        match found {
             Some(i) => {
                 self.mailboxes[i].read(|a| take(i as u32, a));
                 true
             }
             None => false,
         }
+    }
+
+    /// Ends a streak of polls (see [`Handoff::poll`]): from now on vCPUs ring for their
+    /// accesses. Returns whether one is waiting unclaimed, posted while no ring was due:
+    /// the caller then rings for it.
+    pub fn end_streak(&self) -> bool {
+        if !self.poller_active.load(Ordering::Relaxed) {
+            return false;
+        }
+        // Ordered before the look below, as in `poll`'s last look.
+        self.poller_active.store(false, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        self.mailboxes.iter().any(Mailbox::is_posted)
     }
 
     /// Answers the access vCPU `vcpu` waits on (the bytes read; empty for writes).
@@ -326,7 +355,7 @@ mod loom_tests {
     use super::*;
     use crate::exit::Outcome;
     use loom::sync::Arc;
-    use loom::sync::atomic::AtomicU32;
+    use loom::sync::atomic::{AtomicU32, AtomicU64};
     use loom::thread::{self, Thread};
 
     /// Doorbells that count their rings and wake the answering thread, as the binding's
@@ -335,11 +364,16 @@ mod loom_tests {
     /// so a flag the answerer clears would fail the model spuriously.)
     struct Doorbells {
         rings: AtomicU32,
+        /// The address of the access the vCPU is posting, and of the last one it rang for.
+        posting: AtomicU64,
+        rung_for: AtomicU64,
         answerer: Thread,
     }
 
     impl ExitHandler for Doorbells {
         fn on_access(&self) {
+            let addr = self.posting.load(Ordering::Relaxed);
+            self.rung_for.store(addr, Ordering::Release);
             self.rings.fetch_add(1, Ordering::Release);
             self.answerer.unpark();
         }
@@ -390,6 +424,8 @@ mod loom_tests {
             let h = Arc::new(Handoff::new(1, Duration::ZERO));
             let bells = Arc::new(Doorbells {
                 rings: AtomicU32::new(0),
+                posting: AtomicU64::new(0),
+                rung_for: AtomicU64::new(0),
                 answerer: thread::current(),
             });
             let (vh, vbells) = (Arc::clone(&h), Arc::clone(&bells));
@@ -399,6 +435,7 @@ mod loom_tests {
                     .iter()
                     .map(|&addr| {
                         a.addr = addr;
+                        vbells.posting.store(addr, Ordering::Relaxed);
                         vh.exchange(0, &mut a, vbells.as_ref(), |_, answer| match answer {
                             Answer::Replied(b) => b[0],
                             _ => 0xee,
@@ -439,6 +476,29 @@ mod loom_tests {
                 } else {
                     js.next_access()
                 };
+                js.h.reply(0, &[2]).unwrap();
+                [first, second]
+            });
+            assert_eq!((addrs, got), ([0x60, 0x61], vec![1, 2]));
+        });
+    }
+
+    #[test]
+    fn an_access_posted_while_a_streak_ends_is_rung_for_or_reported() {
+        loom::model(|| {
+            let (addrs, got, _) = run(&[0x60, 0x61], |js| {
+                // A poll that finds an access leaves the vCPU not ringing...
+                let first = js.next_access();
+                js.h.reply(0, &[1]).unwrap();
+                // ...until the streak ends without another poll (a handler answered with a
+                // Promise, say): the next access is either reported here, for the caller to
+                // ring, or the vCPU rings for it. A lost one deadlocks the model.
+                if !js.h.end_streak() {
+                    while js.bells.rung_for.load(Ordering::Acquire) != 0x61 {
+                        thread::park();
+                    }
+                }
+                let second = js.next_access();
                 js.h.reply(0, &[2]).unwrap();
                 [first, second]
             });

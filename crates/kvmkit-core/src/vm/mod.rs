@@ -365,6 +365,16 @@ impl Machine {
         self.shared.lifecycle.close();
     }
 
+    /// Ends the answering thread's streak of polls ([`Handoff::end_streak`]), ringing the
+    /// access doorbell for an access posted while no ring was due.
+    pub fn end_streak(&self) {
+        if self.shared.handoff.end_streak()
+            && let Some(handler) = self.shared.lifecycle.handler()
+        {
+            handler.on_access();
+        }
+    }
+
     /// Stops the machine with a `HANDLER_FAILED` error for a `kind` write to `addr` that
     /// vCPU `vcpu` posted (no vCPU waits on it).
     pub fn fail_posted(&self, vcpu: u32, kind: ExitKind, addr: u64, message: String) {
