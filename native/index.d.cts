@@ -786,11 +786,14 @@ export interface Segment {
  *
  * # Errors
  *
- * `INVALID_ARG` if `slot` is shorter than `SLOT_FIELDS`.
+ * `INVALID_CONFIG` naming `slot` if it is shorter than `SLOT_FIELDS`.
  */
 export declare function serveBegin(handle: ExternalObject<MachineHandle>, slot: Float64Array, spinMicros: number): void
 
-/** Ends serving the innermost machine `serveBegin` started on this thread. */
+/**
+ * Ends serving the innermost machine `serveBegin` started on this thread: its vCPUs ring
+ * for their accesses again (see `Handoff::poll_streak`).
+ */
 export declare function serveEnd(): void
 
 /**

@@ -240,6 +240,29 @@ describeKvm('Machine', () => {
     ]);
   });
 
+  it("answers one vCPU while another's handler is still waiting on a Promise", async () => {
+    // The Promise ends the streak that took vCPU 0's access; vCPU 1's access, posted while
+    // that streak was polling (no doorbell rung then) or after it, is served all the same.
+    const vm = track(machineWith('smp', { vcpus: 2 }));
+    const events: string[] = [];
+    vm.addPortDevice(0x600, 4, {
+      name: 'ids',
+      write: (a) => {
+        events.push(`write ${a.vcpu}`);
+        if (a.vcpu !== 0) return;
+        return new Promise<void>((resolve) =>
+          setTimeout(() => {
+            events.push('answered 0');
+            resolve();
+          }, 100),
+        );
+      },
+    });
+    expect(await vm.run()).toEqual({ reason: 'halted' });
+    expect(events.indexOf('write 1')).toBeGreaterThanOrEqual(0);
+    expect(events.indexOf('write 1')).toBeLessThan(events.indexOf('answered 0'));
+  });
+
   it('keeps the Rust debug console output readable after close', async () => {
     const vm = machineWith('unhandled');
     const console = vm.addDebugConsole(0x80);

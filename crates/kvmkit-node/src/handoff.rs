@@ -130,7 +130,7 @@ pub(crate) fn word(value: u32, value_hi: u32) -> [u8; 8] {
 /// Polls the hand-off for up to `spin`, writing an access into `out`; a `POLL_*` result.
 fn poll(m: &Machine, spin: Duration, out: &mut [f64]) -> u32 {
     let h = m.handoff();
-    let got = h.poll(spin, |vcpu, a| write_access(out, vcpu, a));
+    let got = h.poll_streak(spin, |vcpu, a| write_access(out, vcpu, a));
     match (got, got && h.has_posted()) {
         (false, _) => POLL_NONE,
         (true, false) => POLL_ACCESS,
@@ -200,7 +200,7 @@ pub fn serve_begin(
 }
 
 /// Ends serving the innermost machine `serveBegin` started on this thread: its vCPUs ring
-/// for their accesses again (see `Handoff::poll`).
+/// for their accesses again (see `Handoff::poll_streak`).
 #[napi(catch_unwind)]
 pub fn serve_end() {
     let streak = SERVING.with(|s| s.borrow_mut().pop());

@@ -128,13 +128,21 @@ impl Handoff {
     /// exits stays awake while they stream in, instead of being woken for each one. It
     /// yields its CPU while it waits when the vCPU that posted last shares it (see
     /// [`spin`]), so it does not hold up the vCPU it waits for.
-    ///
-    /// A poll that finds an access leaves the vCPUs not ringing: its thread is in a streak
-    /// and comes back for more — with another poll, or with [`Handoff::end_streak`], which
-    /// it must call when it stops polling without a poll that found nothing. (The flag
-    /// then stays as it is from one access to the next, instead of crossing between the
-    /// two threads' CPUs twice per access.)
     pub fn poll(&self, spin: Duration, take: impl FnOnce(u32, &DeviceAccess)) -> bool {
+        self.poll_as(spin, take, false)
+    }
+
+    /// Polls as [`Handoff::poll`] does, as one of a streak: a poll that finds an access
+    /// leaves the vCPUs not ringing, since the thread comes back for more — with another
+    /// poll, or with [`Handoff::end_streak`], which it must call when it stops polling
+    /// without a poll that found nothing. (The poll flag then stays as it is from one
+    /// access to the next, instead of crossing between the two threads' CPUs twice per
+    /// access.)
+    pub fn poll_streak(&self, spin: Duration, take: impl FnOnce(u32, &DeviceAccess)) -> bool {
+        self.poll_as(spin, take, true)
+    }
+
+    fn poll_as(&self, spin: Duration, take: impl FnOnce(u32, &DeviceAccess), streak: bool) -> bool {
         let claim_any = || self.mailboxes.iter().position(Mailbox::claim);
         self.answerer.here();
         // Only the polling thread writes the flag, so it reads its own last store here.
@@ -149,12 +157,12 @@ impl Handoff {
                 break;
             }
         }
-        let found = found.or_else(|| {
+        if found.is_none() || !streak {
             self.poller_active.store(false, Ordering::Relaxed);
             fence(Ordering::SeqCst);
             // A vCPU that saw the flag just before it dropped left its access here: take it.
-            claim_any()
-        });
+            found = found.or_else(claim_any);
+        }
         match found {
             Some(i) => {
                 self.mailboxes[i].read(|a| take(i as u32, a));
@@ -164,7 +172,7 @@ impl Handoff {
         }
     }
 
-    /// Ends a streak of polls (see [`Handoff::poll`]): from now on vCPUs ring for their
+    /// Ends a streak of polls (see [`Handoff::poll_streak`]): from now on vCPUs ring for their
     /// accesses. Returns whether one is waiting unclaimed, posted while no ring was due:
     /// the caller then rings for it.
     pub fn end_streak(&self) -> bool {
@@ -389,6 +397,8 @@ mod loom_tests {
         h: Arc<Handoff>,
         bells: Arc<Doorbells>,
         heard: u32,
+        /// Polls as one of a streak (`poll_streak`).
+        streak: bool,
     }
 
     impl Answerer {
@@ -396,7 +406,15 @@ mod loom_tests {
         /// when the poll finds nothing. Returns its address.
         fn next_access(&mut self) -> u64 {
             let mut seen = None;
-            while !self.h.poll(Duration::ZERO, |_, a| seen = Some(a.addr)) {
+            let mut poll = || {
+                let take = |_, a: &DeviceAccess| seen = Some(a.addr);
+                if self.streak {
+                    self.h.poll_streak(Duration::ZERO, take)
+                } else {
+                    self.h.poll(Duration::ZERO, take)
+                }
+            };
+            while !poll() {
                 loop {
                     let rings = self.bells.rings.load(Ordering::Acquire);
                     if rings != self.heard {
@@ -443,7 +461,12 @@ mod loom_tests {
                     })
                     .collect::<Vec<u8>>()
             });
-            let mut js = Answerer { h, bells, heard: 0 };
+            let mut js = Answerer {
+                h,
+                bells,
+                heard: 0,
+                streak: false,
+            };
             (answer(&mut js), vcpu, js.h)
         });
         let (result, vcpu, h) = js.join().expect("the answering thread panicked");
@@ -487,7 +510,8 @@ mod loom_tests {
     fn an_access_posted_while_a_streak_ends_is_rung_for_or_reported() {
         loom::model(|| {
             let (addrs, got, _) = run(&[0x60, 0x61], |js| {
-                // A poll that finds an access leaves the vCPU not ringing...
+                // A poll of a streak that finds an access leaves the vCPU not ringing...
+                js.streak = true;
                 let first = js.next_access();
                 js.h.reply(0, &[1]).unwrap();
                 // ...until the streak ends without another poll (a handler answered with a
