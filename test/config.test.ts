@@ -2,15 +2,11 @@ import { describe, expect, it } from 'vitest';
 import { resolveConfig } from '../src/config.js';
 import { ConfigError, fromNative, KvmkitError } from '../src/errors.js';
 import { parseSize } from '../src/size.js';
+import { thrownBy } from './throws.js';
 
+/** The field the ConfigError `f` throws names. */
 function fieldOf(f: () => unknown): string {
-  try {
-    f();
-  } catch (error) {
-    expect(error).toBeInstanceOf(ConfigError);
-    return (error as ConfigError).field;
-  }
-  throw new Error('expected a ConfigError');
+  return thrownBy(f, ConfigError).field;
 }
 
 describe('parseSize', () => {

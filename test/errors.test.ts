@@ -16,18 +16,13 @@ import {
 } from '../src/index.js';
 import { closedAfterEach } from './guests.js';
 import { describeKvm } from './kvm.js';
+import { thrownBy } from './throws.js';
 
 const track = closedAfterEach();
 
 /** The error `f` throws, checked to be a kvmkit error. */
 function thrown(f: () => unknown): KvmkitError {
-  try {
-    f();
-  } catch (error) {
-    expect(error).toBeInstanceOf(KvmkitError);
-    return error as KvmkitError;
-  }
-  throw new Error('expected an error');
+  return thrownBy(f, KvmkitError);
 }
 
 /** The message of the ArgumentError `f` throws, checked to name `argument`. */

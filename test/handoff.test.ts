@@ -9,16 +9,11 @@ import { resolveConfig } from '../src/config.js';
 import { callNative, KvmkitError } from '../src/errors.js';
 import { native } from '../src/native.js';
 import { describeKvm } from './kvm.js';
+import { thrownBy } from './throws.js';
 
-/** The code of the kvmkit error `f` throws. */
+/** The code of the kvmkit error the native call `f` throws. */
 function codeOf(f: () => unknown): string {
-  try {
-    callNative(f);
-  } catch (error) {
-    expect(error).toBeInstanceOf(KvmkitError);
-    return (error as KvmkitError).code;
-  }
-  throw new Error('expected an error');
+  return thrownBy(() => callNative(f), KvmkitError).code;
 }
 
 describeKvm("the hand-off's native calls", () => {

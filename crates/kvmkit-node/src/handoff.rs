@@ -25,6 +25,7 @@ use kvmkit_core::vm::{ExitHandler, Machine};
 
 use crate::convert::u64_from_js;
 use crate::error::{JsError, Result, core, invalid_arg, napi};
+use crate::innermost::innermost;
 use crate::protocol::{
     EVENT_ACCESS, EVENT_DEVICE_ERROR, EVENT_END, EVENT_OUTPUT, EVENT_PAUSED, EVENT_POSTED,
     EXIT_MMIO_WRITE, POLL_ACCESS, POLL_ACCESS_AFTER_POSTED, POLL_NONE, RECORD_ACCESS,
@@ -154,14 +155,9 @@ thread_local! {
 
 /// Calls `f` with the machine of the streak this thread serves, its slot and its spin.
 fn serving<T>(f: impl FnOnce(&Machine, &mut [f64], Duration) -> Result<T>) -> Result<T> {
-    SERVING.with(|s| {
-        let s = s.borrow();
-        let streak = s.last().ok_or_else(|| {
-            core(kvmkit_core::Error::InvalidState {
-                op: "serve an access",
-                state: "not serving a machine on this thread (call serveBegin first)",
-            })
-        })?;
+    let op = "serve an access";
+    let state = "not serving a machine on this thread (call serveBegin first)";
+    innermost(&SERVING, op, state, |streak| {
         let m = streak.machine.upgrade().ok_or_else(closed)?;
         // SAFETY: `serveBegin` checked that the slot has FIELDS numbers; the JS array over
         // them stays alive (the caller holds it, see `serve_begin`) and unmoved (an

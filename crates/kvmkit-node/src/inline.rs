@@ -22,6 +22,7 @@ use kvmkit_core::vm::{InlineAnswer, InlineVcpu};
 
 use crate::error::{Result, core, napi};
 use crate::handoff::{word, write_access};
+use crate::innermost::innermost;
 use crate::protocol::{SLOT_FIELDS, SLOT_VALUE, SLOT_VALUE_HI, SLOT_VCPU};
 
 const FIELDS: usize = SLOT_FIELDS as usize;
@@ -76,16 +77,9 @@ thread_local! {
 
 /// Calls `f` with the run this thread drives.
 fn driven<T>(f: impl FnOnce(&RunState) -> Result<T>) -> Result<T> {
-    DRIVING.with(|d| {
-        let d = d.borrow();
-        let run = d.last().ok_or_else(|| {
-            core(kvmkit_core::Error::InvalidState {
-                op: "step an inline vCPU",
-                state: "not driving an inline run on this thread (call inlineBegin first)",
-            })
-        })?;
-        f(run)
-    })
+    let op = "step an inline vCPU";
+    let state = "not driving an inline run on this thread (call inlineBegin first)";
+    innermost(&DRIVING, op, state, |run| f(run))
 }
 
 /// Answers the pending access of the vCPU in the slot's `SLOT_VCPU` with `answer` and runs

@@ -19,6 +19,7 @@ mod devices;
 mod error;
 mod handoff;
 mod inline;
+mod innermost;
 mod irq;
 mod loaders;
 mod machine;
