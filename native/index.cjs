@@ -850,6 +850,7 @@ module.exports.COM1_IRQ = nativeBinding.COM1_IRQ
 module.exports.COM1_PORT = nativeBinding.COM1_PORT
 module.exports.DEBUG_CONSOLE_PORT = nativeBinding.DEBUG_CONSOLE_PORT
 module.exports.DEBUG_EXIT_PORT = nativeBinding.DEBUG_EXIT_PORT
+module.exports.endPostedStreak = nativeBinding.endPostedStreak
 module.exports.EVENT_ACCESS = nativeBinding.EVENT_ACCESS
 module.exports.EVENT_DEVICE_ERROR = nativeBinding.EVENT_DEVICE_ERROR
 module.exports.EVENT_END = nativeBinding.EVENT_END

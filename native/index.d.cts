@@ -322,6 +322,12 @@ export interface DescriptorTable {
   limit: number
 }
 
+/**
+ * Ends a streak of `takePosted` calls: vCPUs ring for their posted writes again, and a
+ * ring is due now if some were queued meanwhile.
+ */
+export declare function endPostedStreak(handle: ExternalObject<MachineHandle>): void
+
 /** Event type: an access waits in the hand-off (a doorbell: take it with `servePoll`). */
 export declare const EVENT_ACCESS: number
 
@@ -894,8 +900,12 @@ export declare function stopMachine(id: number): boolean
 /** The CPUID features the host's KVM can present to guests. */
 export declare function supportedCpuid(path?: string | undefined | null): Array<CpuidEntry>
 
-/** Takes every queued posted write, oldest first: one `RECORD_POSTED_WRITE` slot each. */
-export declare function takePosted(handle: ExternalObject<MachineHandle>): Float64Array
+/**
+ * Takes every queued posted write, oldest first: one `RECORD_POSTED_WRITE` slot each;
+ * if none is queued, waits up to `spinMicros` for one (as one take of a streak, which
+ * `endPostedStreak` ends: see `Handoff::take_posted_streak`).
+ */
+export declare function takePosted(handle: ExternalObject<MachineHandle>, spinMicros: number): Float64Array
 
 /** Exceptions, interrupts and NMIs pending or being injected into a vCPU. */
 export interface VcpuEvents {

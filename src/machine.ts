@@ -622,7 +622,7 @@ export class Machine extends EventEmitter<MachineEvents> implements AsyncDisposa
         this.#handoff.onDoorbell();
         break;
       case binding.EVENT_POSTED:
-        this.#handoff.drainPosted();
+        this.#handoff.onPostedDoorbell();
         break;
       case binding.EVENT_OUTPUT:
         this.#outputs.get(e.device)?.drain();

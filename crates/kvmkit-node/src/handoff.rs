@@ -257,13 +257,16 @@ pub fn access_data(handle: &External<MachineHandle>, vcpu: u32) -> Result<Buffer
         .map_err(core)
 }
 
-/// Takes every queued posted write, oldest first: one `RECORD_POSTED_WRITE` slot each.
+/// Takes every queued posted write, oldest first: one `RECORD_POSTED_WRITE` slot each;
+/// if none is queued, waits up to `spinMicros` for one (as one take of a streak, which
+/// `endPostedStreak` ends: see `Handoff::take_posted_streak`).
 #[napi(catch_unwind)]
-pub fn take_posted(handle: &External<MachineHandle>) -> Result<Float64Array> {
+pub fn take_posted(handle: &External<MachineHandle>, spin_micros: u32) -> Result<Float64Array> {
     let m = handle.get()?;
     let mut posted = handle.posted.lock_or_recover();
     posted.clear();
-    m.handoff().take_posted(&mut posted);
+    m.handoff()
+        .take_posted_streak(Duration::from_micros(spin_micros.into()), &mut posted);
     let mut out = vec![0.0; posted.len() * FIELDS];
     for (w, slot) in posted.iter().zip(out.chunks_exact_mut(FIELDS)) {
         write_record(
@@ -280,6 +283,14 @@ pub fn take_posted(handle: &External<MachineHandle>) -> Result<Float64Array> {
         );
     }
     Ok(Float64Array::new(out))
+}
+
+/// Ends a streak of `takePosted` calls: vCPUs ring for their posted writes again, and a
+/// ring is due now if some were queued meanwhile.
+#[napi(catch_unwind)]
+pub fn end_posted_streak(handle: &External<MachineHandle>) -> Result<()> {
+    handle.get()?.end_posted_streak();
+    Ok(())
 }
 
 /// Stops the machine because the handler of a posted write to `addr` failed.

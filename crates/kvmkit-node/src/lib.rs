@@ -36,8 +36,8 @@ mod vsock;
 pub use convert::Registers;
 pub use devices::{COM1_IRQ, COM1_PORT, DEBUG_CONSOLE_PORT, DEBUG_EXIT_PORT};
 pub use handoff::{
-    MachineHandle, NativeEvent, access_data, fail_access, fail_posted, reply_bytes, serve_begin,
-    serve_end, serve_poll, serve_reply, take_posted,
+    MachineHandle, NativeEvent, access_data, end_posted_streak, fail_access, fail_posted,
+    reply_bytes, serve_begin, serve_end, serve_poll, serve_reply, take_posted,
 };
 pub use inline::{
     InlineRun, inline_access_data, inline_begin, inline_end, inline_fail, inline_step,

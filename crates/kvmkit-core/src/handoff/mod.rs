@@ -43,6 +43,9 @@ pub struct Handoff {
     posted: CachePadded<PostedQueue>,
     /// A thread is in [`Handoff::poll`]: vCPUs leave their accesses to it without ringing.
     poller_active: CachePadded<AtomicBool>,
+    /// A thread takes posted writes in a streak ([`Handoff::take_posted_streak`]): vCPUs
+    /// leave them to it without ringing.
+    posted_taker: CachePadded<AtomicBool>,
     /// The machine is stopping: nobody waits any more.
     cancelled: AtomicBool,
     /// The longest a vCPU spins for its answer.
@@ -60,6 +63,7 @@ impl Handoff {
             mailboxes: (0..vcpus).map(|_| Mailbox::default()).collect(),
             posted: CachePadded::new(PostedQueue::default()),
             poller_active: CachePadded::new(AtomicBool::new(false)),
+            posted_taker: CachePadded::new(AtomicBool::new(false)),
             cancelled: AtomicBool::new(false),
             spin,
             answerer: Partner::default(),
@@ -110,11 +114,21 @@ impl Handoff {
         )
     }
 
-    /// Queues a posted write, ringing `handler`'s doorbell when the queue was empty; false if
-    /// the machine stopped while the queue was full.
+    /// Queues a posted write, ringing `handler`'s doorbell when the queue was empty and no
+    /// thread takes writes in a streak; false if the machine stopped while the queue was
+    /// full.
     pub(crate) fn post_write(&self, write: PostedWrite, handler: &dyn ExitHandler) -> bool {
+        self.poster.here();
         match self.posted.push(write, || self.cancelled()) {
-            Some(true) => handler.on_posted(),
+            Some(true) => {
+                // As in `exchange`: either this sees the taker gone and rings, or the
+                // taker's last look (`take_posted_streak`, `end_posted_streak`) sees the
+                // write.
+                fence(Ordering::SeqCst);
+                if !self.posted_taker.load(Ordering::Relaxed) {
+                    handler.on_posted();
+                }
+            }
             Some(false) => {}
             None => return false,
         }
@@ -239,6 +253,48 @@ impl Handoff {
         self.posted.drain_into(out);
     }
 
+    /// Moves the queued posted writes into `out`, oldest first, as one take of a streak:
+    /// if none is queued, waits up to `spin` for one (yielding as [`Handoff::poll`] does),
+    /// unless an access is posted meanwhile — the thread must go and answer it.
+    ///
+    /// While a thread takes writes this way, vCPUs do not ring for theirs: a take that
+    /// finds writes leaves it so, since the thread comes back for more — with another
+    /// take, or with [`Handoff::end_posted_streak`], which it must call when it stops
+    /// taking without a take that found nothing. So a guest that streams posted writes
+    /// costs no doorbell per write while Node keeps up.
+    pub fn take_posted_streak(&self, spin: Duration, out: &mut Vec<PostedWrite>) {
+        self.answerer.here();
+        // Only the taking thread writes the flag, so it reads its own last store here.
+        if !self.posted_taker.load(Ordering::Relaxed) {
+            self.posted_taker.store(true, Ordering::Relaxed);
+        }
+        let mut waiting = Spin::new(spin, &self.poster);
+        while self.posted.is_empty()
+            && !self.cancelled()
+            && !self.mailboxes.iter().any(Mailbox::is_posted)
+            && waiting.pause()
+        {}
+        self.posted.drain_into(out);
+        if out.is_empty() {
+            self.posted_taker.store(false, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+            // A write queued by a vCPU that saw the flag just before it dropped.
+            self.posted.drain_into(out);
+        }
+    }
+
+    /// Ends a streak of takes (see [`Handoff::take_posted_streak`]): from now on vCPUs ring
+    /// for their writes. Returns whether writes are queued, left while no ring was due: the
+    /// caller then rings for them.
+    pub fn end_posted_streak(&self) -> bool {
+        if !self.posted_taker.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.posted_taker.store(false, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        !self.posted.is_empty()
+    }
+
     /// Whether posted writes are waiting to be taken.
     pub fn has_posted(&self) -> bool {
         !self.posted.is_empty()
@@ -266,14 +322,17 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::AtomicU32;
 
+    /// Counts the access rings, and the posted ones apart.
     #[derive(Default)]
-    struct Doorbells(AtomicU32);
+    struct Doorbells(AtomicU32, AtomicU32);
 
     impl ExitHandler for Doorbells {
         fn on_access(&self) {
             self.0.fetch_add(1, Ordering::SeqCst);
         }
-        fn on_posted(&self) {}
+        fn on_posted(&self) {
+            self.1.fetch_add(1, Ordering::SeqCst);
+        }
         fn on_output(&self, _: u32) {}
         fn on_paused(&self) {}
         fn on_end(&self, _: &Outcome) {}
@@ -342,6 +401,38 @@ mod tests {
     }
 
     #[test]
+    fn writes_posted_during_a_take_streak_ring_no_doorbell_until_it_ends() {
+        let h = Handoff::new(1, Duration::ZERO);
+        let bells = Doorbells::default();
+        let rings = || bells.1.load(Ordering::SeqCst);
+        let values =
+            |out: &mut Vec<PostedWrite>| out.drain(..).map(|w| w.value).collect::<Vec<_>>();
+        let mut out = Vec::new();
+        assert!(h.post_write(posted::port_write(0, 1), &bells));
+        assert_eq!(rings(), 1, "nobody takes writes: the first one rings");
+        h.take_posted_streak(Duration::ZERO, &mut out);
+        assert_eq!(values(&mut out), [1]);
+        // The streak goes on: the next writes are left to it.
+        assert!(h.post_write(posted::port_write(0, 2), &bells));
+        h.take_posted_streak(Duration::from_secs(1), &mut out);
+        assert_eq!(values(&mut out), [2]);
+        assert!(h.post_write(posted::port_write(0, 3), &bells));
+        assert_eq!(rings(), 1);
+        // It ends with a write queued: reported, for the caller to ring.
+        assert!(h.end_posted_streak());
+        h.take_posted(&mut out);
+        assert_eq!(values(&mut out), [3]);
+        assert!(!h.end_posted_streak(), "ended already");
+        assert!(h.post_write(posted::port_write(0, 4), &bells));
+        assert_eq!(rings(), 2, "no streak: a write rings again");
+        // A take that finds nothing within its spin ends the streak itself.
+        h.take_posted(&mut out);
+        assert_eq!(values(&mut out), [4]);
+        h.take_posted_streak(Duration::from_micros(100), &mut out);
+        assert!(out.is_empty() && !h.end_posted_streak());
+    }
+
+    #[test]
     fn a_cancel_releases_a_waiting_vcpu_and_later_answers_are_refused() {
         let h = Arc::new(Handoff::new(2, Duration::ZERO));
         let bells = Arc::new(Doorbells::default());
@@ -385,7 +476,11 @@ mod loom_tests {
             self.rings.fetch_add(1, Ordering::Release);
             self.answerer.unpark();
         }
-        fn on_posted(&self) {}
+        fn on_posted(&self) {
+            let value = self.posting.load(Ordering::Relaxed);
+            self.rung_for.store(value, Ordering::Release);
+            self.answerer.unpark();
+        }
         fn on_output(&self, _: u32) {}
         fn on_paused(&self) {}
         fn on_end(&self, _: &Outcome) {}
@@ -527,6 +622,52 @@ mod loom_tests {
                 [first, second]
             });
             assert_eq!((addrs, got), ([0x60, 0x61], vec![1, 2]));
+        });
+    }
+
+    #[test]
+    fn a_write_posted_while_a_take_streak_ends_is_rung_for_or_reported() {
+        loom::model(|| {
+            let js = thread::spawn(|| {
+                let h = Arc::new(Handoff::new(1, Duration::ZERO));
+                let bells = Arc::new(Doorbells {
+                    rings: AtomicU32::new(0),
+                    posting: AtomicU64::new(0),
+                    rung_for: AtomicU64::new(0),
+                    answerer: thread::current(),
+                });
+                let (vh, vbells) = (Arc::clone(&h), Arc::clone(&bells));
+                let vcpu = thread::spawn(move || {
+                    for value in [1, 2] {
+                        vbells.posting.store(value, Ordering::Relaxed);
+                        assert!(vh.post_write(posted::port_write(0, value), vbells.as_ref()));
+                    }
+                });
+                let wait_for_ring = |value| {
+                    while bells.rung_for.load(Ordering::Acquire) != value {
+                        thread::park();
+                    }
+                };
+                let mut got = Vec::new();
+                // A take of a streak that finds writes leaves the vCPU not ringing...
+                while got.is_empty() {
+                    h.take_posted_streak(Duration::ZERO, &mut got);
+                    if got.is_empty() {
+                        wait_for_ring(1);
+                    }
+                }
+                // ...until the streak ends without another take (a handler answered with
+                // a Promise, say): a later write is either reported here, for the caller
+                // to ring, or the vCPU rings for it. A lost one deadlocks the model.
+                if got.len() < 2 && !h.end_posted_streak() {
+                    wait_for_ring(2);
+                }
+                h.take_posted(&mut got);
+                (got, vcpu)
+            });
+            let (got, vcpu) = js.join().unwrap();
+            vcpu.join().unwrap();
+            assert_eq!(got.iter().map(|w| w.value).collect::<Vec<_>>(), [1, 2]);
         });
     }
 

@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use super::primitives::{Condvar, CondvarExt, LockExt, Mutex};
+use super::primitives::{AtomicBool, Condvar, CondvarExt, LockExt, Mutex, Ordering};
 use crate::exit::ExitKind;
 
 /// Most writes queued before vCPUs wait for the consumer (2 under loom, so that a model
@@ -45,6 +45,9 @@ pub struct PostedWrite {
 pub struct PostedQueue {
     queue: Mutex<VecDeque<PostedWrite>>,
     drained: Condvar,
+    /// Whether a write is queued, kept with the queue under its lock: what a waiting
+    /// consumer looks at without taking the lock the producers need.
+    queued: AtomicBool,
 }
 
 impl Default for PostedQueue {
@@ -52,6 +55,7 @@ impl Default for PostedQueue {
         PostedQueue {
             queue: Mutex::new(VecDeque::with_capacity(CAPACITY)),
             drained: Condvar::new(),
+            queued: AtomicBool::new(false),
         }
     }
 }
@@ -69,6 +73,7 @@ impl PostedQueue {
         }
         let was_empty = q.is_empty();
         q.push_back(write);
+        self.queued.store(true, Ordering::Release);
         Some(was_empty)
     }
 
@@ -82,13 +87,14 @@ impl PostedQueue {
 
     /// Whether no write is queued.
     pub fn is_empty(&self) -> bool {
-        self.queue.lock_or_recover().is_empty()
+        !self.queued.load(Ordering::Acquire)
     }
 
     /// Moves every queued write into `out`, oldest first.
     pub fn drain_into(&self, out: &mut Vec<PostedWrite>) {
         let mut q = self.queue.lock_or_recover();
         out.extend(q.drain(..));
+        self.queued.store(false, Ordering::Relaxed);
         drop(q);
         self.drained.notify_all();
     }
@@ -96,7 +102,7 @@ impl PostedQueue {
 
 /// The tests' posted write: `value` written to port 0x80 by vCPU `vcpu`.
 #[cfg(test)]
-fn port_write(vcpu: u32, value: u64) -> PostedWrite {
+pub(super) fn port_write(vcpu: u32, value: u64) -> PostedWrite {
     PostedWrite {
         vcpu,
         device: 1,

@@ -375,6 +375,17 @@ impl Machine {
         }
     }
 
+    /// Ends the answering thread's streak of posted-write takes
+    /// ([`Handoff::end_posted_streak`]), ringing the posted doorbell for writes queued while
+    /// no ring was due.
+    pub fn end_posted_streak(&self) {
+        if self.shared.handoff.end_posted_streak()
+            && let Some(handler) = self.shared.lifecycle.handler()
+        {
+            handler.on_posted();
+        }
+    }
+
     /// Stops the machine with a `HANDLER_FAILED` error for a `kind` write to `addr` that
     /// vCPU `vcpu` posted (no vCPU waits on it).
     pub fn fail_posted(&self, vcpu: u32, kind: ExitKind, addr: u64, message: String) {
