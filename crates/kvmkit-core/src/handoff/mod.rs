@@ -469,6 +469,18 @@ mod loom_tests {
         answerer: Thread,
     }
 
+    impl Doorbells {
+        /// Doorbells that wake the calling thread.
+        fn here() -> Self {
+            Doorbells {
+                rings: AtomicU32::new(0),
+                posting: AtomicU64::new(0),
+                rung_for: AtomicU64::new(0),
+                answerer: thread::current(),
+            }
+        }
+    }
+
     impl ExitHandler for Doorbells {
         fn on_access(&self) {
             let addr = self.posting.load(Ordering::Relaxed);
@@ -521,6 +533,12 @@ mod loom_tests {
             }
             seen.unwrap_or_default()
         }
+
+        /// Answers the second of two accesses (with 2, the first got 1); their addresses.
+        fn answer_second(&self, first: u64, second: u64) -> [u64; 2] {
+            self.h.reply(0, &[2]).unwrap();
+            [first, second]
+        }
     }
 
     /// Runs a machine of one vCPU that reads `addrs` one after the other, answered by
@@ -535,12 +553,7 @@ mod loom_tests {
     ) -> (R, Vec<u8>, Arc<Handoff>) {
         let js = thread::spawn(move || {
             let h = Arc::new(Handoff::new(1, Duration::ZERO));
-            let bells = Arc::new(Doorbells {
-                rings: AtomicU32::new(0),
-                posting: AtomicU64::new(0),
-                rung_for: AtomicU64::new(0),
-                answerer: thread::current(),
-            });
+            let bells = Arc::new(Doorbells::here());
             let (vh, vbells) = (Arc::clone(&h), Arc::clone(&bells));
             let vcpu = thread::spawn(move || {
                 let mut a = DeviceAccess::port_read(0);
@@ -594,8 +607,7 @@ mod loom_tests {
                 } else {
                     js.next_access()
                 };
-                js.h.reply(0, &[2]).unwrap();
-                [first, second]
+                js.answer_second(first, second)
             });
             assert_eq!((addrs, got), ([0x60, 0x61], vec![1, 2]));
         });
@@ -618,8 +630,7 @@ mod loom_tests {
                     }
                 }
                 let second = js.next_access();
-                js.h.reply(0, &[2]).unwrap();
-                [first, second]
+                js.answer_second(first, second)
             });
             assert_eq!((addrs, got), ([0x60, 0x61], vec![1, 2]));
         });
@@ -630,12 +641,7 @@ mod loom_tests {
         loom::model(|| {
             let js = thread::spawn(|| {
                 let h = Arc::new(Handoff::new(1, Duration::ZERO));
-                let bells = Arc::new(Doorbells {
-                    rings: AtomicU32::new(0),
-                    posting: AtomicU64::new(0),
-                    rung_for: AtomicU64::new(0),
-                    answerer: thread::current(),
-                });
+                let bells = Arc::new(Doorbells::here());
                 let (vh, vbells) = (Arc::clone(&h), Arc::clone(&bells));
                 let vcpu = thread::spawn(move || {
                     for value in [1, 2] {
