@@ -19,6 +19,7 @@ pub mod mailbox;
 pub mod posted;
 mod primitives;
 pub mod spin;
+mod streak;
 
 use std::time::Duration;
 
@@ -29,12 +30,13 @@ use crate::exit::DeviceAccess;
 use crate::vm::handler::ExitHandler;
 use mailbox::{Answer, Mailbox, ReplyError};
 use posted::{PostedQueue, PostedWrite};
-use primitives::{AtomicBool, Ordering, fence};
+use primitives::{AtomicBool, Ordering};
 use spin::{Partner, Spin};
+use streak::StreakFlag;
 
 /// The hand-off of one machine.
 ///
-/// The fields written on every exchange (the poll flag, the posted queue's lock) have
+/// The fields written on every exchange (the streak flags, the posted queue's lock) have
 /// cache lines of their own, apart from the read-mostly ones every wait looks at (see
 /// [`Mailbox`] on what a shared line costs).
 #[derive(Debug)]
@@ -42,10 +44,10 @@ pub struct Handoff {
     mailboxes: Vec<Mailbox>,
     posted: CachePadded<PostedQueue>,
     /// A thread is in [`Handoff::poll`]: vCPUs leave their accesses to it without ringing.
-    poller_active: CachePadded<AtomicBool>,
+    poller_active: StreakFlag,
     /// A thread takes posted writes in a streak ([`Handoff::take_posted_streak`]): vCPUs
     /// leave them to it without ringing.
-    posted_taker: CachePadded<AtomicBool>,
+    posted_taker: StreakFlag,
     /// The machine is stopping: nobody waits any more.
     cancelled: AtomicBool,
     /// The longest a vCPU spins for its answer.
@@ -62,8 +64,8 @@ impl Handoff {
         Handoff {
             mailboxes: (0..vcpus).map(|_| Mailbox::default()).collect(),
             posted: CachePadded::new(PostedQueue::default()),
-            poller_active: CachePadded::new(AtomicBool::new(false)),
-            posted_taker: CachePadded::new(AtomicBool::new(false)),
+            poller_active: StreakFlag::default(),
+            posted_taker: StreakFlag::default(),
             cancelled: AtomicBool::new(false),
             spin,
             answerer: Partner::default(),
@@ -97,12 +99,8 @@ impl Handoff {
         let mailbox = &self.mailboxes[vcpu as usize];
         self.poster.here();
         mailbox.post(access);
-        // The fence orders the post before this load, as the poller's orders its lowering
-        // of the flag before its last look (see `poll`): either the vCPU sees the flag
-        // down and rings, or the poller finds the access. (Fences rather than SeqCst
-        // accesses alone: loom checks this pattern only with fences.)
-        fence(Ordering::SeqCst);
-        if !self.poller_active.load(Ordering::Relaxed) {
+        // Unless a poller's last look finds the access (see `streak`).
+        if self.poller_active.must_ring() {
             handler.on_access();
         }
         mailbox.wait(
@@ -120,12 +118,9 @@ impl Handoff {
     pub(crate) fn post_write(&self, write: PostedWrite, handler: &dyn ExitHandler) -> bool {
         self.poster.here();
         match self.posted.push(write, || self.cancelled()) {
+            // Unless a taker's last look finds the write (see `streak`).
             Some(true) => {
-                // As in `exchange`: either this sees the taker gone and rings, or the
-                // taker's last look (`take_posted_streak`, `end_posted_streak`) sees the
-                // write.
-                fence(Ordering::SeqCst);
-                if !self.posted_taker.load(Ordering::Relaxed) {
+                if self.posted_taker.must_ring() {
                     handler.on_posted();
                 }
             }
@@ -159,10 +154,7 @@ impl Handoff {
     fn poll_as(&self, spin: Duration, take: impl FnOnce(u32, &DeviceAccess), streak: bool) -> bool {
         let claim_any = || self.mailboxes.iter().position(Mailbox::claim);
         self.answerer.here();
-        // Only the polling thread writes the flag, so it reads its own last store here.
-        if !self.poller_active.load(Ordering::Relaxed) {
-            self.poller_active.store(true, Ordering::SeqCst);
-        }
+        self.poller_active.raise();
         let mut waiting = Spin::new(spin, &self.poster);
         let mut found = None;
         while !self.cancelled() {
@@ -172,8 +164,7 @@ impl Handoff {
             }
         }
         if found.is_none() || !streak {
-            self.poller_active.store(false, Ordering::Relaxed);
-            fence(Ordering::SeqCst);
+            self.poller_active.lower();
             // A vCPU that saw the flag just before it dropped left its access here: take it.
             found = found.or_else(claim_any);
         }
@@ -190,13 +181,7 @@ impl Handoff {
     /// accesses. Returns whether one is waiting unclaimed, posted while no ring was due:
     /// the caller then rings for it.
     pub fn end_streak(&self) -> bool {
-        if !self.poller_active.load(Ordering::Relaxed) {
-            return false;
-        }
-        // Ordered before the look below, as in `poll`'s last look.
-        self.poller_active.store(false, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
-        self.mailboxes.iter().any(Mailbox::is_posted)
+        self.poller_active.lower() && self.mailboxes.iter().any(Mailbox::is_posted)
     }
 
     /// Answers the access vCPU `vcpu` waits on (the bytes read; empty for writes).
@@ -264,10 +249,7 @@ impl Handoff {
     /// costs no doorbell per write while Node keeps up.
     pub fn take_posted_streak(&self, spin: Duration, out: &mut Vec<PostedWrite>) {
         self.answerer.here();
-        // Only the taking thread writes the flag, so it reads its own last store here.
-        if !self.posted_taker.load(Ordering::Relaxed) {
-            self.posted_taker.store(true, Ordering::Relaxed);
-        }
+        self.posted_taker.raise();
         let mut waiting = Spin::new(spin, &self.poster);
         while self.posted.is_empty()
             && !self.cancelled()
@@ -276,8 +258,7 @@ impl Handoff {
         {}
         self.posted.drain_into(out);
         if out.is_empty() {
-            self.posted_taker.store(false, Ordering::Relaxed);
-            fence(Ordering::SeqCst);
+            self.posted_taker.lower();
             // A write queued by a vCPU that saw the flag just before it dropped.
             self.posted.drain_into(out);
         }
@@ -287,12 +268,7 @@ impl Handoff {
     /// for their writes. Returns whether writes are queued, left while no ring was due: the
     /// caller then rings for them.
     pub fn end_posted_streak(&self) -> bool {
-        if !self.posted_taker.load(Ordering::Relaxed) {
-            return false;
-        }
-        self.posted_taker.store(false, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
-        !self.posted.is_empty()
+        self.posted_taker.lower() && !self.posted.is_empty()
     }
 
     /// Whether posted writes are waiting to be taken.
