@@ -10,14 +10,85 @@ use std::sync::{Arc, Mutex, RwLock, RwLockWriteGuard};
 
 use crate::epoch::Epoch;
 use crate::error::{Error, Result};
-use crate::sync::RwLockExt;
+use crate::sync::{LockExt, RwLockExt};
 
-/// A device implemented in Rust that answers accesses on the vCPU thread itself.
+/// A device implemented in Rust that answers accesses on the vCPU thread itself, with
+/// state the vCPUs take turns at: it is called through a [`Mutex`] (see the
+/// [`BusDeviceSync`] implementation of `Mutex<D>`).
 pub trait BusDevice: Send {
     /// Fills `data` for a read of `data.len()` bytes at `offset` into the device's range.
     fn read(&mut self, offset: u64, data: &mut [u8]);
     /// Accepts a write of `data` at `offset`. Returning a [`DeviceAction`] ends the run.
     fn write(&mut self, offset: u64, data: &[u8]) -> Option<DeviceAction>;
+}
+
+/// A built-in device as the vCPU loops call it: through a shared reference, so a device
+/// without mutable state (or with its own atomics) answers without a lock. A locked one
+/// is a `Mutex<D>` of a [`BusDevice`] `D`, locked once per exit. (Cloud Hypervisor's
+/// `BusDeviceSync` splits devices the same way.)
+pub trait BusDeviceSync: Send + Sync {
+    /// Fills `data` for a read of `data.len()` bytes at `offset` into the device's range.
+    fn read(&self, offset: u64, data: &mut [u8]);
+    /// Accepts a write of `data` at `offset`. Returning a [`DeviceAction`] ends the run.
+    fn write(&self, offset: u64, data: &[u8]) -> Option<DeviceAction>;
+
+    /// Performs one exit's access at `offset`: `data.len() / size` elements of `size`
+    /// bytes (a string instruction's repeats), read into `data` or written from it; stops
+    /// at the first write that asks for a [`DeviceAction`].
+    fn access(
+        &self,
+        offset: u64,
+        size: usize,
+        write: bool,
+        data: &mut [u8],
+    ) -> Option<DeviceAction> {
+        elements(size, data, |element| {
+            if write {
+                self.write(offset, element)
+            } else {
+                self.read(offset, element);
+                None
+            }
+        })
+    }
+}
+
+impl<D: BusDevice> BusDeviceSync for Mutex<D> {
+    fn read(&self, offset: u64, data: &mut [u8]) {
+        self.lock_or_recover().read(offset, data);
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Option<DeviceAction> {
+        self.lock_or_recover().write(offset, data)
+    }
+
+    fn access(
+        &self,
+        offset: u64,
+        size: usize,
+        write: bool,
+        data: &mut [u8],
+    ) -> Option<DeviceAction> {
+        let mut device = self.lock_or_recover();
+        elements(size, data, |element| {
+            if write {
+                device.write(offset, element)
+            } else {
+                device.read(offset, element);
+                None
+            }
+        })
+    }
+}
+
+/// Calls `each` on every `size`-byte element of `data` until one returns an action.
+#[inline(always)]
+fn elements(
+    size: usize,
+    data: &mut [u8],
+    each: impl FnMut(&mut [u8]) -> Option<DeviceAction>,
+) -> Option<DeviceAction> {
+    data.chunks_exact_mut(size.max(1)).find_map(each)
 }
 
 /// Something a built-in device asks the machine to do after a write.
@@ -65,7 +136,7 @@ impl Space {
 #[derive(Clone)]
 pub enum Route {
     /// A Rust device, called on the vCPU thread.
-    BuiltIn(Arc<Mutex<dyn BusDevice>>),
+    BuiltIn(Arc<dyn BusDeviceSync>),
     /// A user (TypeScript) device, identified by the id it was registered with.
     User {
         /// The registration id.

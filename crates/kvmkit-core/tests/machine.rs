@@ -335,7 +335,7 @@ fn debug_exit_port_ends_the_run_with_the_status() {
         0xf4,
         1,
         "debug-exit",
-        Route::BuiltIn(Arc::new(Mutex::new(DebugExit))),
+        Route::BuiltIn(Arc::new(DebugExit)),
     )
     .unwrap();
     assert_eq!(
@@ -577,7 +577,7 @@ fn a_rust_device_raises_an_interrupt_the_guest_takes() {
     let doorbell = Route::BuiltIn(Arc::new(Mutex::new(Doorbell(line))));
     m.add_device(Space::Port, 0x500, 1, "doorbell", doorbell)
         .unwrap();
-    let exit = Route::BuiltIn(Arc::new(Mutex::new(DebugExit)));
+    let exit = Route::BuiltIn(Arc::new(DebugExit));
     m.add_device(Space::Port, 0xf4, 1, "debug-exit", exit)
         .unwrap();
     assert_eq!(

@@ -2,7 +2,7 @@
 //! S5 sleep type to the control register is how an ACPI kernel powers the machine off, and
 //! ends the run with a shutdown outcome.
 
-use crate::bus::{BusDevice, DeviceAction};
+use crate::bus::{BusDeviceSync, DeviceAction};
 use crate::x86::acpi::S5_SLEEP_TYPE;
 
 /// Ports it occupies: the sleep control register, then the sleep status register.
@@ -17,12 +17,12 @@ const SLP_TYP_MASK: u8 = 0b111;
 #[derive(Debug, Default)]
 pub struct AcpiSleep;
 
-impl BusDevice for AcpiSleep {
-    fn read(&mut self, _offset: u64, data: &mut [u8]) {
+impl BusDeviceSync for AcpiSleep {
+    fn read(&self, _offset: u64, data: &mut [u8]) {
         data.fill(0);
     }
 
-    fn write(&mut self, offset: u64, data: &[u8]) -> Option<DeviceAction> {
+    fn write(&self, offset: u64, data: &[u8]) -> Option<DeviceAction> {
         let value = data.first().copied().unwrap_or(0);
         let sleep_type = (value >> SLP_TYP_SHIFT) & SLP_TYP_MASK;
         (offset == 0 && value & SLP_EN != 0 && sleep_type == S5_SLEEP_TYPE)
@@ -36,7 +36,7 @@ mod tests {
 
     #[test]
     fn slp_en_with_the_s5_type_powers_off_and_nothing_else_does() {
-        let mut dev = AcpiSleep;
+        let dev = AcpiSleep;
         let s5 = (S5_SLEEP_TYPE << SLP_TYP_SHIFT) | SLP_EN;
         assert_eq!(
             dev.write(0, &[S5_SLEEP_TYPE << SLP_TYP_SHIFT]),

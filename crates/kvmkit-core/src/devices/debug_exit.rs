@@ -1,6 +1,6 @@
 //! A debug-exit port (as QEMU's `isa-debug-exit`): a write ends the run with a status.
 
-use crate::bus::{BusDevice, DeviceAction};
+use crate::bus::{BusDeviceSync, DeviceAction};
 
 /// The conventional debug-exit port.
 pub const DEBUG_EXIT_PORT: u16 = 0xf4;
@@ -11,12 +11,12 @@ pub const DEBUG_EXIT_PORTS: u16 = 4;
 #[derive(Debug, Default)]
 pub struct DebugExit;
 
-impl BusDevice for DebugExit {
-    fn read(&mut self, _offset: u64, data: &mut [u8]) {
+impl BusDeviceSync for DebugExit {
+    fn read(&self, _offset: u64, data: &mut [u8]) {
         data.fill(0);
     }
 
-    fn write(&mut self, _offset: u64, data: &[u8]) -> Option<DeviceAction> {
+    fn write(&self, _offset: u64, data: &[u8]) -> Option<DeviceAction> {
         let mut status = [0u8; 4];
         let n = data.len().min(4);
         status[..n].copy_from_slice(&data[..n]);

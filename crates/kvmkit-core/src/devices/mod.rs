@@ -22,7 +22,7 @@ pub use null::NullDevice;
 pub use rtc::Rtc;
 pub use serial::SerialDevice;
 
-use crate::bus::{BusDevice, Space};
+use crate::bus::{BusDeviceSync, Space};
 use crate::devices::output::ConsoleOutput;
 use crate::irq::IrqLine;
 use crate::x86::acpi::SLEEP_CONTROL_PORT;
@@ -164,7 +164,7 @@ impl DeviceSpec {
         &self,
         line: Option<IrqLine>,
         notify: serial::Notify,
-    ) -> (Arc<Mutex<dyn BusDevice>>, HostSide) {
+    ) -> (Arc<dyn BusDeviceSync>, HostSide) {
         match *self {
             DeviceSpec::Serial { .. } => {
                 let output = Arc::new(Mutex::new(ConsoleOutput::default()));
@@ -181,13 +181,11 @@ impl DeviceSpec {
                 let output = console.output();
                 (Arc::new(Mutex::new(console)), HostSide::Console(output))
             }
-            DeviceSpec::DebugExit { .. } => (Arc::new(Mutex::new(DebugExit)), HostSide::None),
+            DeviceSpec::DebugExit { .. } => (Arc::new(DebugExit), HostSide::None),
             DeviceSpec::I8042 => (Arc::new(Mutex::new(I8042::default())), HostSide::None),
             DeviceSpec::Rtc => (Arc::new(Mutex::new(Rtc::default())), HostSide::None),
-            DeviceSpec::Null { fill, .. } => {
-                (Arc::new(Mutex::new(NullDevice::new(fill))), HostSide::None)
-            }
-            DeviceSpec::AcpiSleep => (Arc::new(Mutex::new(AcpiSleep)), HostSide::None),
+            DeviceSpec::Null { fill, .. } => (Arc::new(NullDevice::new(fill)), HostSide::None),
+            DeviceSpec::AcpiSleep => (Arc::new(AcpiSleep), HostSide::None),
         }
     }
 }
@@ -246,7 +244,7 @@ mod tests {
         let (_, HostSide::Console(b)) = spec.build(None, Arc::new(|| {})) else {
             panic!("a console has an output");
         };
-        first.lock().unwrap().write(0, b"x");
+        first.write(0, b"x");
         assert_eq!(a.lock().unwrap().take(), b"x");
         assert!(b.lock().unwrap().take().is_empty());
     }

@@ -1,6 +1,6 @@
 //! A device that ignores writes and reads as a fixed byte, for ports a guest probes.
 
-use crate::bus::{BusDevice, DeviceAction};
+use crate::bus::{BusDeviceSync, DeviceAction};
 
 /// Reads return `fill` in every byte; writes are discarded.
 #[derive(Debug, Clone, Copy)]
@@ -15,12 +15,12 @@ impl NullDevice {
     }
 }
 
-impl BusDevice for NullDevice {
-    fn read(&mut self, _offset: u64, data: &mut [u8]) {
+impl BusDeviceSync for NullDevice {
+    fn read(&self, _offset: u64, data: &mut [u8]) {
         data.fill(self.fill);
     }
 
-    fn write(&mut self, _offset: u64, _data: &[u8]) -> Option<DeviceAction> {
+    fn write(&self, _offset: u64, _data: &[u8]) -> Option<DeviceAction> {
         None
     }
 }
@@ -31,7 +31,7 @@ mod tests {
 
     #[test]
     fn reads_the_fill_byte_and_swallows_writes() {
-        let mut dev = NullDevice::new(0xff);
+        let dev = NullDevice::new(0xff);
         let mut data = [0u8; 4];
         dev.read(0, &mut data);
         assert_eq!(data, [0xff; 4]);

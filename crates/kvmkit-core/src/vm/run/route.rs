@@ -5,7 +5,6 @@
 
 use crate::bus::{DeviceAction, Route, Target};
 use crate::exit::{ExitKind, Outcome, SystemEvent, value_of};
-use crate::sync::LockExt;
 use crate::vm::options::UnhandledPolicy;
 
 use super::Step;
@@ -32,17 +31,10 @@ pub(super) fn route(
         return unclaimed(policy, kind, addr, size, data);
     };
     match target.route {
-        Route::BuiltIn(device) => {
-            let mut device = device.lock_or_recover();
-            for element in data.chunks_exact_mut(size.max(1)) {
-                if !write {
-                    device.read(target.offset, element);
-                } else if let Some(action) = device.write(target.offset, element) {
-                    return requested(action, vcpu);
-                }
-            }
-            Step::Continue
-        }
+        Route::BuiltIn(device) => match device.access(target.offset, size, write, data) {
+            None => Step::Continue,
+            Some(action) => requested(action, vcpu),
+        },
         Route::User { device, posted } => Step::User {
             device: *device,
             offset: target.offset,
