@@ -6,12 +6,12 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kvmkit_core::bus::{BusDevice, DeviceAction, Route, Space};
+use kvmkit_core::bus::{BusDevice, BusDeviceSync, DeviceAction, Route, Space};
 use kvmkit_core::config::{MachineConfig, MemoryRegionConfig};
 use kvmkit_core::devices::{DebugExit, DeviceSpec};
 use kvmkit_core::exit::{ExitKind, Outcome};
@@ -289,6 +289,47 @@ fn long_mode_guest_reaches_an_mmio_device_above_ram() {
     );
     m.handoff().reply(0, &[]).unwrap();
     assert_eq!(end(&rx), Outcome::Halted);
+}
+
+/// A built-in without a lock: keeps the last dword written, and answers a read in its
+/// first byte only.
+#[derive(Default)]
+struct Latch(AtomicU32);
+
+impl BusDeviceSync for Latch {
+    fn read(&self, _: u64, data: &mut [u8]) {
+        data[0] = 0x5a;
+    }
+    fn write(&self, _: u64, data: &[u8]) -> Option<DeviceAction> {
+        self.0.store(
+            u32::from_le_bytes(data.try_into().unwrap()),
+            Ordering::SeqCst,
+        );
+        None
+    }
+}
+
+#[test]
+fn a_built_in_mmio_device_answers_in_place_and_unwritten_bytes_read_as_zero() {
+    // mov rax,0xd0000000 ; mov dword [rax],0x12345678 ; mov ebx,[rax+4] ; hlt
+    let code = [
+        0x48, 0xb8, 0x00, 0x00, 0x00, 0xd0, 0x00, 0x00, 0x00, 0x00, // mov rax, imm64
+        0xc7, 0x00, 0x78, 0x56, 0x34, 0x12, // mov dword [rax], imm32
+        0x8b, 0x58, 0x04, // mov ebx, [rax+4]
+        0xf4,
+    ];
+    let Some(m) = machine(&code, CpuMode::Long, MachineOptions::default()) else {
+        return;
+    };
+    let latch = Arc::new(Latch::default());
+    let route = Route::BuiltIn(Arc::clone(&latch) as Arc<dyn BusDeviceSync>);
+    m.add_device(Space::Mmio, 0xd000_0000, 0x1000, "latch", route)
+        .unwrap();
+    assert_eq!(end(&start(&m)), Outcome::Halted);
+    assert_eq!(latch.0.load(Ordering::SeqCst), 0x1234_5678);
+    // The read's last three bytes are zero, not the write's bytes still in kvm_run.
+    let regs = m.with_vcpu(0, |v| v.get_regs()).unwrap();
+    assert_eq!(regs.rbx & 0xffff_ffff, 0x5a);
 }
 
 #[test]

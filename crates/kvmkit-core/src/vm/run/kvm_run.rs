@@ -10,11 +10,11 @@ use crate::exit::ExitKind;
 /// exits the loop answers on its hot path, or one of the rest.
 pub(super) enum Raw {
     Io,
+    /// Its data stays in `kvm_run` ([`mmio_data`]), where a read's answer goes too.
     Mmio {
         addr: u64,
         len: usize,
         write: bool,
-        data: [u8; 8],
     },
     Rare(Rare),
 }
@@ -46,21 +46,14 @@ pub(super) fn decode(result: Result<VcpuExit<'_>, kvm_ioctls::Error>) -> Raw {
         Ok(VcpuExit::IoIn(..) | VcpuExit::IoOut(..)) => Raw::Io,
         Ok(VcpuExit::MmioRead(addr, data)) => Raw::Mmio {
             addr,
-            len: data.len().min(8),
+            len: data.len(),
             write: false,
-            data: [0; 8],
         },
-        Ok(VcpuExit::MmioWrite(addr, data)) => {
-            let mut copy = [0u8; 8];
-            let len = data.len().min(8);
-            copy[..len].copy_from_slice(&data[..len]);
-            Raw::Mmio {
-                addr,
-                len,
-                write: true,
-                data: copy,
-            }
-        }
+        Ok(VcpuExit::MmioWrite(addr, data)) => Raw::Mmio {
+            addr,
+            len: data.len(),
+            write: true,
+        },
         Ok(VcpuExit::Hlt) => Raw::Rare(Rare::Hlt),
         Ok(VcpuExit::Shutdown) => Raw::Rare(Rare::Shutdown),
         Ok(VcpuExit::SystemEvent(t, _)) => Raw::Rare(Rare::SystemEvent(t)),
@@ -120,12 +113,12 @@ pub(super) fn io_exit(run: &mut kvm_run, mmap_size: usize) -> Option<IoExit<'_>>
     })
 }
 
-/// The data bytes of a `KVM_EXIT_MMIO` exit.
-pub(super) fn mmio_data(run: &mut kvm_run) -> &mut [u8] {
+/// The data area of a `KVM_EXIT_MMIO` exit, all eight bytes of it: the access is the
+/// first `len` (what [`decode`] reports; KVM reads back only those for a read). Whole, so
+/// the loop reads and answers it in place, without a copy of variable length (a call).
+pub(super) fn mmio_data(run: &mut kvm_run) -> &mut [u8; 8] {
     // SAFETY: only called after KVM_RUN returned KVM_EXIT_MMIO, so `mmio` is the active member.
-    let mmio = unsafe { &mut run.__bindgen_anon_1.mmio };
-    let len = (mmio.len as usize).min(mmio.data.len());
-    &mut mmio.data[..len]
+    unsafe { &mut run.__bindgen_anon_1.mmio.data }
 }
 
 /// The suberror and data words of a `KVM_EXIT_INTERNAL_ERROR` exit.

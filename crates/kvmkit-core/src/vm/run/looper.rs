@@ -20,7 +20,6 @@
 //! completes.)
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use kvm_bindings::{
     KVM_INTERNAL_ERROR_EMULATION, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET,
@@ -36,7 +35,7 @@ use crate::epoch::Epoch;
 use crate::exit::{DeviceAccess, ExitKind, MachineError, Outcome, SystemEvent};
 use crate::handoff::mailbox::{Answer, MAX_REPLY};
 use crate::handoff::posted::PostedWrite;
-use crate::stats::VcpuStats;
+use crate::stats::{VcpuStats, monotonic_ns};
 use crate::sync::LockExt;
 use crate::vcpu::Vcpu;
 use crate::vm::handler::ExitHandler;
@@ -50,7 +49,8 @@ pub(super) struct Looper {
     /// Driven by its caller's thread: posted writes are answered like other accesses.
     inline: bool,
     immediate_exit: *mut u8,
-    exited_at: Option<Instant>,
+    /// When `KVM_RUN` last returned ([`monotonic_ns`]).
+    exited_at: Option<u64>,
     /// The last exit was an access KVM completes on the next entry.
     completes_on_entry: bool,
     /// The machine's epoch, and its value when the loop last found nothing to react to.
@@ -113,7 +113,7 @@ impl ReadReply {
         let target = if access.kind == ExitKind::IoIn {
             io_exit(run, ctx.vcpu_mmap_size).map(|io| io.data)
         } else {
-            Some(mmio_data(run))
+            Some(&mut mmio_data(run)[..])
         };
         if let Some(target) = target {
             let n = self.bytes.len().min(target.len());
@@ -247,10 +247,10 @@ impl Looper {
                 vcpu.fd_mut().set_kvm_immediate_exit(1);
             }
             if let Some(t) = *exited_at {
-                exits.stats.record_latency(t.elapsed());
+                exits.stats.record_latency(monotonic_ns().saturating_sub(t));
             }
             let raw = decode(vcpu.fd_mut().run());
-            *exited_at = Some(Instant::now());
+            *exited_at = Some(monotonic_ns());
             *completes_on_entry = raw.completes_on_entry();
             match exits.dispatch(ctx, now, vcpu, raw) {
                 Step::Continue => {}
@@ -333,26 +333,23 @@ impl Dispatcher {
                 fill(&mut self.access, &step, kind, addr, io.size, io.data);
                 step
             }
-            Raw::Mmio {
-                addr,
-                len,
-                write,
-                mut data,
-            } => {
+            Raw::Mmio { addr, len, write } => {
                 let kind = if write {
                     ExitKind::MmioWrite
                 } else {
                     ExitKind::MmioRead
                 };
                 stats.count(kind);
-                let data = &mut data[..len];
+                let bytes = mmio_data(vcpu.fd_mut().get_kvm_run());
+                if !write {
+                    // What a device leaves unwritten reads as zero, not as the last exit's.
+                    *bytes = [0; 8];
+                }
+                let data = &mut bytes[..len];
                 let target = self
                     .last_mmio
                     .resolve(&shared.mmio, epoch, addr, len as u64);
                 let step = route(target, policy, index, kind, addr, len, data);
-                if !write && step == Step::Continue {
-                    mmio_data(vcpu.fd_mut().get_kvm_run()).copy_from_slice(data);
-                }
                 fill(&mut self.access, &step, kind, addr, len, data);
                 step
             }
