@@ -10,6 +10,8 @@
  * and take the machine's handle — except a streak's, which take no arguments at all.
  * @module
  */
+// Imported: Node 20's global `performance` is a lazy accessor, a getter call on every use.
+import { performance } from 'node:perf_hooks';
 import type { Access, Device, DeviceHandle } from './devices.js';
 import { callNative } from './errors.js';
 import { type NativeMachine, native } from './native.js';
