@@ -77,8 +77,10 @@ export interface MachineConfig {
    * returns to the event loop (default 50; 0 only looks once). While exits stream in, this keeps
    * the thread awake and answering, instead of being woken for each exit, which costs more
    * than the exit on virtualized hosts. It holds up other JS for at most that long after the
-   * last access, and a streak yields to the event loop after 1 ms. Posted writes are taken
-   * the same way: after a batch, Node's thread waits this long for more.
+   * last access, and a streak yields to the event loop after 1 ms and 32 accesses, or after
+   * 5 ms however few (where exits are slow, a turn every few exits costs more than they do).
+   * Posted writes are taken the same way: after a batch, Node's thread waits this long for
+   * more.
    */
   eventLoopSpinMicros?: number;
   /**

@@ -200,6 +200,22 @@ function element(data: Uint8Array, i: number, size: number): number {
 /** How long the event loop may stay in one streak of polled accesses before yielding (ms). */
 const HOT_BUDGET_MS = 1;
 
+/**
+ * How many accesses (or posted writes) a streak serves before it yields, unless they took
+ * HOT_CEILING_MS: where exits are slow (~150 µs on the nested test machine, against ~8 µs
+ * here), a turn of the event loop every few exits cost more than the exits themselves.
+ */
+const HOT_MIN_ACCESSES = 32;
+
+/** How long a streak may hold the event loop however few accesses it served (ms). */
+const HOT_CEILING_MS = 5;
+
+/** Whether a streak that started at `started` (`performance.now()`) and served `served` should yield. */
+function outOfBudget(started: number, served: number): boolean {
+  const held = performance.now() - started;
+  return held >= HOT_BUDGET_MS && (served >= HOT_MIN_ACCESSES || held >= HOT_CEILING_MS);
+}
+
 /** How the hand-off reaches its machine and reports accesses. */
 export interface HandoffOptions {
   /** Handler timeout (ms; 0 for none). */
@@ -383,14 +399,15 @@ export class Handoff {
    * Serves the access `got` put in the slot, and the ones that follow, on this turn of the
    * event loop: each synchronous answer goes back in the same call that waits for the next
    * access. The streak ends when none comes within `spinMicros` or a handler answers with a
-   * Promise; after HOT_BUDGET_MS it continues on the next turn of the event loop, so other
-   * work runs in between. Only inside {@link Handoff.#streak}.
+   * Promise; once its budget is spent ({@link outOfBudget}) it continues on the next turn of
+   * the event loop, so other work runs in between. Only inside {@link Handoff.#streak}.
    */
   #serve(got: number): void {
     const p = protocol();
     const binding = native();
     const slot = this.#slot;
-    const deadline = performance.now() + HOT_BUDGET_MS;
+    const started = performance.now();
+    let served = 0;
     while (got !== p.pollNone) {
       const r = decodeAccess(slot);
       const data = r.count > 1 && !isRead(r) ? binding.accessData(this.#handle, r.vcpu) : undefined;
@@ -415,7 +432,8 @@ export class Handoff {
         binding.replyBytes(this.#handle, r.vcpu, answer.bytes);
         got = binding.servePoll(this.#spinMicros);
       }
-      if (got !== p.pollNone && performance.now() >= deadline) {
+      served += 1;
+      if (got !== p.pollNone && outOfBudget(started, served)) {
         // Out of budget with an access in hand: serve it on the next turn, after other
         // work, without waiting for a doorbell.
         const next = got;
@@ -539,22 +557,24 @@ export class Handoff {
    * doorbell's drain), it is a streak: after each batch it waits up to that long for more,
    * and vCPUs do not ring for writes meanwhile, so a guest streaming writes costs no
    * doorbell per write while this keeps up. The streak ends when none comes in time, a
-   * handler answers with a Promise, an access waits, or after HOT_BUDGET_MS.
+   * handler answers with a Promise, an access waits, or its budget is spent ({@link outOfBudget}).
    */
   drainPosted(spinMicros = 0): void {
     const binding = native();
     const fields = protocol().fields;
-    const deadline = performance.now() + HOT_BUDGET_MS;
+    const started = performance.now();
+    let taken = 0;
     try {
       for (;;) {
         const batch = binding.takePosted(this.#handle, spinMicros);
         for (let at = 0; at < batch.length; at += fields) {
           this.#posted.push(decodeAccess(batch, at));
         }
+        taken += batch.length / fields;
         if (!this.#pumping) {
           this.#pump();
         }
-        if (batch.length === 0 || spinMicros === 0 || this.#pumping || performance.now() >= deadline) {
+        if (batch.length === 0 || spinMicros === 0 || this.#pumping || outOfBudget(started, taken)) {
           break;
         }
       }

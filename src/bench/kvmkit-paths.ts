@@ -4,6 +4,7 @@
  * calling thread), and posted writes.
  * @module
  */
+import type { MachineConfig } from '../config.js';
 import type { Device } from '../devices.js';
 import { guestImage } from '../guests.js';
 import { Machine } from '../machine.js';
@@ -40,9 +41,9 @@ const COUNTER = {
   'mmio-read': 'mmio-read',
 } as const;
 
-/** The bench machine, set up to make `count` exits of kind `exit`. */
-export function benchMachine(exit: ExitName, count: number): Machine {
-  const vm = Machine.create({ memory: BENCH_RAM });
+/** The bench machine, set up to make `count` exits of kind `exit` (with `config`'s tuning, if given). */
+export function benchMachine(exit: ExitName, count: number, config: Omit<MachineConfig, 'memory'> = {}): Machine {
+  const vm = Machine.create({ ...config, memory: BENCH_RAM });
   vm.memory.write(BENCH_ENTRY, guestImage('bench'));
   const vcpu = vm.vcpu(0);
   vcpu.setup({ mode: 'protected', entry: BENCH_ENTRY });
