@@ -42,14 +42,9 @@ pub trait BusDeviceSync: Send + Sync {
         write: bool,
         data: &mut [u8],
     ) -> Option<DeviceAction> {
-        elements(size, data, |element| {
-            if write {
-                self.write(offset, element)
-            } else {
-                self.read(offset, element);
-                None
-            }
-        })
+        let read_one = |d: &mut &Self, at, element: &mut [u8]| d.read(at, element);
+        let write_one = |d: &mut &Self, at, element: &[u8]| d.write(at, element);
+        elements(&mut &*self, offset, size, write, data, read_one, write_one)
     }
 }
 
@@ -70,25 +65,30 @@ impl<D: BusDevice> BusDeviceSync for Mutex<D> {
         data: &mut [u8],
     ) -> Option<DeviceAction> {
         let mut device = self.lock_or_recover();
-        elements(size, data, |element| {
-            if write {
-                device.write(offset, element)
-            } else {
-                device.read(offset, element);
-                None
-            }
-        })
+        elements(&mut *device, offset, size, write, data, D::read, D::write)
     }
 }
 
-/// Calls `each` on every `size`-byte element of `data` until one returns an action.
+/// Reads every `size`-byte element of `data` from `device` at `offset`, or writes each,
+/// until a write returns an action.
 #[inline(always)]
-fn elements(
+fn elements<T: ?Sized>(
+    device: &mut T,
+    offset: u64,
     size: usize,
+    write: bool,
     data: &mut [u8],
-    each: impl FnMut(&mut [u8]) -> Option<DeviceAction>,
+    read_one: impl Fn(&mut T, u64, &mut [u8]),
+    write_one: impl Fn(&mut T, u64, &[u8]) -> Option<DeviceAction>,
 ) -> Option<DeviceAction> {
-    data.chunks_exact_mut(size.max(1)).find_map(each)
+    data.chunks_exact_mut(size.max(1)).find_map(|element| {
+        if write {
+            write_one(device, offset, element)
+        } else {
+            read_one(device, offset, element);
+            None
+        }
+    })
 }
 
 /// Something a built-in device asks the machine to do after a write.

@@ -251,16 +251,18 @@ fn ignore_policy_reads_all_ones() {
     assert_eq!(console.lock().unwrap().take(), [0xff]);
 }
 
+/// A long-mode guest's write, then read, of an MMIO device at 0xd0000000:
+/// mov rax,0xd0000000 ; mov dword [rax],0x12345678 ; mov ebx,[rax+4]
+const MMIO_WRITE_THEN_READ: [u8; 19] = [
+    0x48, 0xb8, 0x00, 0x00, 0x00, 0xd0, 0x00, 0x00, 0x00, 0x00, // mov rax, imm64
+    0xc7, 0x00, 0x78, 0x56, 0x34, 0x12, // mov dword [rax], imm32
+    0x8b, 0x58, 0x04, // mov ebx, [rax+4]
+];
+
 #[test]
 fn long_mode_guest_reaches_an_mmio_device_above_ram() {
-    // mov rax,0xd0000000 ; mov dword [rax],0x12345678 ; mov ebx,[rax+4] ; mov [rax+8],ebx ; hlt
-    let code = [
-        0x48, 0xb8, 0x00, 0x00, 0x00, 0xd0, 0x00, 0x00, 0x00, 0x00, // mov rax, imm64
-        0xc7, 0x00, 0x78, 0x56, 0x34, 0x12, // mov dword [rax], imm32
-        0x8b, 0x58, 0x04, // mov ebx, [rax+4]
-        0x89, 0x58, 0x08, // mov [rax+8], ebx
-        0xf4,
-    ];
+    // ... ; mov [rax+8],ebx ; hlt
+    let code = [&MMIO_WRITE_THEN_READ[..], &[0x89, 0x58, 0x08, 0xf4]].concat();
     let Some(m) = machine(&code, CpuMode::Long, MachineOptions::default()) else {
         return;
     };
@@ -311,13 +313,8 @@ impl BusDeviceSync for Latch {
 
 #[test]
 fn a_built_in_mmio_device_answers_in_place_and_unwritten_bytes_read_as_zero() {
-    // mov rax,0xd0000000 ; mov dword [rax],0x12345678 ; mov ebx,[rax+4] ; hlt
-    let code = [
-        0x48, 0xb8, 0x00, 0x00, 0x00, 0xd0, 0x00, 0x00, 0x00, 0x00, // mov rax, imm64
-        0xc7, 0x00, 0x78, 0x56, 0x34, 0x12, // mov dword [rax], imm32
-        0x8b, 0x58, 0x04, // mov ebx, [rax+4]
-        0xf4,
-    ];
+    // ... ; hlt
+    let code = [&MMIO_WRITE_THEN_READ[..], &[0xf4]].concat();
     let Some(m) = machine(&code, CpuMode::Long, MachineOptions::default()) else {
         return;
     };
