@@ -455,18 +455,22 @@ mod loom_tests {
                 answerer: thread::current(),
             }
         }
+
+        /// Records what the vCPU rang for (what it is posting).
+        fn rang(&self) {
+            let posting = self.posting.load(Ordering::Relaxed);
+            self.rung_for.store(posting, Ordering::Release);
+        }
     }
 
     impl ExitHandler for Doorbells {
         fn on_access(&self) {
-            let addr = self.posting.load(Ordering::Relaxed);
-            self.rung_for.store(addr, Ordering::Release);
+            self.rang();
             self.rings.fetch_add(1, Ordering::Release);
             self.answerer.unpark();
         }
         fn on_posted(&self) {
-            let value = self.posting.load(Ordering::Relaxed);
-            self.rung_for.store(value, Ordering::Release);
+            self.rang();
             self.answerer.unpark();
         }
         fn on_output(&self, _: u32) {}
