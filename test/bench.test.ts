@@ -32,6 +32,13 @@ describeKvm('the benchmark', () => {
       expect(report.results.some((r) => r.path === 'builtin' && r.exit === exit)).toBe(true);
     }
     expect(report.results.filter((r) => r.path === 'posted').map((r) => r.exit)).toEqual(['pio-out', 'mmio-write']);
+    // The C loop answering on a second thread runs where an exit reaches userspace, and its
+    // hand-off stands beside the async path's in the breakdown.
+    expect(report.results.filter((r) => r.path === 'c-thread').map((r) => r.exit)).toEqual(
+      EXITS.filter((exit) => exit !== 'cpuid'),
+    );
+    expect(report.breakdown?.cThreadHandlingNs).toBeGreaterThan(0);
+    expect(formatTable(report)).toMatch(/C answering on a second thread, hand-off +\d/);
     expect(report.createToFirstExitMs?.runs).toBe(20);
     expect(report.idleMemory.map((m) => m.vms)).toEqual([1, 3]);
     expect(report.targets.length).toBeGreaterThanOrEqual(5);

@@ -1,6 +1,7 @@
 /**
  * The benchmark's anchors: a minimal C KVM loop (the floor for a userspace exit on this
- * machine) and QEMU with KVM, running the same guest.
+ * machine), the same loop answering on a second thread (the floor for an answer from
+ * another thread), and QEMU with KVM, running the same guest.
  * @module
  */
 import { execFile as execFileCb } from 'node:child_process';
@@ -46,7 +47,7 @@ export async function buildCBaseline(): Promise<{ path: string } | { unavailable
   if (!existsSync(path)) {
     mkdirSync(dir, { recursive: true });
     try {
-      await execFile(cc, ['-O2', '-Wall', '-o', path, C_SOURCE]);
+      await execFile(cc, ['-O2', '-Wall', '-pthread', '-o', path, C_SOURCE]);
     } catch (error) {
       return { unavailable: `${cc} could not build ${C_SOURCE}: ${(error as Error).message}` };
     }
@@ -54,9 +55,13 @@ export async function buildCBaseline(): Promise<{ path: string } | { unavailable
   return { path };
 }
 
-/** Runs `count` exits of kind `exit` through the C baseline at `binary`. */
-export async function runC(binary: string, exit: ExitName, count: number): Promise<Sample> {
-  const { stdout } = await execFile(binary, [guestPath('bench'), String(exitCode(exit)), String(count)]);
+/**
+ * Runs `count` exits of kind `exit` through the C baseline at `binary`; with `threaded`,
+ * a second thread answers each exit while the vCPU thread waits for it.
+ */
+export async function runC(binary: string, exit: ExitName, count: number, threaded = false): Promise<Sample> {
+  const args = [guestPath('bench'), String(exitCode(exit)), String(count), ...(threaded ? ['thread'] : [])];
+  const { stdout } = await execFile(binary, args);
   const r = JSON.parse(stdout) as {
     wallNs: number;
     exits: number;

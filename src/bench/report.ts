@@ -26,6 +26,7 @@ const PATH_NOTES: Record<PathName, string> = {
   c: 'minimal C KVM loop (the floor for a userspace exit)',
   builtin: 'kvmkit, Rust built-in device on the vCPU thread',
   inline: 'kvmkit, TypeScript handler called on the vCPU thread (runInline)',
+  'c-thread': 'the C loop answering on a second thread (the floor for an answer from another thread)',
   async: "kvmkit, TypeScript handler on Node's event loop (threaded vCPU)",
   posted: 'kvmkit, posted writes (the vCPU does not wait)',
   qemu: 'QEMU with KVM, answered in its userspace',
@@ -95,6 +96,7 @@ export function formatTable(report: BenchReport): string {
     lines.push(`  C's handling                              ${formatNs(b.cHandlingNs)}`);
     lines.push(`  kvmkit's Rust built-in handling           ${formatNs(b.builtinHandlingNs)}`);
     lines.push(`  an inline TypeScript handler, napi call   ${formatNs(b.inlineHandlingNs)}`);
+    lines.push(`  C answering on a second thread, hand-off  ${formatNs(b.cThreadHandlingNs)}`);
     lines.push(
       `  an async TypeScript handler, hand-off     ${formatNs(b.asyncHandlingNs)} (p99 ${formatNs(b.asyncHandlingP99Ns)})`,
     );
@@ -150,6 +152,7 @@ const COLORS: Record<PathName, string> = {
   c: '#444444',
   builtin: '#1f77b4',
   inline: '#2ca02c',
+  'c-thread': '#8c564b',
   async: '#d62728',
   posted: '#9467bd',
   qemu: '#ff7f0e',

@@ -14,11 +14,14 @@ import { createToFirstExit, type IdleMemory, idleMemory } from './lifecycle.js';
 import { formatNs } from './report.js';
 import type { Sample } from './sample.js';
 
-/** A way of answering exits: the C baseline, one of kvmkit's, or QEMU. */
-export type PathName = 'c' | KvmkitPath | 'qemu';
+/**
+ * A way of answering exits: the C baseline (`c-thread`: answered on a second thread), one
+ * of kvmkit's, or QEMU.
+ */
+export type PathName = 'c' | 'c-thread' | KvmkitPath | 'qemu';
 
-/** Every path, in report order. */
-export const PATHS: readonly PathName[] = ['c', 'builtin', 'inline', 'async', 'posted', 'qemu'];
+/** Every path, in report order (each C anchor before the kvmkit paths it is the floor of). */
+export const PATHS: readonly PathName[] = ['c', 'builtin', 'inline', 'c-thread', 'async', 'posted', 'qemu'];
 
 /** What to run. */
 export interface BenchOptions {
@@ -95,6 +98,8 @@ export interface Breakdown {
   readonly builtinHandlingNs: number | undefined;
   /** An inline TypeScript handler's handling time, napi call included (ns, p50). */
   readonly inlineHandlingNs: number | undefined;
+  /** The C loop's handling time when a second thread answers: a bare hand-off (ns, p50). */
+  readonly cThreadHandlingNs: number | undefined;
   /** An asynchronous TypeScript handler's handling time, hand-off included (ns, p50). */
   readonly asyncHandlingNs: number | undefined;
   /** The same at p99: what an exit costs when the event loop had gone to sleep (ns). */
@@ -201,10 +206,11 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchReport>
 
   const runners = new Map<PathName, (exit: ExitName, n: number) => Promise<Sample>>();
   for (const path of wanted) {
-    if (path === 'c') {
+    if (path === 'c' || path === 'c-thread') {
       const built = await buildCBaseline();
       if ('path' in built) {
-        runners.set('c', (exit, n) => runC(built.path, exit, n));
+        const threaded = path === 'c-thread';
+        runners.set(path, (exit, n) => runC(built.path, exit, n, threaded));
       } else {
         unavailable.push({ path, reason: built.unavailable });
       }
@@ -220,11 +226,21 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchReport>
       runners.set(path, (exit, n) => runKvmkit(kvmkitPath, exit, n));
     }
   }
-  const applies = (path: PathName, exit: ExitName) =>
-    path === 'c' || path === 'qemu' ? true : kvmkitApplies(path, exit);
-  // An anchor (the C loop, QEMU) that cannot run on this host is reported as unavailable
+  const applies = (path: PathName, exit: ExitName): boolean => {
+    switch (path) {
+      case 'c':
+      case 'qemu':
+        return true;
+      case 'c-thread':
+        // The second thread has nothing to answer on exits KVM handles itself.
+        return reachesUserspace(exit);
+      default:
+        return kvmkitApplies(path, exit);
+    }
+  };
+  // An anchor (the C loops, QEMU) that cannot run on this host is reported as unavailable
   // with its reason; it never costs the other paths their results.
-  for (const anchor of ['c', 'qemu'] as const) {
+  for (const anchor of ['c', 'c-thread', 'qemu'] as const) {
     const run = runners.get(anchor);
     const probe = exits[0];
     if (run !== undefined && probe !== undefined) {
@@ -363,6 +379,7 @@ function breakdownOf(results: readonly PathResult[]): Breakdown | undefined {
     cHandlingNs: c.p50,
     builtinHandlingNs: at('builtin')?.p50,
     inlineHandlingNs: at('inline')?.p50,
+    cThreadHandlingNs: at('c-thread')?.p50,
     asyncHandlingNs: at('async')?.p50,
     asyncHandlingP99Ns: at('async')?.p99,
   };
