@@ -205,9 +205,12 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchReport>
   const wanted = options.paths ?? PATHS;
 
   const runners = new Map<PathName, (exit: ExitName, n: number) => Promise<Sample>>();
+  let cBaseline: ReturnType<typeof buildCBaseline> | undefined;
   for (const path of wanted) {
     if (path === 'c' || path === 'c-thread') {
-      const built = await buildCBaseline();
+      // One build serves both C loops.
+      cBaseline ??= buildCBaseline();
+      const built = await cBaseline;
       if ('path' in built) {
         const threaded = path === 'c-thread';
         runners.set(path, (exit, n) => runC(built.path, exit, n, threaded));
