@@ -17,6 +17,14 @@ export const vmlinux = fixture('vmlinux');
 export const vmlinuz = fixture('vmlinuz');
 export const initramfs = fixture('initramfs');
 
+/**
+ * The rest of the line `KVMKIT-<step> …` that test/hw/virtio-guest.sh printed on the guest's
+ * console (once whole), or undefined if it did not print the step.
+ */
+export function marker(log: string, step: string): string | undefined {
+  return log.match(new RegExp(`^KVMKIT-${step} (.*?)\\r?\\n`, 'm'))?.[1];
+}
+
 /** A test's console log file in `KVMKIT_TEST_LOG_DIR`, if set: named after the running test and `label`. */
 export class TestLog {
   readonly #file: WriteStream | undefined;

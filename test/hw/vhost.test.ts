@@ -13,7 +13,7 @@ import { mkdtempSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fixture, initramfs, type RunningLinux, startLinux, vmlinuz } from '../boot/debian.js';
+import { fixture, initramfs, marker, type RunningLinux, startLinux, vmlinuz } from '../boot/debian.js';
 import { deleteTap, makeTap } from '../tap.js';
 import { describeHw } from './hardware.js';
 
@@ -72,11 +72,6 @@ function pingGuest(address: string, count: number): string {
     encoding: 'utf8',
   });
   return out.match(/^(?:rtt|round-trip) .*$/m)?.[0] ?? out;
-}
-
-/** The rest of the line `KVMKIT-<step> …` on the guest's console, or undefined. */
-function marker(log: string, step: string): string | undefined {
-  return log.match(new RegExp(`^KVMKIT-${step} (.*?)\\r?\\n`, 'm'))?.[1];
 }
 
 const cmdline = `console=ttyS0 panic=-1 kvmkit.test=virtio kvmkit.wait kvmkit.ip=${guestAddress}/24 kvmkit.ping=${hostAddress} kvmkit.ip1=${guest1Address}/24`;

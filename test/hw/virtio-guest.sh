@@ -24,6 +24,9 @@
 /bin/busybox --install -s /bin
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
+# Only the kernel's errors reach the console, which these lines share: an informational message
+# (a link coming up, once) could land in the middle of a marker line. The rest stays in dmesg.
+echo 4 > /proc/sys/kernel/printk
 
 param() { tr ' ' '\n' < /proc/cmdline | sed -n "s/^kvmkit\.$1=//p" | head -1; }
 flag() { tr ' ' '\n' < /proc/cmdline | grep -qx "kvmkit\.$1"; }

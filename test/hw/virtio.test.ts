@@ -11,15 +11,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createSwitch } from '../../src/index.js';
-import { initramfs, type RunningLinux, startLinux, TestLog, vmlinuz } from '../boot/debian.js';
+import { initramfs, marker, type RunningLinux, startLinux, TestLog, vmlinuz } from '../boot/debian.js';
 import { describeHw } from './hardware.js';
 
 const cmdline = 'console=ttyS0 panic=-1 kvmkit.test=virtio';
-
-/** The rest of the line `KVMKIT-<step> …` on the guest's console (once whole), or undefined if it did not print the step. */
-function marker(log: string, step: string): string | undefined {
-  return log.match(new RegExp(`^KVMKIT-${step} (.*?)\\r?\\n`, 'm'))?.[1];
-}
 
 describeHw("Debian's virtio drivers on kvmkit's devices", () => {
   describe('one guest with every device kvmkit has', () => {
