@@ -45,16 +45,27 @@ export class TestLog {
 
   /** Appends what the guest printed. */
   write(chunk: Buffer | string): void {
-    this.#file?.write(chunk);
+    // A guest goes on printing after its test stops keeping (a shell's prompt after the
+    // awaited line): a write after end() would be the stream's unhandled 'error'.
+    if (this.#file?.writableEnded === false) {
+      this.#file.write(chunk);
+    }
   }
 
   /** Marks a step of the harness in the log, with the seconds since it opened. */
   note(step: string): void {
-    this.#file?.write(`\n[test +${((performance.now() - this.#start) / 1000).toFixed(1)} s] ${step}\n`);
+    this.write(`\n[test +${((performance.now() - this.#start) / 1000).toFixed(1)} s] ${step}\n`);
   }
 
-  end(): void {
-    this.#file?.end();
+  /** Closes the file, resolving once what was kept is in it; what comes after is not kept. */
+  end(): Promise<void> {
+    return new Promise((resolve) => {
+      if (this.#file === undefined || this.#file.writableEnded) {
+        resolve();
+      } else {
+        this.#file.end(resolve);
+      }
+    });
   }
 }
 
@@ -127,7 +138,7 @@ export function startLinux(options: Parameters<typeof createLinuxMachine>[0], la
         await machine.vm.close();
         kept.note('closed');
       } finally {
-        kept.end();
+        await kept.end();
       }
     },
   };

@@ -55,8 +55,7 @@ function runCli(args: string[], seconds: number): Promise<{ stdout: string; stde
     child.on('close', (status, signal) => {
       clearTimeout(timer);
       kept.note(`exited: status ${status}, signal ${signal}`);
-      kept.end();
-      resolve({ stdout, stderr, status });
+      void kept.end().then(() => resolve({ stdout, stderr, status }));
     });
   });
 }

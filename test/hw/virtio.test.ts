@@ -123,7 +123,7 @@ describeHw("Debian's virtio drivers on kvmkit's devices", () => {
         kept.note(`${printed.length} bytes so far`);
       }
       kept.note(`${printed.length} bytes, the last ${((last - start) / 1000).toFixed(1)} s after the command`);
-      kept.end();
+      await kept.end();
       expect(printed).toContain('\n2000\n');
       expect(printed).toContain('KVMKIT-HVC0-42');
     });
