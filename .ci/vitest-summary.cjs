@@ -1,9 +1,11 @@
 // Prints a vitest JSON report (--reporter=json) as CI's last words on a stage: the counts,
-// then every failed test with the start of its failure, so that the end of a long log (all
-// that some CI views keep) names what failed.
+// then every failed test with the start of its failure, and the unhandled errors that
+// .ci/unhandled-errors.mjs kept beside the report (vitest fails a run on them even when every
+// test passed), so that the end of a long log (all that some CI views keep) names what failed.
+// Removes both files.
 //
 //   node .ci/vitest-summary.cjs LABEL REPORT.json
-const { existsSync, readFileSync } = require('node:fs');
+const { existsSync, readFileSync, rmSync } = require('node:fs');
 const { relative } = require('node:path');
 
 const [label, file] = process.argv.slice(2);
@@ -12,8 +14,15 @@ if (!existsSync(file)) {
   process.exit(0);
 }
 const report = JSON.parse(readFileSync(file, 'utf8'));
+const unhandledFile = `${file}.unhandled.json`;
+const unhandled = existsSync(unhandledFile) ? JSON.parse(readFileSync(unhandledFile, 'utf8')) : [];
+rmSync(file);
+rmSync(unhandledFile, { force: true });
 const skipped = report.numPendingTests + report.numTodoTests;
-console.log(`${label}: ${report.numPassedTests} passed, ${report.numFailedTests} failed, ${skipped} skipped`);
+console.log(
+  `${label}: ${report.numPassedTests} passed, ${report.numFailedTests} failed, ${skipped} skipped, ` +
+    `${unhandled.length} unhandled error${unhandled.length === 1 ? '' : 's'}`,
+);
 // The message and the test's own frames; vitest's frames say nothing.
 const start = (text) =>
   text
@@ -32,4 +41,10 @@ for (const suite of report.testResults) {
     console.log(`FAILED ${where} > ${test.fullName}`);
     for (const message of test.failureMessages) console.log(`    ${start(message)}`);
   }
+}
+for (const error of unhandled) {
+  const during = error.test ? ` during ${error.test}` : '';
+  const where = error.file ? ` (${relative(process.cwd(), error.file)})` : '';
+  console.log(`UNHANDLED ${error.name}${error.code ? ` ${error.code}` : ''}${during}${where}`);
+  console.log(`    ${start(error.stack ?? error.message)}`);
 }
