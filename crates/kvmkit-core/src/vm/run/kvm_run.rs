@@ -129,3 +129,121 @@ pub(super) fn internal_error(run: &kvm_run) -> (u32, Vec<u64>) {
     let n = (internal.ndata as usize).min(internal.data.len());
     (internal.suberror, internal.data[..n].to_vec())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvm_bindings::{KVM_EXIT_IO_IN, kvm_run__bindgen_ty_1__bindgen_ty_4 as KvmIo};
+
+    /// The size of a vCPU's mapping here: three pages, as `KVM_GET_VCPU_MMAP_SIZE` reports
+    /// on x86 (kvm_run, then the PIO data page, then the coalesced-MMIO ring).
+    const MMAP_SIZE: usize = 3 * 4096;
+
+    /// A zeroed stand-in for the mapping, 8-byte aligned as `kvm_run` needs.
+    struct Mapping(Vec<u64>);
+
+    impl Mapping {
+        fn new() -> Self {
+            Mapping(vec![0; MMAP_SIZE / 8])
+        }
+
+        fn run(&mut self) -> &mut kvm_run {
+            // SAFETY: the buffer is MMAP_SIZE bytes (more than a kvm_run), 8-byte aligned,
+            // and zeroed, which is a valid kvm_run; the borrow of `self` covers it.
+            unsafe { &mut *self.0.as_mut_ptr().cast::<kvm_run>() }
+        }
+
+        fn bytes(&self) -> &[u8] {
+            // SAFETY: the same buffer seen as the bytes it holds.
+            unsafe { std::slice::from_raw_parts(self.0.as_ptr().cast::<u8>(), MMAP_SIZE) }
+        }
+    }
+
+    fn io(direction: u32, size: u8, port: u16, count: u32, data_offset: u64) -> KvmIo {
+        KvmIo {
+            direction: direction as u8,
+            size,
+            port,
+            count,
+            data_offset,
+        }
+    }
+
+    #[test]
+    fn an_io_exit_reads_and_writes_its_data_where_kvm_placed_it() {
+        let mut mapping = Mapping::new();
+        let run = mapping.run();
+        run.__bindgen_anon_1.io = io(KVM_EXIT_IO_OUT, 2, 0x3f8, 3, 4096);
+        let exit = io_exit(run, MMAP_SIZE).expect("inside the mapping");
+        assert_eq!((exit.port, exit.size, exit.write), (0x3f8, 2, true));
+        assert_eq!(exit.data.len(), 6);
+        exit.data.copy_from_slice(&[1, 2, 3, 4, 5, 6]);
+        assert_eq!(&mapping.bytes()[4096..4102], &[1, 2, 3, 4, 5, 6]);
+        assert!(mapping.bytes()[4102..].iter().all(|&b| b == 0));
+
+        let run = mapping.run();
+        run.__bindgen_anon_1.io = io(KVM_EXIT_IO_IN, 4, 0x60, 1, 4096);
+        let exit = io_exit(run, MMAP_SIZE).expect("inside the mapping");
+        assert!(!exit.write);
+        assert_eq!(exit.data, &[1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn an_io_exit_whose_data_would_leave_the_mapping_is_refused() {
+        let mut mapping = Mapping::new();
+        let run = mapping.run();
+        // Ends exactly at the mapping's end: accepted.
+        run.__bindgen_anon_1.io = io(KVM_EXIT_IO_IN, 4, 0x60, 1024, (MMAP_SIZE - 4096) as u64);
+        assert_eq!(io_exit(run, MMAP_SIZE).map(|e| e.data.len()), Some(4096));
+        // One element past it, an offset past it, one that overflows, and no element size.
+        for bad in [
+            io(KVM_EXIT_IO_IN, 4, 0x60, 1025, (MMAP_SIZE - 4096) as u64),
+            io(KVM_EXIT_IO_OUT, 1, 0x60, 1, MMAP_SIZE as u64),
+            io(KVM_EXIT_IO_OUT, 255, 0x60, u32::MAX, u64::MAX - 8),
+            io(KVM_EXIT_IO_OUT, 0, 0x60, 1, 4096),
+        ] {
+            let run = mapping.run();
+            run.__bindgen_anon_1.io = bad;
+            assert!(io_exit(run, MMAP_SIZE).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_internal_error_keeps_at_most_the_data_words_kvm_has_room_for() {
+        let mut mapping = Mapping::new();
+        let run = mapping.run();
+        run.__bindgen_anon_1.internal.suberror = 1;
+        run.__bindgen_anon_1.internal.ndata = u32::MAX;
+        let mut words = [0; 16];
+        words[0] = 0xdead;
+        run.__bindgen_anon_1.internal.data = words;
+        let (suberror, data) = internal_error(run);
+        assert_eq!(suberror, 1);
+        assert_eq!(data.len(), 16);
+        assert_eq!(data[0], 0xdead);
+        run.__bindgen_anon_1.internal.ndata = 2;
+        assert_eq!(internal_error(run).1, vec![0xdead, 0]);
+    }
+
+    #[test]
+    fn decoding_tells_an_interrupted_run_from_a_failed_one_and_keeps_an_mmio_access() {
+        for errno in [libc::EINTR, libc::EAGAIN] {
+            let raw = decode(Err(kvm_ioctls::Error::new(errno)));
+            assert!(matches!(raw, Raw::Rare(Rare::Interrupted)));
+            assert!(!raw.completes_on_entry());
+        }
+        let raw = decode(Err(kvm_ioctls::Error::new(libc::EFAULT)));
+        assert!(matches!(raw, Raw::Rare(Rare::RunFailed(e)) if e.errno() == libc::EFAULT));
+        let mut data = [0u8; 4];
+        let raw = decode(Ok(VcpuExit::MmioRead(0xd000_0000, &mut data)));
+        assert!(matches!(
+            raw,
+            Raw::Mmio {
+                addr: 0xd000_0000,
+                len: 4,
+                write: false
+            }
+        ));
+        assert!(raw.completes_on_entry());
+    }
+}
