@@ -49,12 +49,13 @@ describeHw("Debian's virtio drivers on kvmkit's devices", () => {
         },
         'virtio: one guest with every device',
       );
-      // The guest sends a line (test/hw/vsock-cat.S); the answer goes back once it is whole.
+      // The guest sends a line (test/hw/vsock-cat.S); the answer goes back once, when it is whole
+      // (a chunk after that must not end the socket again: a write after end is an 'error').
       guest.vsock?.listen(vsockPort, (socket) => {
         let line = '';
         socket.on('data', (chunk: Buffer) => {
           line += chunk.toString('latin1');
-          if (line.includes('\n')) {
+          if (line.includes('\n') && !socket.writableEnded) {
             socket.end(`pong: ${line.trim()}\n`);
           }
         });
