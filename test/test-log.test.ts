@@ -1,25 +1,19 @@
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { TestLog } from './boot/debian.js';
 
 // The boot and hardware stages keep each guest's console with TestLog; a guest may go on
 // printing after its test stops keeping (CI once failed on the stream's 'error' for that).
 describe('TestLog, the console logs of the boot and hardware stages', () => {
   let dir: string;
-  let before: string | undefined;
   beforeEach(() => {
     dir = mkdtempSync(join(tmpdir(), 'kvmkit-test-log-'));
-    before = process.env.KVMKIT_TEST_LOG_DIR;
-    process.env.KVMKIT_TEST_LOG_DIR = dir;
+    vi.stubEnv('KVMKIT_TEST_LOG_DIR', dir);
   });
   afterEach(() => {
-    if (before === undefined) {
-      delete process.env.KVMKIT_TEST_LOG_DIR;
-    } else {
-      process.env.KVMKIT_TEST_LOG_DIR = before;
-    }
+    vi.unstubAllEnvs();
     rmSync(dir, { recursive: true, force: true });
   });
 
