@@ -439,17 +439,6 @@ export declare function inlineEnd(): void
 export declare function inlineFail(message: string): boolean
 
 /**
- * Answers the pending access (if any) of the vCPU in the slot's `SLOT_VCPU` with the value
- * in `SLOT_VALUE`/`SLOT_VALUE_HI`, and runs it to its next access, written into the slot;
- * false once its run ended.
- *
- * # Errors
- *
- * `INVALID_STATE` outside `inlineBegin`/`inlineEnd`, `NO_SUCH_VCPU` for a bad index.
- */
-export declare function inlineStep(): boolean
-
-/**
  * Answers a string-I/O read with `data` and runs the vCPU to its next access.
  *
  * # Errors
@@ -457,6 +446,20 @@ export declare function inlineStep(): boolean
  * As `inlineStep`.
  */
 export declare function inlineStepBytes(data: Buffer): boolean
+
+/**
+ * This thread's step function: it answers the pending access (if any) of the vCPU in the
+ * slot's `SLOT_VCPU` with the value in `SLOT_VALUE`/`SLOT_VALUE_HI` and runs it to its next
+ * access, written into the slot, in the innermost run `inlineBegin` started on this thread;
+ * it returns false once the vCPU's run ended, and throws `INVALID_STATE` outside
+ * `inlineBegin`/`inlineEnd` and `NO_SUCH_VCPU` for a bad index. Call it once per thread
+ * and keep it: every call site then calls one function, which V8 calls directly.
+ *
+ * # Errors
+ *
+ * A napi status error if Node-API could not create the function.
+ */
+export declare function inlineStepper(): () => boolean
 
 /** An injected external or software interrupt. */
 export interface InterruptEvent {
@@ -813,15 +816,19 @@ export declare function serveEnd(): void
 export declare function servePoll(spinMicros: number): number
 
 /**
- * Answers the access of the slot's `SLOT_VCPU` with the value in `SLOT_VALUE` and
- * `SLOT_VALUE_HI`, then polls for the next one as `servePoll` does, for the spin given to
- * `serveBegin`: one call per exit for a streak.
+ * This thread's reply function: it answers the access of the slot's `SLOT_VCPU` with the
+ * value in `SLOT_VALUE` and `SLOT_VALUE_HI`, then polls for the next one as `servePoll`
+ * does, for the spin given to `serveBegin` (one call per exit for a streak), and returns a
+ * `POLL_*` value. It throws `INVALID_STATE` outside `serveBegin`/`serveEnd` or once the
+ * machine closed, and the reply's errors (`NOT_WAITING` when the vCPU waits on nothing).
+ * A plain Node-API function, not a `#[napi]` one ([`crate::bound_fn`]): call this once per
+ * thread and keep it.
  *
  * # Errors
  *
- * As `servePoll`, and the reply's errors (`NOT_WAITING` when the vCPU waits on nothing).
+ * A napi status error if Node-API could not create the function.
  */
-export declare function serveReply(): number
+export declare function serveReplier(): () => number
 
 /** Slot field: the absolute port or guest-physical address. */
 export declare const SLOT_ADDR: number

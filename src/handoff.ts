@@ -3,11 +3,12 @@
  * consumer of the native wire format — a slot of numbers per record, whose layout the
  * binding exports (`SLOT_*`), decoded by {@link decodeAccess}. An access is answered
  * asynchronously (threaded vCPUs: a doorbell event, then a streak of accesses answered with
- * one argument-less native call each, `serveReply`), synchronously (inline vCPUs: {@link Handoff.runInline}
+ * one argument-less native call each, the binding's `serveReply`), synchronously (inline vCPUs: {@link Handoff.runInline}
  * is the inline run loop), or not at all (posted writes, taken in batches).
  *
  * Native calls are free functions, which napi calls with less overhead than class methods,
- * and take the machine's handle — except a streak's, which take no arguments at all.
+ * and take the machine's handle — except the hot ones, a streak's reply and an inline run's
+ * step, which take no arguments at all and are plain Node-API functions ({@link hotCalls}).
  * @module
  */
 // Imported: Node 20's global `performance` is a lazy accessor, a getter call on every use.
@@ -69,6 +70,28 @@ function protocol(): Protocol {
     };
   }
   return cached;
+}
+
+/** The binding's hot calls, plain Node-API functions made once per thread. */
+interface HotCalls {
+  /** An inline run's step (`inlineStepper`). */
+  readonly inlineStep: () => boolean;
+  /** A streak's reply (`serveReplier`). */
+  readonly serveReply: () => number;
+}
+
+let hot: HotCalls | undefined;
+
+/**
+ * The binding's hot calls for this thread: the same function objects for every machine, so
+ * that the optimizing compiler sees one target at each call site and calls it directly.
+ */
+function hotCalls(): HotCalls {
+  if (hot === undefined) {
+    const b = native();
+    hot = { inlineStep: b.inlineStepper(), serveReply: b.serveReplier() };
+  }
+  return hot;
 }
 
 /** One record as a slot carries it; it is also the {@link Access} its device's handler gets. */
@@ -406,6 +429,7 @@ export class Handoff {
     const p = protocol();
     const binding = native();
     const slot = this.#slot;
+    const reply = hotCalls().serveReply;
     const started = performance.now();
     let served = 0;
     while (got !== p.pollNone) {
@@ -427,7 +451,7 @@ export class Handoff {
       }
       if ('word' in answer) {
         putAnswer(slot, r.vcpu, answer.word);
-        got = binding.serveReply();
+        got = reply();
       } else {
         binding.replyBytes(this.#handle, r.vcpu, answer.bytes);
         got = binding.servePoll(this.#spinMicros);
@@ -500,7 +524,7 @@ export class Handoff {
     this.#streak(() => {
       if ('word' in answer) {
         putAnswer(this.#slot, r.vcpu, answer.word);
-        return binding.serveReply();
+        return hotCalls().serveReply();
       }
       binding.replyBytes(this.#handle, r.vcpu, answer.bytes);
       return binding.servePoll(this.#spinMicros);
@@ -518,9 +542,10 @@ export class Handoff {
     // The binding's memory: each step writes the next access here and takes the vCPU and
     // a value answer from it, so a step's call carries no arguments.
     const slot = binding.inlineBegin(run);
+    const step = hotCalls().inlineStep;
     try {
       slot[p.vcpu] = 0;
-      let more = binding.inlineStep();
+      let more = step();
       while (more) {
         const r = decodeAccess(slot);
         const data = r.count > 1 && !isRead(r) ? binding.inlineAccessData() : undefined;
@@ -537,7 +562,7 @@ export class Handoff {
         }
         if ('word' in answer) {
           putAnswer(slot, r.vcpu, answer.word);
-          more = binding.inlineStep();
+          more = step();
         } else {
           more = 'fail' in answer ? binding.inlineFail(answer.fail) : binding.inlineStepBytes(answer.bytes);
         }

@@ -5,16 +5,21 @@
 //! Events reach JS through a threadsafe function: doorbells without payload (an access or
 //! posted writes wait), a pause, the end. Everything else is a call from JS: a streak of
 //! accesses is served between `serveBegin` (the machine's `External` handle and the slot)
-//! and `serveEnd` with calls that take no arguments — the hot one (`serveReply`) answers
-//! one access and writes the next into the slot, so a streak of exits costs one cheap napi
-//! call per exit; the cold ones (string-I/O bytes, failures, posted writes) take the handle.
+//! and `serveEnd` with calls that take no arguments — the hot one (`serveReplier`'s
+//! function, a plain Node-API one: [`crate::bound_fn`]) answers one access and writes the
+//! next into the slot, so a streak of exits costs one cheap call per exit; the cold ones
+//! (string-I/O bytes, failures, posted writes) take the handle.
 
 use std::cell::RefCell;
 use std::ptr::NonNull;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use napi::bindgen_prelude::{BigInt, Buffer, External, Float64Array, Float64ArraySlice, Function};
+use napi::Env;
+use napi::bindgen_prelude::{
+    BigInt, Buffer, External, Float64Array, Float64ArraySlice, Function, Unknown,
+};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 
@@ -23,6 +28,7 @@ use kvmkit_core::handoff::posted::PostedWrite;
 use kvmkit_core::sync::LockExt;
 use kvmkit_core::vm::{ExitHandler, Machine};
 
+use crate::bound_fn::bind;
 use crate::convert::u64_from_js;
 use crate::error::{JsError, Result, core, invalid_arg, napi};
 use crate::innermost::innermost;
@@ -148,16 +154,22 @@ struct Serving {
     spin: Duration,
 }
 
+/// The streaks one thread serves, innermost last (`serveBegin` to `serveEnd`).
+type Streaks = RefCell<Vec<Serving>>;
+
 thread_local! {
-    /// The streaks this thread serves, innermost last (`serveBegin` to `serveEnd`).
-    static SERVING: RefCell<Vec<Serving>> = const { RefCell::new(Vec::new()) };
+    /// This thread's streaks, shared with its reply function.
+    static SERVING: Rc<Streaks> = Rc::new(RefCell::new(Vec::new()));
 }
 
-/// Calls `f` with the machine of the streak this thread serves, its slot and its spin.
-fn serving<T>(f: impl FnOnce(&Machine, &mut [f64], Duration) -> Result<T>) -> Result<T> {
+/// Calls `f` with the machine of the innermost of `streaks`, its slot and its spin.
+fn serving_in<T>(
+    streaks: &Streaks,
+    f: impl FnOnce(&Machine, &mut [f64], Duration) -> Result<T>,
+) -> Result<T> {
     let op = "serve an access";
     let state = "not serving a machine on this thread (call serveBegin first)";
-    innermost(&SERVING, op, state, |streak| {
+    innermost(streaks, op, state, |streak| {
         let m = streak.machine.upgrade().ok_or_else(closed)?;
         // SAFETY: `serveBegin` checked that the slot has FIELDS numbers; the JS array over
         // them stays alive (the caller holds it, see `serve_begin`) and unmoved (an
@@ -166,6 +178,11 @@ fn serving<T>(f: impl FnOnce(&Machine, &mut [f64], Duration) -> Result<T>) -> Re
         let slot = unsafe { std::slice::from_raw_parts_mut(streak.slot.as_ptr(), FIELDS) };
         f(&m, slot, streak.spin)
     })
+}
+
+/// Calls `f` with the machine of the streak this thread serves, its slot and its spin.
+fn serving<T>(f: impl FnOnce(&Machine, &mut [f64], Duration) -> Result<T>) -> Result<T> {
+    SERVING.with(|streaks| serving_in(streaks, f))
 }
 
 /// Starts serving `handle`'s machine on this thread, until `serveEnd`: the calls between
@@ -216,23 +233,29 @@ pub fn serve_poll(spin_micros: u32) -> Result<u32> {
     serving(|m, slot, _| Ok(poll(m, Duration::from_micros(spin_micros.into()), slot)))
 }
 
-/// Answers the access of the slot's `SLOT_VCPU` with the value in `SLOT_VALUE` and
-/// `SLOT_VALUE_HI`, then polls for the next one as `servePoll` does, for the spin given to
-/// `serveBegin`: one call per exit for a streak.
+/// This thread's reply function: it answers the access of the slot's `SLOT_VCPU` with the
+/// value in `SLOT_VALUE` and `SLOT_VALUE_HI`, then polls for the next one as `servePoll`
+/// does, for the spin given to `serveBegin` (one call per exit for a streak), and returns a
+/// `POLL_*` value. It throws `INVALID_STATE` outside `serveBegin`/`serveEnd` or once the
+/// machine closed, and the reply's errors (`NOT_WAITING` when the vCPU waits on nothing).
+/// A plain Node-API function, not a `#[napi]` one ([`crate::bound_fn`]): call this once per
+/// thread and keep it.
 ///
 /// # Errors
 ///
-/// As `servePoll`, and the reply's errors (`NOT_WAITING` when the vCPU waits on nothing).
-#[napi(catch_unwind)]
-pub fn serve_reply() -> Result<u32> {
-    serving(|m, slot, spin| {
-        let vcpu = slot[SLOT_VCPU as usize] as u32;
-        let answer = word(
-            slot[SLOT_VALUE as usize] as u32,
-            slot[SLOT_VALUE_HI as usize] as u32,
-        );
-        m.handoff().reply(vcpu, &answer).map_err(core)?;
-        Ok(poll(m, spin, slot))
+/// A napi status error if Node-API could not create the function.
+#[napi(catch_unwind, ts_return_type = "() => number")]
+pub fn serve_replier(env: &Env) -> Result<Unknown<'_>> {
+    bind(env, "serveReply", SERVING.with(Rc::clone), |streaks| {
+        serving_in(streaks, |m, slot, spin| {
+            let vcpu = slot[SLOT_VCPU as usize] as u32;
+            let answer = word(
+                slot[SLOT_VALUE as usize] as u32,
+                slot[SLOT_VALUE_HI as usize] as u32,
+            );
+            m.handoff().reply(vcpu, &answer).map_err(core)?;
+            Ok(poll(m, spin, slot))
+        })
     })
 }
 

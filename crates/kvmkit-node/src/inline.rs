@@ -7,19 +7,24 @@
 //! run this thread's driven run, and the records travel in a slot of binding-owned memory
 //! that JS sees as a `Float64Array` over it (an external `ArrayBuffer`): JS leaves the
 //! answer (`SLOT_VALUE`, `SLOT_VALUE_HI`) and the vCPU (`SLOT_VCPU`) there, and the step
-//! writes the next access in its place.
+//! writes the next access in its place. The step itself is not a `#[napi]` function but
+//! one bound to this thread's runs through plain Node-API ([`crate::bound_fn`]), one per
+//! thread, so every call site sees the same function and V8's optimizing compiler calls it
+//! directly.
 
 use std::cell::{RefCell, UnsafeCell};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use napi::Env;
-use napi::bindgen_prelude::{Buffer, External, Float64ArraySlice};
+use napi::bindgen_prelude::{Buffer, External, Float64ArraySlice, Unknown};
 use napi_derive::napi;
 
 use kvmkit_core::sync::LockExt;
 use kvmkit_core::vm::{InlineAnswer, InlineVcpu};
 
+use crate::bound_fn::bind;
 use crate::error::{Result, core, napi};
 use crate::handoff::{word, write_access};
 use crate::innermost::innermost;
@@ -69,17 +74,25 @@ impl SharedSlot {
     }
 }
 
+/// The inline runs one thread drives, innermost last (a device handler may drive another
+/// machine inline).
+type Driving = RefCell<Vec<Arc<RunState>>>;
+
 thread_local! {
-    /// The inline runs this thread drives, innermost last (a device handler may drive
-    /// another machine inline).
-    static DRIVING: RefCell<Vec<Arc<RunState>>> = const { RefCell::new(Vec::new()) };
+    /// This thread's runs, shared with its step function.
+    static DRIVING: Rc<Driving> = Rc::new(RefCell::new(Vec::new()));
+}
+
+/// Calls `f` with the innermost of `runs`.
+fn driven<T>(runs: &Driving, f: impl FnOnce(&RunState) -> Result<T>) -> Result<T> {
+    let op = "step an inline vCPU";
+    let state = "not driving an inline run on this thread (call inlineBegin first)";
+    innermost(runs, op, state, |run| f(run))
 }
 
 /// Calls `f` with the run this thread drives.
-fn driven<T>(f: impl FnOnce(&RunState) -> Result<T>) -> Result<T> {
-    let op = "step an inline vCPU";
-    let state = "not driving an inline run on this thread (call inlineBegin first)";
-    innermost(&DRIVING, op, state, |run| f(run))
+fn driven_here<T>(f: impl FnOnce(&RunState) -> Result<T>) -> Result<T> {
+    DRIVING.with(|runs| driven(runs, f))
 }
 
 /// Answers the pending access of the vCPU in the slot's `SLOT_VCPU` with `answer` and runs
@@ -133,32 +146,37 @@ pub fn inline_begin<'env>(
             state: "in a JavaScript runtime that forbids external ArrayBuffers",
         }));
     }
-    DRIVING.with(|d| d.borrow_mut().push(state));
+    DRIVING.with(|runs| runs.borrow_mut().push(state));
     Ok(array)
 }
 
 /// Ends driving the innermost inline run on this thread.
 #[napi(catch_unwind)]
 pub fn inline_end() {
-    DRIVING.with(|d| d.borrow_mut().pop());
+    DRIVING.with(|runs| runs.borrow_mut().pop());
 }
 
-/// Answers the pending access (if any) of the vCPU in the slot's `SLOT_VCPU` with the value
-/// in `SLOT_VALUE`/`SLOT_VALUE_HI`, and runs it to its next access, written into the slot;
-/// false once its run ended.
+/// This thread's step function: it answers the pending access (if any) of the vCPU in the
+/// slot's `SLOT_VCPU` with the value in `SLOT_VALUE`/`SLOT_VALUE_HI` and runs it to its next
+/// access, written into the slot, in the innermost run `inlineBegin` started on this thread;
+/// it returns false once the vCPU's run ended, and throws `INVALID_STATE` outside
+/// `inlineBegin`/`inlineEnd` and `NO_SUCH_VCPU` for a bad index. Call it once per thread
+/// and keep it: every call site then calls one function, which V8 calls directly.
 ///
 /// # Errors
 ///
-/// `INVALID_STATE` outside `inlineBegin`/`inlineEnd`, `NO_SUCH_VCPU` for a bad index.
-#[napi(catch_unwind)]
-pub fn inline_step() -> Result<bool> {
-    driven(|run| {
-        let slot = run.slot.fields();
-        let answer = word(
-            slot[SLOT_VALUE as usize] as u32,
-            slot[SLOT_VALUE_HI as usize] as u32,
-        );
-        step(run, InlineAnswer::Reply(&answer))
+/// A napi status error if Node-API could not create the function.
+#[napi(catch_unwind, ts_return_type = "() => boolean")]
+pub fn inline_stepper(env: &Env) -> Result<Unknown<'_>> {
+    bind(env, "inlineStep", DRIVING.with(Rc::clone), |runs| {
+        driven(runs, |run| {
+            let slot = run.slot.fields();
+            let answer = word(
+                slot[SLOT_VALUE as usize] as u32,
+                slot[SLOT_VALUE_HI as usize] as u32,
+            );
+            step(run, InlineAnswer::Reply(&answer))
+        })
     })
 }
 
@@ -169,7 +187,7 @@ pub fn inline_step() -> Result<bool> {
 /// As `inlineStep`.
 #[napi(catch_unwind)]
 pub fn inline_step_bytes(data: Buffer) -> Result<bool> {
-    driven(|run| step(run, InlineAnswer::Reply(&data)))
+    driven_here(|run| step(run, InlineAnswer::Reply(&data)))
 }
 
 /// Fails the pending access: the machine stops with `message`.
@@ -179,7 +197,7 @@ pub fn inline_step_bytes(data: Buffer) -> Result<bool> {
 /// As `inlineStep`.
 #[napi(catch_unwind)]
 pub fn inline_fail(message: String) -> Result<bool> {
-    driven(|run| step(run, InlineAnswer::Fail(message)))
+    driven_here(|run| step(run, InlineAnswer::Fail(message)))
 }
 
 /// The bytes of the pending string-I/O write of the vCPU in the slot (empty if none).
@@ -189,7 +207,7 @@ pub fn inline_fail(message: String) -> Result<bool> {
 /// As `inlineStep`.
 #[napi(catch_unwind)]
 pub fn inline_access_data() -> Result<Buffer> {
-    driven(|run| {
+    driven_here(|run| {
         let vcpu = run.slot.fields()[SLOT_VCPU as usize] as usize;
         let vcpus = run.vcpus.lock_or_recover();
         Ok(vcpus

@@ -3,23 +3,20 @@
 //! binding's argument-free calls act on.
 
 use std::cell::RefCell;
-use std::thread::LocalKey;
 
 use crate::error::{Result, core};
 
-/// Calls `f` with the innermost entry of this thread's `stack`; `INVALID_STATE` saying that
-/// `op` needs `state` if the stack is empty.
-pub(crate) fn innermost<T: 'static, R>(
-    stack: &'static LocalKey<RefCell<Vec<T>>>,
+/// Calls `f` with the innermost entry of one of this thread's `stack`s; `INVALID_STATE`
+/// saying that `op` needs `state` if the stack is empty.
+pub(crate) fn innermost<T, R>(
+    stack: &RefCell<Vec<T>>,
     op: &'static str,
     state: &'static str,
     f: impl FnOnce(&T) -> Result<R>,
 ) -> Result<R> {
-    stack.with(|s| {
-        let s = s.borrow();
-        let top = s
-            .last()
-            .ok_or_else(|| core(kvmkit_core::Error::InvalidState { op, state }))?;
-        f(top)
-    })
+    let s = stack.borrow();
+    let top = s
+        .last()
+        .ok_or_else(|| core(kvmkit_core::Error::InvalidState { op, state }))?;
+    f(top)
 }

@@ -14,6 +14,7 @@
 // described there.
 #![allow(missing_docs)]
 
+mod bound_fn;
 mod convert;
 mod devices;
 mod error;
@@ -37,11 +38,11 @@ pub use convert::Registers;
 pub use devices::{COM1_IRQ, COM1_PORT, DEBUG_CONSOLE_PORT, DEBUG_EXIT_PORT};
 pub use handoff::{
     MachineHandle, NativeEvent, access_data, end_posted_streak, fail_access, fail_posted,
-    reply_bytes, serve_begin, serve_end, serve_poll, serve_reply, take_posted,
+    reply_bytes, serve_begin, serve_end, serve_poll, serve_replier, take_posted,
 };
 pub use inline::{
-    InlineRun, inline_access_data, inline_begin, inline_end, inline_fail, inline_step,
-    inline_step_bytes,
+    InlineRun, inline_access_data, inline_begin, inline_end, inline_fail, inline_step_bytes,
+    inline_stepper,
 };
 pub use irq::NativeEventFd;
 pub use machine::{NativeMachine, stop_machine};
