@@ -3,12 +3,16 @@
 //!
 //! A `#[napi]` function, even one without arguments, opens and closes napi-rs's borrow
 //! barrier on every call (two thread-local stacks, reached through `__tls_get_addr` in a
-//! shared library). Single-stepped, an inline port-I/O exit ran 1,838 instructions on 24
-//! code pages, 4 of them the barrier's and 1 the TLS lookup's. On a hardware-virtualization
-//! host that is noise; where every page costs a TLB refill after each exit (nested
-//! virtualization under an emulator, where it measured ~250 ns per code page) it is a
-//! fifth of the crossing. A bound function finds its value in the callback's data instead
-//! of a thread-local, so it also needs no "begin" and "end" around its uses.
+//! shared library), and a function with state finds it in a thread-local. Single-stepped
+//! (ptrace), an inline port-I/O exit's host side ran 1,838 instructions on 24 code pages
+//! with `#[napi]` calls, 4 of those pages the barrier's; 1,551 on 20 with a bound function.
+//! On a host that is noise; where every code page costs a TLB refill after each exit (the
+//! nested test machine, an emulator: ~250 ns a page measured there) it is ~1.5 µs of a
+//! ~14 µs crossing. A bound function finds its state in the callback's data.
+//!
+//! V8's optimizing compiler calls an API function directly only from a call site that has
+//! seen that one function: make a bound function once per thread and keep it, not one per
+//! machine (a function per run measured slower than the `#[napi]` call it replaced).
 
 use std::ffi::c_void;
 use std::panic::{AssertUnwindSafe, catch_unwind};
