@@ -8,7 +8,7 @@ import { execFile as execFileCb } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { basename, delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { guestPath } from '../guests.js';
@@ -35,21 +35,33 @@ export const C_SOURCE = fileURLToPath(new URL('../../benches/kvm_loop.c', import
  * Builds the C baseline with the system C compiler (cached by source hash); returns the
  * binary's path, or why it cannot be built.
  */
-export async function buildCBaseline(): Promise<{ path: string } | { unavailable: string }> {
+export function buildCBaseline(): Promise<{ path: string } | { unavailable: string }> {
+  return buildBenchTool(C_SOURCE, ['-pthread']);
+}
+
+/**
+ * Builds one of the benchmark's C programs, `source`, with the system C compiler and
+ * `flags` (cached by source hash in the temporary directory); returns the binary's path, or
+ * why it cannot be built.
+ */
+export async function buildBenchTool(
+  source: string,
+  flags: readonly string[] = [],
+): Promise<{ path: string } | { unavailable: string }> {
   const cc = which('cc') ?? which('gcc') ?? which('clang');
   if (cc === undefined) {
     return { unavailable: 'no C compiler (cc, gcc or clang) on PATH' };
   }
-  const source = readFileSync(C_SOURCE);
-  const hash = createHash('sha256').update(source).digest('hex').slice(0, 16);
+  const text = readFileSync(source);
+  const hash = createHash('sha256').update(text).update(flags.join(' ')).digest('hex').slice(0, 16);
   const dir = join(tmpdir(), 'kvmkit-bench');
-  const path = join(dir, `kvm_loop-${hash}`);
+  const path = join(dir, `${basename(source, '.c')}-${hash}`);
   if (!existsSync(path)) {
     mkdirSync(dir, { recursive: true });
     try {
-      await execFile(cc, ['-O2', '-Wall', '-pthread', '-o', path, C_SOURCE]);
+      await execFile(cc, ['-O2', '-Wall', ...flags, '-o', path, source]);
     } catch (error) {
-      return { unavailable: `${cc} could not build ${C_SOURCE}: ${(error as Error).message}` };
+      return { unavailable: `${cc} could not build ${source}: ${(error as Error).message}` };
     }
   }
   return { path };

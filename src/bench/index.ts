@@ -7,6 +7,16 @@
 
 export { type BootBenchOptions, type BootReport, type BootTimes, benchBoot, formatBootTable } from './boot.js';
 export { EXITS, type ExitName } from './exits.js';
+export {
+  FOOTPRINT_PATHS,
+  type Footprint,
+  type FootprintOptions,
+  type FootprintPath,
+  type FootprintReport,
+  formatFootprintTable,
+  measureFootprints,
+  type UnavailableFootprint,
+} from './footprint.js';
 export type { HostInfo, HostLoad } from './host.js';
 export type { KvmkitPath } from './kvmkit-paths.js';
 export type { IdleMemory } from './lifecycle.js';
