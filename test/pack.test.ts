@@ -71,6 +71,8 @@ describeKvm('the published packages', () => {
     const platformTarball = pack(platformDir).tarball;
     const { tarball: mainTarball, files } = pack(root);
     expect(files).toContain('LICENSE');
+    // The benchmark's C programs, which kvmkit bench compiles where it runs.
+    expect(files).toEqual(expect.arrayContaining(['benches/kvm_loop.c', 'benches/footprint.c']));
     // No source maps: they would point at src/, which is not shipped.
     expect(files.filter((f) => f.endsWith('.map'))).toEqual([]);
 
