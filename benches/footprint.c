@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <sys/user.h>
@@ -54,45 +55,41 @@ static void sleep_ms(long ms) {
     }
 }
 
-/* Whether `pid` has a KVM vCPU open. */
-static int has_vcpu(pid_t pid) {
+/* The first entry of /proc/PID/DIR for which `match(path of the entry, arg)` holds, as a
+ * number (a thread's ID, a descriptor), or -1. */
+static long find_entry(pid_t pid, const char *subdir, int (*match)(const char *path, const char *arg),
+                       const char *arg) {
     char path[64];
-    snprintf(path, sizeof path, "/proc/%d/fd", pid);
+    snprintf(path, sizeof path, "/proc/%d/%s", pid, subdir);
     DIR *dir = opendir(path);
-    if (!dir) return 0;
-    int found = 0;
+    if (!dir) return -1;
+    long found = -1;
     struct dirent *e;
-    while (!found && (e = readdir(dir))) {
-        char link[300], target[64] = "";
-        snprintf(link, sizeof link, "/proc/%d/fd/%s", pid, e->d_name);
-        found = readlink(link, target, sizeof target - 1) > 0 && strncmp(target, "anon_inode:kvm-vcpu", 19) == 0;
+    while (found < 0 && (e = readdir(dir))) {
+        char entry[320];
+        snprintf(entry, sizeof entry, "%s/%s", path, e->d_name);
+        if (e->d_name[0] != '.' && match(entry, arg)) found = atol(e->d_name);
     }
     closedir(dir);
     return found;
 }
 
-/* The thread of `pid` named `name`, or 0. */
-static pid_t thread_named(pid_t pid, const char *name) {
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/task", pid);
-    DIR *dir = opendir(path);
-    if (!dir) return 0;
-    pid_t found = 0;
-    struct dirent *e;
-    while (!found && (e = readdir(dir))) {
-        if (e->d_name[0] == '.') continue;
-        char file[300], comm[64] = "";
-        snprintf(file, sizeof file, "/proc/%d/task/%s/comm", pid, e->d_name);
-        FILE *f = fopen(file, "r");
-        if (!f) continue;
-        if (fgets(comm, sizeof comm, f)) {
-            comm[strcspn(comm, "\n")] = 0;
-            if (strcmp(comm, name) == 0) found = (pid_t)atoi(e->d_name);
-        }
-        fclose(f);
-    }
-    closedir(dir);
-    return found;
+/* Whether the descriptor at `path` is a KVM vCPU. */
+static int is_vcpu(const char *path, const char *unused) {
+    (void)unused;
+    char target[64] = "";
+    return readlink(path, target, sizeof target - 1) > 0 && strncmp(target, "anon_inode:kvm-vcpu", 19) == 0;
+}
+
+/* Whether the thread at `path` is named `name`. */
+static int is_named(const char *path, const char *name) {
+    char file[340], comm[64] = "";
+    snprintf(file, sizeof file, "%s/comm", path);
+    FILE *f = fopen(file, "r");
+    if (!f) return 0;
+    int same = fgets(comm, sizeof comm, f) && (comm[strcspn(comm, "\n")] = 0, strcmp(comm, name) == 0);
+    fclose(f);
+    return same;
 }
 
 static struct {
@@ -159,13 +156,17 @@ int main(int argc, char **argv) {
     child = fork();
     if (child < 0) die("fork");
     if (child == 0) {
+        /* Dies with this program, however it ends. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         execvp(argv[4], argv + 4);
         fprintf(stderr, "footprint: run %s: %s\n", argv[4], strerror(errno));
         _exit(127);
     }
     const char *name = argv[3];
-    pid_t tid = 0;
-    for (long waited = 0; !has_vcpu(child) || !(tid = thread_named(child, name)); waited += 10) {
+    pid_t tid = -1;
+    for (long waited = 0; find_entry(child, "fd", is_vcpu, NULL) < 0 ||
+                          (tid = (pid_t)find_entry(child, "task", is_named, name)) < 0;
+         waited += 10) {
         int status;
         if (waitpid(child, &status, WNOHANG) == child) {
             fprintf(stderr, "footprint: %s ended before it had a vCPU and a thread named %s\n", argv[4], name);

@@ -33,6 +33,9 @@ const PATHS_MODULE = new URL('./kvmkit-paths.js', import.meta.url).href;
 /** Exits a traced run is given: more than it makes before it is killed. */
 const TARGET_EXITS = 10_000_000;
 
+/** The longest one path and kind may take (its traced process dies with the tracer). */
+const TRACE_TIMEOUT_MS = 300_000;
+
 /** How long a traced process runs before its steps are counted, so JIT code is warm. */
 const SETTLE_MS = 2000;
 
@@ -124,7 +127,11 @@ export async function measureFootprints(options: FootprintOptions = {}): Promise
       const target = targetOf(path, exit, 'path' in loop ? loop.path : '');
       const args = [String(windows), String(SETTLE_MS), target.thread, ...target.command];
       try {
-        const { stdout } = await execFile(tracer.path, args, { maxBuffer: 1 << 20 });
+        const { stdout } = await execFile(tracer.path, args, {
+          maxBuffer: 1 << 20,
+          timeout: TRACE_TIMEOUT_MS,
+          killSignal: 'SIGKILL',
+        });
         const stepped = (JSON.parse(stdout) as { windows: Window[] }).windows;
         footprints.push(summarize(path, exit, stepped, 'path' in loop ? basename(loop.path) : ''));
       } catch (error) {
