@@ -24,6 +24,9 @@ export type FootprintPath = 'c' | 'builtin' | 'inline';
 /** Every {@link FootprintPath}, in table order. */
 export const FOOTPRINT_PATHS: readonly FootprintPath[] = ['c', 'builtin', 'inline'];
 
+/** The exit kinds that reach the host's userspace, the ones a footprint can be counted for. */
+export const FOOTPRINT_EXITS: readonly ExitName[] = EXITS.filter(reachesUserspace);
+
 /** The tracer's source, shipped in the package. */
 const TRACER_SOURCE = fileURLToPath(new URL('../../benches/footprint.c', import.meta.url));
 
@@ -75,7 +78,7 @@ export interface FootprintReport {
 export interface FootprintOptions {
   /** The paths to step (default {@link FOOTPRINT_PATHS}). */
   readonly paths?: readonly FootprintPath[];
-  /** The exit kinds (default every one that reaches userspace). */
+  /** The exit kinds (default {@link FOOTPRINT_EXITS}). */
   readonly exits?: readonly ExitName[];
   /** Exits stepped per path and kind (default 9). */
   readonly windows?: number;
@@ -102,13 +105,13 @@ interface Window {
  * ```
  */
 export async function measureFootprints(options: FootprintOptions = {}): Promise<FootprintReport> {
-  const exits = (options.exits ?? EXITS).filter(reachesUserspace);
+  const exits = (options.exits ?? FOOTPRINT_EXITS).filter(reachesUserspace);
   const windows = options.windows ?? 9;
+  const paths = options.paths ?? FOOTPRINT_PATHS;
   const tracer = await buildBenchTool(TRACER_SOURCE);
-  const loop = await buildCBaseline();
+  const loop = paths.includes('c') ? await buildCBaseline() : { path: '' };
   const footprints: Footprint[] = [];
   const unavailable = new Map<FootprintPath, string>();
-  const paths = options.paths ?? FOOTPRINT_PATHS;
   for (const path of paths) {
     if ('unavailable' in tracer) {
       unavailable.set(path, tracer.unavailable);

@@ -8,6 +8,7 @@
 export { type BootBenchOptions, type BootReport, type BootTimes, benchBoot, formatBootTable } from './boot.js';
 export { EXITS, type ExitName } from './exits.js';
 export {
+  FOOTPRINT_EXITS,
   FOOTPRINT_PATHS,
   type Footprint,
   type FootprintOptions,
