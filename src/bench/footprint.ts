@@ -110,6 +110,7 @@ export async function measureFootprints(options: FootprintOptions = {}): Promise
   const paths = options.paths ?? FOOTPRINT_PATHS;
   const tracer = await buildBenchTool(TRACER_SOURCE);
   const loop = paths.includes('c') ? await buildCBaseline() : { path: '' };
+  const loopPath = 'path' in loop ? loop.path : '';
   const footprints: Footprint[] = [];
   const unavailable = new Map<FootprintPath, string>();
   for (const path of paths) {
@@ -127,7 +128,7 @@ export async function measureFootprints(options: FootprintOptions = {}): Promise
         continue;
       }
       options.progress?.(done++, total, `${path} ${exit}`);
-      const target = targetOf(path, exit, 'path' in loop ? loop.path : '');
+      const target = targetOf(path, exit, loopPath);
       const args = [String(windows), String(SETTLE_MS), target.thread, ...target.command];
       try {
         const { stdout } = await execFile(tracer.path, args, {
@@ -136,7 +137,7 @@ export async function measureFootprints(options: FootprintOptions = {}): Promise
           killSignal: 'SIGKILL',
         });
         const stepped = (JSON.parse(stdout) as { windows: Window[] }).windows;
-        footprints.push(summarize(path, exit, stepped, 'path' in loop ? basename(loop.path) : ''));
+        footprints.push(summarize(path, exit, stepped, basename(loopPath)));
       } catch (error) {
         const stderr = (error as { stderr?: string }).stderr?.trim();
         unavailable.set(path, stderr || (error as Error).message);
