@@ -57,7 +57,7 @@ describeKvm('the benchmark', () => {
     expect(formatTable(report)).toMatch(/where a port-out exit goes/);
     // Next to the targets: how busy the host was, which a miss may owe to.
     expect(formatTable(report)).toMatch(
-      /targets:\n(.*\n)* {2}host (busy|idle): load average [\d.]+ on \d+ CPUs; other processes used [\d.]+ CPUs/,
+      /targets \((hardware|software-assisted) KVM\):\n(.*\n)* {2}host (busy|idle): load average [\d.]+ on \d+ CPUs; other processes used [\d.]+ CPUs/,
     );
     expect(report.host.load.otherCpus).toBeGreaterThanOrEqual(0);
   });

@@ -5,6 +5,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { cpus, loadavg, release } from 'node:os';
 import { cpuFlags, kvmModules } from '../hardware.js';
+import type { KvmKind } from './targets.js';
 
 /** The benchmark's host. */
 export interface HostInfo {
@@ -16,6 +17,8 @@ export interface HostInfo {
   readonly kernel: string;
   /** `hardware` (VT-x/AMD-V) or `software-assisted` KVM, and how that was told. */
   readonly kvm: string;
+  /** The kind of KVM alone: which goals the benchmark's targets are. */
+  readonly kvmKind: KvmKind;
   /** Node version. */
   readonly node: string;
   /** What else was using the CPUs as the benchmark ended. */
@@ -99,6 +102,7 @@ export function hostInfo(): HostInfo {
     cores: cpus().length,
     kernel: release(),
     kvm,
+    kvmKind: hardware ? 'hardware' : 'software-assisted',
     node: process.version,
     load: hostLoad(),
   };

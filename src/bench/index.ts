@@ -32,9 +32,9 @@ export {
   type PathResult,
   runBench,
   type StartupTime,
-  type TargetCheck,
   type UnavailablePath,
 } from './run.js';
+export type { KvmKind, TargetCheck } from './targets.js';
 export {
   BLOCK_TESTS,
   benchVirtio,

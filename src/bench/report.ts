@@ -117,7 +117,7 @@ export function formatTable(report: BenchReport): string {
   }
   if (report.targets.length > 0) {
     lines.push('');
-    lines.push('targets:');
+    lines.push(`targets (${h.kvmKind} KVM):`);
     for (const t of report.targets) {
       lines.push(`  ${t.met ? 'met ' : 'MISS'}  ${t.target}: ${t.measured}`);
     }

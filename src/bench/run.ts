@@ -11,8 +11,8 @@ import { EXITS, type ExitName, reachesUserspace } from './exits.js';
 import { type HostInfo, hostInfo } from './host.js';
 import { type KvmkitPath, kvmkitApplies, runKvmkit } from './kvmkit-paths.js';
 import { createToFirstExit, type IdleMemory, idleMemory } from './lifecycle.js';
-import { formatNs } from './report.js';
 import type { Sample } from './sample.js';
+import { checkTargets, type TargetCheck } from './targets.js';
 
 /**
  * A way of answering exits: the C baseline (`c-thread`: answered on a second thread), one
@@ -70,16 +70,6 @@ export interface PathResult {
   readonly ratioToC: number | undefined;
   /** The handling-time histogram of every run together. */
   readonly buckets: readonly LatencyBucket[];
-}
-
-/** A target from the issue, and whether this run met it. */
-export interface TargetCheck {
-  /** What is aimed for. */
-  readonly target: string;
-  /** What was measured. */
-  readonly measured: string;
-  /** Whether the measurement meets the target. */
-  readonly met: boolean;
 }
 
 /**
@@ -146,7 +136,7 @@ export interface BenchReport {
   readonly createToFirstExitMs: StartupTime | undefined;
   /** Host memory per idle VM. */
   readonly idleMemory: readonly IdleMemory[];
-  /** The targets, checked. */
+  /** The targets for the host's kind of KVM ({@link HostInfo.kvmKind}), checked. */
   readonly targets: readonly TargetCheck[];
 }
 
@@ -317,9 +307,10 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchReport>
   }
   options.progress?.(total, total, 'done');
 
+  const host = hostInfo();
   return {
     date: new Date().toISOString(),
-    host: hostInfo(),
+    host,
     count,
     reps,
     results,
@@ -328,7 +319,7 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchReport>
     breakdown: breakdownOf(results),
     createToFirstExitMs,
     idleMemory: idle,
-    targets: checkTargets(results, busy, createToFirstExitMs, idle),
+    targets: checkTargets(host.kvmKind, results, busy, createToFirstExitMs, idle),
   };
 }
 
@@ -386,67 +377,4 @@ function breakdownOf(results: readonly PathResult[]): Breakdown | undefined {
     asyncHandlingNs: at('async')?.p50,
     asyncHandlingP99Ns: at('async')?.p99,
   };
-}
-
-/** The targets of the issue that reshaped the hand-off, checked on this run. */
-function checkTargets(
-  results: readonly PathResult[],
-  busy: BusyResults | undefined,
-  startup: BenchReport['createToFirstExitMs'],
-  idle: readonly IdleMemory[],
-): TargetCheck[] {
-  const checks: TargetCheck[] = [];
-  const ratio = (path: PathName, limit: number, of = results, load = '') => {
-    const r = of
-      .filter((x) => x.path === path && reachesUserspace(x.exit) && x.ratioToC !== undefined)
-      .reduce<PathResult | undefined>((a, x) => ((x.ratioToC ?? 0) > (a?.ratioToC ?? -1) ? x : a), undefined);
-    if (r?.ratioToC !== undefined) {
-      checks.push({
-        target: `${path} ≤ ${limit}× C on every exit kind${load}`,
-        measured: `worst ${r.ratioToC.toFixed(2)}× (${r.exit})`,
-        met: r.ratioToC <= limit,
-      });
-    }
-  };
-  const handling = (path: PathName, what: string, limitNs: number) => {
-    const p50 = results.find((r) => r.path === path && r.exit === 'pio-out')?.p50;
-    if (p50 !== undefined) {
-      checks.push({ target: `${what} p50 ≤ ${formatNs(limitNs)}`, measured: formatNs(p50), met: p50 <= limitNs });
-    }
-  };
-  ratio('builtin', 1.03);
-  handling('builtin', 'built-in handling', 40);
-  ratio('inline', 1.1);
-  handling('inline', 'inline napi crossing', 300);
-  ratio('async', 1.5);
-  handling('async', 'async hand-off', 2000);
-  if (busy !== undefined) {
-    ratio('async', 3, busy.results, ', one CPU busy');
-  }
-  const slower = results.filter((r) => {
-    const q = results.find((x) => x.path === 'qemu' && x.exit === r.exit);
-    return r.path === 'async' && q !== undefined && reachesUserspace(r.exit) && r.nsPerExit >= q.nsPerExit;
-  });
-  if (results.some((r) => r.path === 'async') && results.some((r) => r.path === 'qemu')) {
-    checks.push({
-      target: "async faster than QEMU's userspace exit",
-      measured: slower.length === 0 ? 'faster on every exit kind' : `slower on ${slower.map((r) => r.exit).join(', ')}`,
-      met: slower.length === 0,
-    });
-  }
-  if (startup !== undefined) {
-    checks.push({
-      target: 'create to first exit ≤ 5 ms (median)',
-      measured: `${startup.median.toFixed(2)} ms`,
-      met: startup.median <= 5,
-    });
-  }
-  for (const m of idle) {
-    checks.push({
-      target: `≤ 5 MiB per idle VM (${m.vms} VMs)`,
-      measured: `${(m.bytesPerVm / 2 ** 20).toFixed(2)} MiB`,
-      met: m.bytesPerVm <= 5 * 2 ** 20,
-    });
-  }
-  return checks;
 }
