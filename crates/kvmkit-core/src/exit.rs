@@ -144,12 +144,55 @@ impl DeviceAccess {
     }
 }
 
-/// The first 8 bytes of `bytes` as a little-endian number, zero-extended.
+/// The first 8 bytes of `bytes` as a little-endian number, zero-extended. (This and the
+/// two below are inlined into the exit path, where a call would be a code page of its own.)
+#[inline(always)]
 pub fn value_of(bytes: &[u8]) -> u64 {
-    let mut v = [0u8; 8];
-    let n = bytes.len().min(8);
-    v[..n].copy_from_slice(&bytes[..n]);
-    u64::from_le_bytes(v)
+    // The access widths are read at their size: a copy of variable length would be a call
+    // to libc's `memcpy`, whose code page an exit would then touch too.
+    match *bytes {
+        [] => 0,
+        [a] => u64::from(a),
+        [a, b] => u64::from(u16::from_le_bytes([a, b])),
+        [a, b, c, d] => u64::from(u32::from_le_bytes([a, b, c, d])),
+        [a, b, c, d, e, f, g, h, ..] => u64::from_le_bytes([a, b, c, d, e, f, g, h]),
+        _ => {
+            let mut v = [0u8; 8];
+            v[..bytes.len()].copy_from_slice(bytes);
+            u64::from_le_bytes(v)
+        }
+    }
+}
+
+/// Writes `value` into `bytes`, little-endian, for the access widths (1, 2, 4 or 8 bytes),
+/// again without a call to `memcpy` (see [`value_of`]); false, writing nothing, for other
+/// lengths.
+#[inline(always)]
+pub fn put_value(bytes: &mut [u8], value: u64) -> bool {
+    let v = value.to_le_bytes();
+    match bytes.len() {
+        1 => bytes.copy_from_slice(&v[..1]),
+        2 => bytes.copy_from_slice(&v[..2]),
+        4 => bytes.copy_from_slice(&v[..4]),
+        8 => bytes.copy_from_slice(&v),
+        _ => return false,
+    }
+    true
+}
+
+/// Appends `bytes` to `out`. Up to 8 bytes (a single access's) go in as one 8-byte store
+/// cut to size, again without a call to `memcpy` (see [`value_of`]).
+#[inline(always)]
+pub(crate) fn append_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    let at = out.len();
+    match bytes.len() {
+        0 => {}
+        n @ 1..=8 => {
+            out.extend_from_slice(&value_of(bytes).to_le_bytes());
+            out.truncate(at + n);
+        }
+        _ => out.extend_from_slice(bytes),
+    }
 }
 
 /// The system event types of `KVM_EXIT_SYSTEM_EVENT`.
@@ -229,4 +272,47 @@ pub enum Outcome {
     Stopped,
     /// The machine stopped because of an error.
     Error(MachineError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_value_is_its_first_eight_bytes_little_endian_zero_extended() {
+        let bytes = [0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99];
+        for n in 0..=bytes.len() {
+            let expected = bytes[..n.min(8)]
+                .iter()
+                .rev()
+                .fold(0u64, |v, &b| (v << 8) | u64::from(b));
+            assert_eq!(value_of(&bytes[..n]), expected, "{n} bytes");
+        }
+    }
+
+    #[test]
+    fn a_value_is_put_at_the_access_widths_only() {
+        for n in 0..=9 {
+            let mut bytes = vec![0xee; n];
+            let put = put_value(&mut bytes, 0x8877_6655_4433_2211);
+            assert_eq!(put, matches!(n, 1 | 2 | 4 | 8), "{n} bytes");
+            let expected: Vec<u8> = if put {
+                [0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88][..n].to_vec()
+            } else {
+                vec![0xee; n]
+            };
+            assert_eq!(bytes, expected, "{n} bytes");
+        }
+    }
+
+    #[test]
+    fn appended_bytes_follow_what_was_there_whole() {
+        let source: Vec<u8> = (1..=20).collect();
+        for n in 0..=source.len() {
+            let mut out = vec![0xaa, 0xbb];
+            append_bytes(&mut out, &source[..n]);
+            assert_eq!(out[..2], [0xaa, 0xbb]);
+            assert_eq!(out[2..], source[..n], "{n} bytes");
+        }
+    }
 }

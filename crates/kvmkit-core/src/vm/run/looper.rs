@@ -32,7 +32,9 @@ use super::route::route;
 use super::{Shared, Step, VcpuContext};
 use crate::bus::LastRoute;
 use crate::epoch::Epoch;
-use crate::exit::{DeviceAccess, ExitKind, MachineError, Outcome, SystemEvent};
+use crate::exit::{
+    DeviceAccess, ExitKind, MachineError, Outcome, SystemEvent, append_bytes, put_value, value_of,
+};
 use crate::handoff::mailbox::{Answer, MAX_REPLY};
 use crate::handoff::posted::PostedWrite;
 use crate::stats::{VcpuStats, monotonic_ns};
@@ -97,8 +99,7 @@ impl ReadReply {
     fn keep(&mut self, access: &DeviceAccess, bytes: &[u8]) {
         if access.is_read() {
             self.bytes.clear();
-            self.bytes
-                .extend_from_slice(&bytes[..bytes.len().min(MAX_REPLY)]);
+            append_bytes(&mut self.bytes, &bytes[..bytes.len().min(MAX_REPLY)]);
             self.due = true;
         }
     }
@@ -117,8 +118,11 @@ impl ReadReply {
         };
         if let Some(target) = target {
             let n = self.bytes.len().min(target.len());
-            target[..n].copy_from_slice(&self.bytes[..n]);
-            target[n..].fill(0);
+            // A single read's value is zero-extended, so a width's store fills it whole.
+            if !put_value(target, value_of(&self.bytes[..n])) {
+                target[..n].copy_from_slice(&self.bytes[..n]);
+                target[n..].fill(0);
+            }
         }
     }
 }
@@ -265,7 +269,7 @@ impl Looper {
                 }
                 Step::Halt => return false,
                 Step::End(outcome) => {
-                    shared.end_with(outcome);
+                    shared.end_with(*outcome);
                     return false;
                 }
                 Step::Fail {
@@ -372,7 +376,7 @@ impl Dispatcher {
             }
             Rare::Shutdown => {
                 stats.count(ExitKind::Shutdown);
-                Step::End(Outcome::TripleFault { vcpu: index })
+                Step::End(Box::new(Outcome::TripleFault { vcpu: index }))
             }
             Rare::SystemEvent(t) => {
                 stats.count(ExitKind::SystemEvent);
@@ -382,7 +386,7 @@ impl Dispatcher {
                     KVM_SYSTEM_EVENT_CRASH => SystemEvent::Crash,
                     other => SystemEvent::Other(other),
                 };
-                Step::End(Outcome::SystemEvent { event, vcpu: index })
+                Step::End(Box::new(Outcome::SystemEvent { event, vcpu: index }))
             }
             Rare::InternalError => {
                 stats.count(ExitKind::InternalError);
@@ -442,7 +446,9 @@ impl Dispatcher {
     }
 }
 
-/// Fills `access` for a user device's `step`; other steps leave it alone.
+/// Fills `access` for a user device's `step`; other steps leave it alone. (Inlined: a
+/// built-in's exit would otherwise call it only to return.)
+#[inline(always)]
 fn fill(
     access: &mut DeviceAccess,
     step: &Step,
@@ -462,7 +468,7 @@ fn fill(
     access.count = (data.len() / size.max(1)) as u32;
     access.data.clear();
     if !access.is_read() {
-        access.data.extend_from_slice(data);
+        append_bytes(&mut access.data, data);
     }
 }
 

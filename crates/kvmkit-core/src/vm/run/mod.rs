@@ -100,8 +100,9 @@ pub(crate) enum Step {
     },
     /// The vCPU halted.
     Halt,
-    /// The run ends with this outcome.
-    End(Outcome),
+    /// The run ends with this outcome (boxed: an `Outcome` is ~190 bytes, and every exit
+    /// moves a `Step`, which at that size is a call to `memcpy`, a code page of its own).
+    End(Box<Outcome>),
     /// The run ends with an error.
     Fail {
         code: &'static str,
