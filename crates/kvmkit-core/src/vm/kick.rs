@@ -19,12 +19,26 @@ use crate::error::{Error, Result};
 /// uses.
 pub const KICK_SIGNAL_OFFSET: c_int = 6;
 
+/// This thread's part in kicks: the `immediate_exit` byte it publishes while it runs a vCPU,
+/// and its own `pthread_t`, kept here once known so that entering (on every exit of an
+/// inline vCPU) needs no call into libc.
+struct ThisThread {
+    immediate_exit: Cell<*mut u8>,
+    /// 0 until first needed (no thread has 0).
+    handle: Cell<pthread_t>,
+}
+
 thread_local! {
-    static IMMEDIATE_EXIT: Cell<*mut u8> = const { Cell::new(std::ptr::null_mut()) };
+    static THIS_THREAD: ThisThread = const {
+        ThisThread {
+            immediate_exit: Cell::new(std::ptr::null_mut()),
+            handle: Cell::new(0),
+        }
+    };
 }
 
 extern "C" fn on_kick(_: c_int, _: *mut siginfo_t, _: *mut c_void) {
-    let flag = IMMEDIATE_EXIT.with(Cell::get);
+    let flag = THIS_THREAD.with(|t| t.immediate_exit.get());
     if !flag.is_null() {
         // SAFETY: the pointer was published by this very thread and points into its vCPU's
         // kvm_run mapping, which outlives the publication (see `KickRegistry::enter`).
@@ -88,9 +102,15 @@ impl KickRegistry {
     /// `immediate_exit` must stay valid (the vCPU's `kvm_run` mapping alive) until the
     /// returned guard is dropped, and the guard must be dropped on this thread.
     pub(crate) unsafe fn enter(&self, index: usize, immediate_exit: *mut u8) -> Running<'_> {
-        IMMEDIATE_EXIT.with(|c| c.set(immediate_exit));
+        let me = THIS_THREAD.with(|t| {
+            t.immediate_exit.set(immediate_exit);
+            if t.handle.get() == 0 {
+                t.handle.set(current_thread());
+            }
+            t.handle.get()
+        });
         if let Some(slot) = self.threads.get(index) {
-            slot.store(current_thread(), Ordering::SeqCst);
+            slot.store(me, Ordering::SeqCst);
         }
         Running {
             registry: self,
@@ -128,6 +148,6 @@ impl Drop for Running<'_> {
                 std::hint::spin_loop();
             }
         }
-        IMMEDIATE_EXIT.with(|c| c.set(std::ptr::null_mut()));
+        THIS_THREAD.with(|t| t.immediate_exit.set(std::ptr::null_mut()));
     }
 }
