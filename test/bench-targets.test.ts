@@ -21,21 +21,31 @@ function result(path: PathName, exit: ExitName, ns: number, ratio: number, p50?:
   };
 }
 
-/** A run like the nested test machine's: every TypeScript path slower than QEMU there. */
-const NESTED = [
-  result('c', 'pio-out', 50_000, 1, 330),
-  result('builtin', 'pio-out', 51_000, 1.02, 1_700),
-  result('inline', 'pio-out', 60_000, 1.2, 12_000),
-  result('c-thread', 'pio-out', 90_000, 1.8, 30_000),
-  result('async', 'pio-out', 105_000, 2.1, 70_000),
-  result('qemu', 'pio-out', 55_000, 1.1),
-  result('c', 'mmio-read', 60_000, 1, 370),
-  result('builtin', 'mmio-read', 63_600, 1.06, 1_900),
-  result('inline', 'mmio-read', 72_000, 1.2, 12_000),
-  result('c-thread', 'mmio-read', 100_000, 1.67, 31_000),
-  result('async', 'mmio-read', 114_000, 1.9, 88_000),
-  result('qemu', 'mmio-read', 80_000, 1.33),
-];
+/**
+ * A run like the nested test machine's, every TypeScript path slower than QEMU there: per exit
+ * kind, each path's ns per exit, ratio to C and handling median (QEMU reports none).
+ */
+const NESTED_RUN: Record<'pio-out' | 'mmio-read', [PathName, number, number, number?][]> = {
+  'pio-out': [
+    ['c', 50_000, 1, 330],
+    ['builtin', 51_000, 1.02, 1_700],
+    ['inline', 60_000, 1.2, 12_000],
+    ['c-thread', 90_000, 1.8, 30_000],
+    ['async', 105_000, 2.1, 70_000],
+    ['qemu', 55_000, 1.1],
+  ],
+  'mmio-read': [
+    ['c', 60_000, 1, 370],
+    ['builtin', 63_600, 1.06, 1_900],
+    ['inline', 72_000, 1.2, 12_000],
+    ['c-thread', 100_000, 1.67, 31_000],
+    ['async', 114_000, 1.9, 88_000],
+    ['qemu', 80_000, 1.33],
+  ],
+};
+const NESTED = Object.entries(NESTED_RUN).flatMap(([exit, rows]) =>
+  rows.map(([path, ns, ratio, p50]) => result(path, exit as ExitName, ns, ratio, p50)),
+);
 
 describe('the benchmark targets', () => {
   it('hold hardware exits to looser ratios and QEMU, without nanosecond handling goals', () => {
