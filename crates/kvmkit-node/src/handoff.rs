@@ -129,8 +129,11 @@ pub(crate) fn write_access(out: &mut [f64], vcpu: u32, a: &DeviceAccess) {
     );
 }
 
-/// The value of up to 8 bytes whose low and high halves are `value` and `value_hi`.
-pub(crate) fn word(value: u32, value_hi: u32) -> [u8; 8] {
+/// The value answer of up to 8 bytes JS left in `slot`: its low and high halves are in
+/// `SLOT_VALUE` and `SLOT_VALUE_HI`.
+pub(crate) fn slot_answer(slot: &[f64]) -> [u8; 8] {
+    let value = slot[SLOT_VALUE as usize] as u32;
+    let value_hi = slot[SLOT_VALUE_HI as usize] as u32;
     ((u64::from(value_hi) << 32) | u64::from(value)).to_le_bytes()
 }
 
@@ -249,11 +252,7 @@ pub fn serve_replier(env: &Env) -> Result<Unknown<'_>> {
     bind(env, "serveReply", SERVING.with(Rc::clone), |streaks| {
         serving_in(streaks, |m, slot, spin| {
             let vcpu = slot[SLOT_VCPU as usize] as u32;
-            let answer = word(
-                slot[SLOT_VALUE as usize] as u32,
-                slot[SLOT_VALUE_HI as usize] as u32,
-            );
-            m.handoff().reply(vcpu, &answer).map_err(core)?;
+            m.handoff().reply(vcpu, &slot_answer(slot)).map_err(core)?;
             Ok(poll(m, spin, slot))
         })
     })

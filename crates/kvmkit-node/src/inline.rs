@@ -26,9 +26,9 @@ use kvmkit_core::vm::{InlineAnswer, InlineVcpu};
 
 use crate::bound_fn::bind;
 use crate::error::{Result, core, napi};
-use crate::handoff::{word, write_access};
+use crate::handoff::{slot_answer, write_access};
 use crate::innermost::innermost;
-use crate::protocol::{SLOT_FIELDS, SLOT_VALUE, SLOT_VALUE_HI, SLOT_VCPU};
+use crate::protocol::{SLOT_FIELDS, SLOT_VCPU};
 
 const FIELDS: usize = SLOT_FIELDS as usize;
 
@@ -170,11 +170,7 @@ pub fn inline_end() {
 pub fn inline_stepper(env: &Env) -> Result<Unknown<'_>> {
     bind(env, "inlineStep", DRIVING.with(Rc::clone), |runs| {
         driven(runs, |run| {
-            let slot = run.slot.fields();
-            let answer = word(
-                slot[SLOT_VALUE as usize] as u32,
-                slot[SLOT_VALUE_HI as usize] as u32,
-            );
+            let answer = slot_answer(run.slot.fields());
             step(run, InlineAnswer::Reply(&answer))
         })
     })
