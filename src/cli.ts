@@ -260,8 +260,8 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(topic === undefined ? HELP : formatHelp(topic));
     return 0;
   }
-  const sub =
-    first === 'bench' && (rest[0] === 'boot' || rest[0] === 'virtio' || rest[0] === 'footprint') ? rest[0] : undefined;
+  // `bench` and its subcommands (`bench boot`, ...) are commands of their own.
+  const sub = first === 'bench' && `bench ${rest[0]}` in COMMANDS ? rest[0] : undefined;
   const name = sub === undefined ? first : `bench ${sub}`;
   const spec = COMMANDS[name];
   if (spec === undefined) {
